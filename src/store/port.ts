@@ -1,0 +1,104 @@
+/**
+ * The store port: the one interface every persistence adapter implements (SQLite embedded, MongoDB).
+ * Interactions are written once against it; adapters differ only in how they keep rows and run queries.
+ *
+ * Semantics every adapter guarantees (the shared store test suite checks them):
+ * - versions are integers starting at 1, increasing by one per write of a resource (deletes included);
+ * - `lastUpdated` is an ISO instant (UTC, millisecond precision) assigned by the store at commit time order;
+ * - a write inside `transaction()` is visible to later reads of the same transaction and to nobody else
+ *   before the commit; a thrown error rolls everything back;
+ * - `expectedVersion` makes a write conditional: if the current version differs (or the resource does not
+ *   exist / is deleted), the adapter throws a 412 FhirError and the write does not happen, even when two
+ *   writers race (exactly one wins).
+ */
+import type { Resource } from 'fhir/r4';
+import type { IndexValue, SearchRequest } from '../search/types.ts';
+
+export type WriteMethod = 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** One version of a resource, as kept in history. `resource` is absent for deletions. */
+export interface VersionRecord {
+  resourceType: string;
+  id: string;
+  versionId: number;
+  lastUpdated: string;
+  method: WriteMethod;
+  deleted: boolean;
+  resource?: Resource;
+}
+
+/** The current state of a resource id: live (with its resource) or deleted (a tombstone). */
+export type CurrentRecord = VersionRecord;
+
+export interface HistoryQuery {
+  resourceType?: string;
+  id?: string;
+  /** Only versions with lastUpdated strictly after this instant (ISO). */
+  since?: string;
+  /** Only versions with lastUpdated at or before this instant (ISO), for _at. */
+  at?: string;
+  count: number;
+  /** Opaque cursor from a previous page (`HistoryPage.next`). */
+  cursor?: string;
+}
+
+export interface HistoryPage {
+  /** Newest first. */
+  entries: VersionRecord[];
+  /** Cursor of the next (older) page, when there is one. */
+  next?: string;
+  total?: number;
+}
+
+export interface SearchResult {
+  /** Current (live) resources of the page, in the requested order. */
+  resources: Resource[];
+  /** Cursor for the next page, when there is one. */
+  next?: string;
+  /** Cursor for the previous page, when there is one. */
+  previous?: string;
+  /** Matches in total, when the request asked for it (`total: 'accurate' | 'estimate'`). */
+  total?: number;
+}
+
+export interface WriteOptions {
+  /** Conditional write: the version the caller expects to replace (If-Match). */
+  expectedVersion?: number;
+  method: WriteMethod;
+  /** Index values extracted from the resource by the search indexer (the interaction layer computes them). */
+  index: IndexValue[];
+}
+
+/** Operations available inside a transaction (and, for convenience, outside one on the store itself). */
+export interface StoreSession {
+  /** Current record of a resource (live or tombstone), or undefined when the id was never used. */
+  current(resourceType: string, id: string): Promise<CurrentRecord | undefined>;
+  /** One version, or undefined. */
+  version(resourceType: string, id: string, versionId: number): Promise<VersionRecord | undefined>;
+  /**
+   * Writes a new version of `resource` (its resourceType and id are set). The store assigns
+   * meta.versionId and meta.lastUpdated on the stored copy and returns the resulting record.
+   * Creates the resource when the id is new or deleted.
+   */
+  put(resource: Resource, options: WriteOptions): Promise<VersionRecord>;
+  /** Marks the resource deleted (a new tombstone version). Returns undefined when it was not live. */
+  delete(resourceType: string, id: string, options: Omit<WriteOptions, 'index'>): Promise<VersionRecord | undefined>;
+  /** Runs a search (see src/search/types.ts). */
+  search(request: SearchRequest): Promise<SearchResult>;
+}
+
+export interface Store extends StoreSession {
+  readonly kind: 'sqlite' | 'mongodb';
+  init(): Promise<void>;
+  close(): Promise<void>;
+  /**
+   * Runs `work` atomically: all of its writes commit together or none do. Adapters serialise or isolate
+   * concurrent transactions so that conditional writes stay correct.
+   */
+  transaction<T>(work: (session: StoreSession) => Promise<T>): Promise<T>;
+  history(query: HistoryQuery): Promise<HistoryPage>;
+  /** Number of live resources (of one type, or all). */
+  count(resourceType?: string): Promise<number>;
+  /** Drops every resource and version: tests and `dsp-fhir` admin tooling only. */
+  clear(): Promise<void>;
+}
