@@ -59,6 +59,8 @@ export interface SearchResult {
   previous?: string;
   /** Matches in total, when the request asked for it (`total: 'accurate' | 'estimate'`). */
   total?: number;
+  /** Resources added by _include / _revinclude (search mode `include`). */
+  included?: Resource[];
 }
 
 export interface WriteOptions {

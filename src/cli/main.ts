@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+/**
+ * The `dsp-fhir` command-line program. One sub-command per file under src/cli/.
+ */
+import { Command } from 'commander';
+import { VERSION } from '../version.ts';
+import { registerServe } from './serve.ts';
+
+const program = new Command();
+program.name('dsp-fhir').description('DSP FHIR server for the Luxembourg shared health record').version(VERSION);
+registerServe(program);
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,294 @@
+/**
+ * batch and transaction Bundles (R4 http.html#transaction).
+ *
+ * transaction: one store transaction; entries processed DELETE, then POST, then PUT/PATCH, then GET/HEAD
+ * (the order the specification prescribes); every `urn:uuid:` / fullUrl of a created resource and every
+ * conditional reference (`Patient?identifier=...`) resolved first and rewritten in all entries; any failure
+ * rolls the whole transaction back and answers with that entry's OperationOutcome and status.
+ *
+ * batch: every entry on its own (its own store transaction); failures are reported per entry.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Binary, Bundle, BundleEntry, FhirResource, Resource } from 'fhir/r4';
+import type { StoreSession } from '../store/port.ts';
+import { FhirError, badRequest, operationOutcome, preconditionFailed, tooLarge } from './outcome.ts';
+import type { FhirRequest, FhirResponse, HttpMethod } from './request.ts';
+import { type Context, ID_PATTERN, assertResourceType, conditionalMatches } from './interactions.ts';
+import { dispatch } from './router.ts';
+import { fhirModel } from './model.ts';
+import { assertValidResource } from '../validation/index.ts';
+
+const METHODS = new Set<HttpMethod>(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
+const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
+
+interface PlannedEntry {
+  index: number;
+  entry: BundleEntry;
+  method: HttpMethod;
+  /** URL path below the base and query string. */
+  path: string;
+  query: [string, string][];
+}
+
+export async function processBundle(ctx: Context, req: FhirRequest): Promise<FhirResponse> {
+  const bundle = req.body as Bundle | undefined;
+  if (!bundle || bundle.resourceType !== 'Bundle') {
+    throw badRequest('POST to the base URL takes a batch or transaction Bundle');
+  }
+  if (bundle.type !== 'batch' && bundle.type !== 'transaction') {
+    throw badRequest(`Bundle.type must be batch or transaction to be processed (got "${bundle.type}")`, ['Bundle.type']);
+  }
+  const entries = bundle.entry ?? [];
+  if (entries.length > ctx.config.limits.maxBundleEntries) {
+    throw tooLarge(`The Bundle has ${entries.length} entries; the limit is ${ctx.config.limits.maxBundleEntries}`);
+  }
+  return bundle.type === 'transaction' ? transaction(ctx, req, entries) : batch(ctx, req, entries);
+}
+
+function planEntry(entry: BundleEntry, index: number, baseUrl: string): PlannedEntry {
+  const where = `Bundle.entry[${index}]`;
+  const method = entry.request?.method?.toUpperCase() as HttpMethod | undefined;
+  if (!method || !METHODS.has(method)) throw badRequest(`${where}.request.method is missing or invalid`, [`${where}.request.method`]);
+  let url = entry.request?.url;
+  if (!url) throw badRequest(`${where}.request.url is missing`, [`${where}.request.url`]);
+  if (url.startsWith(baseUrl + '/')) url = url.slice(baseUrl.length + 1);
+  if (/^[a-z]+:/i.test(url)) throw badRequest(`${where}.request.url must be relative to this server`, [`${where}.request.url`]);
+  url = url.replace(/^\/+/, '');
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  const query = q < 0 ? [] : [...new URLSearchParams(url.slice(q + 1))];
+  if ((method === 'POST' || method === 'PUT') && !entry.resource) {
+    throw badRequest(`${where} needs a resource for ${method}`, [`${where}.resource`]);
+  }
+  return { index, entry, method, path, query };
+}
+
+function entryRequest(req: FhirRequest, plan: PlannedEntry, body: unknown): FhirRequest {
+  const r = plan.entry.request!;
+  let contentType: string | undefined;
+  if (plan.method === 'PATCH') {
+    // A PATCH entry carries a Parameters resource (FHIRPath Patch) or a Binary holding a JSON Patch.
+    const res = body as Binary | undefined;
+    if (res?.resourceType === 'Binary' && res.contentType === 'application/json-patch+json' && res.data) {
+      body = JSON.parse(Buffer.from(res.data, 'base64').toString('utf8'));
+      contentType = 'application/json-patch+json';
+    } else {
+      contentType = 'application/fhir+json';
+    }
+  }
+  return {
+    method: plan.method,
+    path: plan.path,
+    query: plan.query,
+    body,
+    contentType,
+    baseUrl: req.baseUrl,
+    headers: {
+      prefer: req.headers.prefer,
+      'if-match': r.ifMatch,
+      'if-none-match': r.ifNoneMatch,
+      'if-none-exist': r.ifNoneExist,
+      'if-modified-since': r.ifModifiedSince,
+    },
+  };
+}
+
+function responseEntry(res: FhirResponse, baseUrl: string): BundleEntry {
+  const out: BundleEntry = {
+    response: {
+      status: String(res.status),
+      ...(res.headers.Location ? { location: res.headers.Location.replace(baseUrl + '/', '') } : {}),
+      ...(res.headers.ETag ? { etag: res.headers.ETag } : {}),
+      ...(res.headers['Last-Modified'] ? { lastModified: new Date(res.headers['Last-Modified']).toISOString() } : {}),
+    },
+  };
+  if (res.body) {
+    if (res.body.resourceType === 'OperationOutcome' && res.status >= 300) out.response!.outcome = res.body as FhirResource;
+    else out.resource = res.body as FhirResource;
+    if (res.body.id && res.body.resourceType !== 'Bundle' && res.body.resourceType !== 'OperationOutcome') {
+      out.fullUrl = `${baseUrl}/${res.body.resourceType}/${res.body.id}`;
+    }
+  }
+  return out;
+}
+
+function errorEntry(err: unknown): BundleEntry {
+  const fe = err instanceof FhirError ? err : new FhirError(500, 'Internal error while processing this entry', 'exception');
+  return { response: { status: String(fe.status), outcome: fe.toOperationOutcome() } };
+}
+
+async function batch(ctx: Context, req: FhirRequest, entries: BundleEntry[]): Promise<FhirResponse> {
+  const out: BundleEntry[] = [];
+  for (let i = 0; i < entries.length; i++) {
+    try {
+      const plan = planEntry(entries[i], i, req.baseUrl);
+      if (plan.path === '' && plan.method === 'POST') throw badRequest('A batch entry cannot itself be a batch or transaction');
+      const res = await dispatch(ctx, entryRequest(req, plan, plan.entry.resource));
+      out.push(responseEntry(res, req.baseUrl));
+    } catch (err) {
+      out.push(errorEntry(err));
+    }
+  }
+  return { status: 200, headers: {}, body: responseBundle('batch-response', out) };
+}
+
+function responseBundle(type: 'batch-response' | 'transaction-response', entry: BundleEntry[]): Bundle {
+  return { resourceType: 'Bundle', id: randomUUID() as string, type, meta: { lastUpdated: new Date().toISOString() }, entry };
+}
+
+async function transaction(ctx: Context, req: FhirRequest, entries: BundleEntry[]): Promise<FhirResponse> {
+  const plans = entries.map((e, i) => planEntry(e, i, req.baseUrl));
+  // Validate every resource before touching the store (fail fast, nothing written).
+  for (const p of plans) {
+    if (p.entry.resource && p.method !== 'PATCH') {
+      try {
+        assertValidResource(p.entry.resource);
+      } catch (err) {
+        if (err instanceof FhirError) throw prefixIssues(err, `Bundle.entry[${p.index}].resource`);
+        throw err;
+      }
+    }
+  }
+  const seenFullUrls = new Set<string>();
+  for (const p of plans) {
+    const fu = p.entry.fullUrl;
+    if (fu && p.entry.resource) {
+      if (seenFullUrls.has(fu)) throw badRequest(`Bundle.entry[${p.index}].fullUrl "${fu}" appears twice in the transaction`);
+      seenFullUrls.add(fu);
+    }
+  }
+  const responses = await ctx.store.transaction(async (session) => {
+    const mapping = await resolveIdentities(ctx, session, req, plans);
+    const results: FhirResponse[] = new Array(plans.length);
+    const ordered = [...plans].sort((x, y) => ORDER[x.method] - ORDER[y.method] || x.index - y.index);
+    for (const p of ordered) {
+      let body = p.entry.resource ? await rewriteReferences(ctx, session, structuredClone(p.entry.resource), mapping) : undefined;
+      const r = entryRequest(req, p, body);
+      const target = mapping.targets.get(p.index);
+      try {
+        if (target && p.method === 'POST') {
+          results[p.index] = target.existing
+            ? await dispatch(ctx, { ...r, method: 'GET', path: `${target.type}/${target.id}`, query: [], body: undefined }, session).then((res) => ({ ...res, status: 200 }))
+            : await createWithId(ctx, session, r, target.type, target.id);
+        } else if (target && p.method === 'PUT') {
+          body = { ...(body as Resource), id: target.id };
+          results[p.index] = await dispatch(ctx, { ...r, body, path: `${target.type}/${target.id}`, query: [] }, session);
+        } else {
+          results[p.index] = await dispatch(ctx, r, session);
+        }
+      } catch (err) {
+        if (err instanceof FhirError) throw prefixIssues(err, `Bundle.entry[${p.index}]`);
+        throw err;
+      }
+    }
+    return results;
+  });
+  return {
+    status: 200,
+    headers: {},
+    body: responseBundle('transaction-response', responses.map((r) => responseEntry(r, req.baseUrl))),
+  };
+}
+
+async function createWithId(ctx: Context, session: StoreSession, r: FhirRequest, type: string, id: string): Promise<FhirResponse> {
+  const { create } = await import('./interactions.ts');
+  return create(ctx, session, { ...r, path: type, headers: { ...r.headers, 'if-none-exist': undefined } }, type, id);
+}
+
+function prefixIssues(err: FhirError, where: string): FhirError {
+  return new FhirError(
+    err.status,
+    err.issues.map((i) => ({ ...i, diagnostics: `${where}: ${i.diagnostics}` })),
+    undefined,
+    err.headers,
+  );
+}
+
+interface Identities {
+  /** fullUrl (urn:uuid or absolute) -> `Type/id` */
+  refs: Map<string, string>;
+  /** entry index -> the identity it writes (POST and conditional PUT entries) */
+  targets: Map<number, { type: string; id: string; existing: boolean }>;
+}
+
+/**
+ * Gives every created resource its id before anything is written, so that references between entries can be
+ * rewritten; conditional creates and conditional updates are resolved against the data as it is.
+ */
+async function resolveIdentities(ctx: Context, session: StoreSession, req: FhirRequest, plans: PlannedEntry[]): Promise<Identities> {
+  const refs = new Map<string, string>();
+  const targets = new Map<number, { type: string; id: string; existing: boolean }>();
+  for (const p of plans) {
+    const [type, id, ...rest] = p.path.split('/');
+    const fullUrl = p.entry.fullUrl;
+    if (p.method === 'POST' && type && !id) {
+      assertResourceType(type);
+      let target: { type: string; id: string; existing: boolean } = { type, id: randomUUID(), existing: false };
+      const ifNoneExist = p.entry.request?.ifNoneExist;
+      if (ifNoneExist) {
+        const matches = await conditionalMatches(session, ctx, type, ifNoneExist.replace(/^[^?]*\?/, ''));
+        if (matches.length > 1) throw preconditionFailed(`Bundle.entry[${p.index}]: ifNoneExist matched several ${type} resources`);
+        if (matches.length === 1) target = { type, id: matches[0].id!, existing: true };
+      }
+      targets.set(p.index, target);
+      if (fullUrl) refs.set(fullUrl, `${type}/${target.id}`);
+    } else if (p.method === 'PUT' && type && !id && p.query.length) {
+      assertResourceType(type);
+      const matches = await conditionalMatches(session, ctx, type, p.query);
+      if (matches.length > 1) throw preconditionFailed(`Bundle.entry[${p.index}]: the conditional update matched several ${type} resources`);
+      const bodyId = p.entry.resource?.id;
+      const target = { type, id: matches[0]?.id ?? (bodyId && ID_PATTERN.test(bodyId) ? bodyId : randomUUID()), existing: matches.length === 1 };
+      targets.set(p.index, target);
+      if (fullUrl) refs.set(fullUrl, `${type}/${target.id}`);
+    } else if (p.method === 'PUT' && type && id && rest.length === 0 && fullUrl) {
+      refs.set(fullUrl, `${type}/${id}`);
+    }
+  }
+  return { refs, targets };
+}
+
+/**
+ * Rewrites, in place, every Reference.reference that names another entry (by fullUrl) or is a conditional
+ * reference (`Type?params`, resolved to exactly one match), and every uri/url value equal to a urn:uuid
+ * fullUrl of the Bundle (Attachment.url to a Binary, narrative links are left as they are).
+ */
+async function rewriteReferences(ctx: Context, session: StoreSession, resource: Resource, ids: Identities): Promise<Resource> {
+  const conditional = new Map<string, string>();
+  const walk = async (node: unknown): Promise<void> => {
+    if (Array.isArray(node)) {
+      for (const item of node) await walk(item);
+      return;
+    }
+    if (node === null || typeof node !== 'object') return;
+    const obj = node as Record<string, unknown>;
+    for (const [key, value] of Object.entries(obj)) {
+      if (typeof value === 'string') {
+        if (key === 'reference' || key === 'url' || key === 'fullUrl') {
+          const mapped = ids.refs.get(value);
+          if (mapped) obj[key] = mapped;
+          else if (key === 'reference' && /^[A-Z][A-Za-z]+\?/.test(value)) {
+            obj[key] = conditional.get(value) ?? (await resolveConditional(ctx, session, value));
+            conditional.set(value, obj[key] as string);
+          }
+        }
+      } else if (key !== 'div') {
+        await walk(value);
+      }
+    }
+  };
+  await walk(resource);
+  return resource;
+}
+
+async function resolveConditional(ctx: Context, session: StoreSession, reference: string): Promise<string> {
+  const q = reference.indexOf('?');
+  const type = reference.slice(0, q);
+  if (!fhirModel().isResourceType(type)) throw badRequest(`Conditional reference "${reference}" names an unknown resource type`);
+  const matches = await conditionalMatches(session, ctx, type, reference.slice(q + 1));
+  if (matches.length !== 1) {
+    throw preconditionFailed(`Conditional reference "${reference}" matched ${matches.length === 0 ? 'no' : 'several'} resources; exactly one is required`);
+  }
+  return `${type}/${matches[0].id}`;
+}
+
+export { operationOutcome };

@@ -1,0 +1,453 @@
+/**
+ * The FHIR RESTful interactions (R4 http.html), written once against the store port.
+ * Every write runs inside a store transaction, so a read-check-write (If-Match, conditional create,
+ * conditional update, patch) is atomic on every adapter.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Bundle, BundleEntry, BundleLink, FhirResource, OperationOutcome, Parameters, Resource } from 'fhir/r4';
+import type { Config } from '../config.ts';
+import type { HistoryQuery, Store, StoreSession, VersionRecord, WriteMethod } from '../store/port.ts';
+import type { SearchRequest } from '../search/types.ts';
+import { extractIndex } from '../search/indexer.ts';
+import { parseSearch } from '../search/parse.ts';
+import { assertValidResource } from '../validation/index.ts';
+import { applyFhirPathPatch, applyJsonPatch } from './patch.ts';
+import { fhirModel } from './model.ts';
+import {
+  FhirError,
+  badRequest,
+  gone,
+  notFound,
+  operationOutcome,
+  preconditionFailed,
+  type Issue,
+} from './outcome.ts';
+import { type FhirRequest, type FhirResponse, header, prefer, queryValue } from './request.ts';
+
+export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
+
+export interface Context {
+  store: Store;
+  config: Config;
+}
+
+// -- helpers -------------------------------------------------------------------------------------------------
+
+export function etag(versionId: number | string): string {
+  return `W/"${versionId}"`;
+}
+
+/** Parses If-Match: `W/"3"` or `"3"` (or a bare 3). */
+export function parseETag(value: string): number {
+  const m = /^(?:W\/)?"?(\d+)"?$/.exec(value.trim());
+  if (!m) throw badRequest(`Invalid ETag "${value}": expected W/"<versionId>"`);
+  return Number(m[1]);
+}
+
+export function httpDate(iso: string): string {
+  return new Date(iso).toUTCString();
+}
+
+function versionHeaders(record: VersionRecord, baseUrl: string, withLocation: boolean): Record<string, string> {
+  const headers: Record<string, string> = {
+    ETag: etag(record.versionId),
+    'Last-Modified': httpDate(record.lastUpdated),
+  };
+  if (withLocation) {
+    headers.Location = `${baseUrl}/${record.resourceType}/${record.id}/_history/${record.versionId}`;
+  }
+  return headers;
+}
+
+export function assertResourceType(type: string): void {
+  if (!fhirModel().isResourceType(type)) throw new FhirError(404, `Unknown resource type "${type}"`, 'not-supported');
+}
+
+export function assertId(id: string): void {
+  if (!ID_PATTERN.test(id)) throw badRequest(`Invalid resource id "${id}": ids are 1 to 64 characters of A-Z a-z 0-9 - .`);
+}
+
+/** Body checks shared by create and update: a resource of the URL's type, structurally valid. */
+function checkBody(body: unknown, type: string): Resource {
+  if (body === undefined || body === null) throw badRequest('A resource body is required');
+  assertValidResource(body);
+  const resource = body as Resource;
+  if (resource.resourceType !== type) {
+    throw badRequest(`The body is a ${resource.resourceType} but the URL is for ${type}`, ['resourceType']);
+  }
+  return resource;
+}
+
+/** Response of a successful write, shaped by Prefer: return=. */
+function writeResponse(req: FhirRequest, record: VersionRecord, status: number, created: boolean): FhirResponse {
+  const headers = versionHeaders(record, req.baseUrl, true);
+  const want = prefer(req).return ?? 'representation';
+  if (want === 'minimal') return { status, headers };
+  if (want === 'OperationOutcome') {
+    return {
+      status,
+      headers,
+      body: operationOutcome([
+        {
+          severity: 'information',
+          code: 'informational',
+          diagnostics: `${created ? 'Created' : record.deleted ? 'Deleted' : 'Updated'} ${record.resourceType}/${record.id} version ${record.versionId}`,
+        },
+      ]),
+    };
+  }
+  return { status, headers, body: record.resource };
+}
+
+async function indexAndPut(
+  session: StoreSession,
+  resource: Resource,
+  method: WriteMethod,
+  expectedVersion?: number,
+): Promise<VersionRecord> {
+  return session.put(resource, { method, expectedVersion, index: extractIndex(resource) });
+}
+
+/** Drops client-supplied versioning metadata: the server owns meta.versionId and meta.lastUpdated. */
+function withoutServerMeta(resource: Resource): Resource {
+  if (!resource.meta) return resource;
+  const { versionId: _v, lastUpdated: _l, ...rest } = resource.meta;
+  const copy = { ...resource } as Resource;
+  if (Object.keys(rest).length) copy.meta = rest;
+  else delete copy.meta;
+  return copy;
+}
+
+/** Runs a search with the given parameters for a conditional interaction; strict about unknown parameters. */
+export async function conditionalMatches(
+  session: StoreSession,
+  ctx: Context,
+  type: string,
+  query: [string, string][] | string,
+  limit = 2,
+): Promise<Resource[]> {
+  const params = typeof query === 'string' ? [...new URLSearchParams(query)] : query;
+  if (!params.length) throw badRequest('A conditional interaction needs at least one search parameter');
+  const { request } = parseSearch(type, params, {
+    strict: true,
+    defaultCount: limit,
+    maxCount: ctx.config.limits.maxCount,
+  });
+  const result = await session.search({ ...request, count: limit, total: 'none', include: [], sort: [] });
+  return result.resources;
+}
+
+// -- read ------------------------------------------------------------------------------------------------------
+
+export async function read(session: StoreSession, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  assertId(id);
+  const record = await session.current(type, id);
+  if (!record) throw notFound(`${type}/${id} is not known`);
+  if (record.deleted) {
+    throw new FhirError(410, `${type}/${id} was deleted`, 'deleted', { ETag: etag(record.versionId) });
+  }
+  const headers = versionHeaders(record, req.baseUrl, false);
+  const ifNoneMatch = header(req, 'if-none-match');
+  if (ifNoneMatch && ifNoneMatch.split(',').some((t) => t.trim() === '*' || safeETag(t) === record.versionId)) {
+    return { status: 304, headers };
+  }
+  const ifModifiedSince = header(req, 'if-modified-since');
+  if (ifModifiedSince && !ifNoneMatch) {
+    const since = Date.parse(ifModifiedSince);
+    // HTTP dates have second precision: compare at that precision.
+    if (Number.isFinite(since) && Math.floor(Date.parse(record.lastUpdated) / 1000) * 1000 <= since) {
+      return { status: 304, headers };
+    }
+  }
+  return { status: 200, headers, body: record.resource, summarizable: true };
+}
+
+function safeETag(value: string): number | undefined {
+  try {
+    return parseETag(value);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function vread(session: StoreSession, req: FhirRequest, type: string, id: string, vid: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  assertId(id);
+  if (!/^\d+$/.test(vid)) throw notFound(`Version "${vid}" of ${type}/${id} is not known`);
+  const record = await session.version(type, id, Number(vid));
+  if (!record) throw notFound(`Version ${vid} of ${type}/${id} is not known`);
+  if (record.deleted) {
+    throw new FhirError(410, `Version ${vid} of ${type}/${id} is a deletion`, 'deleted', { ETag: etag(record.versionId) });
+  }
+  return { status: 200, headers: versionHeaders(record, req.baseUrl, false), body: record.resource, summarizable: true };
+}
+
+// -- create / update / delete ------------------------------------------------------------------------------
+
+export async function create(ctx: Context, session: StoreSession, req: FhirRequest, type: string, presetId?: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  const resource = withoutServerMeta(checkBody(req.body, type));
+  const ifNoneExist = header(req, 'if-none-exist');
+  if (ifNoneExist) {
+    const matches = await conditionalMatches(session, ctx, type, ifNoneExist.replace(/^[^?]*\?/, ''));
+    if (matches.length > 1) throw preconditionFailed(`If-None-Exist matched ${matches.length} or more ${type} resources`);
+    if (matches.length === 1) {
+      const existing = matches[0];
+      const record = await session.current(type, existing.id!);
+      return { ...writeResponse(req, record!, 200, false), status: 200 };
+    }
+  }
+  // create ignores any id in the body (R4 http.html#create); transactions may preset one for urn:uuid entries.
+  const id = presetId ?? randomUUID();
+  const record = await indexAndPut(session, { ...resource, id } as Resource, 'POST');
+  return writeResponse(req, record, 201, true);
+}
+
+export async function update(ctx: Context, session: StoreSession, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  assertId(id);
+  const resource = withoutServerMeta(checkBody(req.body, type));
+  if (resource.id === undefined) throw badRequest('The resource in an update must have an id', [`${type}.id`]);
+  if (resource.id !== id) throw badRequest(`The id in the body (${resource.id}) differs from the URL (${id})`, [`${type}.id`]);
+  const ifMatch = header(req, 'if-match');
+  const expected = ifMatch ? parseETag(ifMatch) : undefined;
+  const before = await session.current(type, id);
+  if (expected !== undefined && !before) throw notFound(`${type}/${id} is not known (If-Match ${ifMatch})`);
+  const record = await indexAndPut(session, resource, 'PUT', expected);
+  const created = !before || before.deleted;
+  return writeResponse(req, record, created ? 201 : 200, created);
+}
+
+export async function conditionalUpdate(ctx: Context, session: StoreSession, req: FhirRequest, type: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  const resource = checkBody(req.body, type);
+  const matches = await conditionalMatches(session, ctx, type, searchParamsOf(req));
+  if (matches.length > 1) throw preconditionFailed(`The conditional update matched several ${type} resources`);
+  if (matches.length === 1) {
+    const id = matches[0].id!;
+    if (resource.id !== undefined && resource.id !== id) {
+      throw badRequest(`The id in the body (${resource.id}) differs from the matched resource (${id})`, [`${type}.id`]);
+    }
+    return update(ctx, session, { ...req, body: { ...resource, id } }, type, id);
+  }
+  if (resource.id !== undefined) {
+    assertId(resource.id);
+    return update(ctx, session, req, type, resource.id);
+  }
+  return create(ctx, session, { ...req, headers: { ...req.headers, 'if-none-exist': undefined } }, type);
+}
+
+export async function remove(ctx: Context, session: StoreSession, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  assertId(id);
+  const ifMatch = header(req, 'if-match');
+  const expected = ifMatch ? parseETag(ifMatch) : undefined;
+  const before = await session.current(type, id);
+  if (!before) throw notFound(`${type}/${id} is not known`);
+  if (before.deleted) {
+    if (expected !== undefined) throw preconditionFailed(`${type}/${id} is already deleted`);
+    return { status: 204, headers: { ETag: etag(before.versionId) } };
+  }
+  const record = await session.delete(type, id, { method: 'DELETE', expectedVersion: expected });
+  return deleteResponse(req, record!);
+}
+
+function deleteResponse(req: FhirRequest, record: VersionRecord): FhirResponse {
+  const headers = { ETag: etag(record.versionId) };
+  if (prefer(req).return === 'OperationOutcome') {
+    return {
+      status: 200,
+      headers,
+      body: operationOutcome([{ severity: 'information', code: 'informational', diagnostics: `Deleted ${record.resourceType}/${record.id}` }]),
+    };
+  }
+  return { status: 204, headers };
+}
+
+export async function conditionalDelete(ctx: Context, session: StoreSession, req: FhirRequest, type: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  const matches = await conditionalMatches(session, ctx, type, searchParamsOf(req));
+  if (matches.length > 1) throw preconditionFailed(`The conditional delete matched several ${type} resources`);
+  if (matches.length === 0) return { status: 204, headers: {} };
+  return remove(ctx, session, req, type, matches[0].id!);
+}
+
+// -- patch ---------------------------------------------------------------------------------------------------
+
+export async function patch(ctx: Context, session: StoreSession, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  assertId(id);
+  const current = await session.current(type, id);
+  if (!current) throw notFound(`${type}/${id} is not known`);
+  if (current.deleted) throw gone(`${type}/${id} was deleted`);
+  const ifMatch = header(req, 'if-match');
+  const expected = ifMatch ? parseETag(ifMatch) : current.versionId;
+  if (expected !== current.versionId) {
+    throw preconditionFailed(`Version conflict on ${type}/${id}: expected version ${expected}, current is ${current.versionId}`);
+  }
+  let patched: Resource;
+  if (req.contentType === 'application/json-patch+json') {
+    patched = applyJsonPatch(current.resource!, req.body);
+  } else {
+    const params = req.body as Resource | undefined;
+    if (!params || params.resourceType !== 'Parameters') {
+      throw badRequest('A FHIRPath Patch body must be a Parameters resource (or send application/json-patch+json)');
+    }
+    assertValidResource(params);
+    patched = applyFhirPathPatch(current.resource!, params as Parameters);
+  }
+  if (patched.resourceType !== type || patched.id !== id) {
+    throw new FhirError(422, 'A patch must not change the resource type or id', 'processing');
+  }
+  const resource = withoutServerMeta(patched);
+  assertValidResource(resource);
+  const record = await indexAndPut(session, resource, 'PATCH', expected);
+  return writeResponse(req, record, 200, false);
+}
+
+export async function conditionalPatch(ctx: Context, session: StoreSession, req: FhirRequest, type: string): Promise<FhirResponse> {
+  assertResourceType(type);
+  const matches = await conditionalMatches(session, ctx, type, searchParamsOf(req));
+  if (matches.length === 0) throw notFound(`The conditional patch matched no ${type}`);
+  if (matches.length > 1) throw preconditionFailed(`The conditional patch matched several ${type} resources`);
+  return patch(ctx, session, req, type, matches[0].id!);
+}
+
+/** Query parameters that are search criteria (formatting parameters removed). */
+export function searchParamsOf(req: FhirRequest): [string, string][] {
+  return req.query.filter(([k]) => !FORMAT_PARAMS.has(k));
+}
+
+export const FORMAT_PARAMS = new Set(['_format', '_pretty', '_summary', '_elements']);
+
+// -- history ---------------------------------------------------------------------------------------------------
+
+function parseInstantParam(name: string, value: string): string {
+  const t = Date.parse(value);
+  if (!/^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/.test(value) || !Number.isFinite(t)) {
+    throw badRequest(`Parameter ${name}: "${value}" is not a valid instant`, [name]);
+  }
+  return new Date(t).toISOString();
+}
+
+export function pageSize(ctx: Context, req: FhirRequest): number {
+  const raw = queryValue(req, '_count');
+  if (raw === undefined) return ctx.config.limits.defaultCount;
+  if (!/^\d+$/.test(raw)) throw badRequest(`Parameter _count: "${raw}" is not a non-negative integer`, ['_count']);
+  return Math.min(Number(raw), ctx.config.limits.maxCount);
+}
+
+export async function history(ctx: Context, req: FhirRequest, type?: string, id?: string): Promise<FhirResponse> {
+  if (type) assertResourceType(type);
+  if (id) assertId(id);
+  const known = new Set(['_count', '_since', '_at', '_cursor', ...FORMAT_PARAMS]);
+  for (const [k] of req.query) {
+    if (!known.has(k)) throw badRequest(`Parameter ${k} is not supported on history`, [k]);
+  }
+  const query: HistoryQuery = { resourceType: type, id, count: pageSize(ctx, req) };
+  const since = queryValue(req, '_since');
+  if (since) query.since = parseInstantParam('_since', since);
+  const at = queryValue(req, '_at');
+  if (at) query.at = parseInstantParam('_at', at);
+  const cursor = queryValue(req, '_cursor');
+  if (cursor) query.cursor = cursor;
+  if (id && type) {
+    const current = await ctx.store.current(type, id);
+    if (!current) throw notFound(`${type}/${id} is not known`);
+  }
+  const page = await ctx.store.history(query);
+  const path = [type, id, '_history'].filter(Boolean).join('/');
+  const selfParams = req.query.filter(([k]) => k !== '_cursor');
+  const links: BundleLink[] = [{ relation: 'self', url: linkUrl(req.baseUrl, path, req.query) }];
+  if (page.next) links.push({ relation: 'next', url: linkUrl(req.baseUrl, path, [...selfParams, ['_cursor', page.next]]) });
+  const bundle: Bundle = {
+    resourceType: 'Bundle',
+    id: randomUUID(),
+    meta: { lastUpdated: new Date().toISOString() },
+    type: 'history',
+    ...(page.total !== undefined ? { total: page.total } : {}),
+    link: links,
+    entry: page.entries.map((v) => historyEntry(req.baseUrl, v)),
+  };
+  return { status: 200, headers: {}, body: bundle };
+}
+
+function historyEntry(baseUrl: string, v: VersionRecord): BundleEntry {
+  const url = `${v.resourceType}/${v.id}`;
+  const entry: BundleEntry = { fullUrl: `${baseUrl}/${url}` };
+  if (v.resource) entry.resource = v.resource as FhirResource;
+  entry.request = { method: v.method, url: v.method === 'POST' ? v.resourceType : url };
+  entry.response = {
+    status: v.deleted ? '204' : v.method === 'POST' ? '201' : '200',
+    etag: etag(v.versionId),
+    lastModified: v.lastUpdated,
+  };
+  return entry;
+}
+
+export function linkUrl(baseUrl: string, path: string, query: [string, string][]): string {
+  const qs = new URLSearchParams(query).toString();
+  return `${baseUrl}/${path}${qs ? `?${qs}` : ''}`;
+}
+
+// -- search ----------------------------------------------------------------------------------------------------
+
+export async function search(
+  ctx: Context,
+  session: StoreSession,
+  req: FhirRequest,
+  type: string | undefined,
+  params: [string, string][],
+  extra?: { path?: string; filters?: SearchRequest['filters'] },
+): Promise<FhirResponse> {
+  if (type) assertResourceType(type);
+  const strict = prefer(req).handling === 'strict';
+  const criteria = params.filter(([k]) => !FORMAT_PARAMS.has(k) && k !== '_cursor');
+  const { request, ignored } = parseSearch(type, criteria, {
+    strict,
+    defaultCount: ctx.config.limits.defaultCount,
+    maxCount: ctx.config.limits.maxCount,
+  });
+  const cursor = params.find(([k]) => k === '_cursor')?.[1];
+  if (cursor) request.cursor = cursor;
+  if (extra?.filters) request.filters.push(...extra.filters);
+  if (!type && request.resourceTypes.length === 0) request.resourceTypes = [...fhirModel().resourceTypes];
+  const result = await session.search(request);
+  const path = extra?.path ?? (type ?? '');
+  const keep = params.filter(([k]) => k !== '_cursor');
+  const link: BundleLink[] = [{ relation: 'self', url: linkUrl(req.baseUrl, path, params) }];
+  if (result.previous) link.push({ relation: 'previous', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', result.previous]]) });
+  if (result.next) link.push({ relation: 'next', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', result.next]]) });
+  const entry: BundleEntry[] = result.resources.map((r) => ({
+    fullUrl: `${req.baseUrl}/${r.resourceType}/${r.id}`,
+    resource: r as FhirResource,
+    search: { mode: 'match' },
+  }));
+  for (const r of result.included ?? []) {
+    entry.push({ fullUrl: `${req.baseUrl}/${r.resourceType}/${r.id}`, resource: r as FhirResource, search: { mode: 'include' } });
+  }
+  if (ignored.length) {
+    const outcome: OperationOutcome = operationOutcome(
+      ignored.map((p: string) => ({
+        severity: 'warning' as const,
+        code: 'not-supported' as const,
+        diagnostics: `The search parameter "${p}" is unknown or not supported and was ignored`,
+        expression: [p],
+      })),
+    );
+    entry.push({ resource: outcome, search: { mode: 'outcome' } });
+  }
+  const bundle: Bundle = {
+    resourceType: 'Bundle',
+    id: randomUUID(),
+    meta: { lastUpdated: new Date().toISOString() },
+    type: 'searchset',
+    ...(result.total !== undefined ? { total: result.total } : {}),
+    link,
+    entry,
+  };
+  return { status: 200, headers: {}, body: bundle, summarizable: true };
+}
+
+export type { Issue };

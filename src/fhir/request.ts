@@ -1,0 +1,57 @@
+/**
+ * Transport-neutral request and response of one FHIR interaction. The HTTP layer builds a FhirRequest from
+ * an HTTP request; batch and transaction entries build one from `Bundle.entry.request`. Both go through the
+ * same router, so an interaction behaves the same whichever way it arrives.
+ */
+import type { Resource } from 'fhir/r4';
+
+export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export interface FhirRequest {
+  method: HttpMethod;
+  /** Path below the FHIR base, without leading slash or query: `Patient/123/_history/2`. */
+  path: string;
+  /** Query parameters in order (repeats kept). */
+  query: [string, string][];
+  /** Parsed body: a resource, or for JSON Patch the operation array. */
+  body?: unknown;
+  /** Media type of the body without parameters (`application/fhir+json`, `application/json-patch+json`). */
+  contentType?: string;
+  /** Lower-case header names. */
+  headers: Record<string, string | undefined>;
+  /** Absolute base URL of the FHIR endpoint, without trailing slash (`http://host/fhir`). */
+  baseUrl: string;
+}
+
+export interface FhirResponse {
+  status: number;
+  /** Body: a resource (Bundle, OperationOutcome...) or nothing. */
+  body?: Resource;
+  /** ETag, Location, Last-Modified and others. */
+  headers: Record<string, string>;
+  /** True when the body is a whole resource read from the store (so _summary / _elements apply). */
+  summarizable?: boolean;
+}
+
+export function header(req: FhirRequest, name: string): string | undefined {
+  const v = req.headers[name.toLowerCase()];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+export function queryValue(req: FhirRequest, name: string): string | undefined {
+  for (const [k, v] of req.query) if (k === name) return v;
+  return undefined;
+}
+
+/** `Prefer: return=minimal|representation|OperationOutcome` and `handling=strict|lenient`. */
+export function prefer(req: FhirRequest): { return?: string; handling?: string } {
+  const out: { return?: string; handling?: string } = {};
+  const raw = header(req, 'prefer');
+  if (!raw) return out;
+  for (const part of raw.split(/[;,]/)) {
+    const [k, v] = part.trim().split('=').map((x) => x?.trim().replace(/^"|"$/g, ''));
+    if (k === 'return' && v) out.return = v;
+    if (k === 'handling' && v) out.handling = v;
+  }
+  return out;
+}

@@ -1,0 +1,111 @@
+/**
+ * Content negotiation for FHIR JSON and XML: which format a request body is in, which format the client
+ * wants back (Accept, `_format`), and parsing bodies safely (size and nesting limits enforced before the
+ * parser can run away).
+ */
+import type { Resource } from 'fhir/r4';
+import { FhirError, badRequest } from '../fhir/outcome.ts';
+import { parseFhirXml, toFhirXml } from './xml.ts';
+
+export type Format = 'json' | 'xml';
+
+export const SUPPORTED_FORMATS = ['application/fhir+json', 'application/fhir+xml', 'json', 'xml'] as const;
+
+const JSON_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir', 'text/json']);
+const XML_TYPES = new Set(['application/fhir+xml', 'application/xml', 'application/xml+fhir', 'text/xml']);
+
+export function mediaType(contentType: string | undefined): string | undefined {
+  return contentType?.split(';')[0].trim().toLowerCase() || undefined;
+}
+
+/** Format named by a `_format` value or a media type; undefined when unknown. */
+export function formatOf(value: string): Format | undefined {
+  const v = value.split(';')[0].trim().toLowerCase();
+  if (v === 'json' || JSON_TYPES.has(v)) return 'json';
+  if (v === 'xml' || XML_TYPES.has(v)) return 'xml';
+  return undefined;
+}
+
+/** The response format: `_format` wins over Accept; JSON by default. */
+export function responseFormat(formatParam: string | undefined, accept: string | undefined): Format {
+  if (formatParam) {
+    const f = formatOf(formatParam);
+    if (!f) throw new FhirError(406, `_format "${formatParam}" is not supported; use json or xml`, 'not-supported');
+    return f;
+  }
+  if (!accept) return 'json';
+  // Highest q first; the first FHIR-capable type decides. */* or unknown types fall back to JSON.
+  const ranges = accept
+    .split(',')
+    .map((part, i) => {
+      const [type, ...params] = part.split(';').map((s) => s.trim());
+      const q = params.find((p) => p.startsWith('q='));
+      return { type: type.toLowerCase(), q: q ? Number(q.slice(2)) : 1, i };
+    })
+    .filter((r) => r.q > 0)
+    .sort((x, y) => y.q - x.q || x.i - y.i);
+  for (const r of ranges) {
+    const f = formatOf(r.type);
+    if (f) return f;
+    if (r.type === '*/*' || r.type === 'application/*') return 'json';
+  }
+  if (ranges.length && !ranges.some((r) => r.type.includes('*') || r.type.startsWith('text/html'))) {
+    throw new FhirError(406, `None of the accepted media types (${accept}) is supported; use application/fhir+json or application/fhir+xml`, 'not-supported');
+  }
+  return 'json';
+}
+
+export function contentTypeOf(format: Format): string {
+  return format === 'xml' ? 'application/fhir+xml; charset=utf-8' : 'application/fhir+json; charset=utf-8';
+}
+
+/**
+ * Checks JSON nesting depth without parsing (strings skipped), so that a hostile body is refused before
+ * JSON.parse builds it.
+ */
+export function jsonDepthExceeds(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92 /* \ */) i++;
+      else if (c === 34 /* " */) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91) {
+      if (++depth > max) return true;
+    } else if (c === 125 || c === 93) depth--;
+  }
+  return false;
+}
+
+export interface BodyLimits {
+  maxDepth: number;
+}
+
+/**
+ * Parses a request body by its media type. JSON Patch bodies stay plain JSON; FHIR JSON and XML become a
+ * resource. Returns undefined for an empty body.
+ */
+export function parseBody(raw: Buffer | string | undefined, contentType: string | undefined, limits: BodyLimits): unknown {
+  if (raw === undefined || raw.length === 0) return undefined;
+  const text = typeof raw === 'string' ? raw : raw.toString('utf8');
+  const type = mediaType(contentType);
+  if (type === 'application/json-patch+json' || type === undefined || JSON_TYPES.has(type)) {
+    if (jsonDepthExceeds(text, limits.maxDepth)) {
+      throw badRequest(`The JSON body nests deeper than the limit of ${limits.maxDepth} levels`);
+    }
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new FhirError(400, `The body is not valid JSON: ${(err as Error).message}`, 'structure');
+    }
+  }
+  if (XML_TYPES.has(type)) return parseFhirXml(text, { maxDepth: limits.maxDepth });
+  throw new FhirError(415, `Content-Type ${type} is not supported; use application/fhir+json or application/fhir+xml`, 'not-supported');
+}
+
+export function serialize(resource: Resource, format: Format, pretty: boolean): string {
+  if (format === 'xml') return toFhirXml(resource, { pretty });
+  return pretty ? JSON.stringify(resource, null, 2) : JSON.stringify(resource);
+}

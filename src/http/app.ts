@@ -1,0 +1,143 @@
+/**
+ * The HTTP layer: an express application that turns HTTP requests into FhirRequests, hands them to the
+ * router, and writes FhirResponses back in the negotiated format. Every failure leaves as an
+ * OperationOutcome with the right status; internals never reach the client.
+ */
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Resource } from 'fhir/r4';
+import type { Logger } from 'pino';
+import type { Context } from '../fhir/interactions.ts';
+import { dispatch } from '../fhir/router.ts';
+import { FhirError, operationOutcome } from '../fhir/outcome.ts';
+import type { FhirRequest, FhirResponse, HttpMethod } from '../fhir/request.ts';
+import { type Format, contentTypeOf, mediaType, parseBody, responseFormat, serialize } from '../formats/negotiate.ts';
+import { applySubsetting, parseSummary } from '../formats/summary.ts';
+
+export const FHIR_BASE_PATH = '/fhir';
+
+export interface AppOptions {
+  ctx: Context;
+  logger?: Logger;
+}
+
+interface Negotiated {
+  format: Format;
+  pretty: boolean;
+}
+
+function firstQuery(query: [string, string][], name: string): string | undefined {
+  return query.find(([k]) => k === name)?.[1];
+}
+
+function send(res: Response, neg: Negotiated, status: number, headers: Record<string, string>, body: Resource | undefined, head: boolean): void {
+  res.status(status);
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  if (body === undefined || status === 304) {
+    res.end();
+    return;
+  }
+  const text = serialize(body, neg.format, neg.pretty);
+  res.setHeader('Content-Type', contentTypeOf(neg.format));
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(head ? undefined : text);
+}
+
+function sendError(res: Response, neg: Negotiated, err: unknown, logger?: Logger): void {
+  if (err instanceof FhirError) {
+    send(res, neg, err.status, err.headers, err.toOperationOutcome(), false);
+    return;
+  }
+  // Body-parser errors carry an HTTP status (413 too large, 400 bad encoding).
+  const status = (err as { status?: number; type?: string }).status;
+  if (status === 413) {
+    send(res, neg, 413, {}, operationOutcome([{ severity: 'error', code: 'too-costly', diagnostics: 'The request body exceeds the configured size limit' }]), false);
+    return;
+  }
+  if (status && status >= 400 && status < 500) {
+    send(res, neg, status, {}, operationOutcome([{ severity: 'error', code: 'invalid', diagnostics: 'The request body could not be read' }]), false);
+    return;
+  }
+  // Never leak internals (or health data) to the client; log the error itself only.
+  logger?.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'unhandled error');
+  send(res, neg, 500, {}, operationOutcome([{ severity: 'fatal', code: 'exception', diagnostics: 'Internal server error' }]), false);
+}
+
+export function createApp({ ctx, logger }: AppOptions): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  const raw = express.raw({ type: () => true, limit: ctx.config.limits.maxBodyBytes });
+
+  app.use(FHIR_BASE_PATH, (req: Request, res: Response, next: NextFunction) => {
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      // Paths and statuses only: query strings and bodies may carry health data.
+      logger?.info({ method: req.method, path: req.baseUrl + req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'request');
+    });
+    next();
+  });
+
+  app.use(FHIR_BASE_PATH, (req: Request, res: Response, next: NextFunction) => {
+    const url = new URL(req.originalUrl, 'http://localhost');
+    const query = [...url.searchParams] as [string, string][];
+    let neg: Negotiated = { format: 'json', pretty: false };
+    try {
+      neg = {
+        format: responseFormat(firstQuery(query, '_format'), req.get('accept')),
+        pretty: firstQuery(query, '_pretty') === 'true',
+      };
+    } catch (err) {
+      sendError(res, neg, err, logger);
+      return;
+    }
+    raw(req, res, (err?: unknown) => {
+      if (err) {
+        sendError(res, neg, err, logger);
+        return;
+      }
+      handle(ctx, req, res, neg, query).catch((e: unknown) => sendError(res, neg, e, logger));
+    });
+    void next;
+  });
+
+  app.use((req: Request, res: Response) => {
+    send(res, { format: 'json', pretty: false }, 404, {}, operationOutcome([{ severity: 'error', code: 'not-found', diagnostics: `Nothing at ${req.path}; the FHIR endpoint is ${FHIR_BASE_PATH}` }]), false);
+  });
+  return app;
+}
+
+async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated, query: [string, string][]): Promise<void> {
+  const method = req.method.toUpperCase() as HttpMethod;
+  if (!['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) {
+    throw new FhirError(405, `HTTP method ${req.method} is not supported`, 'not-supported');
+  }
+  const contentType = mediaType(req.get('content-type'));
+  const rawBody = Buffer.isBuffer(req.body) && req.body.length ? (req.body as Buffer) : undefined;
+  let body: unknown;
+  let params = query;
+  if (contentType === 'application/x-www-form-urlencoded') {
+    // POST _search: form parameters join the URL's.
+    params = [...query, ...new URLSearchParams(rawBody?.toString('utf8') ?? '')];
+  } else {
+    body = parseBody(rawBody, contentType, { maxDepth: ctx.config.limits.maxDepth });
+  }
+  const headers: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+  const baseUrl = ctx.config.baseUrl ?? `${req.protocol}://${req.get('host')}${FHIR_BASE_PATH}`;
+  const fhirReq: FhirRequest = {
+    method,
+    path: req.path.replace(/^\/+/, ''),
+    query: params,
+    body,
+    contentType,
+    headers,
+    baseUrl,
+  };
+  const summary = parseSummary(firstQuery(query, '_summary'));
+  const elements = firstQuery(query, '_elements');
+  const result: FhirResponse = await dispatch(ctx, fhirReq);
+  const out = result.body && result.summarizable ? applySubsetting(result.body, summary, elements) : result.body;
+  send(res, neg, result.status, result.headers, out, method === 'HEAD');
+}

@@ -1,0 +1,72 @@
+/**
+ * FHIR operations ($name). Each operation registers itself here with the levels it supports; the router
+ * hands every `$` path to `invoke`, and the CapabilityStatement lists what is registered. A new operation is
+ * a new module that calls `operationRegistry.register`, not an edit to the router.
+ */
+import type { OperationDefinition } from 'fhir/r4';
+import type { StoreSession } from '../store/port.ts';
+import { FhirError } from '../fhir/outcome.ts';
+import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
+import type { Context } from '../fhir/interactions.ts';
+
+export type OperationLevel = 'system' | 'type' | 'instance';
+
+export interface OperationTarget {
+  level: OperationLevel;
+  resourceType?: string;
+  id?: string;
+}
+
+export interface Operation {
+  /** Name without the dollar sign, e.g. `validate`. */
+  name: string;
+  /** Canonical URL of the OperationDefinition it implements. */
+  definition: string;
+  /** Resource types it applies to at type/instance level (empty: any). */
+  resourceTypes: string[];
+  levels: OperationLevel[];
+  /** True when it changes nothing (allowed with GET). */
+  affectsState: boolean;
+  handler: (ctx: Context, req: FhirRequest, target: OperationTarget, session?: StoreSession) => Promise<FhirResponse>;
+}
+
+class OperationRegistry {
+  private readonly ops = new Map<string, Operation>();
+
+  register(op: Operation): void {
+    this.ops.set(op.name, op);
+  }
+
+  list(): Operation[] {
+    return [...this.ops.values()];
+  }
+
+  async invoke(ctx: Context, req: FhirRequest, parts: string[], session?: StoreSession): Promise<FhirResponse> {
+    const name = parts[parts.length - 1].slice(1);
+    const op = this.ops.get(name);
+    if (!op) throw new FhirError(404, `Operation $${name} is not supported`, 'not-supported');
+    const target: OperationTarget =
+      parts.length === 1
+        ? { level: 'system' }
+        : parts.length === 2
+          ? { level: 'type', resourceType: parts[0] }
+          : parts.length === 3
+            ? { level: 'instance', resourceType: parts[0], id: parts[1] }
+            : (() => {
+                throw new FhirError(404, `No operation at /${req.path}`, 'not-found');
+              })();
+    if (!op.levels.includes(target.level)) {
+      throw new FhirError(400, `Operation $${name} is not available at ${target.level} level`, 'not-supported');
+    }
+    if (target.resourceType && op.resourceTypes.length && !op.resourceTypes.includes(target.resourceType)) {
+      throw new FhirError(400, `Operation $${name} does not apply to ${target.resourceType}`, 'not-supported');
+    }
+    if (req.method === 'GET' && op.affectsState) {
+      throw new FhirError(405, `Operation $${name} changes data and must be invoked with POST`, 'not-supported');
+    }
+    return op.handler(ctx, req, target, session);
+  }
+}
+
+export const operationRegistry = new OperationRegistry();
+export type { OperationDefinition };

@@ -1,0 +1,62 @@
+/**
+ * Assembles the server: store (embedded SQLite, or MongoDB when MONGODB_URI is set), the FHIR context,
+ * the HTTP app; loads examples/ into an empty store on first start.
+ */
+import { join } from 'node:path';
+import type { Server } from 'node:http';
+import type { Config } from './config.ts';
+import type { Store } from './store/port.ts';
+import { SqliteStore } from './store/sqlite/store.ts';
+import type { Context } from './fhir/interactions.ts';
+import { createApp } from './http/app.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { loadExamples } from './examples.ts';
+
+export async function openStore(config: Config): Promise<Store> {
+  let store: Store;
+  if (config.mongodbUri) {
+    const { MongoStore } = await import('./store/mongo/store.ts');
+    store = new MongoStore({ uri: config.mongodbUri, dbName: config.mongodbDb });
+  } else {
+    store = new SqliteStore({ path: join(config.dataDir, 'fhir.sqlite'), synchronous: config.sqliteSynchronous });
+  }
+  await store.init();
+  return store;
+}
+
+export interface RunningServer {
+  ctx: Context;
+  server: Server;
+  url: string;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export async function startServer(config: Config): Promise<RunningServer> {
+  const logger = createLogger(config.logLevel);
+  const store = await openStore(config);
+  const ctx: Context = { store, config };
+  if (config.loadExamples && (await store.count()) === 0) {
+    const n = await loadExamples(ctx, config.examplesDir);
+    logger.info({ resources: n, dir: config.examplesDir }, 'examples loaded into the empty store');
+  }
+  const app = createApp({ ctx, logger });
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(config.port, config.host, () => resolve(s));
+    s.once('error', reject);
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const url = `http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}/fhir`;
+  logger.info({ url, store: store.kind }, 'dsp-fhir-server listening');
+  return {
+    ctx,
+    server,
+    url,
+    logger,
+    async close() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,342 @@
+/**
+ * The embedded store: SQLite through Node 24's built-in `node:sqlite` (no native build), WAL journal.
+ *
+ * - `resources` holds the current version of every id (live or tombstone); `history` holds every version.
+ * - Writes run in `BEGIN IMMEDIATE` transactions on one writer connection, serialised by an async mutex so
+ *   that an interaction that awaits between statements never interleaves with another one.
+ * - Reads outside a transaction use a second connection: under WAL they see the last committed state and
+ *   never the half-done work of a transaction in progress. (An in-memory database has a single connection,
+ *   so there reads queue behind the mutex instead.)
+ * - `synchronous=FULL` by default: an acknowledged commit is on disk (survives kill -9 and power loss).
+ */
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Resource } from 'fhir/r4';
+import { preconditionFailed } from '../../fhir/outcome.ts';
+import type { IndexValue, SearchRequest } from '../../search/types.ts';
+import type {
+  CurrentRecord,
+  HistoryPage,
+  HistoryQuery,
+  SearchResult,
+  Store,
+  StoreSession,
+  VersionRecord,
+  WriteMethod,
+  WriteOptions,
+} from '../port.ts';
+import { Mutex } from '../mutex.ts';
+import { InstantClock } from '../clock.ts';
+import { decodeCursor, encodeCursor } from '../cursor.ts';
+import { compileSearch, deleteIndex, installSearchSchema, writeIndex, resolveIncludes } from './search-sql.ts';
+
+export interface SqliteStoreOptions {
+  /** Database file, or ':memory:'. */
+  path: string;
+  /** PRAGMA synchronous: FULL (default) or NORMAL. */
+  synchronous?: 'FULL' | 'NORMAL';
+}
+
+interface ResourceRow {
+  resource_type: string;
+  id: string;
+  version: number;
+  last_updated: string;
+  deleted: number;
+  content: string | null;
+}
+interface HistoryRow extends ResourceRow {
+  seq: number;
+  method: string;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS resources (
+  resource_type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  last_updated TEXT NOT NULL,
+  deleted INTEGER NOT NULL,
+  content TEXT,
+  PRIMARY KEY (resource_type, id)
+);
+CREATE INDEX IF NOT EXISTS resources_last_updated ON resources (resource_type, last_updated);
+CREATE TABLE IF NOT EXISTS history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  resource_type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  last_updated TEXT NOT NULL,
+  method TEXT NOT NULL,
+  deleted INTEGER NOT NULL,
+  content TEXT,
+  UNIQUE (resource_type, id, version)
+);
+CREATE INDEX IF NOT EXISTS history_type_seq ON history (resource_type, seq);
+CREATE INDEX IF NOT EXISTS history_last_updated ON history (last_updated);
+`;
+
+function toRecord(row: ResourceRow & { method?: string }): VersionRecord {
+  const record: VersionRecord = {
+    resourceType: row.resource_type,
+    id: row.id,
+    versionId: row.version,
+    lastUpdated: row.last_updated,
+    method: (row.method ?? (row.deleted ? 'DELETE' : 'PUT')) as WriteMethod,
+    deleted: row.deleted === 1,
+  };
+  if (row.content !== null) record.resource = JSON.parse(row.content) as Resource;
+  return record;
+}
+
+/** Prepared statements of one connection. */
+class Statements {
+  readonly current: StatementSync;
+  readonly version: StatementSync;
+  readonly upsert: StatementSync;
+  readonly insertHistory: StatementSync;
+  readonly count: StatementSync;
+  readonly countType: StatementSync;
+  readonly byKeys = new Map<number, StatementSync>();
+
+  readonly db: DatabaseSync;
+
+  constructor(db: DatabaseSync) {
+    this.db = db;
+    this.current = db.prepare('SELECT * FROM resources WHERE resource_type = ? AND id = ?');
+    this.version = db.prepare(
+      'SELECT * FROM history WHERE resource_type = ? AND id = ? AND version = ?',
+    );
+    this.upsert = db.prepare(
+      `INSERT INTO resources (resource_type, id, version, last_updated, deleted, content) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,
+       deleted = excluded.deleted, content = excluded.content`,
+    );
+    this.insertHistory = db.prepare(
+      'INSERT INTO history (resource_type, id, version, last_updated, method, deleted, content) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    this.count = db.prepare('SELECT count(*) AS n FROM resources WHERE deleted = 0');
+    this.countType = db.prepare('SELECT count(*) AS n FROM resources WHERE deleted = 0 AND resource_type = ?');
+  }
+}
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  private writer!: DatabaseSync;
+  private reader!: DatabaseSync;
+  private w!: Statements;
+  private r!: Statements;
+  private readonly mutex = new Mutex();
+  private readonly clock = new InstantClock();
+  private readonly memory: boolean;
+
+  private readonly options: SqliteStoreOptions;
+
+  constructor(options: SqliteStoreOptions) {
+    this.options = options;
+    this.memory = options.path === ':memory:';
+  }
+
+  async init(): Promise<void> {
+    if (!this.memory) mkdirSync(dirname(this.options.path), { recursive: true });
+    this.writer = new DatabaseSync(this.options.path);
+    this.writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.options.synchronous ?? 'FULL'};
+      PRAGMA foreign_keys = OFF; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;`);
+    this.writer.exec(SCHEMA);
+    installSearchSchema(this.writer);
+    this.w = new Statements(this.writer);
+    if (this.memory) {
+      this.reader = this.writer;
+      this.r = this.w;
+    } else {
+      this.reader = new DatabaseSync(this.options.path, { readOnly: true });
+      this.reader.exec('PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;');
+      this.r = new Statements(this.reader);
+    }
+    const last = this.writer.prepare('SELECT max(last_updated) AS t FROM history').get() as { t: string | null };
+    if (last.t) this.clock.observe(last.t);
+  }
+
+  async close(): Promise<void> {
+    await this.mutex.run(async () => {
+      if (this.reader !== this.writer) this.reader.close();
+      this.writer.close();
+    });
+  }
+
+  // -- reads outside transactions -------------------------------------------------------------------------
+
+  private readOnly<T>(fn: (s: Statements) => T): Promise<T> {
+    if (this.memory) return this.mutex.run(async () => fn(this.r));
+    return Promise.resolve().then(() => fn(this.r));
+  }
+
+  current(resourceType: string, id: string): Promise<CurrentRecord | undefined> {
+    return this.readOnly((s) => currentOf(s, resourceType, id));
+  }
+
+  version(resourceType: string, id: string, versionId: number): Promise<VersionRecord | undefined> {
+    return this.readOnly((s) => versionOf(s, resourceType, id, versionId));
+  }
+
+  search(request: SearchRequest): Promise<SearchResult> {
+    return this.readOnly((s) => searchIn(s, request));
+  }
+
+  count(resourceType?: string): Promise<number> {
+    return this.readOnly((s) => {
+      const row = (resourceType ? s.countType.get(resourceType) : s.count.get()) as { n: number };
+      return row.n;
+    });
+  }
+
+  history(query: HistoryQuery): Promise<HistoryPage> {
+    return this.readOnly((s) => historyIn(s.db, query));
+  }
+
+  // -- writes ----------------------------------------------------------------------------------------------
+
+  put(resource: Resource, options: WriteOptions): Promise<VersionRecord> {
+    return this.transaction((session) => session.put(resource, options));
+  }
+
+  delete(resourceType: string, id: string, options: Omit<WriteOptions, 'index'>): Promise<VersionRecord | undefined> {
+    return this.transaction((session) => session.delete(resourceType, id, options));
+  }
+
+  transaction<T>(work: (session: StoreSession) => Promise<T>): Promise<T> {
+    return this.mutex.run(async () => {
+      const db = this.writer;
+      db.exec('BEGIN IMMEDIATE');
+      const session = this.session();
+      try {
+        const result = await work(session);
+        db.exec('COMMIT');
+        return result;
+      } catch (err) {
+        if (db.isTransaction) db.exec('ROLLBACK');
+        throw err;
+      }
+    });
+  }
+
+  async clear(): Promise<void> {
+    await this.mutex.run(async () => {
+      const tables = this.writer
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .all() as { name: string }[];
+      this.writer.exec('BEGIN IMMEDIATE');
+      for (const t of tables) this.writer.exec(`DELETE FROM "${t.name}"`);
+      this.writer.exec('COMMIT');
+    });
+  }
+
+  /** A session bound to the writer connection; only valid inside `transaction()`. */
+  private session(): StoreSession {
+    const s = this.w;
+    const clock = this.clock;
+    const write = (
+      resourceType: string,
+      id: string,
+      method: WriteMethod,
+      resource: Resource | undefined,
+      options: { expectedVersion?: number; index?: IndexValue[] },
+    ): VersionRecord | undefined => {
+      const existing = s.current.get(resourceType, id) as ResourceRow | undefined;
+      if (options.expectedVersion !== undefined) {
+        if (!existing || existing.deleted || existing.version !== options.expectedVersion) {
+          throw preconditionFailed(
+            `Version conflict on ${resourceType}/${id}: expected version ${options.expectedVersion}, current is ${
+              existing ? (existing.deleted ? `${existing.version} (deleted)` : existing.version) : 'none'
+            }`,
+          );
+        }
+      }
+      if (!resource && (!existing || existing.deleted)) return undefined;
+      const versionId = (existing?.version ?? 0) + 1;
+      const lastUpdated = clock.next();
+      let content: string | null = null;
+      let stored: Resource | undefined;
+      if (resource) {
+        stored = { ...resource, meta: { ...resource.meta, versionId: String(versionId), lastUpdated } } as Resource;
+        content = JSON.stringify(stored);
+      }
+      const deleted = resource ? 0 : 1;
+      s.upsert.run(resourceType, id, versionId, lastUpdated, deleted, content);
+      s.insertHistory.run(resourceType, id, versionId, lastUpdated, method, deleted, content);
+      if (resource) writeIndex(s.db, resourceType, id, options.index ?? []);
+      else deleteIndex(s.db, resourceType, id);
+      return { resourceType, id, versionId, lastUpdated, method, deleted: !resource, resource: stored };
+    };
+    return {
+      current: async (type, id) => currentOf(s, type, id),
+      version: async (type, id, v) => versionOf(s, type, id, v),
+      search: async (request) => searchIn(s, request),
+      put: async (resource, options) => write(resource.resourceType, resource.id!, options.method, resource, options)!,
+      delete: async (type, id, options) => write(type, id, 'DELETE', undefined, options),
+    };
+  }
+}
+
+function currentOf(s: Statements, resourceType: string, id: string): CurrentRecord | undefined {
+  const row = s.current.get(resourceType, id) as ResourceRow | undefined;
+  return row ? toRecord(row) : undefined;
+}
+
+function versionOf(s: Statements, resourceType: string, id: string, versionId: number): VersionRecord | undefined {
+  const row = s.version.get(resourceType, id, versionId) as HistoryRow | undefined;
+  return row ? toRecord(row) : undefined;
+}
+
+function searchIn(s: Statements, request: SearchRequest): SearchResult {
+  const compiled = compileSearch(request);
+  const rows = s.db.prepare(compiled.sql).all(...(compiled.params as SQLInputValue[])) as unknown as ResourceRow[];
+  const page = rows.slice(0, request.count);
+  const result: SearchResult = { resources: page.map((r) => JSON.parse(r.content!) as Resource) };
+  if (rows.length > request.count) result.next = compiled.cursorAfter(page[page.length - 1]);
+  if (compiled.countSql && request.total !== 'none') {
+    const c = s.db.prepare(compiled.countSql).get(...(compiled.countParams as SQLInputValue[])) as { n: number };
+    result.total = c.n;
+  }
+  if (request.include.length && page.length) {
+    result.included = resolveIncludes(s.db, request, result.resources);
+  }
+  return result;
+}
+
+function historyIn(db: DatabaseSync, query: HistoryQuery): HistoryPage {
+  const where: string[] = [];
+  const params: SQLInputValue[] = [];
+  if (query.resourceType) {
+    where.push('resource_type = ?');
+    params.push(query.resourceType);
+  }
+  if (query.id) {
+    where.push('id = ?');
+    params.push(query.id);
+  }
+  if (query.since) {
+    where.push('last_updated > ?');
+    params.push(query.since);
+  }
+  if (query.at) {
+    where.push('last_updated <= ?');
+    params.push(query.at);
+  }
+  const filter = where.length ? `WHERE ${where.join(' AND ')}` : '';
+  const pageWhere = [...where];
+  const pageParams = [...params];
+  if (query.cursor) {
+    const seq = decodeCursor<{ seq: number }>(query.cursor).seq;
+    pageWhere.push('seq < ?');
+    pageParams.push(seq);
+  }
+  const sql = `SELECT * FROM history ${pageWhere.length ? `WHERE ${pageWhere.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
+  const rows = db.prepare(sql).all(...pageParams, query.count + 1) as unknown as HistoryRow[];
+  const page = rows.slice(0, query.count);
+  const result: HistoryPage = { entries: page.map(toRecord) };
+  if (rows.length > query.count) result.next = encodeCursor({ seq: page[page.length - 1].seq });
+  result.total = (db.prepare(`SELECT count(*) AS n FROM history ${filter}`).get(...params) as { n: number }).n;
+  return result;
+}
