@@ -1,0 +1,448 @@
+/**
+ * The shared store test suite: the semantics of src/store/port.ts, run against every adapter
+ * (test/store.test.ts). `makeStore` returns a store on which init() has been called; the suite clears it
+ * before each case and closes it at the end.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Patient, Resource } from 'fhir/r4';
+import { FhirError } from '../src/fhir/outcome.ts';
+import type { HistoryQuery, Store, VersionRecord, WriteMethod } from '../src/store/port.ts';
+import type { SearchRequest } from '../src/search/types.ts';
+
+const ISO_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+const patient = (id: string, family = 'Doe'): Patient => ({ resourceType: 'Patient', id, name: [{ family }] });
+const resource = (resourceType: string, id: string): Resource => ({ resourceType, id }) as Resource;
+const opts = (method: WriteMethod = 'PUT', expectedVersion?: number) =>
+  expectedVersion === undefined ? { method, index: [] } : { method, index: [], expectedVersion };
+
+async function expectStatus(promise: Promise<unknown>, status: number): Promise<FhirError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(FhirError);
+    expect((err as FhirError).status).toBe(status);
+    return err as FhirError;
+  }
+  throw new Error(`expected a FhirError ${status}, the call succeeded`);
+}
+
+const key = (r: Pick<VersionRecord, 'resourceType' | 'id' | 'versionId'>) => `${r.resourceType}/${r.id}/${r.versionId}`;
+
+function searchRequest(resourceTypes: string[], extra: Partial<SearchRequest> = {}): SearchRequest {
+  return { resourceTypes, filters: [], sort: [], count: 50, total: 'none', include: [], ...extra };
+}
+
+export function defineStoreSuite(name: string, makeStore: () => Promise<Store>): void {
+  describe(`store port semantics: ${name}`, () => {
+    let store: Store;
+
+    beforeAll(async () => {
+      store = await makeStore();
+    });
+    afterAll(async () => {
+      await store?.close();
+    });
+    beforeEach(async () => {
+      await store.clear();
+    });
+
+    /** Every history entry, newest first, read page by page. */
+    async function fullHistory(query: Omit<HistoryQuery, 'count' | 'cursor'> = {}, count = 1000): Promise<VersionRecord[][]> {
+      const pages: VersionRecord[][] = [];
+      let cursor: string | undefined;
+      for (let i = 0; i < 1000; i++) {
+        const page = await store.history({ ...query, count, cursor });
+        pages.push(page.entries);
+        if (!page.next) return pages;
+        expect(page.entries).toHaveLength(count);
+        cursor = page.next;
+      }
+      throw new Error('history paging did not end');
+    }
+
+    describe('versions and lookups', () => {
+      it('put creates version 1, then 2, with meta set on the returned and the stored copies', async () => {
+        const r1 = await store.put(patient('p1', 'One'), opts('POST'));
+        expect(r1).toMatchObject({ resourceType: 'Patient', id: 'p1', versionId: 1, method: 'POST', deleted: false });
+        expect(r1.lastUpdated).toMatch(ISO_MS);
+        expect(r1.resource?.meta?.versionId).toBe('1');
+        expect(r1.resource?.meta?.lastUpdated).toBe(r1.lastUpdated);
+
+        const r2 = await store.put(patient('p1', 'Two'), opts('PUT'));
+        expect(r2.versionId).toBe(2);
+        expect(r2.resource?.meta?.versionId).toBe('2');
+        expect(r2.lastUpdated > r1.lastUpdated).toBe(true);
+
+        const cur = await store.current('Patient', 'p1');
+        expect(cur).toMatchObject({ versionId: 2, deleted: false, lastUpdated: r2.lastUpdated });
+        expect(cur?.resource?.meta).toMatchObject({ versionId: '2', lastUpdated: r2.lastUpdated });
+        expect((cur?.resource as Patient).name?.[0].family).toBe('Two');
+      });
+
+      it('version() returns each stored version and nothing else', async () => {
+        await store.put(patient('p1', 'One'), opts('POST'));
+        await store.put(patient('p1', 'Two'), opts());
+        const v1 = await store.version('Patient', 'p1', 1);
+        expect(v1).toMatchObject({ versionId: 1, deleted: false, method: 'POST' });
+        expect((v1?.resource as Patient).name?.[0].family).toBe('One');
+        expect(v1?.resource?.meta?.versionId).toBe('1');
+        const v2 = await store.version('Patient', 'p1', 2);
+        expect((v2?.resource as Patient).name?.[0].family).toBe('Two');
+        expect(await store.version('Patient', 'p1', 3)).toBeUndefined();
+        expect(await store.version('Patient', 'nope', 1)).toBeUndefined();
+        expect(await store.version('Observation', 'p1', 1)).toBeUndefined();
+      });
+
+      it('current() of an id never used is undefined, and types are kept apart', async () => {
+        await store.put(patient('same'), opts());
+        await store.put(resource('Observation', 'same'), opts());
+        await store.put(resource('Observation', 'same'), opts());
+        expect(await store.current('Patient', 'other')).toBeUndefined();
+        expect((await store.current('Patient', 'same'))?.versionId).toBe(1);
+        expect((await store.current('Observation', 'same'))?.versionId).toBe(2);
+      });
+
+      it('lastUpdated strictly increases over consecutive writes', async () => {
+        const stamps: string[] = [];
+        for (let i = 0; i < 20; i++) stamps.push((await store.put(patient(`p${i % 3}`), opts())).lastUpdated);
+        for (let i = 1; i < stamps.length; i++) expect(stamps[i] > stamps[i - 1]).toBe(true);
+        for (const s of stamps) expect(s).toMatch(ISO_MS);
+      });
+    });
+
+    describe('deletes', () => {
+      it('delete writes a tombstone version and current() reports it deleted', async () => {
+        await store.put(patient('p1'), opts('POST'));
+        await store.put(patient('p1'), opts());
+        const del = await store.delete('Patient', 'p1', { method: 'DELETE' });
+        expect(del).toMatchObject({ resourceType: 'Patient', id: 'p1', versionId: 3, deleted: true, method: 'DELETE' });
+        expect(del?.resource).toBeUndefined();
+        const cur = await store.current('Patient', 'p1');
+        expect(cur).toMatchObject({ versionId: 3, deleted: true });
+        expect(cur?.resource).toBeUndefined();
+        expect((await store.version('Patient', 'p1', 2))?.resource).toBeDefined();
+        expect((await store.version('Patient', 'p1', 3))?.deleted).toBe(true);
+      });
+
+      it('deleting what is not live writes nothing and returns undefined', async () => {
+        expect(await store.delete('Patient', 'never', { method: 'DELETE' })).toBeUndefined();
+        expect(await store.current('Patient', 'never')).toBeUndefined();
+        await store.put(patient('p1'), opts());
+        await store.delete('Patient', 'p1', { method: 'DELETE' });
+        expect(await store.delete('Patient', 'p1', { method: 'DELETE' })).toBeUndefined();
+        expect((await store.current('Patient', 'p1'))?.versionId).toBe(2);
+        expect((await fullHistory()).flat()).toHaveLength(2);
+      });
+
+      it('put after delete revives the id with the next version', async () => {
+        await store.put(patient('p1', 'One'), opts());
+        await store.delete('Patient', 'p1', { method: 'DELETE' });
+        const revived = await store.put(patient('p1', 'Back'), opts());
+        expect(revived).toMatchObject({ versionId: 3, deleted: false });
+        const cur = await store.current('Patient', 'p1');
+        expect(cur).toMatchObject({ versionId: 3, deleted: false });
+        expect((cur?.resource as Patient).name?.[0].family).toBe('Back');
+        expect(await store.count('Patient')).toBe(1);
+      });
+    });
+
+    describe('conditional writes', () => {
+      it('a matching expectedVersion writes the next version', async () => {
+        await store.put(patient('p1'), opts());
+        const r = await store.put(patient('p1', 'New'), opts('PUT', 1));
+        expect(r.versionId).toBe(2);
+      });
+
+      it('a stale expectedVersion is a 412 and nothing is written', async () => {
+        await store.put(patient('p1', 'One'), opts());
+        await store.put(patient('p1', 'Two'), opts());
+        await expectStatus(store.put(patient('p1', 'Stale'), opts('PUT', 1)), 412);
+        const cur = await store.current('Patient', 'p1');
+        expect(cur?.versionId).toBe(2);
+        expect((cur?.resource as Patient).name?.[0].family).toBe('Two');
+        expect(await store.version('Patient', 'p1', 3)).toBeUndefined();
+        expect((await fullHistory()).flat()).toHaveLength(2);
+      });
+
+      it('expectedVersion on an unknown or deleted id is a 412 and nothing is written', async () => {
+        await expectStatus(store.put(patient('ghost'), opts('PUT', 1)), 412);
+        expect(await store.current('Patient', 'ghost')).toBeUndefined();
+        await store.put(patient('p1'), opts());
+        await store.delete('Patient', 'p1', { method: 'DELETE' });
+        await expectStatus(store.put(patient('p1'), opts('PUT', 2)), 412);
+        expect(await store.current('Patient', 'p1')).toMatchObject({ versionId: 2, deleted: true });
+      });
+
+      it('a delete with a stale expectedVersion is a 412 and the resource stays live', async () => {
+        await store.put(patient('p1'), opts());
+        await store.put(patient('p1'), opts());
+        await expectStatus(store.delete('Patient', 'p1', { method: 'DELETE', expectedVersion: 1 }), 412);
+        expect(await store.current('Patient', 'p1')).toMatchObject({ versionId: 2, deleted: false });
+        const del = await store.delete('Patient', 'p1', { method: 'DELETE', expectedVersion: 2 });
+        expect(del?.versionId).toBe(3);
+      });
+
+      it('two concurrent puts with the same expectedVersion: exactly one wins, the other gets 412', async () => {
+        await store.put(patient('race'), opts());
+        const results = await Promise.allSettled([
+          store.put(patient('race', 'A'), opts('PUT', 1)),
+          store.put(patient('race', 'B'), opts('PUT', 1)),
+        ]);
+        const won = results.filter((r) => r.status === 'fulfilled');
+        const lost = results.filter((r) => r.status === 'rejected');
+        expect(won).toHaveLength(1);
+        expect(lost).toHaveLength(1);
+        expect((lost[0] as PromiseRejectedResult).reason).toBeInstanceOf(FhirError);
+        expect(((lost[0] as PromiseRejectedResult).reason as FhirError).status).toBe(412);
+        const winner = (won[0] as PromiseFulfilledResult<VersionRecord>).value;
+        const cur = await store.current('Patient', 'race');
+        expect(cur?.versionId).toBe(2);
+        expect((cur?.resource as Patient).name?.[0].family).toBe((winner.resource as Patient).name?.[0].family);
+        expect((await fullHistory({ resourceType: 'Patient', id: 'race' })).flat()).toHaveLength(2);
+      });
+
+      it('five concurrent conditional writers: one wins', async () => {
+        await store.put(patient('race'), opts());
+        const results = await Promise.allSettled(
+          ['A', 'B', 'C', 'D', 'E'].map((f) => store.put(patient('race', f), opts('PUT', 1))),
+        );
+        expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+        for (const r of results) if (r.status === 'rejected') expect((r.reason as FhirError).status).toBe(412);
+        expect((await store.current('Patient', 'race'))?.versionId).toBe(2);
+      });
+
+      it('concurrent unconditional writes all land, each with its own version', async () => {
+        const results = await Promise.all(['A', 'B', 'C', 'D'].map((f) => store.put(patient('busy', f), opts())));
+        expect(results.map((r) => r.versionId).sort()).toEqual([1, 2, 3, 4]);
+        expect((await store.current('Patient', 'busy'))?.versionId).toBe(4);
+        const versions = (await fullHistory({ resourceType: 'Patient', id: 'busy' })).flat().map((e) => e.versionId);
+        expect(versions).toEqual([4, 3, 2, 1]);
+      });
+    });
+
+    describe('transactions', () => {
+      it('commits every write of the work together and returns its result', async () => {
+        const result = await store.transaction(async (s) => {
+          await s.put(patient('t1'), opts('POST'));
+          await s.put(patient('t2'), opts('POST'));
+          return 'done';
+        });
+        expect(result).toBe('done');
+        expect(await store.count('Patient')).toBe(2);
+      });
+
+      it('a throw inside rolls back every write, creates included, and the store is unchanged', async () => {
+        await store.put(patient('keep', 'Before'), opts());
+        await store.put(patient('gone'), opts());
+        const historyBefore = (await fullHistory()).flat().map(key);
+        const boom = new Error('boom');
+        await expect(
+          store.transaction(async (s) => {
+            await s.put(patient('fresh'), opts('POST'));
+            await s.put(patient('keep', 'After'), opts());
+            await s.delete('Patient', 'gone', { method: 'DELETE' });
+            await s.put(resource('Observation', 'o1'), opts('POST'));
+            throw boom;
+          }),
+        ).rejects.toBe(boom);
+        expect(await store.current('Patient', 'fresh')).toBeUndefined();
+        expect(await store.current('Observation', 'o1')).toBeUndefined();
+        const keep = await store.current('Patient', 'keep');
+        expect(keep?.versionId).toBe(1);
+        expect((keep?.resource as Patient).name?.[0].family).toBe('Before');
+        expect(await store.current('Patient', 'gone')).toMatchObject({ versionId: 1, deleted: false });
+        expect(await store.count()).toBe(2);
+        expect((await fullHistory()).flat().map(key)).toEqual(historyBefore);
+        // The ids are usable afterwards and start at version 1.
+        expect((await store.put(patient('fresh'), opts())).versionId).toBe(1);
+        expect((await store.put(patient('keep'), opts())).versionId).toBe(2);
+      });
+
+      it('a 412 inside a transaction rolls back the writes made before it', async () => {
+        await store.put(patient('p1'), opts());
+        await store.put(patient('p1'), opts());
+        await expectStatus(
+          store.transaction(async (s) => {
+            await s.put(patient('new'), opts('POST'));
+            await s.put(patient('p1'), opts('PUT', 1));
+          }),
+          412,
+        );
+        expect(await store.current('Patient', 'new')).toBeUndefined();
+        expect((await store.current('Patient', 'p1'))?.versionId).toBe(2);
+      });
+
+      it('reads inside a transaction see its own writes', async () => {
+        await store.put(patient('p1', 'Old'), opts());
+        await store.transaction(async (s) => {
+          const created = await s.put(patient('t1', 'New'), opts('POST'));
+          expect(await s.current('Patient', 't1')).toMatchObject({ versionId: 1, deleted: false });
+          expect((await s.version('Patient', 't1', 1))?.lastUpdated).toBe(created.lastUpdated);
+          await s.put(patient('p1', 'Changed'), opts('PUT', 1));
+          const p1 = await s.current('Patient', 'p1');
+          expect(p1?.versionId).toBe(2);
+          expect((p1?.resource as Patient).name?.[0].family).toBe('Changed');
+          // A second conditional write in the same transaction sees the first one's version.
+          await s.put(patient('p1', 'Again'), opts('PUT', 2));
+          await s.delete('Patient', 't1', { method: 'DELETE' });
+          expect(await s.current('Patient', 't1')).toMatchObject({ versionId: 2, deleted: true });
+          const found = await s.search(searchRequest(['Patient']));
+          expect(found.resources.map((r) => r.id)).toEqual(['p1']);
+        });
+        expect((await store.current('Patient', 'p1'))?.versionId).toBe(3);
+        expect(await store.current('Patient', 't1')).toMatchObject({ versionId: 2, deleted: true });
+      });
+    });
+
+    describe('history', () => {
+      /** 4 Patients and 2 Observations, with updates and deletes; returns the writes in order. */
+      async function seed(): Promise<VersionRecord[]> {
+        const writes: VersionRecord[] = [];
+        const put = async (r: Resource) => writes.push(await store.put(r, opts()));
+        const del = async (type: string, id: string) => writes.push((await store.delete(type, id, { method: 'DELETE' }))!);
+        await put(patient('a'));
+        await put(patient('b'));
+        await put(resource('Observation', 'o1'));
+        await put(patient('a', 'A2'));
+        await put(patient('c'));
+        await del('Patient', 'b');
+        await put(resource('Observation', 'o2'));
+        await put(patient('a', 'A3'));
+        await put(resource('Observation', 'o1'));
+        await put(patient('b', 'Revived'));
+        await put(patient('d'));
+        await del('Observation', 'o2');
+        return writes;
+      }
+      const newestFirst = (writes: VersionRecord[]) => [...writes].reverse().map(key);
+
+      it('system history lists every version, newest first, tombstones included', async () => {
+        const writes = await seed();
+        const page = await store.history({ count: 100 });
+        expect(page.entries.map(key)).toEqual(newestFirst(writes));
+        expect(page.next).toBeUndefined();
+        if (page.total !== undefined) expect(page.total).toBe(writes.length);
+        const tomb = page.entries.find((e) => key(e) === 'Patient/b/2');
+        expect(tomb).toMatchObject({ deleted: true, method: 'DELETE' });
+        expect(tomb?.resource).toBeUndefined();
+        const live = page.entries.find((e) => key(e) === 'Patient/a/3');
+        expect(live?.resource?.meta?.versionId).toBe('3');
+        expect((live?.resource as Patient).name?.[0].family).toBe('A3');
+      });
+
+      it('type and instance history are filtered and newest first', async () => {
+        const writes = await seed();
+        const patients = await store.history({ resourceType: 'Patient', count: 100 });
+        expect(patients.entries.map(key)).toEqual(newestFirst(writes.filter((w) => w.resourceType === 'Patient')));
+        const a = await store.history({ resourceType: 'Patient', id: 'a', count: 100 });
+        expect(a.entries.map((e) => e.versionId)).toEqual([3, 2, 1]);
+        if (a.total !== undefined) expect(a.total).toBe(3);
+        const none = await store.history({ resourceType: 'Patient', id: 'zz', count: 10 });
+        expect(none.entries).toEqual([]);
+        expect(none.next).toBeUndefined();
+      });
+
+      it('since keeps only versions strictly after the instant; at keeps those at or before it', async () => {
+        const writes = await seed();
+        const pivot = writes[4].lastUpdated;
+        const since = await store.history({ since: pivot, count: 100 });
+        expect(since.entries.map(key)).toEqual(newestFirst(writes.slice(5)));
+        if (since.total !== undefined) expect(since.total).toBe(writes.length - 5);
+        const at = await store.history({ at: pivot, count: 100 });
+        expect(at.entries.map(key)).toEqual(newestFirst(writes.slice(0, 5)));
+        const typeSince = await store.history({ resourceType: 'Observation', since: pivot, count: 100 });
+        expect(typeSince.entries.map(key)).toEqual(newestFirst(writes.slice(5).filter((w) => w.resourceType === 'Observation')));
+      });
+
+      for (const count of [1, 2, 5]) {
+        it(`paging ${count} at a time covers every entry once, in order, at each level`, async () => {
+          const writes = await seed();
+          const levels: [Omit<HistoryQuery, 'count'>, VersionRecord[]][] = [
+            [{}, writes],
+            [{ resourceType: 'Patient' }, writes.filter((w) => w.resourceType === 'Patient')],
+            [{ resourceType: 'Patient', id: 'a' }, writes.filter((w) => w.resourceType === 'Patient' && w.id === 'a')],
+            [{ since: writes[2].lastUpdated }, writes.slice(3)],
+          ];
+          for (const [query, expected] of levels) {
+            const all = (await fullHistory(query, count)).flat();
+            expect(all.map(key)).toEqual(newestFirst(expected));
+            expect(new Set(all.map(key)).size).toBe(all.length);
+          }
+        });
+      }
+
+      it('a cursor keeps its place when newer versions are written between pages', async () => {
+        const writes = await seed();
+        const first = await store.history({ count: 4 });
+        await store.put(patient('late'), opts());
+        const rest = (await fullHistory({}, 100)).flat();
+        expect(rest[0].id).toBe('late');
+        const second = await store.history({ count: 100, cursor: first.next });
+        expect([...first.entries, ...second.entries].map(key)).toEqual(newestFirst(writes));
+      });
+    });
+
+    describe('search (no filters)', () => {
+      it('finds live resources of the type only, with accurate totals', async () => {
+        await store.put(patient('a'), opts());
+        await store.put(patient('b'), opts());
+        await store.put(patient('c'), opts());
+        await store.put(resource('Observation', 'o'), opts());
+        await store.delete('Patient', 'b', { method: 'DELETE' });
+        const result = await store.search(searchRequest(['Patient'], { total: 'accurate' }));
+        expect(result.resources.map((r) => r.id).sort()).toEqual(['a', 'c']);
+        expect(result.total).toBe(2);
+        for (const r of result.resources) expect(r.meta?.versionId).toBeDefined();
+      });
+
+      it('pages cover every match once', async () => {
+        for (let i = 0; i < 7; i++) await store.put(patient(`p${i}`), opts());
+        const seen: string[] = [];
+        let cursor: string | undefined;
+        for (let i = 0; i < 10; i++) {
+          const page = await store.search(searchRequest(['Patient'], { count: 3, cursor }));
+          seen.push(...page.resources.map((r) => r.id!));
+          if (!page.next) break;
+          expect(page.resources).toHaveLength(3);
+          cursor = page.next;
+        }
+        expect(seen.sort()).toEqual(['p0', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6']);
+      });
+
+      it('_id restricts the matches', async () => {
+        await store.put(patient('a'), opts());
+        await store.put(patient('b'), opts());
+        await store.put(patient('c'), opts());
+        const result = await store.search(searchRequest(['Patient'], { filters: [{ kind: 'id', ids: ['a', 'c', 'zz'] }] }));
+        expect(result.resources.map((r) => r.id).sort()).toEqual(['a', 'c']);
+      });
+    });
+
+    describe('count and clear', () => {
+      it('count() counts live resources, per type or in all', async () => {
+        await store.put(patient('a'), opts());
+        await store.put(patient('a'), opts());
+        await store.put(patient('b'), opts());
+        await store.put(resource('Observation', 'o'), opts());
+        await store.delete('Patient', 'b', { method: 'DELETE' });
+        expect(await store.count('Patient')).toBe(1);
+        expect(await store.count('Observation')).toBe(1);
+        expect(await store.count('Encounter')).toBe(0);
+        expect(await store.count()).toBe(2);
+      });
+
+      it('clear() drops every resource and version', async () => {
+        await store.put(patient('a'), opts());
+        await store.put(patient('a'), opts());
+        await store.put(resource('Observation', 'o'), opts());
+        await store.clear();
+        expect(await store.count()).toBe(0);
+        expect(await store.current('Patient', 'a')).toBeUndefined();
+        expect(await store.version('Patient', 'a', 1)).toBeUndefined();
+        expect((await store.history({ count: 10 })).entries).toEqual([]);
+        expect((await store.put(patient('a'), opts())).versionId).toBe(1);
+      });
+    });
+  });
+}
