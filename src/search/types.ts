@@ -24,7 +24,11 @@ interface IndexBase {
 
 export type IndexValue =
   | (IndexBase & { type: 'string'; value: string; exact: string })
-  | (IndexBase & { type: 'token'; system?: string; code?: string; text?: string })
+  /**
+   * `text` is folded (display of a Coding, text of a CodeableConcept, type text of an Identifier).
+   * `ofType` (Identifier with a type only): `typeSystem|typeCode|value`, one value per type coding.
+   */
+  | (IndexBase & { type: 'token'; system?: string; code?: string; text?: string; ofType?: string })
   | (IndexBase & { type: 'reference'; reference: string; targetType?: string; targetId?: string; identifierSystem?: string; identifierValue?: string })
   | (IndexBase & { type: 'date'; low: string; high: string })
   | (IndexBase & { type: 'number'; low: number; high: number; value: number })
@@ -37,11 +41,16 @@ export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap
 /** One value of a search parameter; several in one parameter (comma) are ORed. */
 export type Predicate =
   | { type: 'string'; value: string; modifier?: 'exact' | 'contains' }
-  | { type: 'token'; system?: string; code?: string; modifier?: 'not' | 'text' | 'of-type' | 'in' | 'not-in' | 'above' | 'below' | 'code-text'; valueSetCodes?: { system?: string; code: string }[] }
+  /**
+   * `system` undefined: any system; `system` '' (from `|code`): no system. `:text` puts the folded text in
+   * `text`; `:of-type` puts `typeSystem|typeCode|value` in `ofType`; `:in` / `:not-in` name the value set in
+   * `valueSet` and the caller expands it into `valueSetCodes` before compiling (stores reject unexpanded ones).
+   */
+  | { type: 'token'; system?: string; code?: string; text?: string; ofType?: string; modifier?: 'not' | 'text' | 'of-type' | 'in' | 'not-in' | 'above' | 'below' | 'code-text'; valueSet?: string; valueSetCodes?: { system?: string; code: string }[] }
   | { type: 'reference'; reference?: string; targetType?: string; targetId?: string; identifierSystem?: string; identifierValue?: string; modifier?: 'identifier' | 'above' | 'below' }
   | { type: 'date'; prefix: Prefix; low: string; high: string }
   | { type: 'number'; prefix: Prefix; low: number; high: number; value: number }
-  | { type: 'quantity'; prefix: Prefix; low: number; high: number; value: number; system?: string; code?: string; canonicalLow?: number; canonicalHigh?: number; canonicalCode?: string }
+  | { type: 'quantity'; prefix: Prefix; low: number; high: number; value: number; system?: string; code?: string; canonicalValue?: number; canonicalLow?: number; canonicalHigh?: number; canonicalCode?: string }
   | { type: 'uri'; value: string; modifier?: 'above' | 'below' }
   | { type: 'composite'; components: Predicate[] };
 

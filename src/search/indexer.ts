@@ -1,0 +1,478 @@
+/**
+ * Search indexing: the values of every search parameter of a resource, normalised (src/search/types.ts).
+ *
+ * Each parameter's expression is compiled once per resource type. Plain paths (`Patient.name.family`,
+ * `Observation.value.ofType(Quantity)`, `(Observation.value as Quantity)`, `.where(resolve() is Patient)`,
+ * `.where(system='email')`, `[0]`) are walked directly over the JSON with the type model; any other
+ * expression falls back to the `fhirpath` library. `resolve()` never fetches: a reference "is" the type
+ * written in its literal reference.
+ *
+ * `_id` and `_lastUpdated` are not indexed: the stores answer them from their own columns.
+ */
+import type { Resource } from 'fhir/r4';
+import fhirpath from 'fhirpath';
+import r4model from 'fhirpath/fhir-context/r4';
+import { FhirModel, fhirModel, type ElementInfo } from '../fhir/model.ts';
+import {
+  MAX_DATE,
+  MIN_DATE,
+  UCUM,
+  dateRange,
+  fold,
+  normalizeReference,
+  numberRangeOf,
+  ucumCanonical,
+} from './normalize.ts';
+import { onRegistryChange, searchParamsFor, splitUnion, stripOuterParens, type SearchParamDef } from './registry.ts';
+import type { IndexValue } from './types.ts';
+
+/** A value reached by an expression: its JSON and its FHIR type. */
+interface Node {
+  value: unknown;
+  type: string;
+  element?: ElementInfo;
+}
+
+type Evaluator = (input: Node[]) => Node[];
+
+type Step =
+  | { kind: 'child'; name: string }
+  | { kind: 'ofType'; type: string }
+  | { kind: 'resolveIs'; type: string }
+  | { kind: 'whereEq'; field: string; value: string }
+  | { kind: 'index'; index: number };
+
+const IDENT = '[A-Za-z_][A-Za-z0-9_]*';
+const STEP_RES: [RegExp, (m: RegExpExecArray) => Step][] = [
+  [new RegExp(`^\\.(?:ofType|as)\\((${IDENT})\\)`), (m) => ({ kind: 'ofType', type: m[1]! })],
+  [new RegExp(`^\\s+as\\s+(${IDENT})`), (m) => ({ kind: 'ofType', type: m[1]! })],
+  [new RegExp(`^\\.where\\(\\s*resolve\\(\\)\\s+is\\s+(${IDENT})\\s*\\)`), (m) => ({ kind: 'resolveIs', type: m[1]! })],
+  [new RegExp(`^\\.where\\(\\s*(${IDENT})\\s*=\\s*'([^'\\\\]*)'\\s*\\)`), (m) => ({ kind: 'whereEq', field: m[1]!, value: m[2]! })],
+  [/^\[(\d+)\]/, (m) => ({ kind: 'index', index: Number(m[1]) })],
+  [new RegExp(`^\\.(${IDENT})(?![A-Za-z0-9_(])`), (m) => ({ kind: 'child', name: m[1]! })],
+];
+
+/** Parses a plain path term into steps, or undefined when it needs full FHIRPath. */
+function parseSteps(term: string): Step[] | undefined {
+  let t = stripOuterParens(term);
+  // `(A.b as X).c` style: unwrap a parenthesised prefix.
+  const paren = /^\(([^()]*(?:\([^()]*\)[^()]*)*)\)(.*)$/.exec(t);
+  if (paren) t = paren[1]! + paren[2]!;
+  const steps: Step[] = [];
+  let rest = '.' + t;
+  while (rest.length) {
+    let matched = false;
+    for (const [re, make] of STEP_RES) {
+      const m = re.exec(rest);
+      if (m) {
+        steps.push(make(m));
+        rest = rest.slice(m[0].length);
+        matched = true;
+        break;
+      }
+    }
+    if (!matched) return undefined;
+  }
+  return steps;
+}
+
+function sameType(a: string, b: string): boolean {
+  return a === b || a.toLowerCase() === b.toLowerCase();
+}
+
+function childNodes(model: FhirModel, node: Node, name: string): Node[] {
+  const v = node.value;
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return [];
+  const obj = v as Record<string, unknown>;
+  const children = node.element?.children ?? model.childrenOfType(node.type);
+  if (!children) return [];
+  const element = children.get(name) ?? children.get(name + '[x]');
+  if (!element) return [];
+  const out: Node[] = [];
+  const push = (val: unknown, type: string) => {
+    if (val === undefined || val === null) return;
+    if (Array.isArray(val)) {
+      for (const item of val) if (item !== null && item !== undefined) out.push(nodeOf(item, type, element));
+    } else out.push(nodeOf(val, type, element));
+  };
+  if (element.isChoice) {
+    for (const type of element.types) push(obj[FhirModel.choiceName(element, type)], type);
+  } else push(obj[name], element.types[0] ?? 'Element');
+  return out;
+}
+
+function nodeOf(value: unknown, type: string, element: ElementInfo): Node {
+  if (type === 'Resource' && value && typeof value === 'object') {
+    const rt = (value as { resourceType?: string }).resourceType;
+    return { value, type: rt ?? 'Resource' };
+  }
+  return { value, type, element: element.children ? element : undefined };
+}
+
+function compileSteps(steps: Step[]): Evaluator {
+  const model = fhirModel();
+  return (input) => {
+    let nodes = input;
+    for (const step of steps) {
+      switch (step.kind) {
+        case 'child':
+          nodes = nodes.flatMap((n) => childNodes(model, n, step.name));
+          break;
+        case 'ofType':
+          nodes = nodes.filter((n) => sameType(n.type, step.type));
+          break;
+        case 'resolveIs':
+          nodes = nodes.filter((n) => {
+            const ref = (n.value as { reference?: string }).reference;
+            if (typeof ref !== 'string') return false;
+            return normalizeReference(ref, (t) => model.isResourceType(t)).targetType === step.type;
+          });
+          break;
+        case 'whereEq':
+          nodes = nodes.filter((n) => (n.value as Record<string, unknown>)[step.field] === step.value);
+          break;
+        case 'index':
+          nodes = nodes.length > step.index ? [nodes[step.index]!] : [];
+          break;
+      }
+    }
+    return nodes;
+  };
+}
+
+interface FpNode {
+  data?: unknown;
+  fhirNodeDataType?: string;
+}
+
+/** FHIRPath fallback: resolve() replaced by a test on the literal reference, so nothing is ever fetched. */
+function compileFhirpath(expression: string, base?: string): Evaluator {
+  const rewritten = expression.replace(
+    /resolve\(\)\s+is\s+([A-Za-z]+)/g,
+    (_m, t: string) => `(reference.startsWith('${t}/') or reference.contains('/${t}/'))`,
+  );
+  let fn: (r: unknown) => unknown[];
+  try {
+    fn = fhirpath.compile(base ? { base, expression: rewritten } : rewritten, r4model, {
+      resolveInternalTypes: false,
+    }) as unknown as (r: unknown) => unknown[];
+  } catch {
+    return () => [];
+  }
+  return (input) => {
+    const out: Node[] = [];
+    for (const n of input) {
+      let res: unknown[];
+      try {
+        res = fn(n.value);
+      } catch {
+        continue;
+      }
+      for (const r of res) {
+        if (r && typeof r === 'object' && 'data' in (r as object)) {
+          const fp = r as FpNode;
+          out.push({ value: fp.data, type: fp.fhirNodeDataType ?? jsType(fp.data) });
+        } else out.push({ value: r, type: jsType(r) });
+      }
+    }
+    return out;
+  };
+}
+
+function jsType(v: unknown): string {
+  if (typeof v === 'boolean') return 'boolean';
+  if (typeof v === 'number') return 'decimal';
+  return 'string';
+}
+
+/** Compiles a (possibly union) expression; `relativeTo` is set for composite components. */
+export function compileExpression(expression: string, rootType?: string): Evaluator {
+  const parts = splitUnion(expression).map((term) => {
+    const stripped = stripOuterParens(term);
+    let steps = parseSteps(stripped);
+    if (steps && rootType) {
+      // Relative component expressions have no root; absolute ones start with the type name.
+      const first = steps[0];
+      if (first?.kind === 'child' && /^[A-Z]/.test(first.name)) steps = steps.slice(1);
+    } else if (steps) {
+      const first = steps[0];
+      if (first?.kind === 'child' && /^[A-Z]/.test(first.name)) steps = steps.slice(1);
+      else steps = undefined;
+    }
+    return steps ? compileSteps(steps) : compileFhirpath(term, rootType);
+  });
+  if (parts.length === 1) return parts[0]!;
+  return (input) => parts.flatMap((p) => p(input));
+}
+
+// Value conversion ----------------------------------------------------------------------------------------
+
+type Obj = Record<string, unknown>;
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
+
+function stringValues(param: string, node: Node, out: IndexValue[]): void {
+  const add = (s: unknown) => {
+    if (typeof s === 'string' && s.trim()) out.push({ param, type: 'string', value: fold(s), exact: s });
+  };
+  const v = node.value;
+  if (typeof v === 'string') return add(v);
+  if (!v || typeof v !== 'object') return;
+  const o = v as Obj;
+  switch (node.type) {
+    case 'HumanName':
+      add(o.text);
+      add(o.family);
+      for (const k of ['given', 'prefix', 'suffix']) for (const s of (o[k] as unknown[]) ?? []) add(s);
+      return;
+    case 'Address':
+      add(o.text);
+      for (const s of (o.line as unknown[]) ?? []) add(s);
+      for (const k of ['city', 'district', 'state', 'postalCode', 'country']) add(o[k]);
+      return;
+    default:
+      for (const val of Object.values(o)) if (typeof val === 'string') add(val);
+  }
+}
+
+function tokenValues(param: string, node: Node, out: IndexValue[]): void {
+  const v = node.value;
+  if (typeof v === 'string' || typeof v === 'number') {
+    out.push({ param, type: 'token', code: String(v) });
+    return;
+  }
+  if (typeof v === 'boolean') {
+    out.push({ param, type: 'token', code: v ? 'true' : 'false' });
+    return;
+  }
+  if (!v || typeof v !== 'object') return;
+  const o = v as Obj;
+  switch (node.type) {
+    case 'Coding':
+      if (str(o.code) || str(o.system) || str(o.display))
+        out.push({ param, type: 'token', system: str(o.system), code: str(o.code), text: str(o.display) && fold(o.display as string) });
+      return;
+    case 'CodeableConcept': {
+      const text = str(o.text) && fold(o.text as string);
+      for (const c of (o.coding as Obj[]) ?? []) {
+        if (str(c.code) || str(c.system))
+          out.push({ param, type: 'token', system: str(c.system), code: str(c.code), text: str(c.display) && fold(c.display as string) });
+      }
+      if (text) out.push({ param, type: 'token', text });
+      return;
+    }
+    case 'Identifier': {
+      const system = str(o.system);
+      const code = str(o.value);
+      const type = o.type as Obj | undefined;
+      const typeText = type && str(type.text) ? fold(type.text as string) : undefined;
+      if (!system && !code) return;
+      out.push({ param, type: 'token', system, code, text: typeText });
+      for (const c of ((type?.coding as Obj[]) ?? [])) {
+        if (str(c.code) && code) out.push({ param, type: 'token', system, code, ofType: `${str(c.system) ?? ''}|${c.code}|${code}` });
+      }
+      return;
+    }
+    case 'ContactPoint':
+      if (str(o.value)) out.push({ param, type: 'token', system: str(o.system), code: o.value as string });
+      return;
+    case 'Quantity':
+    case 'Age':
+    case 'Duration':
+    case 'Distance':
+    case 'Count':
+      if (str(o.code)) out.push({ param, type: 'token', system: str(o.system), code: o.code as string });
+      return;
+    case 'Reference': {
+      const id = o.identifier as Obj | undefined;
+      if (id) tokenValues(param, { value: id, type: 'Identifier' }, out);
+      return;
+    }
+  }
+}
+
+function referenceValues(param: string, node: Node, out: IndexValue[]): void {
+  const model = fhirModel();
+  const v = node.value;
+  if (typeof v === 'string') {
+    // canonical / uri used as a reference: strip a `|version` tail.
+    const url = v.split('|')[0]!;
+    const n = normalizeReference(url, (t) => model.isResourceType(t));
+    out.push({ param, type: 'reference', ...n });
+    return;
+  }
+  if (!v || typeof v !== 'object') return;
+  const o = v as Obj;
+  const ref = str(o.reference);
+  const id = o.identifier as Obj | undefined;
+  const idFields = id && (str(id.system) || str(id.value)) ? { identifierSystem: str(id.system), identifierValue: str(id.value) } : {};
+  if (ref) out.push({ param, type: 'reference', ...normalizeReference(ref, (t) => model.isResourceType(t)), ...idFields });
+  else if (id && (idFields.identifierSystem || idFields.identifierValue))
+    out.push({ param, type: 'reference', reference: '', ...idFields });
+}
+
+function dateValues(param: string, node: Node, out: IndexValue[]): void {
+  const v = node.value;
+  const add = (low?: string, high?: string) => {
+    if (low !== undefined || high !== undefined) out.push({ param, type: 'date', low: low ?? MIN_DATE, high: high ?? MAX_DATE });
+  };
+  if (typeof v === 'string') {
+    const r = dateRange(v);
+    if (r) add(r.low, r.high);
+    return;
+  }
+  if (!v || typeof v !== 'object') return;
+  const o = v as Obj;
+  if (node.type === 'Period') {
+    const s = typeof o.start === 'string' ? dateRange(o.start) : undefined;
+    const e = typeof o.end === 'string' ? dateRange(o.end) : undefined;
+    if (s || e) add(s?.low ?? MIN_DATE, e?.high ?? MAX_DATE);
+  } else if (node.type === 'Timing') {
+    for (const ev of (o.event as unknown[]) ?? []) if (typeof ev === 'string') dateValues(param, { value: ev, type: 'dateTime' }, out);
+    const b = (o.repeat as Obj | undefined)?.boundsPeriod;
+    if (b) dateValues(param, { value: b, type: 'Period' }, out);
+  }
+}
+
+function quantityOf(param: string, o: Obj, currencyAsCode = false): IndexValue | undefined {
+  if (typeof o.value !== 'number') return undefined;
+  const r = numberRangeOf(o.value);
+  const system = currencyAsCode ? 'urn:iso:std:iso:4217' : str(o.system);
+  const code = currencyAsCode ? str(o.currency) : str(o.code);
+  const q: IndexValue = { param, type: 'quantity', value: r.value, low: r.low, high: r.high, system, code, unit: str(o.unit) };
+  if (system === UCUM && code) {
+    const c = ucumCanonical(code, r.value);
+    if (c) {
+      q.canonicalValue = c.value;
+      q.canonicalCode = c.code;
+    }
+  }
+  return q;
+}
+
+function quantityValues(param: string, node: Node, out: IndexValue[]): void {
+  const v = node.value;
+  if (typeof v === 'number') {
+    const r = numberRangeOf(v);
+    out.push({ param, type: 'quantity', ...r });
+    return;
+  }
+  if (!v || typeof v !== 'object') return;
+  const o = v as Obj;
+  if (node.type === 'Range') {
+    const lo = o.low as Obj | undefined;
+    const hi = o.high as Obj | undefined;
+    const ql = lo && quantityOf(param, lo);
+    const qh = hi && quantityOf(param, hi);
+    const first = ql ?? qh;
+    if (first && first.type === 'quantity') {
+      out.push({ ...first, low: ql && ql.type === 'quantity' ? ql.value : -Infinity, high: qh && qh.type === 'quantity' ? qh.value : Infinity });
+    }
+    return;
+  }
+  const q = quantityOf(param, o, node.type === 'Money');
+  if (q) out.push(q);
+}
+
+function numberValues(param: string, node: Node, out: IndexValue[]): void {
+  const v = node.value;
+  if (typeof v === 'number') out.push({ param, type: 'number', ...numberRangeOf(v) });
+  else if (v && typeof v === 'object' && typeof (v as Obj).value === 'number')
+    out.push({ param, type: 'number', ...numberRangeOf((v as Obj).value as number) });
+}
+
+function uriValues(param: string, node: Node, out: IndexValue[]): void {
+  if (typeof node.value === 'string' && node.value) out.push({ param, type: 'uri', value: node.value });
+}
+
+const CONVERTERS: Partial<Record<IndexValue['type'], (param: string, node: Node, out: IndexValue[]) => void>> = {
+  string: stringValues,
+  token: tokenValues,
+  reference: referenceValues,
+  date: dateValues,
+  quantity: quantityValues,
+  number: numberValues,
+  uri: uriValues,
+};
+
+// Compiled per type ---------------------------------------------------------------------------------------
+
+interface CompiledParam {
+  def: SearchParamDef;
+  evaluate: Evaluator;
+  components?: { code: string; type: IndexValue['type']; evaluate: Evaluator }[];
+}
+
+const compiledByType = new Map<string, CompiledParam[]>();
+onRegistryChange(() => compiledByType.clear());
+
+function compiledFor(resourceType: string): CompiledParam[] {
+  let list = compiledByType.get(resourceType);
+  if (list) return list;
+  list = [];
+  for (const def of searchParamsFor(resourceType)) {
+    if (!def.expression || def.code === '_id' || def.code === '_lastUpdated' || def.type === 'special') continue;
+    const entry: CompiledParam = { def, evaluate: compileExpression(def.expression) };
+    if (def.type === 'composite') {
+      if (!def.components?.length || def.components.some((c) => !c.type || !c.code)) continue;
+      entry.components = def.components.map((c) => ({
+        code: c.code!,
+        type: c.type as IndexValue['type'],
+        evaluate: compileExpression(c.expression, resourceType),
+      }));
+    }
+    list.push(entry);
+  }
+  compiledByType.set(resourceType, list);
+  return list;
+}
+
+/** Every index value of `resource` (resource-level `_tag`, `_profile`, `_security`, `_source` included). */
+export function extractIndex(resource: Resource): IndexValue[] {
+  const out: IndexValue[] = [];
+  const root: Node[] = [{ value: resource, type: resource.resourceType }];
+  for (const p of compiledFor(resource.resourceType)) {
+    let nodes: Node[];
+    try {
+      nodes = p.evaluate(root);
+    } catch {
+      continue;
+    }
+    if (!nodes.length) continue;
+    if (p.components) {
+      extractComposite(p, nodes, out);
+      continue;
+    }
+    const convert = CONVERTERS[p.def.type as IndexValue['type']];
+    if (!convert) continue;
+    for (const n of nodes) convert(p.def.code, n, out);
+  }
+  return dedupe(out);
+}
+
+function extractComposite(p: CompiledParam, nodes: Node[], out: IndexValue[]): void {
+  for (const n of nodes) {
+    const perComponent: IndexValue[][] = [];
+    for (const c of p.components!) {
+      const vals: IndexValue[] = [];
+      const convert = CONVERTERS[c.type];
+      if (convert) for (const cn of c.evaluate([n])) convert(c.code, cn, vals);
+      perComponent.push(vals);
+    }
+    if (perComponent.some((v) => v.length === 0)) continue;
+    let combos: IndexValue[][] = [[]];
+    for (const vals of perComponent) combos = combos.flatMap((prefix) => vals.map((v) => [...prefix, v]));
+    for (const components of combos.slice(0, 100)) out.push({ param: p.def.code, type: 'composite', components });
+  }
+}
+
+function dedupe(values: IndexValue[]): IndexValue[] {
+  const seen = new Set<string>();
+  const out: IndexValue[] = [];
+  for (const v of values) {
+    const k = JSON.stringify(v);
+    if (seen.has(k)) continue;
+    seen.add(k);
+    out.push(v);
+  }
+  return out;
+}
