@@ -213,7 +213,9 @@ export async function update(ctx: Context, session: StoreSession, req: FhirReque
   const ifMatch = header(req, 'if-match');
   const expected = ifMatch ? parseETag(ifMatch) : undefined;
   const before = await session.current(type, id);
-  if (expected !== undefined && !before) throw notFound(`${type}/${id} is not known (If-Match ${ifMatch})`);
+  if (expected !== undefined && (!before || before.deleted)) {
+    throw preconditionFailed(`${type}/${id} does not exist, so If-Match ${ifMatch} cannot match`);
+  }
   const record = await indexAndPut(session, resource, 'PUT', expected);
   const created = !before || before.deleted;
   return writeResponse(req, record, created ? 201 : 200, created);
