@@ -527,9 +527,9 @@ class FhirPathPatcher {
         const ext = slot.container[`_${slot.key}`];
         obj = isObject(ext) ? ext : (slot.container[`_${slot.key}`] = {});
       } else {
-        const list = slot.container[slot.key] as unknown[];
+        const length = this.listLength(slot.container, slot.key);
         let extList = slot.container[`_${slot.key}`] as unknown[] | undefined;
-        if (!Array.isArray(extList)) extList = slot.container[`_${slot.key}`] = new Array<unknown>(list.length).fill(null);
+        if (!Array.isArray(extList)) extList = slot.container[`_${slot.key}`] = new Array<unknown>(length).fill(null);
         while (extList.length <= slot.index) extList.push(null);
         const cur = extList[slot.index];
         obj = isObject(cur) ? cur : (extList[slot.index] = {});
@@ -629,7 +629,8 @@ class FhirPathPatcher {
       if (v.ext !== undefined) container[`_${key}`] = v.ext;
       return;
     }
-    const list = container[slot.key] as unknown[];
+    // The list may be absent when every item carries only an id/extensions (`_given` without `given`).
+    const list = Array.isArray(container[slot.key]) ? (container[slot.key] as unknown[]) : (container[slot.key] = []);
     while (list.length <= index) list.push(null);
     list[index] = v.value ?? null;
     let extList = container[`_${slot.key}`] as unknown[] | undefined;
