@@ -262,6 +262,11 @@ function definitionsDir(): string {
   return join(dirname(main), '..', 'fhir', 'r4');
 }
 
+/** Reads any JSON file of the R4 definitions package (e.g. `fhir.schema.json`). */
+export function readDefinitionFile<T = unknown>(file: string): T {
+  return JSON.parse(readFileSync(join(definitionsDir(), file), 'utf8')) as T;
+}
+
 /** Reads one of the bundles of the R4 definitions package (resources, types, search parameters...). */
 export function readDefinitionBundle<T = unknown>(file: string): { entry: { resource: T }[] } {
   return JSON.parse(readFileSync(join(definitionsDir(), file), 'utf8')) as { entry: { resource: T }[] };
