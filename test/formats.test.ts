@@ -1,0 +1,115 @@
+/**
+ * Every interaction and its error paths, once in JSON and once in XML: requests are sent and responses read
+ * in the format under test (XML parsed with our own reader, which the XML suite checks on its own).
+ */
+import { beforeEach, describe, expect, it } from 'vitest';
+import type { Bundle, OperationOutcome, Parameters, Patient, Resource } from 'fhir/r4';
+import { makeApp, type TestApp } from './support/app.ts';
+import { parseFhirXml, toFhirXml } from '../src/formats/xml.ts';
+
+type Fmt = 'json' | 'xml';
+const MIME: Record<Fmt, string> = { json: 'application/fhir+json', xml: 'application/fhir+xml' };
+
+describe.each<Fmt>(['json', 'xml'])('in %s', (fmt) => {
+  let t: TestApp;
+  beforeEach(async () => {
+    t = await makeApp();
+  });
+
+  const encode = (r: Resource) => (fmt === 'xml' ? toFhirXml(r) : JSON.stringify(r));
+  const decode = (text: string): Resource => (fmt === 'xml' ? parseFhirXml(text) : (JSON.parse(text) as Resource));
+
+  async function call(method: 'get' | 'post' | 'put' | 'delete' | 'patch', url: string, body?: Resource, headers: Record<string, string> = {}) {
+    let r = t.http[method](url).set('Accept', MIME[fmt]);
+    for (const [k, v] of Object.entries(headers)) r = r.set(k, v);
+    if (body) r = r.set('Content-Type', MIME[fmt]).send(encode(body));
+    const res = await r.buffer(true).parse((response, cb) => {
+      let data = '';
+      response.setEncoding('utf8');
+      response.on('data', (c: string) => (data += c));
+      response.on('end', () => cb(null, data));
+    });
+    const text = res.body as unknown as string;
+    if (text) expect(res.headers['content-type']).toContain(MIME[fmt]);
+    return { status: res.status, headers: res.headers, resource: text ? decode(text) : undefined };
+  }
+
+  const patient: Patient = {
+    resourceType: 'Patient',
+    identifier: [{ system: 'urn:oid:1.3.182.4.4', value: '1975061012345' }],
+    name: [{ family: 'Reuter', given: ['Marc'] }],
+    birthDate: '1975-06-10',
+  };
+
+  const expectOutcome = (r: Resource | undefined) => {
+    expect(r?.resourceType).toBe('OperationOutcome');
+    expect((r as OperationOutcome).issue.length).toBeGreaterThan(0);
+  };
+
+  it('create, read, vread, update, patch, delete, history and search', async () => {
+    const c = await call('post', '/fhir/Patient', patient);
+    expect(c.status).toBe(201);
+    const id = c.resource!.id!;
+    const r = await call('get', `/fhir/Patient/${id}`);
+    expect((r.resource as Patient).name![0].family).toBe('Reuter');
+    const u = await call('put', `/fhir/Patient/${id}`, { ...patient, id, gender: 'male' }, { 'If-Match': 'W/"1"' });
+    expect(u.status).toBe(200);
+    expect(u.resource!.meta!.versionId).toBe('2');
+    const params: Parameters = {
+      resourceType: 'Parameters',
+      parameter: [{ name: 'operation', part: [{ name: 'type', valueCode: 'replace' }, { name: 'path', valueString: 'Patient.gender' }, { name: 'value', valueCode: 'other' }] }],
+    };
+    const p = await call('patch', `/fhir/Patient/${id}`, params);
+    expect(p.status).toBe(200);
+    expect((p.resource as Patient).gender).toBe('other');
+    const v1 = await call('get', `/fhir/Patient/${id}/_history/1`);
+    expect((v1.resource as Patient).gender).toBeUndefined();
+    const s = await call('get', `/fhir/Patient?identifier=urn:oid:1.3.182.4.4|1975061012345`);
+    expect((s.resource as Bundle).entry!.map((e) => e.resource!.id)).toEqual([id]);
+    const d = await call('delete', `/fhir/Patient/${id}`);
+    expect(d.status).toBe(204);
+    const h = await call('get', `/fhir/Patient/${id}/_history`);
+    expect((h.resource as Bundle).entry!.map((e) => e.request!.method)).toEqual(['DELETE', 'PATCH', 'PUT', 'POST']);
+  });
+
+  it('error paths: 400, 404, 405, 410, 412, 413, each an OperationOutcome', async () => {
+    const bad = await call('post', '/fhir/Patient', { ...patient, birthDate: '10/06/1975' } as Patient);
+    expect(bad.status).toBe(400);
+    expectOutcome(bad.resource);
+    const nf = await call('get', '/fhir/Patient/none');
+    expect(nf.status).toBe(404);
+    expectOutcome(nf.resource);
+    const na = await call('post', '/fhir/Patient/none', patient);
+    expect(na.status).toBe(405);
+    expectOutcome(na.resource);
+    await call('put', '/fhir/Patient/g1', { ...patient, id: 'g1' });
+    await call('delete', '/fhir/Patient/g1');
+    const g = await call('get', '/fhir/Patient/g1');
+    expect(g.status).toBe(410);
+    expectOutcome(g.resource);
+    await call('put', '/fhir/Patient/m1', { ...patient, id: 'm1' });
+    const pf = await call('put', '/fhir/Patient/m1', { ...patient, id: 'm1' }, { 'If-Match': 'W/"7"' });
+    expect(pf.status).toBe(412);
+    expectOutcome(pf.resource);
+    const small = await makeApp({ limits: { maxBodyBytes: 200 } as never });
+    const big = await small.http.post('/fhir/Patient').set('Content-Type', MIME[fmt]).set('Accept', MIME[fmt]).send(encode({ ...patient, name: [{ text: 'y'.repeat(500) }] }));
+    expect(big.status).toBe(413);
+  });
+
+  it('transaction and batch', async () => {
+    const tx: Bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { fullUrl: 'urn:uuid:4c1f3f1e-0000-4000-8000-000000000001', resource: patient, request: { method: 'POST', url: 'Patient' } },
+        { resource: { resourceType: 'Observation', status: 'final', code: { text: 'Taille' }, subject: { reference: 'urn:uuid:4c1f3f1e-0000-4000-8000-000000000001' } }, request: { method: 'POST', url: 'Observation' } },
+      ],
+    };
+    const res = await call('post', '/fhir', tx);
+    expect(res.status).toBe(200);
+    expect((res.resource as Bundle).entry!.map((e) => e.response!.status)).toEqual(['201', '201']);
+    const batch: Bundle = { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'Patient/nope' } }, { resource: patient, request: { method: 'POST', url: 'Patient' } }] };
+    const b = await call('post', '/fhir', batch);
+    expect((b.resource as Bundle).entry!.map((e) => e.response!.status)).toEqual(['404', '201']);
+  });
+});
