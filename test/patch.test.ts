@@ -150,6 +150,10 @@ describe('FHIRPath Patch: behaviour', () => {
     const again = applyFhirPathPatch(out, params(op('replace', 'Patient.deceased', [{ name: 'value', valueDateTime: '2020-01-01' }]))) as Patient;
     expect(again.deceasedBoolean).toBeUndefined();
     expect(again.deceasedDateTime).toBe('2020-01-01');
+    // Adding when another type of the choice is present is refused.
+    const taken = failure(() => applyFhirPathPatch(again, params(op('add', 'Patient', [{ name: 'name', valueString: 'deceased' }, { name: 'value', valueBoolean: true }]))));
+    expect(taken.status).toBe(422);
+    expect(taken.message).toContain('deceased[x] already has a value');
     // A type the choice does not allow is refused.
     const err = failure(() => applyFhirPathPatch(patient, params(op('add', 'Patient', [{ name: 'name', valueString: 'deceased' }, { name: 'value', valueString: 'yes' }]))));
     expect(err.status).toBe(422);

@@ -536,6 +536,12 @@ class FhirPathPatcher {
       }
     }
     if (obj === this.root && (key === 'id' || key === 'resourceType')) throw this.bad(`a patch may not change the resource ${key}`);
+    if (element?.isChoice && !element.isArray) {
+      // Only one type of a choice at a time: `deceasedDateTime` blocks adding `deceasedBoolean`.
+      const prefix = element.name.slice(0, -3);
+      const taken = Object.keys(obj).find((k) => k.replace(/^_/, '').startsWith(prefix) && /^[A-Z]/.test(k.replace(/^_/, '').slice(prefix.length)));
+      if (taken) throw this.fail(`value for '${name}': ${prefix}[x] already has a value (${taken.replace(/^_/, '')})`);
+    }
     const repeats = element ? element.isArray : Array.isArray(obj[key]);
     this.put(obj, key, v, repeats, `value for '${name}'`);
   }
