@@ -77,12 +77,28 @@ function parseSteps(term: string): Step[] | undefined {
 }
 
 function sameType(a: string, b: string): boolean {
-  return a === b || a.toLowerCase() === b.toLowerCase();
+  return a === b || (a.length === b.length && a.toLowerCase() === b.toLowerCase());
 }
+
+/** Navigation results of the extraction in progress (parameters share paths such as Patient.address). */
+let memo: WeakMap<object, Map<string, Node[]>> | undefined;
 
 function childNodes(model: FhirModel, node: Node, name: string): Node[] {
   const v = node.value;
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return [];
+  if (memo) {
+    let m = memo.get(v);
+    if (!m) memo.set(v, (m = new Map()));
+    const key = node.type + '.' + name;
+    let hit = m.get(key);
+    if (!hit) m.set(key, (hit = childNodesUncached(model, node, name)));
+    return hit;
+  }
+  return childNodesUncached(model, node, name);
+}
+
+function childNodesUncached(model: FhirModel, node: Node, name: string): Node[] {
+  const v = node.value;
   const obj = v as Record<string, unknown>;
   const children = node.element?.children ?? model.childrenOfType(node.type);
   if (!children) return [];
@@ -116,7 +132,12 @@ function compileSteps(steps: Step[]): Evaluator {
     for (const step of steps) {
       switch (step.kind) {
         case 'child':
-          nodes = nodes.flatMap((n) => childNodes(model, n, step.name));
+          if (nodes.length === 1) nodes = childNodes(model, nodes[0]!, step.name);
+          else {
+            const next: Node[] = [];
+            for (const n of nodes) for (const c of childNodes(model, n, step.name)) next.push(c);
+            nodes = next;
+          }
           break;
         case 'ofType':
           nodes = nodes.filter((n) => sameType(n.type, step.type));
@@ -187,6 +208,15 @@ function jsType(v: unknown): string {
 
 /** Compiles a (possibly union) expression; `relativeTo` is set for composite components. */
 export function compileExpression(expression: string, rootType?: string): Evaluator {
+  // `X.exists() and X != false` (Patient.deceased): a boolean token, true when X is present and not false.
+  const exists = /^([A-Za-z.]+)\.exists\(\) and \1 != false$/.exec(expression.trim());
+  if (exists) {
+    const inner = compileExpression(exists[1]!, rootType);
+    return (input) => {
+      const nodes = inner(input);
+      return [{ value: nodes.length > 0 && nodes.every((n) => n.value !== false), type: 'boolean' }];
+    };
+  }
   const parts = splitUnion(expression).map((term) => {
     const stripped = stripOuterParens(term);
     let steps = parseSteps(stripped);
@@ -428,6 +458,15 @@ function compiledFor(resourceType: string): CompiledParam[] {
 
 /** Every index value of `resource` (resource-level `_tag`, `_profile`, `_security`, `_source` included). */
 export function extractIndex(resource: Resource): IndexValue[] {
+  memo = new WeakMap();
+  try {
+    return extractWithMemo(resource);
+  } finally {
+    memo = undefined;
+  }
+}
+
+function extractWithMemo(resource: Resource): IndexValue[] {
   const out: IndexValue[] = [];
   const root: Node[] = [{ value: resource, type: resource.resourceType }];
   for (const p of compiledFor(resource.resourceType)) {
@@ -469,7 +508,7 @@ function dedupe(values: IndexValue[]): IndexValue[] {
   const seen = new Set<string>();
   const out: IndexValue[] = [];
   for (const v of values) {
-    const k = JSON.stringify(v);
+    const k = v.type === 'composite' ? JSON.stringify(v) : Object.values(v).join('\u0000');
     if (seen.has(k)) continue;
     seen.add(k);
     out.push(v);

@@ -411,7 +411,8 @@ function fetchInclude(db: DatabaseSync, spec: IncludeSpec, from: Resource[]): Re
   } else {
     const param = spec.param === '*' ? '' : ` AND x.param = ${q.p(spec.param)}`;
     const target = spec.targetType ? ` AND x.target_type = ${q.p(spec.targetType)}` : '';
-    sql = `SELECT DISTINCT s.content FROM idx_reference x JOIN resources s ON s.resource_type = x.resource_type AND s.id = x.resource_id AND s.deleted = 0 WHERE (x.target_type, x.target_id) IN (VALUES ${pairs}) AND x.resource_type = ${q.p(spec.sourceType)}${param}${target}`;
+    const source = spec.sourceType === '*' ? '' : ` AND x.resource_type = ${q.p(spec.sourceType)}`;
+    sql = `SELECT DISTINCT s.content FROM idx_reference x JOIN resources s ON s.resource_type = x.resource_type AND s.id = x.resource_id AND s.deleted = 0 WHERE (x.target_type, x.target_id) IN (VALUES ${pairs})${source}${param}${target}`;
   }
   const rows = db.prepare(sql).all(...(q.params as SQLInputValue[])) as { content: string }[];
   return rows.map((r) => JSON.parse(r.content) as Resource);
