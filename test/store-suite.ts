@@ -419,6 +419,62 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
     });
 
+    describe('search includes', () => {
+      const subject = (target: string) => [
+        { param: 'subject', type: 'reference' as const, reference: target, targetType: target.split('/')[0], targetId: target.split('/')[1] },
+      ];
+      const observation = (id: string, target: string) =>
+        store.put({ resourceType: 'Observation', id, status: 'final', code: { text: 'x' }, subject: { reference: target } } as Resource, {
+          method: 'PUT',
+          index: subject(target),
+        });
+
+      it('_include adds the live resources the matches reference, once each', async () => {
+        await store.put(patient('a'), opts());
+        await store.put(patient('b'), opts());
+        await store.put(patient('c'), opts());
+        await observation('o1', 'Patient/a');
+        await observation('o2', 'Patient/a');
+        await observation('o3', 'Patient/b');
+        await observation('o4', 'Patient/c');
+        await store.delete('Patient', 'c', { method: 'DELETE' });
+        const result = await store.search(
+          searchRequest(['Observation'], {
+            include: [{ reverse: false, sourceType: 'Observation', param: 'subject', iterate: false }],
+          }),
+        );
+        expect(result.resources.map((r) => r.id).sort()).toEqual(['o1', 'o2', 'o3', 'o4']);
+        expect((result.included ?? []).map((r) => `${r.resourceType}/${r.id}`).sort()).toEqual(['Patient/a', 'Patient/b']);
+      });
+
+      it('_revinclude adds the live resources that reference the matches', async () => {
+        await store.put(patient('a'), opts());
+        await store.put(patient('b'), opts());
+        await observation('o1', 'Patient/a');
+        await observation('o2', 'Patient/b');
+        await observation('o3', 'Patient/b');
+        await store.delete('Observation', 'o3', { method: 'DELETE' });
+        const result = await store.search(
+          searchRequest(['Patient'], {
+            filters: [{ kind: 'id', ids: ['b'] }],
+            include: [{ reverse: true, sourceType: 'Observation', param: 'subject', iterate: false }],
+          }),
+        );
+        expect(result.resources.map((r) => r.id)).toEqual(['b']);
+        expect((result.included ?? []).map((r) => `${r.resourceType}/${r.id}`)).toEqual(['Observation/o2']);
+      });
+
+      it('a rewrite without the reference drops it from includes', async () => {
+        await store.put(patient('a'), opts());
+        await observation('o1', 'Patient/a');
+        await store.put({ resourceType: 'Observation', id: 'o1', status: 'final', code: { text: 'x' } } as Resource, opts());
+        const rev = await store.search(
+          searchRequest(['Patient'], { include: [{ reverse: true, sourceType: 'Observation', param: 'subject', iterate: false }] }),
+        );
+        expect(rev.included ?? []).toEqual([]);
+      });
+    });
+
     describe('count and clear', () => {
       it('count() counts live resources, per type or in all', async () => {
         await store.put(patient('a'), opts());

@@ -5,7 +5,7 @@
  * Document model:
  * - `resources`: one document per resource id, its current version (live or tombstone).
  *   `_id: 'Type/id'`, resourceType, id, version, lastUpdated, method, deleted, resource (absent when deleted),
- *   plus the search index fields of the live version (from `mongoIndexFields`).
+ *   plus the search index fields of the live version (`idx`, from `mongoIndexFields` in search-filter.ts).
  * - `history`: one document per version. `_id: 'Type/id/version'`, same fields without the index part.
  *
  * lastUpdated is kept as the ISO string of the port (`YYYY-MM-DDTHH:mm:ss.sssZ`, fixed width), which sorts
@@ -33,7 +33,10 @@ export interface CurrentDoc extends VersionDoc {
   [indexField: string]: unknown;
 }
 
-/** A plain MongoDB query / sort / projection document (kept untyped here so that mingo can evaluate it). */
+/**
+ * A plain MongoDB query / sort / projection document (kept untyped here so that mingo can evaluate it).
+ * Search filters, sorts and cursors are built in search-filter.ts.
+ */
 export type Doc = Record<string, unknown>;
 
 export const resourceKey = (resourceType: string, id: string): string => `${resourceType}/${id}`;
@@ -174,36 +177,6 @@ export function historyPageFilter(query: Omit<HistoryQuery, 'count'>): Doc {
   const c = decodeHistoryCursor(query.cursor);
   const after = { $or: [{ lastUpdated: { $lt: c.t } }, { lastUpdated: c.t, _id: { $lt: c.k } }] };
   return Object.keys(base).length ? { $and: [base, after] } : after;
-}
-
-// -- search ----------------------------------------------------------------------------------------------
-
-/** The compiled search filter restricted to live resources. */
-export function liveFilter(compiled: Doc): Doc {
-  return Object.keys(compiled).length ? { $and: [compiled, { deleted: false }] } : { deleted: false };
-}
-
-/** The compiled sort with `_id` last, so that pages are stable when sort values tie. */
-export function stableSort(sort: Record<string, 1 | -1> | undefined): Record<string, 1 | -1> {
-  const result: Record<string, 1 | -1> = { ...(sort ?? {}) };
-  if (!('_id' in result)) result._id = 1;
-  return result;
-}
-
-interface SearchCursor {
-  /** Offset of the page. */
-  o: number;
-}
-
-export function encodeSearchCursor(offset: number): string {
-  return encodeCursor({ o: offset } satisfies SearchCursor);
-}
-
-export function decodeSearchCursor(cursor: string | undefined): number {
-  if (!cursor) return 0;
-  const c = decodeCursor<Partial<SearchCursor>>(cursor);
-  if (typeof c.o !== 'number' || !Number.isInteger(c.o) || c.o < 0) throw badRequest('The search paging cursor is invalid');
-  return c.o;
 }
 
 // -- instants ----------------------------------------------------------------------------------------------

@@ -29,25 +29,28 @@ import type {
   WriteOptions,
 } from '../port.ts';
 import { InstantClock } from '../clock.ts';
-import { compileMongoFilter, mongoIndexFields, mongoSearchIndexes } from './search-filter.ts';
+import {
+  compileMongoFilter,
+  mongoIndexFields,
+  mongoSearchIndexes,
+  resolveMongoChains,
+  resolveMongoIncludes,
+  type MongoFind,
+} from './search-filter.ts';
 import {
   HISTORY_SORT,
   RECORD_PROJECTION,
   countFilter,
   currentDocument,
   currentFilter,
-  decodeSearchCursor,
   encodeHistoryCursor,
-  encodeSearchCursor,
   guardFilter,
   historyBaseFilter,
   historyDocument,
   historyPageFilter,
-  liveFilter,
   newVersion,
   nextLastUpdated,
   recordFromDoc,
-  stableSort,
   versionFilter,
   type Doc,
   type VersionDoc,
@@ -65,7 +68,6 @@ export interface MongoStoreOptions {
 /** Indexes of the version fields (the search indexes come from search-filter.ts). */
 export const RESOURCE_INDEXES: IndexDescription[] = [
   { key: { resourceType: 1, deleted: 1 }, name: 'type_deleted' },
-  { key: { resourceType: 1, lastUpdated: -1 }, name: 'type_lastUpdated' },
 ];
 export const HISTORY_INDEXES: IndexDescription[] = [
   { key: { resourceType: 1, id: 1, version: -1 }, name: 'type_id_version', unique: true },
@@ -84,6 +86,10 @@ const TRANSACTION_OPTIONS: TransactionOptions = {
 const MAX_RACE_ATTEMPTS = 8;
 
 const DUPLICATE_KEY = 11000;
+
+/** What a search reads of each match: the resource, and the fields its keyset cursor is made of. */
+const SEARCH_PROJECTION = { resource: 1, resourceType: 1, id: 1, lastUpdated: 1, 'idx.slo': 1, 'idx.shi': 1 };
+
 
 export const STANDALONE_MESSAGE =
   'MongoDB transactions need a replica set (or a sharded cluster); this server is a standalone mongod. ' +
@@ -125,7 +131,7 @@ export class MongoStore implements Store {
     if (!hello.setName && hello.msg !== 'isdbgrid') throw new Error(STANDALONE_MESSAGE);
     this.resources = db.collection('resources');
     this.historyColl = db.collection('history');
-    await this.resources.createIndexes([...RESOURCE_INDEXES, ...(mongoSearchIndexes as IndexDescription[])]);
+    await this.resources.createIndexes([...RESOURCE_INDEXES, ...(mongoSearchIndexes as unknown as IndexDescription[])]);
     await this.historyColl.createIndexes(HISTORY_INDEXES);
     const newest = await this.historyColl.findOne({}, { sort: HISTORY_SORT, projection: { lastUpdated: 1 } });
     if (newest) this.clock.observe(newest.lastUpdated as string);
@@ -215,24 +221,24 @@ export class MongoStore implements Store {
     return doc ? recordFromDoc(doc as unknown as VersionDoc) : undefined;
   }
 
+  /**
+   * Chains and `_has` are resolved into id lists first, then the compiled filter (live documents only, keyset
+   * cursor) runs with `limit: count + 1` to know whether a next page exists; includes follow the page.
+   */
   private async searchIn(request: SearchRequest, session?: ClientSession): Promise<SearchResult> {
-    const compiled = compileMongoFilter(request);
-    const filter = liveFilter(compiled.filter as Doc);
-    const offset = decodeSearchCursor(request.cursor);
+    const find: MongoFind = (filter, projection) => this.resources.find(filter, { projection, session }).toArray();
+    const resolved = await resolveMongoChains(request, find);
+    const compiled = compileMongoFilter(resolved);
     const docs = await this.resources
-      .find(filter, {
-        sort: stableSort(compiled.sort as Record<string, 1 | -1> | undefined),
-        skip: offset,
-        limit: request.count + 1,
-        projection: { resource: 1 },
-        session,
-      })
+      .find(compiled.filter, { sort: compiled.sort, limit: compiled.limit, projection: SEARCH_PROJECTION, session })
       .toArray();
     const page = docs.slice(0, request.count);
     const result: SearchResult = { resources: page.map((d) => d.resource as Resource) };
-    if (docs.length > request.count && request.count > 0) result.next = encodeSearchCursor(offset + request.count);
-    if (offset > 0) result.previous = encodeSearchCursor(Math.max(0, offset - request.count));
-    if (request.total !== 'none') result.total = await this.resources.countDocuments(filter, { session });
+    if (docs.length > request.count && page.length) result.next = compiled.cursorAfter(page[page.length - 1]);
+    if (request.total !== 'none') result.total = await this.resources.countDocuments(compiled.countFilter, { session });
+    if (request.include.length && page.length) {
+      result.included = await resolveMongoIncludes(resolved, result.resources, find);
+    }
     return result;
   }
 
@@ -259,7 +265,8 @@ export class MongoStore implements Store {
     const lastUpdated = nextLastUpdated(this.clock.next(), existing?.lastUpdated);
     this.clock.observe(lastUpdated);
     const record = newVersion(resourceType, id, version, lastUpdated, method, resource);
-    const doc = currentDocument(record, resource ? (mongoIndexFields(options.index ?? []) as Doc) : {});
+    const index = options.index ?? [];
+    const doc = currentDocument(record, resource ? (mongoIndexFields(index) as unknown as Doc) : {});
     const key = `${resourceType}/${id}`;
     try {
       if (existing) {
