@@ -4,7 +4,7 @@
  * search-filter shape. Fixtures are indexed with extractIndex, queries parsed with parseSearch.
  */
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
-import type { Resource } from 'fhir/r4';
+import type { FhirResource, Resource } from 'fhir/r4';
 import { Query } from 'mingo';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { extractIndex } from '../src/search/indexer.ts';
@@ -23,7 +23,7 @@ import {
 const LOINC = 'http://loinc.org';
 const UCUM = 'http://unitsofmeasure.org';
 
-const fixtures: Resource[] = [
+const fixtures: FhirResource[] = [
   {
     resourceType: 'Patient',
     id: 'p1',
@@ -101,7 +101,7 @@ const fixtures: Resource[] = [
   { resourceType: 'ValueSet', id: 'vs1', status: 'active', url: 'http://example.org/fhir/ValueSet/abc', name: 'Abc' },
 ];
 /** A deleted resource: a tombstone that no search may return. */
-const deleted: Resource = { resourceType: 'Patient', id: 'p4', name: [{ family: 'Müller' }], gender: 'male' };
+const deleted: FhirResource = { resourceType: 'Patient', id: 'p4', name: [{ family: 'Müller' }], gender: 'male' };
 const lastUpdated = (i: number) => new Date(Date.UTC(2024, 0, 1 + i)).toISOString();
 
 let db: DatabaseSync;
