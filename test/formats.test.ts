@@ -3,7 +3,7 @@
  * in the format under test (XML parsed with our own reader, which the XML suite checks on its own).
  */
 import { beforeEach, describe, expect, it } from 'vitest';
-import type { Bundle, OperationOutcome, Parameters, Patient, Resource } from 'fhir/r4';
+import type { Bundle, FhirResource, OperationOutcome, Parameters, Patient, Resource } from 'fhir/r4';
 import { makeApp, type TestApp } from './support/app.ts';
 import { parseFhirXml, toFhirXml } from '../src/formats/xml.ts';
 
@@ -16,10 +16,10 @@ describe.each<Fmt>(['json', 'xml'])('in %s', (fmt) => {
     t = await makeApp();
   });
 
-  const encode = (r: Resource) => (fmt === 'xml' ? toFhirXml(r) : JSON.stringify(r));
+  const encode = (r: FhirResource | Resource) => (fmt === 'xml' ? toFhirXml(r) : JSON.stringify(r));
   const decode = (text: string): Resource => (fmt === 'xml' ? parseFhirXml(text) : (JSON.parse(text) as Resource));
 
-  async function call(method: 'get' | 'post' | 'put' | 'delete' | 'patch', url: string, body?: Resource, headers: Record<string, string> = {}) {
+  async function call(method: 'get' | 'post' | 'put' | 'delete' | 'patch', url: string, body?: FhirResource, headers: Record<string, string> = {}) {
     let r = t.http[method](url).set('Accept', MIME[fmt]);
     for (const [k, v] of Object.entries(headers)) r = r.set(k, v);
     if (body) r = r.set('Content-Type', MIME[fmt]).send(encode(body));

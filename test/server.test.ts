@@ -101,7 +101,7 @@ describe('a real FHIR client (fhir-kit-client)', () => {
     expect(read.name![0].family).toBe('Kieffer');
     const updated = (await client.update({ resourceType: 'Patient', id: created.id!, body: { ...read, gender: 'male' } })) as Patient;
     expect(updated.meta!.versionId).toBe('2');
-    const found = (await client.search({ resourceType: 'Patient', searchParams: { _id: created.id! } })) as Bundle;
+    const found = (await client.search({ resourceType: 'Patient', searchParams: { _id: created.id! } })) as unknown as Bundle;
     expect(found.entry!.map((e) => e.resource!.id)).toEqual([created.id]);
     const txResult = (await client.transaction({
       body: {
@@ -111,8 +111,8 @@ describe('a real FHIR client (fhir-kit-client)', () => {
           { fullUrl: 'urn:uuid:5b9e4c1e-8c44-4d6c-9b8a-2f0d8d0d2a11', resource: { resourceType: 'Patient', name: [{ family: 'Tx' }] }, request: { method: 'POST', url: 'Patient' } },
           { resource: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: 'urn:uuid:5b9e4c1e-8c44-4d6c-9b8a-2f0d8d0d2a11' } }, request: { method: 'POST', url: 'Observation' } },
         ],
-      } as Bundle,
-    })) as Bundle;
+      } as unknown as Record<string, unknown> & { resourceType: string },
+    })) as unknown as Bundle;
     expect(txResult.type).toBe('transaction-response');
     expect(txResult.entry!.map((e) => e.response!.status)).toEqual(['201', '201']);
     await client.delete({ resourceType: 'Patient', id: created.id! });
