@@ -4,7 +4,7 @@
  * and on a real MongoDB when MONGODB_URI points at a replica set (see docs/mongodb.md). Each real Mongo run
  * uses a fresh database, dropped at the end.
  */
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { defineStoreSuite } from './store-suite.ts';
@@ -24,6 +24,15 @@ defineStoreSuite('mongodb adapter on the in-memory driver stand-in', async () =>
   const store = new MongoStore({ uri: 'memory:', client: memoryMongoClient() });
   await store.init();
   return store;
+});
+
+describe('mongodb adapter: server checks', () => {
+  it('init() refuses a standalone server and says how to start a replica set', async () => {
+    const { MongoStore } = await import('../src/store/mongo/store.ts');
+    const { memoryMongoClient } = await import('../src/store/mongo/memory-client.ts');
+    const store = new MongoStore({ uri: 'memory:', client: memoryMongoClient({ standalone: true }) });
+    await expect(store.init()).rejects.toThrow(/replica set.*--replSet rs0.*rs\.initiate\(\)/s);
+  });
 });
 
 const mongoUri = process.env.MONGODB_URI;

@@ -116,6 +116,10 @@ class MemoryCollection {
     return { toArray: async () => this.select(filter, options) };
   }
 
+  async estimatedDocumentCount(): Promise<number> {
+    return this.docs().size;
+  }
+
   async countDocuments(filter: Doc, options: FindOptions = {}): Promise<number> {
     return this.select(filter, { session: options.session }).length;
   }
@@ -156,6 +160,8 @@ class MemoryCollection {
 
 class MemoryClient {
   data: Data = new Map();
+  /** Answer `hello` like a standalone mongod (no replica set). */
+  standalone = false;
   private seq = 0;
   /** Commit sequence number of the last write of each key. */
   private readonly lastWrite = new Map<string, number>();
@@ -210,13 +216,20 @@ class MemoryClient {
   }
   db(): { admin(): { command(cmd: Doc): Promise<Doc> }; collection(name: string): MemoryCollection } {
     return {
-      admin: () => ({ command: async () => ({ isWritablePrimary: true, setName: 'memory' }) }),
+      admin: () => ({
+        command: async () => (this.standalone ? { isWritablePrimary: true } : { isWritablePrimary: true, setName: 'memory' }),
+      }),
       collection: (name: string) => new MemoryCollection(this, name),
     };
   }
 }
 
-/** A client for `new MongoStore({ uri: 'memory:', client: memoryMongoClient() })`. */
-export function memoryMongoClient(): MongoClient {
-  return new MemoryClient() as unknown as MongoClient;
+/**
+ * A client for `new MongoStore({ uri: 'memory:', client: memoryMongoClient() })`. `standalone: true` makes it
+ * answer like a standalone mongod, which has no transactions.
+ */
+export function memoryMongoClient(options: { standalone?: boolean } = {}): MongoClient {
+  const client = new MemoryClient();
+  client.standalone = options.standalone ?? false;
+  return client as unknown as MongoClient;
 }

@@ -166,7 +166,11 @@ export class MongoStore implements Store {
     const page = docs.slice(0, query.count);
     const result: HistoryPage = { entries: page.map(recordFromDoc) };
     if (docs.length > query.count && page.length) result.next = encodeHistoryCursor(page[page.length - 1]);
-    result.total = await this.historyColl.countDocuments(historyBaseFilter(query));
+    const base = historyBaseFilter(query);
+    // System history without _since/_at counts the whole collection: its metadata count is exact enough and free.
+    result.total = Object.keys(base).length
+      ? await this.historyColl.countDocuments(base)
+      : await this.historyColl.estimatedDocumentCount();
     return result;
   }
 
