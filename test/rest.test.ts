@@ -403,3 +403,31 @@ describe('CapabilityStatement', () => {
     expect(rest.resource.length).toBeGreaterThan(140);
   });
 });
+
+describe('Binary and _summary=count', () => {
+  it('serves a Binary as raw bytes for a non-FHIR Accept, and as a resource otherwise', async () => {
+    const pdf = Buffer.from('%PDF-1.4\n%fake but enough\n');
+    await t.http.put('/fhir/Binary/b1').send({ resourceType: 'Binary', id: 'b1', contentType: 'application/pdf', data: pdf.toString('base64') });
+    const raw = await t.http.get('/fhir/Binary/b1').set('Accept', 'application/pdf').buffer(true).parse((res, cb) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => cb(null, Buffer.concat(chunks)));
+    });
+    expect(raw.status).toBe(200);
+    expect(raw.headers['content-type']).toBe('application/pdf');
+    expect(Buffer.compare(raw.body as Buffer, pdf)).toBe(0);
+    expect(raw.headers.etag).toBe('W/"1"');
+    const asResource = await t.http.get('/fhir/Binary/b1').set('Accept', 'application/fhir+json');
+    expect(asResource.body.resourceType).toBe('Binary');
+    const missing = await t.http.get('/fhir/Binary/none').set('Accept', 'application/pdf');
+    expect(missing.status).toBe(404);
+  });
+
+  it('_summary=count gives the total and no entries', async () => {
+    for (let i = 0; i < 3; i++) await t.http.post('/fhir/Patient').send(patient(`F${i}`));
+    const res = await t.http.get('/fhir/Patient?_summary=count');
+    expect(res.status).toBe(200);
+    expect(res.body.total).toBe(3);
+    expect(res.body.entry).toBeUndefined();
+  });
+});

@@ -413,6 +413,12 @@ export async function search(
   });
   const cursor = params.find(([k]) => k === '_cursor')?.[1];
   if (cursor) request.cursor = cursor;
+  // _summary=count answers with the total only.
+  if (params.some(([k, v]) => k === '_summary' && v === 'count')) {
+    request.total = 'accurate';
+    request.count = 0;
+    request.include = [];
+  }
   if (extra?.filters) request.filters.push(...extra.filters);
   if (!type && request.resourceTypes.length === 0) request.resourceTypes = [...fhirModel().resourceTypes];
   const result = await session.search(request);

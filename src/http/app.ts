@@ -4,13 +4,13 @@
  * OperationOutcome with the right status; internals never reach the client.
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
-import type { Resource } from 'fhir/r4';
+import type { Binary, Resource } from 'fhir/r4';
 import type { Logger } from 'pino';
 import type { Context } from '../fhir/interactions.ts';
 import { dispatch } from '../fhir/router.ts';
 import { FhirError, operationOutcome } from '../fhir/outcome.ts';
 import type { FhirRequest, FhirResponse, HttpMethod } from '../fhir/request.ts';
-import { type Format, contentTypeOf, mediaType, parseBody, responseFormat, serialize } from '../formats/negotiate.ts';
+import { type Format, contentTypeOf, formatOf, mediaType, parseBody, responseFormat, serialize } from '../formats/negotiate.ts';
 import { applySubsetting, parseSummary } from '../formats/summary.ts';
 
 export const FHIR_BASE_PATH = '/fhir';
@@ -83,6 +83,10 @@ export function createApp({ ctx, logger }: AppOptions): express.Express {
     const url = new URL(req.originalUrl, 'http://localhost');
     const query = [...url.searchParams] as [string, string][];
     let neg: Negotiated = { format: 'json', pretty: false };
+    if (wantsRawBinary(req, query)) {
+      sendRawBinary(ctx, req, res, query).catch((e: unknown) => sendError(res, neg, e, logger));
+      return;
+    }
     try {
       neg = {
         format: responseFormat(firstQuery(query, '_format'), req.get('accept')),
@@ -106,6 +110,45 @@ export function createApp({ ctx, logger }: AppOptions): express.Express {
     send(res, { format: 'json', pretty: false }, 404, {}, operationOutcome([{ severity: 'error', code: 'not-found', diagnostics: `Nothing at ${req.path}; the FHIR endpoint is ${FHIR_BASE_PATH}` }]), false);
   });
   return app;
+}
+
+/**
+ * A Binary read whose Accept names a non-FHIR type (application/pdf...) gets the raw content
+ * (R4 binary.html#rest); FHIR media types, a wildcard or `_format` get the Binary resource.
+ */
+function wantsRawBinary(req: Request, query: [string, string][]): boolean {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+  if (!/^\/Binary\/[^/]+(\/_history\/[^/]+)?\/?$/.test(req.path)) return false;
+  if (firstQuery(query, '_format')) return false;
+  const accept = req.get('accept');
+  if (!accept) return false;
+  return !accept.split(',').some((part) => {
+    const type = part.split(';')[0].trim().toLowerCase();
+    return type === '*/*' || formatOf(type) !== undefined;
+  });
+}
+
+async function sendRawBinary(ctx: Context, req: Request, res: Response, query: [string, string][]): Promise<void> {
+  const headers: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+  const result = await dispatch(ctx, {
+    method: 'GET',
+    path: req.path.replace(/^\/+/, ''),
+    query,
+    headers,
+    baseUrl: ctx.config.baseUrl ?? `${req.protocol}://${req.get('host')}${FHIR_BASE_PATH}`,
+  });
+  const binary = result.body as Binary | undefined;
+  res.status(result.status);
+  for (const [k, v] of Object.entries(result.headers)) res.setHeader(k, v);
+  if (!binary || result.status === 304) {
+    res.end();
+    return;
+  }
+  const bytes = Buffer.from(binary.data ?? '', 'base64');
+  res.setHeader('Content-Type', binary.contentType);
+  res.setHeader('Content-Length', bytes.length);
+  res.end(req.method === 'HEAD' ? undefined : bytes);
 }
 
 async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated, query: [string, string][]): Promise<void> {
