@@ -431,3 +431,18 @@ describe('Binary and _summary=count', () => {
     expect(res.body.entry).toBeUndefined();
   });
 });
+
+describe('XML nesting limit', () => {
+  it('refuses XML nested beyond the limit before building it, and accepts ordinary nesting', async () => {
+    const deep = '<extension url="http://x">'.repeat(200) + '</extension>'.repeat(200);
+    const res = await t.http.post('/fhir/Patient').set('Content-Type', 'application/fhir+xml').send(`<Patient xmlns="http://hl7.org/fhir">${deep}</Patient>`);
+    expect(res.status).toBe(400);
+    expect(JSON.stringify(res.body)).toContain('deeper');
+    const ok = await t.http
+      .post('/fhir/Patient')
+      .set('Content-Type', 'application/fhir+xml')
+      .send('<?xml version="1.0"?><!-- a comment with <tags> --><Patient xmlns="http://hl7.org/fhir"><name><family value="a &gt; b"/><given value="x/y"/></name></Patient>');
+    expect(ok.status).toBe(201);
+    expect(ok.body.name[0].family).toBe('a > b');
+  });
+});

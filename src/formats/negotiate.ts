@@ -79,6 +79,46 @@ export function jsonDepthExceeds(text: string, max: number): boolean {
   return false;
 }
 
+/**
+ * Checks XML element nesting depth by scanning tags (comments, CDATA, processing instructions and quoted
+ * attribute values skipped), so that a hostile body is refused before a DOM is built.
+ */
+export function xmlDepthExceeds(text: string, max: number): boolean {
+  let depth = 0;
+  let i = text.indexOf('<');
+  while (i >= 0 && i < text.length) {
+    if (text.startsWith('<!--', i)) {
+      const end = text.indexOf('-->', i + 4);
+      if (end < 0) return false;
+      i = text.indexOf('<', end + 3);
+      continue;
+    }
+    if (text.startsWith('<![CDATA[', i)) {
+      const end = text.indexOf(']]>', i + 9);
+      if (end < 0) return false;
+      i = text.indexOf('<', end + 3);
+      continue;
+    }
+    const next = text.charCodeAt(i + 1);
+    // Find the end of the tag, skipping quoted attribute values.
+    let j = i + 1;
+    let quote = 0;
+    for (; j < text.length; j++) {
+      const c = text.charCodeAt(j);
+      if (quote) {
+        if (c === quote) quote = 0;
+      } else if (c === 34 || c === 39) quote = c;
+      else if (c === 62 /* > */) break;
+    }
+    if (next === 47 /* / */) depth--;
+    else if (next !== 63 /* ? */ && next !== 33 /* ! */ && text.charCodeAt(j - 1) !== 47) {
+      if (++depth > max) return true;
+    }
+    i = text.indexOf('<', j + 1);
+  }
+  return false;
+}
+
 export interface BodyLimits {
   maxDepth: number;
 }
@@ -101,7 +141,12 @@ export function parseBody(raw: Buffer | string | undefined, contentType: string 
       throw new FhirError(400, `The body is not valid JSON: ${(err as Error).message}`, 'structure');
     }
   }
-  if (XML_TYPES.has(type)) return parseFhirXml(text, { maxDepth: limits.maxDepth });
+  if (XML_TYPES.has(type)) {
+    if (xmlDepthExceeds(text, limits.maxDepth)) {
+      throw badRequest(`The XML body nests deeper than the limit of ${limits.maxDepth} elements`);
+    }
+    return parseFhirXml(text, { maxDepth: limits.maxDepth });
+  }
   throw new FhirError(415, `Content-Type ${type} is not supported; use application/fhir+json or application/fhir+xml`, 'not-supported');
 }
 
