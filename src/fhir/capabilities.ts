@@ -8,7 +8,7 @@ import type { CapabilityStatement, CapabilityStatementRestResource } from 'fhir/
 import type { Context } from './interactions.ts';
 import type { FhirRequest } from './request.ts';
 import { fhirModel } from './model.ts';
-import { operationRegistry } from '../operations/registry.ts';
+import { operationRegistry } from '../operations/index.ts';
 import { searchParamsFor } from '../search/registry.ts';
 import { SUPPORTED_FORMATS } from '../formats/negotiate.ts';
 import { VERSION } from '../version.ts';

@@ -8,7 +8,7 @@ import type { FhirRequest, FhirResponse } from './request.ts';
 import * as I from './interactions.ts';
 import { processBundle } from './bundle.ts';
 import { capabilityStatement } from './capabilities.ts';
-import { operationRegistry } from '../operations/registry.ts';
+import { operationRegistry } from '../operations/index.ts';
 
 export type { Context } from './interactions.ts';
 

@@ -1,0 +1,5 @@
+/**
+ * Loads every operation module; each registers itself with the operation registry. Adding an operation is
+ * one new module and one import line here.
+ */
+export { operationRegistry } from './registry.ts';
