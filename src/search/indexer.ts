@@ -206,7 +206,13 @@ function jsType(v: unknown): string {
   return 'string';
 }
 
-/** Compiles a (possibly union) expression; `relativeTo` is set for composite components. */
+const fallbackTerms = new Set<string>();
+/** Expression terms compiled so far that needed the FHIRPath library (diagnostics and benchmarks). */
+export function fhirpathFallbacks(): string[] {
+  return [...fallbackTerms];
+}
+
+/** Compiles a (possibly union) expression; `rootType` is set for composite components (relative paths). */
 export function compileExpression(expression: string, rootType?: string): Evaluator {
   // `X.exists() and X != false` (Patient.deceased): a boolean token, true when X is present and not false.
   const exists = /^([A-Za-z.]+)\.exists\(\) and \1 != false$/.exec(expression.trim());
@@ -229,6 +235,7 @@ export function compileExpression(expression: string, rootType?: string): Evalua
       if (first?.kind === 'child' && /^[A-Z]/.test(first.name)) steps = steps.slice(1);
       else steps = undefined;
     }
+    if (!steps) fallbackTerms.add(rootType ? `${rootType}: ${term}` : term);
     return steps ? compileSteps(steps) : compileFhirpath(term, rootType);
   });
   if (parts.length === 1) return parts[0]!;

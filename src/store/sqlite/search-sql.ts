@@ -400,14 +400,15 @@ export function resolveIncludes(db: DatabaseSync, request: SearchRequest, resour
 
 function fetchInclude(db: DatabaseSync, spec: IncludeSpec, from: Resource[]): Resource[] {
   const q = new Sql();
-  const keys = from.filter((r) => spec.sourceType === '*' || r.resourceType === spec.sourceType || spec.reverse);
+  const keys = spec.reverse ? from : from.filter((r) => spec.sourceType === '*' || r.resourceType === spec.sourceType);
   if (!keys.length) return [];
   const pairs = keys.map((r) => `(${q.p(r.resourceType)}, ${q.p(r.id ?? '')})`).join(', ');
   let sql: string;
   if (!spec.reverse) {
     const param = spec.param === '*' ? '' : ` AND x.param = ${q.p(spec.param)}`;
     const target = spec.targetType ? ` AND x.target_type = ${q.p(spec.targetType)}` : '';
-    sql = `SELECT DISTINCT t.content FROM idx_reference x JOIN resources t ON t.resource_type = x.target_type AND t.id = x.target_id AND t.deleted = 0 WHERE (x.resource_type, x.resource_id) IN (VALUES ${pairs}) AND x.resource_type = ${q.p(spec.sourceType)}${param}${target}`;
+    const source = spec.sourceType === '*' ? '' : ` AND x.resource_type = ${q.p(spec.sourceType)}`;
+    sql = `SELECT DISTINCT t.content FROM idx_reference x JOIN resources t ON t.resource_type = x.target_type AND t.id = x.target_id AND t.deleted = 0 WHERE (x.resource_type, x.resource_id) IN (VALUES ${pairs})${source}${param}${target}`;
   } else {
     const param = spec.param === '*' ? '' : ` AND x.param = ${q.p(spec.param)}`;
     const target = spec.targetType ? ` AND x.target_type = ${q.p(spec.targetType)}` : '';
