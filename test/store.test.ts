@@ -1,6 +1,6 @@
 /**
  * Runs the shared store suite on every adapter: SQLite (in memory) always; the MongoDB adapter always on an
- * in-memory stand-in of the driver (mingo, transactions serialised: see src/store/mongo/memory-client.ts);
+ * in-memory stand-in of the driver (mingo, transactions serialised: see test/support/mongo-memory-client.ts);
  * and on a real MongoDB when MONGODB_URI points at a replica set (see docs/mongodb.md). Each real Mongo run
  * uses a fresh database, dropped at the end.
  */
@@ -20,7 +20,7 @@ defineStoreSuite('sqlite (:memory:)', async () => {
 defineStoreSuite('mongodb adapter on the in-memory driver stand-in', async () => {
   // Imported here so that a broken Mongo adapter never stops the SQLite run from loading.
   const { MongoStore } = await import('../src/store/mongo/store.ts');
-  const { memoryMongoClient } = await import('../src/store/mongo/memory-client.ts');
+  const { memoryMongoClient } = await import('./support/mongo-memory-client.ts');
   const store = new MongoStore({ uri: 'memory:', client: memoryMongoClient() });
   await store.init();
   return store;
@@ -29,7 +29,7 @@ defineStoreSuite('mongodb adapter on the in-memory driver stand-in', async () =>
 describe('mongodb adapter: server checks', () => {
   it('init() refuses a standalone server and says how to start a replica set', async () => {
     const { MongoStore } = await import('../src/store/mongo/store.ts');
-    const { memoryMongoClient } = await import('../src/store/mongo/memory-client.ts');
+    const { memoryMongoClient } = await import('./support/mongo-memory-client.ts');
     const store = new MongoStore({ uri: 'memory:', client: memoryMongoClient({ standalone: true }) });
     await expect(store.init()).rejects.toThrow(/replica set.*--replSet rs0.*rs\.initiate\(\)/s);
   });

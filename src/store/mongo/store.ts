@@ -61,7 +61,7 @@ export interface MongoStoreOptions {
   uri: string;
   /** Database name; defaults to the one in the URI, else the driver's default (`test`). */
   dbName?: string;
-  /** A client to use instead of connecting to `uri` (tests: `memoryMongoClient()` from memory-client.ts). */
+  /** A client to use instead of connecting to `uri` (tests: `memoryMongoClient()` from test/support/mongo-memory-client.ts). */
   client?: MongoClient;
 }
 
