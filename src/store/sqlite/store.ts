@@ -265,7 +265,7 @@ export class SqliteStore implements Store {
       const deleted = resource ? 0 : 1;
       s.upsert.run(resourceType, id, versionId, lastUpdated, deleted, content);
       s.insertHistory.run(resourceType, id, versionId, lastUpdated, method, deleted, content);
-      if (resource) writeIndex(s.db, resourceType, id, options.index ?? []);
+      if (resource) writeIndex(s.db, resourceType, id, options.index ?? [], !existing || existing.deleted === 1);
       else deleteIndex(s.db, resourceType, id);
       return { resourceType, id, versionId, lastUpdated, method, deleted: !resource, resource: stored };
     };
