@@ -1,0 +1,375 @@
+/**
+ * `npm run bench [-- options]`: ingest and read throughput of the server over HTTP on the embedded store, with
+ * the Synthea transaction Bundles, against a peer measured in the same run (see docs/performance.md).
+ *
+ * Phases (each server in its own process, so the load generator never shares its event loop):
+ *  1. peer ingest: JSON.parse + JSON.stringify + node:sqlite insert of the same resources, 500-row transactions;
+ *  2. server ingest: POST every Bundle (hospital and practitioner bundles first, then the patients with
+ *     `--posters` in flight), resources per second of wall time;
+ *  3. server reads: GET random Patient / Observation ids taken from the ingest responses, `--concurrency` in
+ *     flight over keep-alive connections, until `--reads` requests or `--read-seconds`;
+ *  4. peer reads: the same load against a bare node:http + node:sqlite server over the peer's file.
+ * Prints a table and writes bench/results/latest.json. Exit 1 when the data is missing or a phase fails.
+ */
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DataMissing, PROJECT_ROOT, RESULTS_DIR, type BundleFile, listBundles, loadBundles, syntheaDir } from './lib/data.ts';
+import { Client, waitUntilUp } from './lib/http.ts';
+import { type PeerIngest, peerIngest } from './lib/peer.ts';
+import { type Child, freePort, startChild } from './lib/proc.ts';
+import { type LatencySummary, rng, summarize } from './lib/stats.ts';
+
+const TARGETS = { ingestMin: 2000, ingestAim: 5000, readsMin: 5000, p99MaxMs: 10 };
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    bundles: { type: 'string' },
+    posters: { type: 'string', default: '2' },
+    concurrency: { type: 'string', default: '16' },
+    reads: { type: 'string' },
+    'read-seconds': { type: 'string' },
+    synchronous: { type: 'string', default: process.env.DSP_SQLITE_SYNCHRONOUS ?? 'FULL' },
+    prefer: { type: 'string', default: 'minimal' },
+    'cpu-prof': { type: 'boolean', default: false },
+    'skip-peer': { type: 'boolean', default: false },
+    'skip-reads': { type: 'boolean', default: false },
+    out: { type: 'string', default: join(RESULTS_DIR, 'latest.json') },
+    help: { type: 'boolean', default: false },
+  },
+});
+
+if (opts.help) {
+  console.log(`npm run bench -- [options]
+  --quick                 smoke run: the two shared bundles + 4 patient bundles, 2 s of reads
+  --bundles N             patient bundles to load (default: all)
+  --posters N             transactions in flight during ingest (default 2)
+  --concurrency N         reads in flight (default 16)
+  --reads N               most read requests (default 20000; quick 5000)
+  --read-seconds S        longest read phase (default 10; quick 2)
+  --synchronous FULL|NORMAL  SQLite synchronous for the server and the peer (default FULL)
+  --prefer minimal|representation  Prefer: return= on the ingest POSTs (default minimal)
+  --cpu-prof              run the server with --cpu-prof (profile in bench/results/profile/)
+  --skip-peer, --skip-reads
+  --out FILE              results file (default bench/results/latest.json)`);
+  process.exit(0);
+}
+
+function intOpt(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) fail(`--${name} must be a positive integer (got "${raw}")`);
+  return n;
+}
+
+function fail(message: string): never {
+  console.error(`bench: ${message}`);
+  process.exit(1);
+}
+
+const quick = opts.quick;
+const sync = opts.synchronous.toUpperCase();
+if (sync !== 'FULL' && sync !== 'NORMAL') fail('--synchronous must be FULL or NORMAL');
+const synchronous = sync as 'FULL' | 'NORMAL';
+if (opts.prefer !== 'minimal' && opts.prefer !== 'representation') fail('--prefer must be minimal or representation');
+const settings = {
+  quick,
+  patientBundles: intOpt('bundles', opts.bundles, quick ? 4 : Number.MAX_SAFE_INTEGER),
+  posters: intOpt('posters', opts.posters, 2),
+  concurrency: intOpt('concurrency', opts.concurrency, 16),
+  maxReads: intOpt('reads', opts.reads, quick ? 5000 : 20_000),
+  readSeconds: intOpt('read-seconds', opts['read-seconds'], quick ? 2 : 10),
+  synchronous,
+  prefer: opts.prefer,
+  cpuProf: opts['cpu-prof'],
+};
+
+// -- data ---------------------------------------------------------------------------------------------------
+
+let files: string[];
+try {
+  files = listBundles();
+} catch (e) {
+  if (e instanceof DataMissing) fail(e.message);
+  throw e;
+}
+const shared = files.filter((f) => /hospitalInformation|practitionerInformation/.test(f));
+const patients = files.filter((f) => !shared.includes(f)).slice(0, settings.patientBundles);
+console.log(`bench: ${shared.length + patients.length} bundles from ${syntheaDir()} (decompressing into bench/results/cache on first use)`);
+const bundles = await loadBundles([...shared, ...patients]);
+const sharedBundles = bundles.slice(0, shared.length);
+const patientBundles = bundles.slice(shared.length);
+const totalResources = bundles.reduce((n, b) => n + b.entries, 0);
+console.log(`bench: ${totalResources} resources, ${(bundles.reduce((n, b) => n + b.bytes, 0) / 1e6).toFixed(1)} MB of JSON`);
+
+const machine = {
+  nproc: availableParallelism(),
+  cpu: cpus()[0]?.model ?? '?',
+  memoryGb: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+  node: process.version,
+  platform: `${process.platform} ${process.arch}`,
+  loadavgBefore: loadavg().map((x) => Math.round(x * 100) / 100),
+};
+
+const work = mkdtempSync(join(tmpdir(), 'dsp-bench-'));
+const children: Child[] = [];
+const cleanup = async () => {
+  for (const c of children) await c.stop();
+  rmSync(work, { recursive: true, force: true });
+};
+process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+
+// -- phases -------------------------------------------------------------------------------------------------
+
+interface IngestResult {
+  resources: number;
+  bundles: number;
+  seconds: number;
+  perSecond: number;
+  serverCpuSeconds: number;
+  /** Patient transactions only (after the shared batch bundles). */
+  transactions: { resources: number; seconds: number; perSecond: number; bundleMs: LatencySummary };
+  shared: { resources: number; seconds: number };
+}
+
+interface ReadResult extends LatencySummary {
+  seconds: number;
+  perSecond: number;
+  errors: number;
+  serverCpuSeconds: number;
+}
+
+async function postBundle(client: Client, b: BundleFile, ids: Map<string, string[]>): Promise<void> {
+  const s0 = performance.now();
+  const r = await client.send('POST', '/fhir', b.text, { prefer: `return=${settings.prefer}` }).catch((e: Error) => {
+    throw new Error(`POST ${b.name} failed after ${Math.round(performance.now() - s0)} ms: ${e.message}`);
+  });
+  if (r.status !== 200) {
+    let detail = r.body.slice(0, 800);
+    try {
+      const oo = JSON.parse(r.body) as { issue?: { diagnostics?: string }[] };
+      detail = (oo.issue ?? []).map((i) => i.diagnostics).slice(0, 5).join(' | ') || detail;
+    } catch {
+      /* not JSON */
+    }
+    throw new Error(`POST ${b.name} answered ${r.status}: ${detail}`);
+  }
+  const response = JSON.parse(r.body) as { entry?: { response?: { status?: string; location?: string } }[] };
+  const entries = response.entry ?? [];
+  if (entries.length !== b.entries) throw new Error(`POST ${b.name}: ${entries.length} response entries for ${b.entries} entries`);
+  entries.forEach((e, i) => {
+    const status = e.response?.status ?? '';
+    if (!/^20[01]/.test(status)) throw new Error(`POST ${b.name}: entry ${i} answered ${status}`);
+    const m = /^(?:.*\/)?(Patient|Observation)\/([^/]+)/.exec(e.response?.location ?? '');
+    if (m) ids.get(m[1])!.push(m[2]);
+  });
+}
+
+async function ingest(client: Client, server: Child, ids: Map<string, string[]>): Promise<IngestResult> {
+  const cpu0 = server.cpuSeconds();
+  const t0 = performance.now();
+  for (const b of sharedBundles) await postBundle(client, b, ids);
+  const t1 = performance.now();
+  const bundleMs: number[] = [];
+  let next = 0;
+  let done = 0;
+  const poster = async () => {
+    while (next < patientBundles.length) {
+      const b = patientBundles[next++];
+      const s = performance.now();
+      await postBundle(client, b, ids);
+      bundleMs.push(performance.now() - s);
+      if (++done % 20 === 0) process.stdout.write(`  ${done}/${patientBundles.length} patient bundles\n`);
+    }
+  };
+  await Promise.all(Array.from({ length: settings.posters }, poster));
+  const t2 = performance.now();
+  const sharedResources = sharedBundles.reduce((n, b) => n + b.entries, 0);
+  const txResources = patientBundles.reduce((n, b) => n + b.entries, 0);
+  return {
+    resources: sharedResources + txResources,
+    bundles: bundles.length,
+    seconds: (t2 - t0) / 1000,
+    perSecond: (sharedResources + txResources) / ((t2 - t0) / 1000),
+    serverCpuSeconds: server.cpuSeconds() - cpu0,
+    transactions: { resources: txResources, seconds: (t2 - t1) / 1000, perSecond: txResources / ((t2 - t1) / 1000), bundleMs: summarize(bundleMs) },
+    shared: { resources: sharedResources, seconds: (t1 - t0) / 1000 },
+  };
+}
+
+async function reads(client: Client, server: Child, ids: { Patient: string[]; Observation: string[] }, seed: number): Promise<ReadResult> {
+  const random = rng(seed);
+  const types = (['Patient', 'Observation'] as const).filter((t) => ids[t].length);
+  if (!types.length) throw new Error('no Patient or Observation ids to read');
+  const pick = () => {
+    const t = types[Math.floor(random() * types.length)];
+    const list = ids[t];
+    return `/fhir/${t}/${list[Math.floor(random() * list.length)]}`;
+  };
+  // Warm-up (connections, JIT, page cache), not measured.
+  await Promise.all(Array.from({ length: settings.concurrency }, async () => {
+    for (let i = 0; i < 30; i++) await client.send('GET', pick());
+  }));
+  const samples: number[] = [];
+  let errors = 0;
+  let firstError = '';
+  let issued = 0;
+  const cpu0 = server.cpuSeconds();
+  const t0 = performance.now();
+  const deadline = t0 + settings.readSeconds * 1000;
+  const worker = async () => {
+    while (issued < settings.maxReads && performance.now() < deadline) {
+      issued++;
+      const path = pick();
+      const r = await client.send('GET', path);
+      samples.push(r.ms);
+      if (r.status !== 200) {
+        errors++;
+        firstError ||= `GET ${path} answered ${r.status}: ${r.body.slice(0, 200)}`;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: settings.concurrency }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+  if (errors) console.error(`bench: ${errors} read errors, first: ${firstError}`);
+  return { ...summarize(samples), seconds, perSecond: samples.length / seconds, errors, serverCpuSeconds: server.cpuSeconds() - cpu0 };
+}
+
+async function startAndWait(args: string[], env: NodeJS.ProcessEnv, port: number, what: string): Promise<{ child: Child; client: Client }> {
+  const child = startChild(args, env, PROJECT_ROOT);
+  children.push(child);
+  const client = new Client(port, Math.max(settings.concurrency, settings.posters));
+  try {
+    await waitUntilUp(client, '/fhir/metadata', 60_000, child.alive);
+  } catch (e) {
+    throw new Error(`${what}: ${(e as Error).message}\n${child.output()}`);
+  }
+  return { child, client };
+}
+
+// -- run ----------------------------------------------------------------------------------------------------
+
+const results: Record<string, unknown> = { date: new Date().toISOString(), machine, settings: { ...settings, patientBundles: patientBundles.length } };
+let peer: PeerIngest | undefined;
+let server: { ingest: IngestResult; reads?: ReadResult; peakRssMb: number } | undefined;
+let peerReads: ReadResult | undefined;
+
+try {
+  if (!opts['skip-peer']) {
+    console.log(`bench: peer ingest (JSON.parse + node:sqlite insert, WAL, synchronous=${synchronous}, 500-row transactions)`);
+    peer = peerIngest(join(work, 'peer.sqlite'), bundles, synchronous);
+    console.log(`  ${peer.resources} resources in ${peer.seconds.toFixed(2)} s = ${Math.round(peer.perSecond)}/s`);
+  }
+
+  console.log('bench: server ingest over HTTP');
+  const port = await freePort();
+  const profDir = join(RESULTS_DIR, 'profile');
+  if (settings.cpuProf) mkdirSync(profDir, { recursive: true });
+  const nodeArgs = [...(settings.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), 'src/cli/main.ts', 'serve'];
+  const env = {
+    ...process.env,
+    PORT: String(port),
+    DSP_HOST: '127.0.0.1',
+    DSP_DATA_DIR: join(work, 'server'),
+    DSP_LOAD_EXAMPLES: 'false',
+    DSP_LOG_LEVEL: 'silent',
+    DSP_SQLITE_SYNCHRONOUS: synchronous,
+  };
+  const { child, client } = await startAndWait(nodeArgs, env, port, 'server');
+  const ids = new Map<string, string[]>([['Patient', []], ['Observation', []]]);
+  // One connection per Bundle: the server blocks its event loop for seconds on a large transaction, and an
+  // idle keep-alive socket reused meanwhile can be closed by its keep-alive timer (ECONNRESET; see the doc).
+  const posting = new Client(port, settings.posters, false);
+  const ing = await ingest(posting, child, ids).catch((e: Error) => {
+    throw new Error(`${e.message}${child.alive() ? '' : `\nserver output:\n${child.output()}`}`);
+  });
+  console.log(`  ${ing.resources} resources in ${ing.seconds.toFixed(2)} s = ${Math.round(ing.perSecond)}/s (server CPU ${ing.serverCpuSeconds.toFixed(1)} s)`);
+  posting.close();
+  server = { ingest: ing, peakRssMb: NaN };
+  if (!opts['skip-reads']) {
+    console.log(`bench: server reads (${settings.concurrency} in flight, up to ${settings.maxReads} or ${settings.readSeconds} s)`);
+    server.reads = await reads(client, child, { Patient: ids.get('Patient')!, Observation: ids.get('Observation')! }, 42);
+    console.log(`  ${server.reads.count} reads in ${server.reads.seconds.toFixed(2)} s = ${Math.round(server.reads.perSecond)}/s, p99 ${server.reads.p99.toFixed(2)} ms`);
+  }
+  server.peakRssMb = child.peakRssMb();
+  client.close();
+  const code = await child.stop();
+  if (code !== 0) console.error(`bench: the server exited with code ${code}\n${child.output()}`);
+
+  if (peer && !opts['skip-reads']) {
+    console.log('bench: peer reads (bare node:http + node:sqlite point SELECT)');
+    const peerPort = await freePort();
+    const p = await startAndWait(['bench/peer-server.ts', join(work, 'peer.sqlite'), String(peerPort)], process.env, peerPort, 'peer server');
+    peerReads = await reads(p.client, p.child, peer.ids, 42);
+    console.log(`  ${peerReads.count} reads in ${peerReads.seconds.toFixed(2)} s = ${Math.round(peerReads.perSecond)}/s, p99 ${peerReads.p99.toFixed(2)} ms`);
+    p.client.close();
+    await p.child.stop();
+  }
+} catch (e) {
+  await cleanup();
+  fail((e as Error).message);
+}
+await cleanup();
+
+// -- report -------------------------------------------------------------------------------------------------
+
+const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? Math.round((a / b) * 1000) / 1000 : undefined);
+const ing = server!.ingest;
+const rd = server!.reads;
+const targets = {
+  ingest: { target: `>= ${TARGETS.ingestMin}/s (aim ${TARGETS.ingestAim})`, value: Math.round(ing.perSecond), met: ing.perSecond >= TARGETS.ingestMin, aimMet: ing.perSecond >= TARGETS.ingestAim },
+  ...(rd
+    ? {
+        reads: { target: `>= ${TARGETS.readsMin}/s`, value: Math.round(rd.perSecond), met: rd.perSecond >= TARGETS.readsMin },
+        readP99: { target: `< ${TARGETS.p99MaxMs} ms`, value: Math.round(rd.p99 * 100) / 100, met: rd.p99 < TARGETS.p99MaxMs },
+      }
+    : {}),
+};
+Object.assign(results, {
+  peer: peer && { ingest: { resources: peer.resources, seconds: peer.seconds, cpuSeconds: peer.cpuSeconds, perSecond: peer.perSecond }, reads: peerReads },
+  server: { ...server, ingest: ing },
+  ratios: {
+    ingestVsPeer: ratio(ing.perSecond, peer?.perSecond),
+    ingestCpuVsPeer: peer ? ratio(peer.cpuSeconds / peer.resources, ing.serverCpuSeconds / ing.resources) : undefined,
+    readsVsPeer: ratio(rd?.perSecond, peerReads?.perSecond),
+    readP99VsPeer: ratio(rd?.p99, peerReads?.p99),
+  },
+  targets,
+});
+(results.machine as Record<string, unknown>).loadavgAfter = loadavg().map((x) => Math.round(x * 100) / 100);
+
+const f0 = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : Math.round(x).toLocaleString('en-US'));
+const f2 = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(2));
+const r3 = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(3));
+const rows: [string, string, string, string][] = [
+  ['ingest, resources/s (wall)', f0(ing.perSecond), f0(peer?.perSecond), r3(ratio(ing.perSecond, peer?.perSecond))],
+  ['ingest, CPU ms per 1000 resources', f0((ing.serverCpuSeconds / ing.resources) * 1e6), f0(peer ? (peer.cpuSeconds / peer.resources) * 1e6 : undefined), r3((results.ratios as { ingestCpuVsPeer?: number }).ingestCpuVsPeer)],
+  ['  patient transactions only, /s', f0(ing.transactions.perSecond), '', ''],
+  ['  bundle latency p50 / p99, ms', `${f0(ing.transactions.bundleMs.p50)} / ${f0(ing.transactions.bundleMs.p99)}`, '', ''],
+];
+if (rd) {
+  rows.push(
+    ['reads/s', f0(rd.perSecond), f0(peerReads?.perSecond), r3(ratio(rd.perSecond, peerReads?.perSecond))],
+    ['read p50, ms', f2(rd.p50), f2(peerReads?.p50), r3(ratio(rd.p50, peerReads?.p50))],
+    ['read p95, ms', f2(rd.p95), f2(peerReads?.p95), r3(ratio(rd.p95, peerReads?.p95))],
+    ['read p99, ms', f2(rd.p99), f2(peerReads?.p99), r3(ratio(rd.p99, peerReads?.p99))],
+    ['read max, ms', f2(rd.max), f2(peerReads?.max), ''],
+  );
+}
+const widths = [36, 14, 14, 16];
+const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' ');
+console.log('');
+console.log(`machine: ${machine.nproc} cores (${machine.cpu}), ${machine.memoryGb} GB, Node ${machine.node}, load ${machine.loadavgBefore.join(' ')}`);
+console.log(`${ing.resources} resources in ${ing.bundles} bundles, synchronous=${synchronous}, ${settings.posters} posters, ${settings.concurrency} reads in flight`);
+console.log(line(['', 'server', 'peer', 'ratio*']));
+for (const r of rows) console.log(line(r));
+console.log('');
+for (const [k, t] of Object.entries(targets)) {
+  const aim = 'aimMet' in t ? (t.aimMet ? ' (aim met)' : ' (aim not met)') : '';
+  console.log(`target ${k}: ${t.target} -> ${t.value}: ${t.met ? 'MET' : 'MISSED'}${aim}`);
+}
+mkdirSync(RESULTS_DIR, { recursive: true });
+writeFileSync(opts.out, JSON.stringify(results, null, 2) + '\n');
+console.log(`\nresults written to ${opts.out}`);
