@@ -22,7 +22,7 @@ const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
 const CODE_RE = /^[^\s]+(\s[^\s]+)*$/;
 const OID_RE = /^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$/;
 const UUID_RE = /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const NO_WHITESPACE_RE = /^\S*$/;
+const WHITESPACE_RE = /\s/;
 /** C0 control characters other than tab, line feed and carriage return: not representable in XML. */
 const CONTROL_RE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F]/;
 
@@ -72,6 +72,15 @@ function stringOk(s: string): string | undefined {
   return undefined;
 }
 
+function noWhitespace(what: string): PrimitiveChecker {
+  return (v) => {
+    const s = v as string;
+    if (s.length === 0) return 'empty string';
+    if (WHITESPACE_RE.test(s)) return `not a valid ${what}`;
+    return undefined;
+  };
+}
+
 function regex(re: RegExp, what: string, extra?: (s: string) => boolean): PrimitiveChecker {
   return (v) => {
     const s = v as string;
@@ -101,9 +110,9 @@ const FORMAT: Record<string, PrimitiveChecker> = {
   markdown: (v) => stringOk(v as string),
   id: regex(ID_RE, 'id (1 to 64 of A-Z a-z 0-9 - .)'),
   code: regex(CODE_RE, 'code (no leading, trailing or repeated whitespace)'),
-  uri: regex(NO_WHITESPACE_RE, 'uri (whitespace is not allowed)'),
-  url: regex(NO_WHITESPACE_RE, 'url (whitespace is not allowed)'),
-  canonical: regex(NO_WHITESPACE_RE, 'canonical (whitespace is not allowed)'),
+  uri: noWhitespace('uri (whitespace is not allowed)'),
+  url: noWhitespace('url (whitespace is not allowed)'),
+  canonical: noWhitespace('canonical (whitespace is not allowed)'),
   oid: regex(OID_RE, 'oid (urn:oid:...)'),
   uuid: regex(UUID_RE, 'uuid (urn:uuid: and lower-case hex)'),
   date: regex(DATE_RE, 'date (YYYY, YYYY-MM or YYYY-MM-DD)', calendarOk),

@@ -12,8 +12,9 @@
  *   resourceType": the walker finds the nested resources and each is checked with its own type's validator.
  *   The dispatch on resourceType is ours, so there is exactly one branch per resource and one error per fault;
  * - the draft-04 style `id`, the draft-06 `$schema`, the OpenAPI `discriminator.mapping` are not used;
- * - the `string` / `markdown` pattern `^[ \r\n\t\S]+$` is dropped: in JavaScript `\S` excludes non-breaking
- *   and other Unicode spaces, which French text uses routinely; the walker checks strings instead.
+ * - `pattern` and `additionalProperties` are removed (see stripWalkerKeywords): the walker reports those faults
+ *   itself, at the same locations. This also disposes of the schema's `string` pattern `^[ \r\n\t\S]+$`, which
+ *   in JavaScript rejects non-breaking spaces (routine in French text), and of its missing `_x` properties.
  */
 import { Ajv, type ValidateFunction } from 'ajv';
 import { fhirModel, readDefinitionFile } from '../fhir/model.ts';
@@ -29,6 +30,28 @@ function collectRefs(node: unknown, out: Set<string>): void {
     for (const [k, v] of Object.entries(node)) {
       if (k === '$ref' && typeof v === 'string') out.add(v.replace('#/definitions/', ''));
       else collectRefs(v, out);
+    }
+  }
+}
+
+/**
+ * Removes the keywords whose errors the walker always reports itself at the same location, so that they could
+ * never survive de-duplication and would only cost time: `pattern` (the walker applies the same R4 regular
+ * expressions, or stricter ones) and `additionalProperties` (the definitions decide which elements exist).
+ * Also drops `description` (dead weight in ajv's verbose errors).
+ */
+function stripWalkerKeywords(node: unknown): void {
+  if (Array.isArray(node)) {
+    for (const n of node) stripWalkerKeywords(n);
+  } else if (node !== null && typeof node === 'object') {
+    const obj = node as Json;
+    delete obj.pattern;
+    delete obj.additionalProperties;
+    delete obj.description;
+    for (const [k, v] of Object.entries(obj)) {
+      // `properties` maps element names to schemas: an element may itself be called `pattern`.
+      if (k === 'properties') for (const p of Object.values(v as Json)) stripWalkerKeywords(p);
+      else stripWalkerKeywords(v);
     }
   }
 }
@@ -54,10 +77,7 @@ export function cleanedR4Schema(): { definitions: Record<string, Json> } {
     if (!def) throw new Error(`fhir.schema.json: dangling reference #/definitions/${name}`);
     definitions[name] = def;
   }
-  for (const name of ['string', 'markdown']) {
-    const { pattern: _dropped, ...rest } = definitions[name]!;
-    definitions[name] = rest;
-  }
+  for (const def of Object.values(definitions)) stripWalkerKeywords(def);
   return { definitions };
 }
 
@@ -91,6 +111,7 @@ export type Locator = (pointer: string) => { expression: string; element?: Eleme
  * Not everything the schema says is kept, because the schema has faults of its own:
  * - `additionalProperties`: dropped; the definitions decide which elements exist and the walker reports
  *   unknown ones (the schema lacks some `_x` properties, e.g. `_answerValueSet` on a canonical, `_id`);
+ * - `type` on a null array item: dropped (nulls are allowed in arrays aligned with `_x`; the walker checks that);
  * - `enum`: kept only where the element's binding is `required` (the schema also enumerates codes of
  *   extensible bindings, e.g. Expression.language);
  * - the rest (type, required, pattern...) is kept; the caller drops what the walker already reported.
@@ -101,6 +122,8 @@ export function schemaIssues(resource: unknown, resourceType: string, locate: Lo
   const issues: Issue[] = [];
   for (const e of validate.errors ?? []) {
     if (e.keyword === 'additionalProperties') continue;
+    // Nulls are legal inside primitive arrays aligned with `_x` arrays, which the schema cannot express.
+    if (e.keyword === 'type' && e.data === null && /\/\d+$/.test(e.instancePath)) continue;
     let pointer = e.instancePath;
     let message = e.message ?? 'does not match the R4 JSON schema';
     if (e.keyword === 'required') {

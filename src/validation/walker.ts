@@ -31,6 +31,8 @@ export interface ElementPlan {
   readonly isChoice: boolean;
   /** JSON keys that make the element present (`x`, and `_x` for primitive types; every variant of a choice). */
   readonly presenceKeys: readonly string[];
+  /** For the first 30 required elements of a node, a bit of `NodePlan.requiredMask`; 0 otherwise. */
+  readonly requiredBit: number;
 }
 
 export interface KeyPlan {
@@ -54,6 +56,9 @@ export interface NodePlan {
   readonly label: string;
   readonly byKey: ReadonlyMap<string, KeyPlan>;
   readonly required: readonly ElementPlan[];
+  /** Bits of the required elements tracked by bit; `requiredOverflow` when some are not (more than 30). */
+  readonly requiredMask: number;
+  readonly requiredOverflow: boolean;
 }
 
 const upperFirst = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
@@ -107,6 +112,7 @@ export class StructureWalker {
         isArray: element.isArray,
         isChoice: element.isChoice,
         presenceKeys,
+        requiredBit: element.min > 0 && required.length < 30 ? 1 << required.length : 0,
       };
       for (const type of element.types) {
         const key = element.isChoice ? name + upperFirst(type) : name;
@@ -130,7 +136,9 @@ export class StructureWalker {
       }
       if (element.min > 0) required.push(el);
     }
-    plan = { label, byKey, required };
+    let requiredMask = 0;
+    for (const el of required) requiredMask |= el.requiredBit;
+    plan = { label, byKey, required, requiredMask, requiredOverflow: required.some((el) => el.requiredBit === 0) };
     this.plans.set(children, plan);
     return plan;
   }
@@ -261,12 +269,32 @@ class Walk {
   }
 
   private object(obj: Record<string, unknown>, plan: NodePlan, isResource: boolean): void {
-    let count = 0;
+    // Keys holding `undefined` (possible in objects built in code, never in parsed JSON) count as absent.
+    let keys = Object.keys(obj);
+    for (let i = 0; i < keys.length; i++) {
+      if (obj[keys[i]!] === undefined) {
+        keys = keys.filter((k) => obj[k] !== undefined);
+        break;
+      }
+    }
+    const n = keys.length;
+    if (n === 0) {
+      this.issue('structure', 'empty object: objects must have some content (R4 json.html)');
+      return;
+    }
+    let hasExt = false;
+    for (let i = 0; i < n; i++) {
+      if (keys[i]!.charCodeAt(0) === 95) {
+        hasExt = true;
+        break;
+      }
+    }
+    let seen = 0;
     let choices: KeyPlan[] | undefined;
-    for (const key in obj) {
-      count++;
+    for (let i = 0; i < n; i++) {
+      const key = keys[i]!;
       if (isResource && key === 'resourceType') continue;
-      const isExt = key.charCodeAt(0) === 95;
+      const isExt = hasExt && key.charCodeAt(0) === 95;
       const kp = plan.byKey.get(isExt ? key.slice(1) : key);
       if (!kp || (isExt && !kp.primitive)) {
         this.issue(
@@ -276,12 +304,14 @@ class Walk {
         );
         continue;
       }
-      if (kp.el.isChoice) {
+      const el = kp.el;
+      seen |= el.requiredBit;
+      if (el.isChoice) {
         if (!choices) choices = [kp];
         else {
-          const other = choices.find((c) => c.el === kp.el);
+          const other = choices.find((c) => c.el === el);
           if (other && other.type !== kp.type) {
-            this.issue('structure', `only one of ${kp.el.element.name} may be present: found both '${other.key}' and '${kp.key}'`, '.' + kp.el.name);
+            this.issue('structure', `only one of ${el.element.name} may be present: found both '${other.key}' and '${kp.key}'`, '.' + el.name);
             continue;
           }
           if (!other) choices.push(kp);
@@ -290,19 +320,16 @@ class Walk {
       if (isExt) {
         if (obj[kp.key] === undefined) this.element(kp, undefined, obj[key]);
       } else {
-        this.element(kp, obj[key], obj[kp.extKey]);
+        this.element(kp, obj[key], hasExt ? obj[kp.extKey] : undefined);
       }
     }
-    if (count === 0) this.issue('structure', 'empty object: objects must have some content (R4 json.html)');
-    for (const el of plan.required) {
-      let present = false;
-      for (const k of el.presenceKeys) {
-        if (obj[k] !== undefined) {
-          present = true;
-          break;
-        }
+    if (seen !== plan.requiredMask || plan.requiredOverflow) {
+      for (const el of plan.required) {
+        if (el.requiredBit !== 0) {
+          if (seen & el.requiredBit) continue;
+        } else if (el.presenceKeys.some((k) => obj[k] !== undefined)) continue;
+        this.issue('required', `missing required element ${el.element.name} (minimum cardinality ${el.min})`, '.' + el.name);
       }
-      if (!present) this.issue('required', `missing required element ${el.element.name} (minimum cardinality ${el.min})`, '.' + el.name);
     }
   }
 
