@@ -286,6 +286,9 @@ describe('errors', () => {
       /XML attribute/,
     );
     expectFhirError(() => toFhirXml({ resourceType: 'Nope' } as unknown as Resource), 'structure', /resourceType/);
+    let deep: Record<string, unknown> = { url: 'u', valueString: 'x' };
+    for (let i = 0; i < 2000; i++) deep = { url: 'u', extension: [deep] };
+    expectFhirError(() => toFhirXml({ resourceType: 'Patient', extension: [deep] } as unknown as Resource), 'structure', /nested deeper than 1000/);
   });
 });
 

@@ -37,6 +37,8 @@ const XMLNS_NS = 'http://www.w3.org/2000/xmlns/';
 const XSI_NS = 'http://www.w3.org/2001/XMLSchema-instance';
 const XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>';
 const DEFAULT_MAX_DEPTH = 128;
+/** Guards the recursive writer against pathological JSON (a stack overflow would surface as a 500). */
+const MAX_WRITE_DEPTH = 1000;
 
 type JsonObject = Record<string, unknown>;
 type Children = Map<string, ElementInfo>;
@@ -54,6 +56,8 @@ interface Slot {
   readonly kind: SlotKind;
   /** Position of the element in definition order. */
   readonly order: number;
+  /** `_` + key: the JSON property holding a primitive's id and extensions. */
+  readonly extKey: string;
   /** JSON representation of a primitive's value. */
   readonly jsonKind?: 'string' | 'number' | 'boolean';
   /** Children of a complex value, or of a primitive (id, extension). */
@@ -131,15 +135,16 @@ function slotFor(children: Children, key: string): Slot | undefined {
   if (prop) {
     const { element, type } = prop;
     const order = table.order.get(element) ?? 0;
+    const extKey = `_${key}`;
     const info = m.types.get(type);
     if (type === 'xhtml') {
-      slot = { key, element, type, kind: 'xhtml', order, jsonKind: 'string' };
+      slot = { key, extKey, element, type, kind: 'xhtml', order, jsonKind: 'string' };
     } else if (info?.kind === 'primitive-type') {
-      slot = { key, element, type, kind: 'primitive', order, jsonKind: PRIMITIVE_JSON_KIND[type] ?? 'string', children: m.childrenOfType(type) };
+      slot = { key, extKey, element, type, kind: 'primitive', order, jsonKind: PRIMITIVE_JSON_KIND[type] ?? 'string', children: m.childrenOfType(type) };
     } else if (info?.kind === 'resource') {
-      slot = { key, element, type, kind: 'resource', order };
+      slot = { key, extKey, element, type, kind: 'resource', order };
     } else {
-      slot = { key, element, type, kind: 'complex', order, children: m.childrenOf(element, type) ?? new Map() };
+      slot = { key, extKey, element, type, kind: 'complex', order, children: m.childrenOf(element, type) ?? new Map() };
     }
   }
   table.byKey.set(key, slot);
@@ -166,12 +171,12 @@ const DECIMAL_RE = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$/;
 const INT32_MAX = 2147483647;
 const INT32_MIN = -2147483648;
 
-function readPrimitiveValue(raw: string, slot: Slot, path: string, where: string): string | number | boolean {
+function readPrimitiveValue(raw: string, slot: Slot, path: string, node: XmlNode): string | number | boolean {
   switch (slot.jsonKind) {
     case 'boolean':
       if (raw === 'true') return true;
       if (raw === 'false') return false;
-      return fail('invalid', `Invalid ${slot.type} value "${raw}" at ${path}${where}: expected "true" or "false"`, path);
+      return fail('invalid', `Invalid ${slot.type} value "${raw}" at ${path}${at(node)}: expected "true" or "false"`, path);
     case 'number': {
       let ok: boolean;
       let n: number;
@@ -197,7 +202,7 @@ function readPrimitiveValue(raw: string, slot: Slot, path: string, where: string
           n = Number(raw);
           ok &&= Number.isFinite(n);
       }
-      if (!ok) return fail('invalid', `Invalid ${slot.type} value "${raw}" at ${path}${where}`, path);
+      if (!ok) return fail('invalid', `Invalid ${slot.type} value "${raw}" at ${path}${at(node)}`, path);
       return n;
     }
     default:
@@ -247,7 +252,7 @@ export function parseFhirXml(text: string, limits?: { maxDepth?: number }): Reso
       if (level === 'warning' && message.startsWith('Unicode replacement character')) return;
       if (firstError === undefined) {
         const loc = context?.locator;
-        firstError = `Malformed XML at line ${loc?.lineNumber ?? 0}, column ${loc?.columnNumber ?? 0}: ${message}`;
+        firstError = `Malformed XML at line ${Math.max(1, loc?.lineNumber ?? 1)}, column ${Math.max(1, loc?.columnNumber ?? 1)}: ${message}`;
       }
       throw new Error(message);
     },
@@ -313,8 +318,10 @@ function readChildren(ctx: ParseContext, el: XmlElement, children: Children, obj
     }
     if (nodeType !== ELEMENT_NODE) continue; // comments and processing instructions carry no FHIR content
     const ce = child as XmlElement;
-    const name = ce.localName ?? ce.tagName;
-    const slot = slotFor(children, name);
+    const localName = ce.localName ?? ce.tagName;
+    const slot = slotFor(children, localName);
+    const name = slot ? slot.key : localName; // the cached key: an internalised string, cheap as a property name
+    const extKey = slot ? slot.extKey : `_${localName}`;
     if (!slot || slot.element.xmlAttr) fail('structure', `Unknown element '${name}' at ${path}.${name}${at(ce)}`, `${path}.${name}`);
     const expectedNs = slot.kind === 'xhtml' ? XHTML_NS : FHIR_NS;
     if (ce.namespaceURI !== expectedNs) {
@@ -323,9 +330,9 @@ function readChildren(ctx: ParseContext, el: XmlElement, children: Children, obj
     const isArray = slot.element.isArray;
     let index = -1;
     if (isArray) {
-      const existing = (slot.kind === 'primitive' ? obj[`_${name}`] : obj[name]) as unknown[] | undefined;
+      const existing = (slot.kind === 'primitive' ? obj[extKey] : obj[name]) as unknown[] | undefined;
       index = existing ? existing.length : 0;
-    } else if (name in obj || `_${name}` in obj) {
+    } else if (obj[name] !== undefined || obj[extKey] !== undefined) {
       fail('structure', `Element '${name}' repeats at ${path}.${name}${at(ce)} but allows at most one`, `${path}.${name}`);
     } else if (slot.element.isChoice) {
       for (const k of Object.keys(obj)) {
@@ -342,21 +349,21 @@ function readChildren(ctx: ParseContext, el: XmlElement, children: Children, obj
         const ext: JsonObject = {};
         readChildren(ctx, ce, slot.children!, ext, childPath, depth + 1, slot);
         const raw = ce.getAttributeNode('value');
-        const value = raw ? readPrimitiveValue(raw.value, slot, childPath, at(ce)) : null;
+        const value = raw ? readPrimitiveValue(raw.value, slot, childPath, ce) : null;
         const hasExt = ext.id !== undefined || ext.extension !== undefined;
         if (value === null && !hasExt) fail('invalid', `Primitive element at ${childPath}${at(ce)} has neither a value nor extensions`, childPath);
         if (isArray) {
           let values = obj[name] as unknown[] | undefined;
           if (!values) {
             obj[name] = values = [];
-            obj[`_${name}`] = [];
+            obj[extKey] = [];
             (arrays ??= []).push(slot);
           }
           values.push(value);
-          (obj[`_${name}`] as unknown[]).push(hasExt ? ext : null);
+          (obj[extKey] as unknown[]).push(hasExt ? ext : null);
         } else {
           if (value !== null) obj[name] = value;
-          if (hasExt) obj[`_${name}`] = ext;
+          if (hasExt) obj[extKey] = ext;
         }
         break;
       }
@@ -399,8 +406,8 @@ function readChildren(ctx: ParseContext, el: XmlElement, children: Children, obj
   if (arrays) {
     // Parallel arrays: drop `_name` when no item had an id or extension.
     for (const slot of arrays) {
-      const ext = obj[`_${slot.key}`] as unknown[];
-      if (ext.every((x) => x === null)) delete obj[`_${slot.key}`];
+      const ext = obj[slot.extKey] as unknown[];
+      if (ext.every((x) => x === null)) delete obj[slot.extKey];
     }
   }
 }
@@ -568,6 +575,7 @@ function writeResource(w: Writer, res: JsonObject, parentPath: string, level: nu
  * Writes `<tag ...>children</tag>` for a JSON object. `attrs` is pre-rendered attribute text (xmlns, value).
  */
 function writeObject(w: Writer, tag: string, obj: JsonObject, children: Children, path: string, level: number, attrs: string, isResource: boolean): void {
+  if (level > MAX_WRITE_DEPTH) fail('structure', `Content nested deeper than ${MAX_WRITE_DEPTH} elements at ${path}`, path);
   const entries: Entry[] = [];
   let sorted = true;
   let lastOrder = -1;
