@@ -356,6 +356,19 @@ describe.each(stores)('search on %s', (_name, run) => {
     expect((await run(parse('Patient', '_id=p1&_revinclude=*'))).included).toEqual(['Observation/o1', 'Observation/o3', 'RiskAssessment/r1']);
   });
 
+  it('selects compartment members through any of their compartment parameters', async () => {
+    const { compartmentFilter } = await import('../src/fhir/compartments.ts');
+    const obs = parse('Observation', '');
+    obs.filters.push(compartmentFilter('Patient', 'p1', ['Observation']));
+    expect((await run(obs)).ids.sort()).toEqual(['o1', 'o3']);
+    const multi = parse(undefined, '_type=Observation,RiskAssessment');
+    multi.filters.push(compartmentFilter('Patient', 'p1', ['Observation', 'RiskAssessment']));
+    expect((await run(multi)).ids.sort()).toEqual(['o1', 'o3', 'r1']);
+    const none = parse('Observation', '');
+    none.filters.push(compartmentFilter('Patient', 'p2', ['Observation']));
+    expect((await run(none)).ids.sort()).toEqual(['o2']);
+  });
+
   it('rejects a malformed cursor', async () => {
     const request = parse('Patient', '_sort=birthdate');
     request.cursor = 'not-a-cursor';

@@ -13,6 +13,7 @@ import { parseSearch } from '../search/parse.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { applyFhirPathPatch, applyJsonPatch } from './patch.ts';
 import { fhirModel } from './model.ts';
+import { compartmentFilter, compartmentTypes, isCompartment } from './compartments.ts';
 import {
   FhirError,
   badRequest,
@@ -456,6 +457,37 @@ export async function search(
     entry,
   };
   return { status: 200, headers: {}, body: bundle, summarizable: true };
+}
+
+/**
+ * Compartment search: `Patient/123/Observation` (or `Patient/123/*`) — the type's members of the compartment,
+ * with any further search parameters. The compartment's owner must exist.
+ */
+export async function compartmentSearch(
+  ctx: Context,
+  session: StoreSession,
+  req: FhirRequest,
+  compartment: string,
+  id: string,
+  type: string,
+): Promise<FhirResponse> {
+  if (!isCompartment(compartment)) throw notFound(`${compartment} is not a compartment`);
+  assertId(id);
+  const owner = await session.current(compartment, id);
+  if (!owner || owner.deleted) throw notFound(`${compartment}/${id} is not known`);
+  const types = type === '*' ? compartmentTypes(compartment) : [type];
+  if (type !== '*') {
+    assertResourceType(type);
+    if (!compartmentTypes(compartment).includes(type)) {
+      throw badRequest(`${type} resources do not belong to the ${compartment} compartment`);
+    }
+  }
+  const path = `${compartment}/${id}/${type}`;
+  if (type === '*') {
+    const params = req.query.filter(([k]) => k !== '_type');
+    return search(ctx, session, req, undefined, [...params, ['_type', types.join(',')]], { path, filters: [compartmentFilter(compartment, id, types)] });
+  }
+  return search(ctx, session, req, type, req.query, { path, filters: [compartmentFilter(compartment, id, types)] });
 }
 
 export type { Issue };

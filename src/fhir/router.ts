@@ -94,6 +94,7 @@ export async function dispatch(ctx: I.Context, req: FhirRequest, session?: Store
     if (parts.length === 3) return I.history(ctx, req, a, b);
     if (parts.length === 4) return I.vread(reads, req, a, b, d);
   }
+  if (parts.length === 3 && m === 'GET') return I.compartmentSearch(ctx, reads, req, a, b, c);
   void e;
   throw new FhirError(404, `No FHIR interaction at /${req.path}`, 'not-found');
 }

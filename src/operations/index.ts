@@ -3,3 +3,4 @@
  * one new module and one import line here.
  */
 export { operationRegistry } from './registry.ts';
+import './everything.ts';

@@ -65,7 +65,12 @@ export type Filter =
   /** Forward chain: `subject:Patient.name=x` — resources whose `param` references a match of `where`. */
   | { kind: 'chain'; param: string; targetTypes: string[]; where: Filter[] }
   /** Reverse chain: `_has:Observation:patient:code=x` — resources referenced by a `sourceType` match. */
-  | { kind: 'has'; sourceType: string; param: string; where: Filter[] };
+  | { kind: 'has'; sourceType: string; param: string; where: Filter[] }
+  /**
+   * Compartment membership (R4 compartmentdefinition.html): resources of type T whose reference parameters
+   * `paramsByType[T]` point at `targetType/targetId` (any of them).
+   */
+  | { kind: 'compartment'; targetType: string; targetId: string; paramsByType: Record<string, string[]> };
 
 export interface SortKey {
   param: string;

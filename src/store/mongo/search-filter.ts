@@ -240,6 +240,12 @@ function compileFilter(f: Filter, types: string[]): Document {
       }
       return f.not ? { $nor: [match] } : match;
     }
+    case 'compartment': {
+      const alts = Object.entries(f.paramsByType)
+        .filter(([t, params]) => params.length && (!types.length || types.includes(t)))
+        .map(([t, params]) => ({ resourceType: t, 'idx.ref': { $elemMatch: { p: { $in: params }, tt: f.targetType, ti: f.targetId } } }));
+      return alts.length ? { $or: alts } : NEVER;
+    }
     case 'chain':
     case 'has':
       throw new Error('chained and _has filters must be resolved first (resolveMongoChains)');

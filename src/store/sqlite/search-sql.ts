@@ -246,6 +246,14 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
       const inner = `SELECT ${sub}.resource_type, ${sub}.resource_id FROM idx_reference ${sub} WHERE ${typesClause(sub, types, q)} AND ${sub}.param = ${q.p(f.param)} AND (${sub}.target_type, ${sub}.target_id) IN (${targets})`;
       return `(${alias}.resource_type, ${alias}.id) IN (${inner})`;
     }
+    case 'compartment': {
+      const alts = Object.entries(f.paramsByType)
+        .filter(([t, params]) => params.length && (!types.length || types.includes(t)))
+        .map(([t, params]) => `(${sub}.resource_type = ${q.p(t)} AND ${sub}.param IN (${q.list(params)}))`);
+      if (!alts.length) return '0';
+      const inner = `SELECT ${sub}.resource_type, ${sub}.resource_id FROM idx_reference ${sub} WHERE ${sub}.target_type = ${q.p(f.targetType)} AND ${sub}.target_id = ${q.p(f.targetId)} AND (${alts.join(' OR ')})`;
+      return `(${alias}.resource_type, ${alias}.id) IN (${inner})`;
+    }
     case 'has': {
       const s = `s${depth}`;
       const where = f.where.map((w) => compileFilter(w, s, [f.sourceType], q, depth + 1));
