@@ -4,3 +4,4 @@
  */
 export { operationRegistry } from './registry.ts';
 import './everything.ts';
+import './terminology.ts';

@@ -1,0 +1,10 @@
+/** Extension URLs of the terminology module (project-defined where FHIR R4 has no element for the fact). */
+export const EXT_BASE = 'http://dsp.lu/fhir/StructureDefinition/';
+/** On ValueSet.compose.include.concept: the concept is abstract (ART-DECOR type "A"): not valid as a code. */
+export const EXT_NOT_SELECTABLE = `${EXT_BASE}valueset-concept-not-selectable`;
+/** On ValueSet.compose.include.concept: the concept is deprecated in this value set (ART-DECOR type "D"). */
+export const EXT_DEPRECATED = `${EXT_BASE}valueset-concept-deprecated`;
+/** On ValueSet: the ART-DECOR version label of the source value set. */
+export const EXT_ARTDECOR_VERSION = `${EXT_BASE}artdecor-version-label`;
+/** On ValueSet: a null flavor the value set accepts as an exception (ART-DECOR `<exception>`). */
+export const EXT_NULLFLAVOR_EXCEPTION = `${EXT_BASE}valueset-exception`;
