@@ -11,6 +11,7 @@ import type { Context } from './fhir/interactions.ts';
 import { createApp } from './http/app.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { loadExamples } from './examples.ts';
+import { syncSearchParameters } from './search/reindex.ts';
 
 export async function openStore(config: Config): Promise<Store> {
   let store: Store;
@@ -36,6 +37,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const logger = createLogger(config.logLevel);
   const store = await openStore(config);
   const ctx: Context = { store, config };
+  // SearchParameters defined on the server join the registry before the first request.
+  await syncSearchParameters(store, false);
   if (config.loadExamples && (await store.count()) === 0) {
     const n = await loadExamples(ctx, config.examplesDir);
     logger.info({ resources: n, dir: config.examplesDir }, 'examples loaded into the empty store');

@@ -475,6 +475,29 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
     });
 
+    describe('reindex', () => {
+      it('replaces the index values of live resources without a new version, skipping deleted ones', async () => {
+        const tokenFilter = (code: string): SearchRequest['filters'] => [
+          { kind: 'param', param: 'gender', type: 'token', anyOf: [{ type: 'token', code }] },
+        ];
+        const indexed = (code: string) => [{ param: 'gender', type: 'token' as const, code }];
+        await store.put(patient('a'), { method: 'PUT', index: indexed('male') });
+        await store.put(patient('b'), { method: 'PUT', index: indexed('male') });
+        await store.delete('Patient', 'b', { method: 'DELETE' });
+        await store.reindex([
+          { resourceType: 'Patient', id: 'a', index: indexed('female') },
+          { resourceType: 'Patient', id: 'b', index: indexed('female') },
+          { resourceType: 'Patient', id: 'never', index: indexed('female') },
+        ]);
+        const female = await store.search(searchRequest(['Patient'], { filters: tokenFilter('female') }));
+        expect(female.resources.map((r) => r.id)).toEqual(['a']);
+        const male = await store.search(searchRequest(['Patient'], { filters: tokenFilter('male') }));
+        expect(male.resources).toEqual([]);
+        expect((await store.current('Patient', 'a'))!.versionId).toBe(1);
+        expect(await store.current('Patient', 'never')).toBeUndefined();
+      });
+    });
+
     describe('count and clear', () => {
       it('count() counts live resources, per type or in all', async () => {
         await store.put(patient('a'), opts());

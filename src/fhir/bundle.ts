@@ -17,6 +17,7 @@ import { type Context, ID_PATTERN, assertResourceType, conditionalMatches } from
 import { dispatch } from './router.ts';
 import { fhirModel } from './model.ts';
 import { assertValidResource } from '../validation/index.ts';
+import { syncSearchParameters } from '../search/reindex.ts';
 
 const METHODS = new Set<HttpMethod>(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
@@ -183,6 +184,7 @@ async function transaction(ctx: Context, req: FhirRequest, entries: BundleEntry[
     }
     return results;
   });
+  if (plans.some((p) => p.path.split('/')[0] === 'SearchParameter')) await syncSearchParameters(ctx.store);
   return {
     status: 200,
     headers: {},

@@ -13,6 +13,7 @@ import { parseSearch } from '../search/parse.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { applyFhirPathPatch, applyJsonPatch } from './patch.ts';
 import { fhirModel } from './model.ts';
+import { checkBusinessRules } from './rules.ts';
 import { compartmentFilter, compartmentTypes, isCompartment } from './compartments.ts';
 import {
   FhirError,
@@ -76,6 +77,7 @@ function checkBody(body: unknown, type: string): Resource {
   if (resource.resourceType !== type) {
     throw badRequest(`The body is a ${resource.resourceType} but the URL is for ${type}`, ['resourceType']);
   }
+  checkBusinessRules(resource);
   return resource;
 }
 
@@ -305,6 +307,7 @@ export async function patch(ctx: Context, session: StoreSession, req: FhirReques
   }
   const resource = withoutServerMeta(patched);
   assertValidResource(resource);
+  checkBusinessRules(resource);
   const record = await indexAndPut(session, resource, 'PATCH', expected);
   return writeResponse(req, record, 200, false);
 }

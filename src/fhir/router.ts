@@ -7,6 +7,7 @@ import { FhirError, badRequest } from './outcome.ts';
 import type { FhirRequest, FhirResponse } from './request.ts';
 import * as I from './interactions.ts';
 import { processBundle } from './bundle.ts';
+import { syncSearchParameters } from '../search/reindex.ts';
 import { capabilityStatement } from './capabilities.ts';
 import { operationRegistry } from '../operations/index.ts';
 
@@ -23,7 +24,14 @@ function methodNotAllowed(req: FhirRequest): FhirError {
 export async function dispatch(ctx: I.Context, req: FhirRequest, session?: StoreSession): Promise<FhirResponse> {
   const parts = req.path.split('/').filter((p) => p.length > 0).map(decodeURIComponent);
   const reads: StoreSession = session ?? ctx.store;
-  const write = <T>(work: (s: StoreSession) => Promise<T>): Promise<T> => (session ? work(session) : ctx.store.transaction(work));
+  const write = async <T>(work: (s: StoreSession) => Promise<T>): Promise<T> => {
+    if (session) return work(session);
+    const result = await ctx.store.transaction(work);
+    // A SearchParameter written on the server changes what is indexed: bring the registry in step (and
+    // re-index in the background) once the write has committed.
+    if (parts[0] === 'SearchParameter') await syncSearchParameters(ctx.store);
+    return result;
+  };
   const m = req.method === 'HEAD' ? 'GET' : req.method;
   const [a, b, c, d, e] = parts;
 

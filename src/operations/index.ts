@@ -5,3 +5,4 @@
 export { operationRegistry } from './registry.ts';
 import './everything.ts';
 import './terminology.ts';
+import './reindex.ts';

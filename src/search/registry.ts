@@ -161,6 +161,7 @@ function reg(): Registry {
     for (const e of readDefinitionBundle<SearchParameter>('search-parameters.json').entry) {
       if (e.resource.resourceType === 'SearchParameter') r.add(e.resource, true);
     }
+    for (const sp of serverParams.values()) r.add(sp, false);
     r.resolveComponents();
     registry = r;
   }
@@ -210,6 +211,35 @@ export function addSearchParameter(sp: SearchParameter): void {
   paramListCache.clear();
   for (const l of listeners) l();
 }
+
+/**
+ * Replaces the set of SearchParameters defined on the server (resources written through the API) with
+ * `sps`: the registry becomes the HL7 definitions plus these. Returns the resource types whose parameters
+ * changed (added, changed or removed), which need re-indexing.
+ */
+export function setServerSearchParameters(sps: SearchParameter[]): string[] {
+  const previous = serverParams;
+  serverParams = new Map(sps.filter((sp) => sp.url && sp.status !== 'retired').map((sp) => [sp.url, sp]));
+  const changed = new Set<string>();
+  const model = fhirModel();
+  const basesOf = (sp: SearchParameter) =>
+    (sp.base ?? []).flatMap((b) => (b === 'Resource' || b === 'DomainResource' ? [...model.resourceTypes] : [b]));
+  for (const [url, sp] of serverParams) {
+    const old = previous.get(url);
+    if (!old || JSON.stringify(old) !== JSON.stringify(sp)) for (const b of basesOf(sp)) changed.add(b);
+    if (old) for (const b of basesOf(old)) if (JSON.stringify(old) !== JSON.stringify(sp)) changed.add(b);
+  }
+  for (const [url, old] of previous) if (!serverParams.has(url)) for (const b of basesOf(old)) changed.add(b);
+  if (changed.size) {
+    registry = undefined;
+    reg();
+    paramListCache.clear();
+    for (const l of listeners) l();
+  }
+  return [...changed].filter((t) => model.isResourceType(t)).sort();
+}
+
+let serverParams = new Map<string, SearchParameter>();
 
 /** Called whenever the registry changes (the indexer drops its compiled expressions). */
 export function onRegistryChange(listener: () => void): void {

@@ -101,6 +101,11 @@ export interface Store extends StoreSession {
   history(query: HistoryQuery): Promise<HistoryPage>;
   /** Number of live resources (of one type, or all). */
   count(resourceType?: string): Promise<number>;
+  /**
+   * Replaces the search index values of live resources without creating versions (after the search
+   * parameters changed). Entries whose resource is no longer live are skipped.
+   */
+  reindex(entries: { resourceType: string; id: string; index: IndexValue[] }[]): Promise<void>;
   /** Drops every resource and version: tests and `dsp-fhir` admin tooling only. */
   clear(): Promise<void>;
 }

@@ -144,6 +144,21 @@ class MemoryCollection {
     return { matchedCount: 1 };
   }
 
+  /** bulkWrite with `updateOne` + `$set` operations (what MongoStore.reindex sends). */
+  async bulkWrite(ops: { updateOne: { filter: Doc; update: { $set: Doc } } }[]): Promise<{ matchedCount: number }> {
+    const docs = this.docs();
+    let matchedCount = 0;
+    for (const { updateOne } of ops) {
+      const query = new Query(updateOne.filter);
+      const match = [...docs.values()].find((d) => query.test(d));
+      if (!match) continue;
+      this.claim(match._id);
+      docs.set(match._id, { ...match, ...structuredClone(updateOne.update.$set) });
+      matchedCount++;
+    }
+    return { matchedCount };
+  }
+
   async deleteMany(filter: Doc, options: { session?: MemorySession } = {}): Promise<{ deletedCount: number }> {
     const docs = this.docs(options.session);
     const query = new Query(filter);

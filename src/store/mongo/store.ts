@@ -202,6 +202,16 @@ export class MongoStore implements Store {
     }
   }
 
+  async reindex(entries: { resourceType: string; id: string; index: IndexValue[] }[]): Promise<void> {
+    if (!entries.length) return;
+    await this.resources.bulkWrite(
+      entries.map((e) => ({
+        updateOne: { filter: { _id: `${e.resourceType}/${e.id}`, deleted: false } as Document, update: { $set: mongoIndexFields(e.index) as unknown as Document } },
+      })),
+      { ordered: false, writeConcern: { w: 'majority' } },
+    );
+  }
+
   async clear(): Promise<void> {
     await this.resources.deleteMany({});
     await this.historyColl.deleteMany({});

@@ -221,6 +221,15 @@ export class SqliteStore implements Store {
     });
   }
 
+  reindex(entries: { resourceType: string; id: string; index: IndexValue[] }[]): Promise<void> {
+    return this.transaction(async () => {
+      for (const e of entries) {
+        const row = this.w.current.get(e.resourceType, e.id) as ResourceRow | undefined;
+        if (row && !row.deleted) writeIndex(this.writer, e.resourceType, e.id, e.index);
+      }
+    });
+  }
+
   async clear(): Promise<void> {
     await this.mutex.run(async () => {
       const tables = this.writer
