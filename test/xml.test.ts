@@ -286,6 +286,21 @@ describe('errors', () => {
       /XML attribute/,
     );
     expectFhirError(() => toFhirXml({ resourceType: 'Nope' } as unknown as Resource), 'structure', /resourceType/);
+    const withDiv = (div: string) => ({ resourceType: 'Basic', code: { text: 'x' }, text: { status: 'generated', div } }) as unknown as Resource;
+    for (const bad of [
+      '<div xmlns="http://www.w3.org/1999/xhtml"><p>unclosed</div>',
+      '<div xmlns="http://www.w3.org/1999/xhtml">a &nbsp; b</div>',
+      '<div xmlns="http://www.w3.org/1999/xhtml"><a href=x>y</a></div>',
+      '<div xmlns="http://www.w3.org/1999/xhtml">x</div><extra/>',
+      '<div xmlns="http://www.w3.org/1999/xhtml">1 < 2</div>',
+      '<p>not a div</p>',
+    ]) {
+      expectFhirError(() => toFhirXml(withDiv(bad)), 'invalid', /narrative at Basic\.text\.div/);
+    }
+    const ok = '<div xmlns="http://www.w3.org/1999/xhtml"><![CDATA[<raw>]]> 2 &gt; 1 <img src="a.png" alt=\'a "b"\'/><br /></div>';
+    expect(roundTrip(withDiv(ok))).toStrictEqual(withDiv(ok));
+    // A div without its namespace declaration gets one, so that it does not fall into the FHIR namespace.
+    expect(toFhirXml(withDiv('<div>plain</div>'))).toContain('<div xmlns="http://www.w3.org/1999/xhtml">plain</div>');
     let deep: Record<string, unknown> = { url: 'u', valueString: 'x' };
     for (let i = 0; i < 2000; i++) deep = { url: 'u', extension: [deep] };
     expectFhirError(() => toFhirXml({ resourceType: 'Patient', extension: [deep] } as unknown as Resource), 'structure', /nested deeper than 1000/);

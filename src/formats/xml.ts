@@ -683,8 +683,72 @@ function writeSingle(w: Writer, slot: Slot, value: unknown, path: string, level:
 
 const XHTML_NS_DECL = /^<div(\s[^>]*)?\sxmlns\s*=\s*("http:\/\/www\.w3\.org\/1999\/xhtml"|'http:\/\/www\.w3\.org\/1999\/xhtml')/;
 
+const START_TAG_RE = /^<([A-Za-z_][\w.:-]*)(?:\s+[A-Za-z_][\w.:-]*\s*=\s*(?:"[^"<]*"|'[^'<]*'))*\s*(\/?)>$/;
+const REFERENCE_RE = /^&(?:#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);/;
+
+/**
+ * A light well-formedness check of a narrative before it is copied into the output: one root element, start
+ * and end tags balanced and matching, quoted attributes, no stray `<` and only XML's predefined entity
+ * references. It keeps a broken div from breaking the whole XML document; full XHTML rules are validation's job.
+ */
+function xhtmlProblem(div: string): string | undefined {
+  const stack: string[] = [];
+  let i = 0;
+  for (;;) {
+    const lt = div.indexOf('<', i);
+    const textEnd = lt < 0 ? div.length : lt;
+    for (let amp = div.indexOf('&', i); amp !== -1 && amp < textEnd; amp = div.indexOf('&', amp + 1)) {
+      if (!REFERENCE_RE.test(div.slice(amp, amp + 12))) return `unknown or unterminated entity reference at offset ${amp}`;
+    }
+    if (lt < 0) break;
+    if (stack.length === 0 && lt > 0 && i === 0) return 'content before the div';
+    if (stack.length === 0 && i > 0) return `content after the end of the div at offset ${lt}`;
+    if (div.startsWith('<!--', lt)) {
+      const end = div.indexOf('-->', lt + 4);
+      if (end < 0) return 'unterminated comment';
+      i = end + 3;
+      continue;
+    }
+    if (div.startsWith('<![CDATA[', lt)) {
+      const end = div.indexOf(']]>', lt);
+      if (end < 0) return 'unterminated CDATA section';
+      i = end + 3;
+      continue;
+    }
+    if (div.charCodeAt(lt + 1) === 47 /* / */) {
+      const end = div.indexOf('>', lt);
+      const name = end < 0 ? '' : div.slice(lt + 2, end).trimEnd();
+      if (!name || stack.pop() !== name) return `unexpected end tag at offset ${lt}`;
+      i = end + 1;
+      continue;
+    }
+    let j = lt + 1;
+    for (let quote = 0; j < div.length; j++) {
+      const c = div.charCodeAt(j);
+      if (quote) {
+        if (c === quote) quote = 0;
+      } else if (c === 34 || c === 39) quote = c;
+      else if (c === 62 /* > */ || c === 60 /* < */) break;
+    }
+    const m = START_TAG_RE.exec(div.slice(lt, j + 1));
+    if (!m) return `malformed tag at offset ${lt}`;
+    if (!m[2]) stack.push(m[1]);
+    else if (stack.length === 0) {
+      i = j + 1;
+      if (i < div.length && div.slice(i).trim()) return 'content after the end of the div';
+      break;
+    }
+    i = j + 1;
+  }
+  if (stack.length) return `unclosed <${stack[stack.length - 1]}>`;
+  if (div.slice(i).trim()) return 'content after the end of the div';
+  return undefined;
+}
+
 function writeXhtml(w: Writer, div: string, path: string, level: number): void {
   if (!/^<div[\s/>]/.test(div)) fail('invalid', `The narrative at ${path} must be an XHTML <div> element`, path);
+  const problem = xhtmlProblem(div);
+  if (problem) fail('invalid', `The narrative at ${path} is not well-formed XHTML: ${problem}`, path);
   // The div must carry the XHTML namespace itself, or it would fall into the FHIR default namespace.
   if (!XHTML_NS_DECL.test(div)) div = `<div xmlns="${XHTML_NS}"${div.slice(4)}`;
   w.out += `${w.indent(level)}${div}`;
