@@ -16,6 +16,8 @@ ENV NPM_CONFIG_UPDATE_NOTIFIER=false NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=fals
 
 # Dependencies first, so that this layer is cached while only sources change.
 COPY package.json package-lock.json ./
+# Local placeholder packages that package.json overrides point at (see docs/decisions.md).
+COPY vendor ./vendor
 RUN npm ci \
  && npm prune --omit=dev \
  && node_modules/.bin/node --version
