@@ -10,6 +10,8 @@
  * net; its errors at, above or below a location the walker already reported are dropped as duplicates.
  */
 import { FhirError, type Issue } from '../fhir/outcome.ts';
+import { packageRegistry, type PackageRegistry } from '../packages/registry.ts';
+import { ProfileValidator } from './profile.ts';
 import { schemaIssues, schemaValidator } from './schema.ts';
 import { baseWalker, type VisitedResource } from './walker.ts';
 
@@ -58,4 +60,78 @@ export function assertValidResource(resource: unknown): void {
 export function warmUpValidation(resourceTypes: readonly string[] = ['Patient', 'Bundle']): void {
   baseWalker();
   for (const rt of resourceTypes) schemaValidator(rt);
+}
+
+// ---- profiles (see docs/validation.md, "Profiles") ----
+
+let profileValidator: ProfileValidator | undefined;
+
+/** The process-wide profile layer over packageRegistry(). */
+export function profileLayer(registry?: PackageRegistry): ProfileValidator {
+  if (registry) return new ProfileValidator(registry);
+  if (!profileValidator || profileValidator.registry !== packageRegistry()) profileValidator = new ProfileValidator(packageRegistry());
+  return profileValidator;
+}
+
+export interface FullValidationOptions {
+  /** Profiles the root resource must conform to (besides those it declares). */
+  profiles?: string[];
+  /** Check every resource against its core definition too (invariants, bindings); default true. */
+  base?: boolean;
+  /** Use meta.profile of every resource; default true. */
+  declared?: boolean;
+  /** A validator over another registry (tests, the CLI with extra packages). */
+  validator?: ProfileValidator;
+}
+
+/**
+ * Everything the validator knows: base structure (walker + schema), then the core definitions' invariants and
+ * bindings, every declared profile and the profiles asked for. Used by $validate and `dsp-fhir validate`.
+ */
+export function validateFull(resource: unknown, opts: FullValidationOptions = {}): Issue[] {
+  const issues = validateResource(resource);
+  const fatal = issues.some((i) => i.code === 'not-supported' || (i.severity === 'error' && i.expression === undefined));
+  if (fatal) return issues;
+  (opts.validator ?? profileLayer()).validate(resource, { base: opts.base !== false, profiles: opts.profiles, declared: opts.declared }, issues);
+  return issues;
+}
+
+/** True when the resource, or a resource inside it (Bundle entry, contained), declares a profile. */
+export function declaresProfiles(resource: unknown): boolean {
+  const seen = (r: unknown): boolean => {
+    if (r === null || typeof r !== 'object') return false;
+    const o = r as Record<string, unknown>;
+    const meta = o.meta as { profile?: unknown[] } | undefined;
+    if (Array.isArray(meta?.profile) && meta.profile.length) return true;
+    if (Array.isArray(o.contained) && o.contained.some(seen)) return true;
+    if (o.resourceType === 'Bundle' && Array.isArray(o.entry)) return o.entry.some((e) => seen((e as { resource?: unknown })?.resource));
+    return false;
+  };
+  return seen(resource);
+}
+
+export type ProfileValidationMode = 'off' | 'warn' | 'reject';
+
+/** Parses DSP_PROFILE_VALIDATION (off | warn | reject; default warn). */
+export function profileValidationMode(raw: string | undefined): ProfileValidationMode {
+  const v = (raw ?? '').trim().toLowerCase();
+  if (v === '') return 'warn';
+  if (v === 'off' || v === 'warn' || v === 'reject') return v;
+  throw new Error(`DSP_PROFILE_VALIDATION must be off, warn or reject (got "${raw}")`);
+}
+
+/**
+ * Profile validation on write, for resources that declare profiles (meta.profile, also in Bundle entries
+ * and contained resources); base validation (assertValidResource) has already run. Only the declared
+ * profiles are checked (no core invariants: that keeps writes fast).
+ * - `off`: nothing, returns [];
+ * - `warn`: returns the issues found (the caller may add them to the response as an OperationOutcome);
+ * - `reject`: throws FhirError 422 with the issues when any is an error; returns the others.
+ */
+export function validateOnWrite(resource: unknown, mode: ProfileValidationMode): Issue[] {
+  if (mode === 'off' || !declaresProfiles(resource)) return [];
+  const issues: Issue[] = [];
+  profileLayer().validate(resource, { base: false, declared: true }, issues);
+  if (mode === 'reject' && issues.some((i) => i.severity === 'error' || i.severity === 'fatal')) throw new FhirError(422, issues);
+  return issues;
 }

@@ -1,0 +1,729 @@
+/**
+ * The profile layer of the validator: walks a resource against StructureDefinition snapshots (core
+ * definitions in full mode, every profile in meta.profile, profiles asked for, type profiles on elements)
+ * and reports cardinality, fixed/pattern values, slicing, bindings, invariants, extensions, references and
+ * contained resources. Structure and primitive formats stay with the base walker (walker.ts), which always
+ * runs first; this layer only reports what the base definitions alone do not (profile cardinalities tighter
+ * than the base, for instance), so the two never report the same problem twice.
+ */
+import type { Issue, IssueCode, IssueSeverity } from '../fhir/outcome.ts';
+import type { PackageRegistry } from '../packages/registry.ts';
+import { BindingChecker, type Coded } from './bindings.ts';
+import { effectiveExpression, evaluateInvariant } from './invariants.ts';
+import { childIndex, StructureCache, stripVersion, type PElement, type Structure } from './structure.ts';
+
+type Json = Record<string, unknown>;
+
+const CORE = 'http://hl7.org/fhir/StructureDefinition/';
+const upperFirst = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
+const isObject = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
+const PRIMITIVES = new Set(['boolean', 'integer', 'decimal', 'positiveInt', 'unsignedInt', 'integer64', 'base64Binary', 'canonical', 'code', 'date', 'dateTime', 'id', 'instant', 'markdown', 'oid', 'string', 'time', 'uri', 'url', 'uuid', 'xhtml']);
+
+export interface ProfileOptions {
+  /** Validate every resource (root and nested) against its core definition: invariants, bindings. */
+  base: boolean;
+  /** Profiles asked for the root resource (e.g. $validate's `profile`). */
+  profiles?: string[];
+  /** Use the profiles each resource declares in meta.profile (default true). */
+  declared?: boolean;
+}
+
+interface Item {
+  v: unknown;
+  /** The `_x` object of a primitive. */
+  x?: Json;
+  type: string;
+  path: string;
+}
+
+interface Ctx {
+  /** The resource the current node belongs to (%resource) and the outermost one (%rootResource). */
+  resource: Json;
+  root: Json;
+  run: Run;
+}
+
+interface Located {
+  resource: Json;
+  path: string;
+}
+
+interface Run {
+  opts: ProfileOptions;
+  /** fullUrl -> entry resource, for the outermost Bundle. */
+  bundle?: Map<string, Located>;
+  /** Validation results of a resource against a profile (errors decide conformance). */
+  results: WeakMap<object, Map<string, Issue[]>>;
+  depth: number;
+}
+
+function issue(severity: IssueSeverity, code: IssueCode, path: string, message: string): Issue {
+  return { severity, code, diagnostics: `${path}: ${message}`, expression: [path] };
+}
+
+/** True when `value` contains `pattern` (FHIR pattern semantics; arrays: each pattern item matched by some value item). */
+export function matchesPattern(value: unknown, pattern: unknown): boolean {
+  if (pattern === null || typeof pattern !== 'object') return value === pattern;
+  if (Array.isArray(pattern)) {
+    if (!Array.isArray(value)) return pattern.length === 1 && matchesPattern(value, pattern[0]);
+    return pattern.every((p) => value.some((v) => matchesPattern(v, p)));
+  }
+  if (!isObject(value)) return false;
+  for (const [k, p] of Object.entries(pattern)) if (!matchesPattern(value[k], p)) return false;
+  return true;
+}
+
+function deepEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a as Json);
+  const kb = Object.keys(b as Json);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) => deepEqual((a as Json)[k], (b as Json)[k]));
+}
+
+const show = (v: unknown) => {
+  const s = JSON.stringify(v);
+  return s.length > 120 ? s.slice(0, 117) + '...' : s;
+};
+
+/** Splits a discriminator path into steps, keeping `extension('http://...')` whole. */
+function steps(path: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let depth = 0;
+  let quote = false;
+  for (const ch of path) {
+    if (ch === "'") quote = !quote;
+    if (!quote && ch === '(') depth++;
+    if (!quote && ch === ')') depth--;
+    if (ch === '.' && depth === 0 && !quote) {
+      out.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  if (cur) out.push(cur);
+  return out;
+}
+
+const REF_RE = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+
+export class ProfileValidator {
+  readonly registry: PackageRegistry;
+  readonly structures: StructureCache;
+  readonly bindings: BindingChecker;
+
+  constructor(registry: PackageRegistry) {
+    this.registry = registry;
+    this.structures = new StructureCache(registry);
+    this.bindings = new BindingChecker(registry);
+  }
+
+  /** Validates a resource; issues are appended to `issues`. */
+  validate(resource: unknown, opts: ProfileOptions, issues: Issue[]): void {
+    if (!isObject(resource) || typeof resource.resourceType !== 'string') return;
+    const run: Run = { opts, results: new WeakMap(), depth: 0 };
+    const rt = resource.resourceType;
+    if (rt === 'Bundle') run.bundle = this.indexBundle(resource, rt);
+    const found: Issue[] = [];
+    for (const p of opts.profiles ?? []) {
+      if (!this.structures.get(p)) found.push(issue('error', 'not-found', rt, `the profile ${p} is not known to this server`));
+    }
+    this.resource(resource, rt, resource, run, opts.profiles ?? [], found);
+    const seen = new Set<string>();
+    for (const i of found) {
+      const k = `${i.severity}|${i.diagnostics}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      issues.push(i);
+    }
+  }
+
+  private indexBundle(bundle: Json, path: string): Map<string, Located> {
+    const map = new Map<string, Located>();
+    const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
+    entries.forEach((e, i) => {
+      if (!isObject(e) || !isObject(e.resource)) return;
+      const loc = { resource: e.resource, path: `${path}.entry[${i}].resource` };
+      if (typeof e.fullUrl === 'string') map.set(e.fullUrl, loc);
+      const r = e.resource;
+      if (typeof r.id === 'string') map.set(`${String(r.resourceType)}/${r.id}`, loc);
+    });
+    return map;
+  }
+
+  // ---- resources ----
+
+  /** Validates one resource (root, entry or contained) against the definitions that apply to it. */
+  private resource(res: Json, path: string, root: Json, run: Run, extra: readonly string[], out: Issue[]): void {
+    const rt = res.resourceType;
+    if (typeof rt !== 'string') return;
+    const urls: string[] = [];
+    for (const p of extra) if (!urls.includes(stripVersion(p))) urls.push(stripVersion(p));
+    const meta = isObject(res.meta) ? res.meta : undefined;
+    if (run.opts.declared !== false && Array.isArray(meta?.profile)) {
+      meta.profile.forEach((p, i) => {
+        if (typeof p !== 'string') return;
+        const u = stripVersion(p);
+        if (this.structures.get(u)) {
+          if (!urls.includes(u)) urls.push(u);
+        } else out.push(issue('warning', 'not-found', `${path}.meta.profile[${i}]`, `the profile ${p} is not known to this server: the resource was not checked against it`));
+      });
+    }
+    const structures: Structure[] = [];
+    for (const u of urls) {
+      const s = this.structures.get(u);
+      if (!s) continue;
+      if (s.type !== rt && s.sd.kind === 'resource') {
+        out.push(issue('error', 'structure', path, `the profile ${u} is for ${s.type} resources, not ${rt}`));
+        continue;
+      }
+      structures.push(s);
+    }
+    if (run.opts.base && !structures.some((s) => s.type === rt && s.sd.kind === 'resource')) {
+      const core = this.structures.ofType(rt);
+      if (core) structures.unshift(core);
+    }
+    if (structures.length === 0) {
+      // Nothing applies here, but nested resources may declare profiles of their own.
+      this.nestedOnly(res, path, root, run, out);
+      return;
+    }
+    for (const s of structures) out.push(...this.resourceAgainst(res, path, root, run, s));
+    if (res === root && !(isObject(res.text) && res.text.div) && rt !== 'Bundle' && rt !== 'Binary' && rt !== 'Parameters') {
+      out.push(issue('warning', 'invariant', path, 'Constraint failed: dom-6: a resource should have narrative for robust management (text.div)'));
+    }
+    if (Array.isArray(res.contained) && res.contained.length) this.dom3(res, path, out);
+  }
+
+  /** Issues of a resource against one structure (cached per run: slicing by profile asks the same question). */
+  private resourceAgainst(res: Json, path: string, root: Json, run: Run, s: Structure): Issue[] {
+    let m = run.results.get(res);
+    if (!m) run.results.set(res, (m = new Map()));
+    const hit = m.get(s.url);
+    if (hit) return hit;
+    const found: Issue[] = [];
+    m.set(s.url, found); // breaks cycles
+    const ctx: Ctx = { resource: res, root, run };
+    this.value(s.root, { v: res, type: s.type, path }, ctx, found);
+    return found;
+  }
+
+  private conforms(res: Json, path: string, root: Json, run: Run, url: string): boolean {
+    const s = this.structures.get(url);
+    if (!s) return false;
+    if (s.sd.kind === 'resource' && s.type !== res.resourceType) return false;
+    return !this.resourceAgainst(res, path, root, run, s).some((i) => i.severity === 'error' || i.severity === 'fatal');
+  }
+
+  private nestedOnly(res: Json, path: string, root: Json, run: Run, out: Issue[]): void {
+    if (Array.isArray(res.contained)) res.contained.forEach((c, i) => isObject(c) && this.resource(c, `${path}.contained[${i}]`, root, run, [], out));
+    if (res.resourceType === 'Bundle' && Array.isArray(res.entry)) {
+      res.entry.forEach((e, i) => isObject(e) && isObject(e.resource) && this.resource(e.resource, `${path}.entry[${i}].resource`, e.resource, run, [], out));
+    }
+    if (res.resourceType === 'Parameters' && Array.isArray(res.parameter)) {
+      res.parameter.forEach((p, i) => isObject(p) && isObject(p.resource) && this.resource(p.resource, `${path}.parameter[${i}].resource`, p.resource, run, [], out));
+    }
+  }
+
+  /** dom-3: every contained resource is referenced from the rest of the resource (or references it back). */
+  private dom3(res: Json, path: string, out: Issue[]): void {
+    const refs = new Set<string>();
+    let backRef = false;
+    const scan = (v: unknown, inContained: boolean) => {
+      if (Array.isArray(v)) for (const x of v) scan(x, inContained);
+      else if (isObject(v)) {
+        for (const [k, x] of Object.entries(v)) {
+          if (k === 'contained' && !inContained && v === res) continue;
+          if (typeof x === 'string' && x.charCodeAt(0) === 35) {
+            if (x === '#') backRef = true;
+            refs.add(x.slice(1));
+          } else if (typeof x === 'object') scan(x, inContained);
+        }
+      }
+    };
+    scan(res, false);
+    const contained = res.contained as unknown[];
+    // References between contained resources count when the chain starts from the container.
+    const reached = new Set<string>(refs);
+    let grew = true;
+    const inner = new Map<string, Set<string>>();
+    for (const c of contained) {
+      if (!isObject(c) || typeof c.id !== 'string') continue;
+      const s = new Set<string>();
+      const sc = (v: unknown) => {
+        if (Array.isArray(v)) v.forEach(sc);
+        else if (isObject(v)) for (const x of Object.values(v)) typeof x === 'string' ? x.charCodeAt(0) === 35 && (x === '#' ? (backRef = true) : s.add(x.slice(1))) : sc(x);
+      };
+      sc(c);
+      inner.set(c.id, s);
+    }
+    while (grew) {
+      grew = false;
+      for (const [id, s] of inner) if (reached.has(id)) for (const t of s) if (!reached.has(t)) (reached.add(t), (grew = true));
+    }
+    contained.forEach((c, i) => {
+      if (!isObject(c) || typeof c.id !== 'string') return;
+      if (reached.has(c.id) || (backRef && inner.get(c.id)?.size === 0 && false)) return;
+      if (backRef && [...inner.values()].length && JSON.stringify(c).includes('"#"')) return;
+      out.push(issue('error', 'invariant', `${path}.contained[${i}]`, `Constraint failed: dom-3: the contained resource ${String(c.resourceType)}/${c.id} is not referenced from the rest of the resource (and does not reference it)`));
+    });
+  }
+
+  // ---- elements ----
+
+  /** Checks one value against an element definition, then its children. */
+  private value(el: PElement, item: Item, ctx: Ctx, out: Issue[]): void {
+    const v = item.v;
+    // fixed / pattern
+    if (el.fixed !== undefined && v !== undefined) {
+      if (!deepEqual(v, el.fixed)) out.push(issue('error', 'value', item.path, `value ${show(v)} does not equal the fixed value ${show(el.fixed)} required by the profile`));
+    } else if (el.pattern !== undefined && v !== undefined) {
+      if (!matchesPattern(v, el.pattern)) out.push(issue('error', 'value', item.path, `value ${show(v)} does not match the pattern ${show(el.pattern)} required by the profile`));
+    }
+    if (el.binding?.valueSet && v !== undefined) this.binding(el, item, out);
+    for (const c of el.constraints) {
+      const expr = effectiveExpression(c.key, c.expression);
+      if (!expr) continue;
+      const base = el.path.replace(/\[x\]/g, '');
+      const resource = el.path.indexOf('.') < 0 && isObject(v) && v.resourceType ? v : ctx.resource;
+      const ok = evaluateInvariant(base, expr, v, resource, ctx.root);
+      if (ok instanceof Error) {
+        out.push(issue('warning', 'processing', item.path, `the invariant ${c.key} could not be evaluated (${ok.message.split('\n')[0]})`));
+      } else if (!ok) {
+        out.push(issue(c.severity === 'error' ? 'error' : 'warning', 'invariant', item.path, `Constraint failed: ${c.key}: '${c.human}'`));
+      }
+    }
+    const type = item.type;
+    if (type === 'Extension') this.extension(el, item, ctx, out);
+    if (type === 'Reference' && isObject(v)) this.reference(el, v, item.path, ctx, out);
+    // Nested resources: their own definitions and profiles.
+    if (isObject(v) && typeof v.resourceType === 'string' && v !== ctx.resource && el.path.indexOf('.') > 0) {
+      const profiles = el.types.flatMap((t) => t.profiles);
+      const root = el.name === 'contained' ? ctx.root : v;
+      if (profiles.length > 1) {
+        const ok = profiles.some((p) => this.conforms(v, item.path, root, ctx.run, p));
+        if (!ok) out.push(issue('error', 'structure', item.path, `the resource does not conform to any of the profiles ${profiles.join(', ')}`));
+        this.resource(v, item.path, root, ctx.run, [], out);
+      } else this.resource(v, item.path, root, ctx.run, profiles, out);
+      return;
+    }
+    // Type profiles on complex elements (not extensions: handled above).
+    if (type !== 'Extension' && isObject(v)) {
+      const profiles = el.types.find((t) => t.code === type)?.profiles ?? [];
+      if (profiles.length === 1) {
+        const s = this.structures.get(profiles[0]!);
+        if (s) this.children(s.root, v, item.path, ctx, out);
+        else out.push(issue('warning', 'not-found', item.path, `the type profile ${profiles[0]} is not known to this server`));
+      } else if (profiles.length > 1) {
+        const ok = profiles.some((p) => {
+          const s = this.structures.get(p);
+          if (!s) return false;
+          const tmp: Issue[] = [];
+          this.children(s.root, v, item.path, ctx, tmp);
+          return !tmp.some((i) => i.severity === 'error');
+        });
+        if (!ok) out.push(issue('error', 'structure', item.path, `the value does not conform to any of the profiles ${profiles.join(', ')}`));
+      }
+    }
+    // Children
+    if (isObject(v)) {
+      const holder = this.childHolder(el, type);
+      if (holder) this.children(holder, v, item.path, ctx, out);
+    } else if (item.x) {
+      const holder = el.children.length ? el : this.structures.ofType(type)?.root;
+      if (holder) this.children(holder, item.x, item.path, ctx, out);
+    }
+  }
+
+  /** The element whose children describe a complex value. */
+  private childHolder(el: PElement, type: string): PElement | undefined {
+    if (el.children.length) return el;
+    if (el.ref) return el.ref;
+    if (el.path.indexOf('.') < 0) return undefined; // a root without children: nothing to check
+    if (type === 'Resource' || type === 'BackboneElement' || type === 'Element') return undefined;
+    return this.structures.ofType(type)?.root;
+  }
+
+  /** Groups an object's properties by child element and checks each child. */
+  private children(holder: PElement, obj: Json, path: string, ctx: Ctx, out: Issue[]): void {
+    const { byName, choices } = childIndex(holder);
+    const groups = new Map<PElement, Item[]>();
+    for (const key of Object.keys(obj)) {
+      if (key === 'resourceType' || key === 'fhir_comments') continue;
+      const isExt = key.charCodeAt(0) === 95;
+      const name = isExt ? key.slice(1) : key;
+      if (isExt && obj[name] !== undefined) continue; // handled with its value
+      let el = byName.get(name);
+      let type: string | undefined;
+      let step = name;
+      if (el) type = el.types.length === 1 ? el.types[0]!.code : (el.types[0]?.code ?? 'BackboneElement');
+      else {
+        for (const c of choices) {
+          const prefix = c.name.slice(0, -3);
+          if (name.length > prefix.length && name.startsWith(prefix)) {
+            const suffix = name.slice(prefix.length);
+            const t = c.types.find((t) => upperFirst(t.code) === suffix);
+            if (t) {
+              el = c;
+              type = t.code;
+              step = `${prefix}.ofType(${t.code})`;
+              break;
+            }
+            if (/^[A-Z]/.test(suffix) && c.types.length) {
+              out.push(issue('error', 'structure', `${path}.${prefix}`, `the type ${suffix} is not allowed for ${c.name} here: the profile allows ${c.types.map((t) => t.code).join(', ')}`));
+              el = undefined;
+              break;
+            }
+          }
+        }
+      }
+      if (!el || !type) continue;
+      let list = groups.get(el);
+      if (!list) groups.set(el, (list = []));
+      const value = isExt ? undefined : obj[key];
+      const ext = obj['_' + name];
+      if (Array.isArray(value) || Array.isArray(ext)) {
+        const vs = Array.isArray(value) ? value : [];
+        const xs = Array.isArray(ext) ? ext : [];
+        const n = Math.max(vs.length, xs.length);
+        for (let i = 0; i < n; i++) {
+          const v = vs[i] ?? undefined;
+          const x = isObject(xs[i]) ? (xs[i] as Json) : undefined;
+          if (v === null && !x) continue;
+          list.push({ v: v === null ? undefined : v, x, type, path: `${path}.${step}[${i}]` });
+        }
+      } else if (value !== undefined || isObject(ext)) {
+        list.push({ v: value, x: isObject(ext) ? ext : undefined, type, path: `${path}.${step}` });
+      }
+    }
+    for (const c of holder.children) {
+      const items = groups.get(c) ?? [];
+      this.element(c, items, path, ctx, out);
+    }
+  }
+
+  private element(el: PElement, items: Item[], parentPath: string, ctx: Ctx, out: Issue[]): void {
+    const n = items.length;
+    const name = el.isChoice ? el.name.slice(0, -3) : el.name;
+    if (n < el.min && el.min > el.baseMin) {
+      out.push(issue('error', 'required', `${parentPath}.${name}`, `${el.path} requires at least ${el.min} item(s) in this profile, found ${n}`));
+    }
+    if (n > el.max && el.max < el.baseMax) {
+      out.push(issue('error', 'structure', `${parentPath}.${name}`, `${el.path} allows at most ${el.max === 0 ? '0 items (prohibited' : el.max + ' item(s) (found ' + n}) in this profile${el.max === 0 ? ', found ' + n : ''}`));
+    }
+    if (n === 0) return;
+    if (el.slicing && el.slices.length) this.slicing(el, items, parentPath, ctx, out);
+    else for (const it of items) this.value(el, it, ctx, out);
+  }
+
+  // ---- slicing ----
+
+  private slicing(el: PElement, items: Item[], parentPath: string, ctx: Ctx, out: Issue[]): void {
+    const slicing = el.slicing!;
+    const counts = new Array<number>(el.slices.length).fill(0);
+    let lastSlice = -1;
+    const name = el.isChoice ? el.name.slice(0, -3) : el.name;
+    for (const it of items) {
+      let idx = -1;
+      for (let s = 0; s < el.slices.length; s++) {
+        if (this.inSlice(el, el.slices[s]!, it, ctx)) {
+          idx = s;
+          break;
+        }
+      }
+      if (idx < 0) {
+        if (slicing.rules === 'closed') out.push(issue('error', 'structure', it.path, `this ${name} matches none of the slices (${el.slices.map((s) => s.sliceName).join(', ')}) and the slicing of ${el.path} is closed`));
+        if (slicing.ordered && slicing.rules === 'openAtEnd') lastSlice = el.slices.length;
+        this.value(el, it, ctx, out);
+        continue;
+      }
+      counts[idx]!++;
+      if (slicing.ordered) {
+        if (idx < lastSlice) out.push(issue('error', 'structure', it.path, `slice ${el.slices[idx]!.sliceName} is out of order: the slicing of ${el.path} is ordered`));
+        else lastSlice = idx;
+      }
+      this.value(el.slices[idx]!, it, ctx, out);
+    }
+    el.slices.forEach((s, i) => {
+      const c = counts[i]!;
+      if (c < s.min) out.push(issue('error', 'required', `${parentPath}.${name}`, `slice '${s.sliceName}' of ${el.path} requires at least ${s.min} item(s), found ${c}`));
+      if (c > s.max) out.push(issue('error', 'structure', `${parentPath}.${name}`, `slice '${s.sliceName}' of ${el.path} allows at most ${s.max} item(s), found ${c}`));
+    });
+  }
+
+  private inSlice(el: PElement, slice: PElement, it: Item, ctx: Ctx): boolean {
+    const discs = el.slicing!.discriminator;
+    if (discs.length === 0) return false;
+    for (const d of discs) if (!this.discriminates(d.type, d.path, slice, it, ctx)) return false;
+    return true;
+  }
+
+  private discriminates(kind: string, path: string, slice: PElement, it: Item, ctx: Ctx): boolean {
+    const target = this.defAt(slice, path);
+    const values = this.valuesAt(it, path, ctx);
+    switch (kind) {
+      case 'value':
+      case 'pattern': {
+        let expected = target?.fixed ?? target?.pattern;
+        if (expected === undefined && path === 'url' && (target ?? slice).types[0]?.profiles[0]) expected = (target ?? slice).types[0]!.profiles[0];
+        if (expected === undefined && target?.binding?.strength === 'required' && target.binding.valueSet) {
+          return values.some((v) => typeof v.v === 'string' && this.bindings.checkCode(target.binding!.valueSet!, { code: v.v }).ok === true);
+        }
+        if (expected === undefined) return false;
+        return values.some((v) => matchesPattern(v.v, expected));
+      }
+      case 'exists': {
+        const t = target ?? slice;
+        if (t.max === 0) return values.length === 0;
+        if (t.min >= 1) return values.length > 0;
+        return true;
+      }
+      case 'type': {
+        const t = target ?? slice;
+        const allowed = path.endsWith('resolve()') ? t.types.flatMap((x) => x.targetProfiles.map((p) => this.typeOfProfile(p))) : t.types.map((x) => x.code);
+        return values.some((v) => allowed.includes(v.type));
+      }
+      case 'profile': {
+        const t = target ?? slice;
+        const profiles = path.endsWith('resolve()') ? t.types.flatMap((x) => x.targetProfiles) : t.types.flatMap((x) => x.profiles);
+        if (!profiles.length) return false;
+        return values.some((v) => {
+          if (!isObject(v.v)) return false;
+          const r = v.v;
+          if (typeof r.resourceType === 'string') return profiles.some((p) => this.conforms(r, v.path, r, ctx.run, p));
+          return profiles.some((p) => {
+            const s = this.structures.get(p);
+            if (!s) return false;
+            const tmp: Issue[] = [];
+            this.children(s.root, r, v.path, ctx, tmp);
+            return !tmp.some((i) => i.severity === 'error');
+          });
+        });
+      }
+      default:
+        return false;
+    }
+  }
+
+  private typeOfProfile(url: string): string {
+    if (url.startsWith(CORE) && /^[A-Z]/.test(url.charAt(CORE.length))) return url.slice(CORE.length);
+    return this.structures.get(url)?.type ?? url;
+  }
+
+  /** The element definition at a discriminator path below a slice. */
+  private defAt(slice: PElement, path: string): PElement | undefined {
+    let cur: PElement | undefined = slice;
+    for (const st of steps(path)) {
+      if (!cur) return undefined;
+      if (st === '$this' || st === 'resolve()') continue;
+      if (st.startsWith('ofType(') || st.startsWith('as(')) continue;
+      const m = /^extension\('([^']+)'\)$/.exec(st);
+      let holder: PElement | undefined = cur.children.length ? cur : this.childHolder(cur, cur.types[0]?.code ?? '');
+      if (!holder) return undefined;
+      if (m) {
+        const ext: PElement | undefined = holder.children.find((c) => c.name === 'extension');
+        cur = ext?.slices.find((s) => s.types[0]?.profiles[0] === m[1] || s.children.find((c) => c.name === 'url')?.fixed === m[1]);
+        continue;
+      }
+      const next: PElement | undefined = holder.children.find((c) => c.name === st || (c.isChoice && c.name.slice(0, -3) === st));
+      cur = next;
+    }
+    return cur;
+  }
+
+  /** Values at a discriminator path (a FHIRPath subset: names, ofType, extension('url'), resolve()). */
+  private valuesAt(it: Item, path: string, ctx: Ctx): Item[] {
+    let cur: Item[] = [it];
+    for (const st of steps(path)) {
+      const next: Item[] = [];
+      if (st === '$this') continue;
+      if (st === 'resolve()') {
+        for (const c of cur) {
+          if (!isObject(c.v) || typeof c.v.reference !== 'string') continue;
+          const t = this.resolveRef(c.v.reference, ctx);
+          if (t?.resource) next.push({ v: t.resource, type: String(t.resource.resourceType), path: t.path });
+        }
+      } else if (st.startsWith('ofType(') || st.startsWith('as(')) {
+        const want = st.slice(st.indexOf('(') + 1, -1);
+        for (const c of cur) if (c.type === want) next.push(c);
+      } else {
+        const m = /^extension\('([^']+)'\)$/.exec(st);
+        for (const c of cur) {
+          const o = isObject(c.v) ? c.v : c.x;
+          if (!o) continue;
+          if (m) {
+            const exts = Array.isArray(o.extension) ? o.extension : [];
+            exts.forEach((e, i) => isObject(e) && e.url === m[1] && next.push({ v: e, type: 'Extension', path: `${c.path}.extension[${i}]` }));
+            continue;
+          }
+          const push = (v: unknown, type: string, p: string) => {
+            if (Array.isArray(v)) v.forEach((x, i) => x != null && next.push({ v: x, type, path: `${p}[${i}]` }));
+            else if (v !== undefined) next.push({ v, type: isObject(v) && typeof v.resourceType === 'string' ? v.resourceType : type, path: p });
+          };
+          if (o[st] !== undefined) push(o[st], '', `${c.path}.${st}`);
+          else
+            for (const k of Object.keys(o)) {
+              if (k.length > st.length && k.startsWith(st) && /^[A-Z]/.test(k.charAt(st.length))) {
+                const t = k.slice(st.length);
+                push(o[k], PRIMITIVES.has(t.charAt(0).toLowerCase() + t.slice(1)) ? t.charAt(0).toLowerCase() + t.slice(1) : t, `${c.path}.${st}`);
+              }
+            }
+        }
+      }
+      cur = next;
+    }
+    return cur;
+  }
+
+  // ---- bindings ----
+
+  private binding(el: PElement, item: Item, out: Issue[]): void {
+    const { strength, valueSet } = el.binding!;
+    if (strength === 'example' || !valueSet) return;
+    const v = item.v;
+    let codes: Coded[] = [];
+    let what = 'code';
+    if (item.type === 'code' || item.type === 'string' || item.type === 'uri') {
+      if (typeof v !== 'string') return;
+      codes = [{ code: v }];
+    } else if (item.type === 'Coding' && isObject(v)) codes = [v as Coded];
+    else if (item.type === 'CodeableConcept' && isObject(v)) {
+      codes = Array.isArray(v.coding) ? (v.coding.filter(isObject) as Coded[]) : [];
+      what = 'CodeableConcept';
+      if (!codes.length) return;
+    } else if (item.type === 'Quantity' && isObject(v) && typeof v.code === 'string') codes = [{ system: v.system as string | undefined, code: v.code }];
+    else return;
+    const vsUrl = stripVersion(valueSet);
+    let anyUnknown = false;
+    const failures: string[] = [];
+    for (const c of codes) {
+      const r = this.bindings.checkCode(vsUrl, c);
+      if (r.ok === true) return;
+      if (r.ok === 'unknown') anyUnknown = true;
+      else failures.push(r.message);
+    }
+    if (anyUnknown || !failures.length) return;
+    const severity: IssueSeverity = strength === 'required' ? 'error' : strength === 'extensible' ? 'warning' : 'information';
+    const shown = codes.map((c) => (c.system ? `${c.system}#${c.code}` : `'${c.code}'`)).join(', ');
+    out.push(issue(severity, 'code-invalid', item.path, `the ${what} ${shown} is not in the value set ${valueSet} (${strength} binding)${failures[0] ? ': ' + failures[0] : ''}`));
+  }
+
+  // ---- extensions ----
+
+  private extension(el: PElement, item: Item, ctx: Ctx, out: Issue[]): void {
+    const v = item.v;
+    if (!isObject(v)) return;
+    const hasValue = Object.keys(v).some((k) => k.startsWith('value') && k.length > 5);
+    const hasExt = Array.isArray(v.extension) && v.extension.length > 0;
+    if (hasValue === hasExt) {
+      out.push(issue('error', 'invariant', item.path, `Constraint failed: ext-1: an extension must have either extensions or a value[x], not ${hasValue ? 'both' : 'neither'}`));
+    }
+    const url = typeof v.url === 'string' ? v.url : undefined;
+    if (!url || !/^[a-z][a-z0-9+.\-]*:/i.test(url)) return; // nested extension of a complex one: its parent's definition covers it
+    const declared = el.types[0]?.profiles[0];
+    if (declared && declared !== stripVersion(url)) return; // slice of another extension (cannot happen once sliced by url)
+    const s = this.structures.get(url);
+    const modifier = el.name === 'modifierExtension';
+    if (!s) {
+      out.push(issue(modifier ? 'error' : 'warning', modifier ? 'extension' : 'not-found', item.path, `the extension ${url} is not known to this server${modifier ? ': unknown modifier extensions are not allowed' : ''}`));
+      return;
+    }
+    if (s.type !== 'Extension') {
+      out.push(issue('error', 'structure', item.path, `${url} is a ${s.type} definition, not an extension`));
+      return;
+    }
+    // Context
+    const contexts = s.sd.context ?? [];
+    if (contexts.length) {
+      const hostPath = el.path.replace(/\.(modifierExtension|extension)$/, '');
+      const hostSegs = item.path.split('.');
+      hostSegs.pop();
+      const hostType = this.hostType(hostPath, ctx);
+      const parentUrl = hostPath.endsWith('Extension') ? this.parentExtensionUrl(item.path, ctx) : undefined;
+      const ok = contexts.some((c) => {
+        if (c.type === 'fhirpath') return true;
+        if (c.type === 'extension') return parentUrl === c.expression;
+        const e = c.expression;
+        return e === 'Element' || e === 'Base' || e === hostPath || e === hostType || (e === 'Resource' || e === 'DomainResource' ? hostPath.indexOf('.') < 0 : false) || hostPath.endsWith('.' + e) || this.pathMatches(e, hostPath);
+      });
+      if (!ok) out.push(issue('error', 'structure', item.path, `the extension ${url} is not allowed here (on ${hostPath}): its contexts are ${contexts.map((c) => c.expression).join(', ')}`));
+    }
+    if (modifier && s.sd.snapshot?.element?.[0] && (s.sd.snapshot.element[0] as { isModifier?: boolean }).isModifier === false) {
+      out.push(issue('error', 'structure', item.path, `the extension ${url} is not a modifier extension but is used as modifierExtension`));
+    }
+    if (!el.children.length) {
+      this.value(s.root, { ...item, type: 'ExtensionDefinition' }, ctx, out);
+    }
+  }
+
+  private pathMatches(contextExpr: string, hostPath: string): boolean {
+    // Contexts name base paths (`Patient.name`); hosts inside a datatype report its type's path.
+    return contextExpr.split('.').length > 1 && hostPath.endsWith(contextExpr.slice(contextExpr.indexOf('.')));
+  }
+
+  private hostType(hostPath: string, _ctx: Ctx): string {
+    const root = hostPath.split('.')[0]!;
+    if (hostPath.indexOf('.') < 0) return root;
+    const core = this.structures.ofType(root);
+    const el = core?.byId.get(hostPath);
+    return el?.types[0]?.code ?? root;
+  }
+
+  private parentExtensionUrl(_path: string, _ctx: Ctx): string | undefined {
+    return undefined;
+  }
+
+  // ---- references ----
+
+  private resolveRef(ref: string, ctx: Ctx): Located | undefined {
+    if (ref.startsWith('#')) {
+      const id = ref.slice(1);
+      for (const holder of [ctx.resource, ctx.root]) {
+        const list = Array.isArray(holder.contained) ? holder.contained : [];
+        const i = list.findIndex((c) => isObject(c) && c.id === id);
+        if (i >= 0) return { resource: list[i] as Json, path: `contained[${i}]` };
+      }
+      return undefined;
+    }
+    const b = ctx.run.bundle;
+    if (!b) return undefined;
+    const direct = b.get(ref);
+    if (direct) return direct;
+    const m = REF_RE.exec(ref);
+    if (m) return b.get(`${m[1]}/${m[2]}`);
+    return undefined;
+  }
+
+  private reference(el: PElement, v: Json, path: string, ctx: Ctx, out: Issue[]): void {
+    const ref = v.reference;
+    if (typeof ref !== 'string') return;
+    const targets = el.types.filter((t) => t.code === 'Reference').flatMap((t) => t.targetProfiles);
+    let type: string | undefined;
+    const found = this.resolveRef(ref, ctx);
+    if (ref.startsWith('#')) {
+      if (ref !== '#' && !found) out.push(issue('error', 'invalid', `${path}.reference`, `the reference ${ref} points to no contained resource`));
+    } else if (!found && ctx.run.bundle && /^urn:(uuid|oid):/.test(ref)) {
+      out.push(issue('error', 'invalid', `${path}.reference`, `the reference ${ref} does not resolve to an entry of the Bundle`));
+    }
+    if (found) type = String(found.resource.resourceType);
+    else {
+      const m = REF_RE.exec(ref);
+      if (m) type = m[1];
+    }
+    if (!type || !targets.length) return;
+    const allowedTypes = targets.map((t) => this.typeOfProfile(t));
+    if (allowedTypes.includes('Resource') || allowedTypes.includes(type)) {
+      if (found && !ref.startsWith('#')) {
+        const profiles = targets.filter((t) => !t.startsWith(CORE) && this.typeOfProfile(t) === type);
+        const coreAllowed = targets.some((t) => t === CORE + type);
+        if (profiles.length && !coreAllowed && !profiles.some((p) => this.conforms(found.resource, found.path, found.resource, ctx.run, p))) {
+          out.push(issue('error', 'structure', `${path}.reference`, `the referenced ${type} (${ref}) does not conform to ${profiles.length === 1 ? 'the profile ' + profiles[0] : 'any of the profiles ' + profiles.join(', ')}`));
+        }
+      }
+      return;
+    }
+    out.push(issue('error', 'structure', `${path}.reference`, `the reference ${ref} points to a ${type}, which is not allowed here: allowed target types are ${[...new Set(allowedTypes)].join(', ')}`));
+  }
+}
