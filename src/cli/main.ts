@@ -5,9 +5,13 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { registerServe } from './serve.ts';
+import { registerValidate } from './validate.ts';
+import { registerPackage } from './package.ts';
 
 const program = new Command();
 program.name('dsp-fhir').description('DSP FHIR server for the Luxembourg shared health record').version(VERSION);
 registerServe(program);
+registerValidate(program);
+registerPackage(program);
 
 await program.parseAsync(process.argv);

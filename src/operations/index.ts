@@ -6,3 +6,4 @@ export { operationRegistry } from './registry.ts';
 import './everything.ts';
 import './terminology.ts';
 import './reindex.ts';
+import './validate.ts';
