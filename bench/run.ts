@@ -11,6 +11,7 @@
  *  4. peer reads: the same load against a bare node:http + node:sqlite server over the peer's file.
  * Prints a table and writes bench/results/latest.json. Exit 1 when the data is missing or a phase fails.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -111,7 +112,19 @@ const machine = {
   node: process.version,
   platform: `${process.platform} ${process.arch}`,
   loadavgBefore: loadavg().map((x) => Math.round(x * 100) / 100),
+  git: gitState(),
 };
+
+/** The commit measured, and whether src/ had uncommitted changes (others' work in progress). */
+function gitState(): { commit?: string; srcDirty?: boolean } {
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: PROJECT_ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: PROJECT_ROOT, encoding: 'utf8' }).trim() !== '';
+    return { commit, srcDirty: dirty };
+  } catch {
+    return {};
+  }
+}
 
 const work = mkdtempSync(join(tmpdir(), 'dsp-bench-'));
 const children: Child[] = [];
@@ -282,15 +295,22 @@ try {
   // One connection per Bundle: the server blocks its event loop for seconds on a large transaction, and an
   // idle keep-alive socket reused meanwhile can be closed by its keep-alive timer (ECONNRESET; see the doc).
   const posting = new Client(port, settings.posters, false);
+  const mono = () => Number(process.hrtime.bigint() / 1000n);
+  const phases: Record<string, [number, number]> = {};
+  results.phasesMonotonicUs = phases;
+  let phaseStart = mono();
   const ing = await ingest(posting, child, ids).catch((e: Error) => {
     throw new Error(`${e.message}${child.alive() ? '' : `\nserver output:\n${child.output()}`}`);
   });
   console.log(`  ${ing.resources} resources in ${ing.seconds.toFixed(2)} s = ${Math.round(ing.perSecond)}/s (server CPU ${ing.serverCpuSeconds.toFixed(1)} s)`);
+  phases.ingest = [phaseStart, mono()];
   posting.close();
   server = { ingest: ing, peakRssMb: NaN };
   if (!opts['skip-reads']) {
     console.log(`bench: server reads (${settings.concurrency} in flight, up to ${settings.maxReads} or ${settings.readSeconds} s)`);
+    phaseStart = mono();
     server.reads = await reads(client, child, { Patient: ids.get('Patient')!, Observation: ids.get('Observation')! }, 42);
+    phases.reads = [phaseStart, mono()];
     console.log(`  ${server.reads.count} reads in ${server.reads.seconds.toFixed(2)} s = ${Math.round(server.reads.perSecond)}/s, p99 ${server.reads.p99.toFixed(2)} ms`);
   }
   server.peakRssMb = child.peakRssMb();
@@ -362,8 +382,11 @@ const widths = [36, 14, 14, 16];
 const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' ');
 console.log('');
 console.log(`machine: ${machine.nproc} cores (${machine.cpu}), ${machine.memoryGb} GB, Node ${machine.node}, load ${machine.loadavgBefore.join(' ')}`);
+console.log(`code: ${machine.git.commit ?? '?'}${machine.git.srcDirty ? ' + uncommitted changes in src/' : ''}`);
 console.log(`${ing.resources} resources in ${ing.bundles} bundles, synchronous=${synchronous}, ${settings.posters} posters, ${settings.concurrency} reads in flight`);
 console.log(line(['', 'server', 'peer', 'ratio*']));
+// ratio*: throughput rows = server / peer (fraction of the peer); CPU row = peer CPU / server CPU per resource
+// (efficiency, fraction of the peer); latency rows = server / peer (multiple of the peer's latency).
 for (const r of rows) console.log(line(r));
 console.log('');
 for (const [k, t] of Object.entries(targets)) {
