@@ -14,7 +14,8 @@
  * `<Type>-<id>.json` (how the IG publisher names them), and a package's files are only all read (once) when
  * that fails. Core bundles are read on first use.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readDefinitionBundle } from '../fhir/model.ts';
@@ -48,6 +49,21 @@ interface PackageSource {
   /** File name -> reader. */
   files: Map<string, () => Buffer>;
   scanned: boolean;
+  /** url -> files, when the package was scanned through the index cache (entries removed once read). */
+  urlIndex?: Map<string, string[]>;
+  /** Where the url index of a folder package is cached between runs (undefined: no cache). */
+  indexCache?: string;
+}
+
+/** Index cache: a package's files are read in full once; later runs read only `[file, type, url, version]` rows. */
+function indexCacheFile(info: PackageInfo, dir: string): string | undefined {
+  try {
+    const stamp = statSync(dir).mtimeMs.toFixed(0);
+    const safe = `${info.name}#${info.version}-${stamp}`.replace(/[^A-Za-z0-9#.\-_]/g, '_');
+    return join(process.env.DSP_PACKAGE_INDEX_DIR ?? join(tmpdir(), 'dsp-fhir-package-index'), `${safe}.json`);
+  } catch {
+    return undefined;
+  }
 }
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -75,7 +91,8 @@ function folderSource(dir: string): PackageSource {
     const p = join(root, f);
     files.set(f, () => readFileSync(p));
   }
-  return { info: infoOf(manifest, dir), files, scanned: false };
+  const info = infoOf(manifest, dir);
+  return { info, files, scanned: false, indexCache: indexCacheFile(info, root) };
 }
 
 function infoOf(manifest: Record<string, unknown>, source: string): PackageInfo {
@@ -190,12 +207,50 @@ export class PackageRegistry {
     }
   }
 
+  /** Makes every file of a package findable by url (from the index cache when there is one). */
   private scan(src: PackageSource): void {
     if (src.scanned) return;
     src.scanned = true;
+    if (src.indexCache && existsSync(src.indexCache)) {
+      try {
+        const rows = JSON.parse(readFileSync(src.indexCache, 'utf8')) as [string, string, string][];
+        src.urlIndex = new Map();
+        for (const [file, , url] of rows) {
+          const l = src.urlIndex.get(url);
+          if (l) l.push(file);
+          else src.urlIndex.set(url, [file]);
+        }
+        return;
+      } catch {
+        src.urlIndex = undefined; // fall through to a full read
+      }
+    }
+    const rows: [string, string, string][] = [];
     for (const f of src.files.keys()) {
       const r = this.parse(src, f);
-      if (r?.url && CONFORMANCE_TYPES.has(r.resourceType)) this.index(r, src.info, this.byUrl, false);
+      if (r?.url && CONFORMANCE_TYPES.has(r.resourceType)) {
+        this.index(r, src.info, this.byUrl, false);
+        rows.push([f, r.resourceType, r.url]);
+      }
+    }
+    if (src.indexCache) {
+      try {
+        mkdirSync(dirname(src.indexCache), { recursive: true });
+        writeFileSync(src.indexCache, JSON.stringify(rows));
+      } catch {
+        // a read-only temp folder only costs speed
+      }
+    }
+  }
+
+  /** Reads the files the url index names for `url` (once). */
+  private fromIndex(src: PackageSource, url: string): void {
+    const files = src.urlIndex?.get(url);
+    if (!files) return;
+    src.urlIndex!.delete(url);
+    for (const f of files) {
+      const r = this.parse(src, f);
+      if (r?.url) this.index(r, src.info, this.byUrl, false);
     }
   }
 
@@ -229,7 +284,10 @@ export class PackageRegistry {
       const core = this.pick(this.byUrl.get(url), type, version);
       if (core) return core;
     }
-    for (const src of this.sources) this.scan(src);
+    for (const src of this.sources) {
+      this.scan(src);
+      this.fromIndex(src, url);
+    }
     this.loadCore();
     const late = this.pick(this.byUrl.get(url), type, version);
     if (!late) this.misses.add(key);
@@ -252,7 +310,11 @@ export class PackageRegistry {
 
   /** Every resource of a type held by one package (by name), reading the package fully. */
   resourcesOf(packageName: string, type?: string): ConformanceResource[] {
-    for (const src of this.sources) if (src.info.name === packageName) this.scan(src);
+    for (const src of this.sources)
+      if (src.info.name === packageName) {
+        this.scan(src);
+        for (const url of [...(src.urlIndex?.keys() ?? [])]) this.fromIndex(src, url);
+      }
     if (packageName === this.corePackage.name) this.loadCore();
     const out: ConformanceResource[] = [];
     for (const map of [this.added, this.byUrl])

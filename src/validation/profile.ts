@@ -41,6 +41,8 @@ interface Ctx {
   resource: Json;
   root: Json;
   run: Run;
+  /** Element path of the primitive whose `_x` object is being walked (extension contexts). */
+  primitiveHost?: string;
 }
 
 interface Located {
@@ -128,7 +130,7 @@ export class ProfileValidator {
     if (rt === 'Bundle') run.bundle = this.indexBundle(resource, rt);
     const found: Issue[] = [];
     for (const p of opts.profiles ?? []) {
-      if (!this.structures.get(p)) found.push(issue('error', 'not-found', rt, `the profile ${p} is not known to this server`));
+      if (!this.structures.get(p)) found.push(issue('error', 'not-found', rt, this.structures.problems.get(stripVersion(p)) ? `the profile ${p} cannot be used: ${this.structures.problems.get(stripVersion(p))}` : `the profile ${p} is not known to this server`));
     }
     this.resource(resource, rt, resource, run, opts.profiles ?? [], found);
     const seen = new Set<string>();
@@ -168,7 +170,10 @@ export class ProfileValidator {
         const u = stripVersion(p);
         if (this.structures.get(u)) {
           if (!urls.includes(u)) urls.push(u);
-        } else out.push(issue('warning', 'not-found', `${path}.meta.profile[${i}]`, `the profile ${p} is not known to this server: the resource was not checked against it`));
+        } else {
+          const problem = this.structures.problems.get(u);
+          out.push(issue('warning', 'not-found', `${path}.meta.profile[${i}]`, problem ? `the profile ${p} cannot be used: ${problem}` : `the profile ${p} is not known to this server: the resource was not checked against it`));
+        }
       });
     }
     const structures: Structure[] = [];
@@ -333,7 +338,7 @@ export class ProfileValidator {
       if (holder) this.children(holder, v, item.path, ctx, out);
     } else if (item.x) {
       const holder = el.children.length ? el : this.structures.ofType(type)?.root;
-      if (holder) this.children(holder, item.x, item.path, ctx, out);
+      if (holder) this.children(holder, item.x, item.path, holder === el ? ctx : { ...ctx, primitiveHost: el.path }, out);
     }
   }
 
@@ -637,7 +642,8 @@ export class ProfileValidator {
     // Context
     const contexts = s.sd.context ?? [];
     if (contexts.length) {
-      const hostPath = el.path.replace(/\.(modifierExtension|extension)$/, '');
+      let hostPath = el.path.replace(/\.(modifierExtension|extension)$/, '');
+      if (ctx.primitiveHost && hostPath.indexOf('.') < 0 && /^[a-z]/.test(hostPath)) hostPath = ctx.primitiveHost;
       const hostSegs = item.path.split('.');
       hostSegs.pop();
       const hostType = this.hostType(hostPath, ctx);

@@ -72,6 +72,12 @@ export function generateSnapshot(sd: StructureDef, registry: PackageRegistry, st
     }
   }
   const indexOf = (id: string) => out.findIndex((e) => e.id === id);
+  const childrenEnd = (i: number) => {
+    const prefix = out[i]!.id! + '.';
+    let j = i + 1;
+    while (j < out.length && out[j]!.id!.startsWith(prefix)) j++;
+    return j;
+  };
   const endOf = (i: number) => {
     const id = out[i]!.id!;
     let j = i + 1;
@@ -80,7 +86,7 @@ export function generateSnapshot(sd: StructureDef, registry: PackageRegistry, st
   };
   const expandType = (i: number): boolean => {
     const e = out[i]!;
-    if (endOf(i) > i + 1) return false;
+    if (childrenEnd(i) > i + 1) return false;
     const t = e.type?.[0];
     if (!t || (e.type?.length ?? 0) > 1) return false;
     const typeSd = registry.structureDefinition(t.profile?.[0] ?? `http://hl7.org/fhir/StructureDefinition/${t.code}`) as StructureDef | undefined;
@@ -109,7 +115,7 @@ export function generateSnapshot(sd: StructureDef, registry: PackageRegistry, st
       if (b < 0) return -1;
       let end = endOf(b);
       while (end < out.length && out[end]!.id!.startsWith(slicedId + ':')) end = endOf(end);
-      const copies = out.slice(b, endOf(b)).map((c) => reroot(c, slicedId, id, out[b]!.path, out[b]!.path));
+      const copies = out.slice(b, childrenEnd(b)).map((c) => reroot(c, slicedId, id, out[b]!.path, out[b]!.path));
       copies[0]!.sliceName = last.slice(colon + 1).split('/').pop();
       delete copies[0]!.slicing;
       out.splice(end, 0, ...copies);

@@ -200,6 +200,8 @@ export class StructureCache {
   private readonly registry: PackageRegistry;
   private generation = -1;
   private readonly cache = new Map<string, Structure | null>();
+  /** Why a definition could not be used (snapshot generation failed), by url. */
+  readonly problems = new Map<string, string>();
 
   constructor(registry: PackageRegistry) {
     this.registry = registry;
@@ -208,6 +210,7 @@ export class StructureCache {
   get(url: string): Structure | undefined {
     if (this.generation !== this.registry.generation) {
       this.cache.clear();
+      this.problems.clear();
       this.generation = this.registry.generation;
     }
     const key = stripVersion(url);
@@ -216,8 +219,12 @@ export class StructureCache {
       s = null;
       const sd = this.registry.structureDefinition(url) as StructureDef | undefined;
       if (sd) {
-        const withSnapshot = sd.snapshot?.element?.length ? sd : generateSnapshot(sd, this.registry);
-        s = withSnapshot ? compileStructure(withSnapshot) : null;
+        try {
+          const withSnapshot = sd.snapshot?.element?.length ? sd : generateSnapshot(sd, this.registry);
+          s = withSnapshot ? compileStructure(withSnapshot) : null;
+        } catch (err) {
+          this.problems.set(key, (err as Error).message);
+        }
       }
       this.cache.set(key, s);
     }
