@@ -1,0 +1,703 @@
+/**
+ * eHDSI Patient Summary pivot CDA (any country, level 3) -> FHIR document Bundle in the LU PS (IPS) shape.
+ *
+ * Coded elements keep every code of the CD and its translations (transcode.ts); displays come in the reader's
+ * language where the terminology module has a designation, the CDA originalText is kept as
+ * CodeableConcept.text. eHDSI "no known" / "no information" entries become the IPS absent/unknown codes
+ * (and a section with no entry an emptyReason). CDA codes that FHIR has no element for (the allergy
+ * observation type, problem status and health status observations, severity outside the three FHIR codes)
+ * travel in the extension cda-code so that the way back writes them again.
+ */
+import { randomUUID } from 'node:crypto';
+import type {
+  Address, AllergyIntolerance, Bundle, BundleEntry, CodeableConcept, Composition, CompositionSection, Condition, ContactPoint, Device,
+  DeviceUseStatement, Extension, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, ObservationComponent,
+  Organization, Patient, PatientContact, Practitioner, Procedure, Quantity, Reference, Resource, Dosage, Timing,
+} from 'fhir/r4';
+import { FhirError, unprocessable } from '../fhir/outcome.ts';
+import { oidToUri } from '../terminology/codesystems.ts';
+import { attr, hasTemplate, kid, kids, parseXml, path, textOf, xsiType, CDA_NS, PHARM_NS, type Element, type XmlLimits, at } from './cda/xml.ts';
+import { tsToFhir } from './dates.ts';
+import { narrativeIds, narrativeToXhtml } from './narrative.ts';
+import { fromCD, EXT_NULLFLAVOR, type ReadContext } from './transcode.ts';
+
+export const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
+/** A CDA coded element FHIR has no element for, kept for the way back: extension with a name and the concept. */
+export const EXT_CDA_CODE = 'http://dsp.lu/fhir/StructureDefinition/cda-code';
+const IPS_ABSENT_URI = 'http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips';
+const T = (n: string) => `1.3.6.1.4.1.12559.11.10.1.3.1.${n}`;
+
+export interface FromCdaOptions {
+  /** Reader language for displays (BCP 47; default: the document's languageCode). */
+  lang?: string;
+  limits?: XmlLimits;
+}
+
+export function cdaExt(name: string, cc: CodeableConcept | undefined): Extension[] {
+  if (!cc) return [];
+  return [{ url: EXT_CDA_CODE, extension: [{ url: 'name', valueString: name }, { url: 'value', valueCodeableConcept: cc }] }];
+}
+
+export function readCdaExt(r: { extension?: Extension[] } | undefined, name: string): CodeableConcept | undefined {
+  for (const e of r?.extension ?? []) {
+    if (e.url !== EXT_CDA_CODE) continue;
+    if (e.extension?.find((x) => x.url === 'name')?.valueString === name) return e.extension.find((x) => x.url === 'value')?.valueCodeableConcept;
+  }
+  return undefined;
+}
+
+interface Ctx extends ReadContext {
+  entries: BundleEntry[];
+  patientRef: Reference;
+  orgs: Map<string, string>;
+}
+
+function add<T extends Resource>(ctx: Ctx, r: T): Reference {
+  const id = r.id ?? randomUUID();
+  r.id = id;
+  ctx.entries.push({ fullUrl: `urn:uuid:${id}`, resource: r as unknown as BundleEntry['resource'] });
+  return { reference: `urn:uuid:${id}` };
+}
+
+const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s);
+
+function identifier(el: Element | undefined): Identifier | undefined {
+  const root = attr(el, 'root');
+  const ext = attr(el, 'extension');
+  if (!root) return ext ? { value: ext } : undefined;
+  if (!ext) return { system: 'urn:ietf:rfc:3986', value: isUuid(root) ? `urn:uuid:${root.toLowerCase()}` : `urn:oid:${root}` };
+  return { system: isUuid(root) ? `urn:uuid:${root.toLowerCase()}` : `urn:oid:${root}`, value: ext };
+}
+
+function humanName(el: Element | undefined): HumanName | undefined {
+  if (!el || attr(el, 'nullFlavor')) return undefined;
+  const given = kids(el, 'given').map(textOf).filter((x): x is string => !!x);
+  const family = kids(el, 'family').map(textOf).filter((x): x is string => !!x).join(' ');
+  const prefix = kids(el, 'prefix').map(textOf).filter((x): x is string => !!x);
+  const suffix = kids(el, 'suffix').map(textOf).filter((x): x is string => !!x);
+  if (!given.length && !family) {
+    const t = textOf(el);
+    return t ? { text: t } : undefined;
+  }
+  return { ...(family ? { family } : {}), ...(given.length ? { given } : {}), ...(prefix.length ? { prefix } : {}), ...(suffix.length ? { suffix } : {}) };
+}
+
+function address(el: Element | undefined): Address | undefined {
+  if (!el || attr(el, 'nullFlavor')) return undefined;
+  const t = (n: string) => textOf(kid(el, n));
+  const line = kids(el, 'streetAddressLine').map(textOf).filter((x): x is string => !!x);
+  const street = [t('houseNumber'), t('streetName')].filter(Boolean).join(' ');
+  if (!line.length && street) line.push(street);
+  const use = { H: 'home', HP: 'home', WP: 'work', TMP: 'temp', OLD: 'old' }[attr(el, 'use') ?? ''] as Address['use'];
+  const a: Address = { ...(use ? { use } : {}), ...(line.length ? { line } : {}), ...(t('city') ? { city: t('city') } : {}), ...(t('postalCode') ? { postalCode: t('postalCode') } : {}), ...(t('state') ? { state: t('state') } : {}), ...(t('country') ? { country: t('country') } : {}) };
+  return Object.keys(a).length ? a : undefined;
+}
+
+function contact(el: Element): ContactPoint | undefined {
+  const v = attr(el, 'value');
+  if (!v) return undefined;
+  const m = /^(tel|mailto|fax|https?):(.*)$/i.exec(v);
+  const system: ContactPoint['system'] = !m ? 'other' : m[1]!.toLowerCase() === 'mailto' ? 'email' : m[1]!.toLowerCase() === 'fax' ? 'fax' : m[1]!.toLowerCase().startsWith('http') ? 'url' : 'phone';
+  const value = m && system !== 'url' ? m[2]! : v;
+  const use = { H: 'home', HP: 'home', WP: 'work', MC: 'mobile', TMP: 'temp' }[(attr(el, 'use') ?? '').split(' ')[0]!] as ContactPoint['use'];
+  return { system, value, ...(use ? { use } : {}) };
+}
+
+const telecoms = (el: Element | undefined) => kids(el, 'telecom').map(contact).filter((x): x is ContactPoint => !!x);
+
+function quantity(el: Element | undefined): Quantity | undefined {
+  if (!el || attr(el, 'value') === undefined) return undefined;
+  const unit = attr(el, 'unit') ?? '1';
+  return { value: Number(attr(el, 'value')), unit, system: 'http://unitsofmeasure.org', code: unit };
+}
+
+function organization(el: Element | undefined, ctx: Ctx): Reference | undefined {
+  if (!el) return undefined;
+  const id = identifier(kid(el, 'id'));
+  const nm = textOf(kid(el, 'name'));
+  const key = `${id?.system}|${id?.value}|${nm}`;
+  const known = ctx.orgs.get(key);
+  if (known) return { reference: known, ...(nm ? { display: nm } : {}) };
+  const org: Organization = { resourceType: 'Organization', ...(id ? { identifier: [id] } : {}), ...(nm ? { name: nm } : {}), ...(telecoms(el).length ? { telecom: telecoms(el) } : {}), ...(address(kid(el, 'addr')) ? { address: [address(kid(el, 'addr'))!] } : {}) };
+  const ref = add(ctx, org);
+  ctx.orgs.set(key, ref.reference!);
+  return { ...ref, ...(nm ? { display: nm } : {}) };
+}
+
+function practitioner(assigned: Element | undefined, ctx: Ctx): Reference | undefined {
+  if (!assigned) return undefined;
+  const person = kid(assigned, 'assignedPerson');
+  const org = kid(assigned, 'representedOrganization');
+  if (!person) return organization(org, ctx);
+  const n = humanName(kid(person, 'name'));
+  const id = identifier(kid(assigned, 'id'));
+  const code = fromCD(kid(assigned, 'code'), ctx);
+  const p: Practitioner = {
+    resourceType: 'Practitioner',
+    ...(id ? { identifier: [id] } : {}),
+    ...(n ? { name: [n] } : {}),
+    ...(telecoms(assigned).length ? { telecom: telecoms(assigned) } : {}),
+    ...(address(kid(assigned, 'addr')) ? { address: [address(kid(assigned, 'addr'))!] } : {}),
+    ...(code ? { qualification: [{ code }] } : {}),
+  };
+  const ref = add(ctx, p);
+  const orgRef = organization(org, ctx);
+  if (orgRef) {
+    // The organization the professional acts for: a PractitionerRole would be the IPS form; kept simple here.
+    p.extension = [{ url: 'http://dsp.lu/fhir/StructureDefinition/represented-organization', valueReference: orgRef }];
+  }
+  const display = n ? [n.prefix?.join(' '), n.given?.join(' '), n.family].filter(Boolean).join(' ') || n.text : undefined;
+  return { ...ref, ...(display ? { display } : {}) };
+}
+
+function patient(doc: Element, ctx: Ctx): Patient {
+  const role = path(doc, 'recordTarget', 'patientRole');
+  if (!role) throw unprocessable([{ severity: 'error', code: 'required', diagnostics: `ClinicalDocument has no recordTarget/patientRole${at(doc)}` }]);
+  const p = kid(role, 'patient');
+  const ids = kids(role, 'id').map(identifier).filter((x): x is Identifier => !!x);
+  const gender = { M: 'male', F: 'female', UN: 'other' }[attr(kid(p, 'administrativeGenderCode'), 'code') ?? ''] as Patient['gender'];
+  const birth = tsToFhir(attr(kid(p, 'birthTime'), 'value'));
+  const names = kids(p, 'name').map(humanName).filter((x): x is HumanName => !!x);
+  const addrs = kids(role, 'addr').map(address).filter((x): x is Address => !!x);
+  const langs = kids(p, 'languageCommunication').map((l) => attr(kid(l, 'languageCode'), 'code')).filter((x): x is string => !!x);
+  const contacts: PatientContact[] = [];
+  for (const part of kids(doc, 'participant')) {
+    const ae = kid(part, 'associatedEntity');
+    if (!ae) continue;
+    const rel = fromCD(kid(ae, 'code'), ctx);
+    const cls = attr(ae, 'classCode');
+    const n = humanName(path(ae, 'associatedPerson', 'name'));
+    const org = textOf(path(ae, 'scopingOrganization', 'name'));
+    contacts.push({
+      relationship: [...(rel ? [rel] : []), ...(cls ? [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-RoleClass', code: cls }] }] : [])],
+      ...(n ? { name: n } : {}),
+      ...(telecoms(ae).length ? { telecom: telecoms(ae) } : {}),
+      ...(address(kid(ae, 'addr')) ? { address: address(kid(ae, 'addr')) } : {}),
+      ...(org ? { organization: { display: org } } : {}),
+    });
+  }
+  return {
+    resourceType: 'Patient',
+    ...(ids.length ? { identifier: ids } : {}),
+    ...(names.length ? { name: names } : {}),
+    ...(telecoms(role).length ? { telecom: telecoms(role) } : {}),
+    ...(gender ? { gender } : { gender: 'unknown' }),
+    ...(birth ? { birthDate: birth.slice(0, 10) } : {}),
+    ...(addrs.length ? { address: addrs } : {}),
+    ...(contacts.length ? { contact: contacts } : {}),
+    ...(langs.length ? { communication: langs.map((l) => ({ language: { coding: [{ system: 'urn:ietf:bcp:47', code: l }] } })) } : {}),
+  };
+}
+
+// -- entries ---------------------------------------------------------------------------------------------------------
+
+function time(el: Element | undefined): string | undefined {
+  return tsToFhir(attr(el, 'value'));
+}
+function low(el: Element | undefined): string | undefined {
+  return time(kid(el, 'low')) ?? time(el);
+}
+function high(el: Element | undefined): string | undefined {
+  return time(kid(el, 'high'));
+}
+
+function entryText(el: Element, ctx: Ctx): string | undefined {
+  const t = kid(el, 'text');
+  if (!t) return undefined;
+  const ref = attr(kid(t, 'reference'), 'value');
+  if (ref?.startsWith('#')) return ctx.narrative.get(ref.slice(1));
+  return textOf(t);
+}
+
+function isAbsent(cc: CodeableConcept | undefined): boolean {
+  return !!cc?.coding?.some((c) => c.system === IPS_ABSENT_URI);
+}
+
+function statusOf(el: Element): string | undefined {
+  return attr(kid(el, 'statusCode'), 'code');
+}
+
+function rel(el: Element, typeCode?: string): Element[] {
+  return kids(el, 'entryRelationship')
+    .filter((r) => !typeCode || attr(r, 'typeCode') === typeCode)
+    .map((r) => kid(r, 'observation') ?? kid(r, 'act') ?? kid(r, 'substanceAdministration') ?? kid(r, 'supply'))
+    .filter((x): x is Element => !!x);
+}
+
+function medication(sa: Element, ctx: Ctx): Resource[] {
+  const mm = path(sa, 'consumable', 'manufacturedProduct', 'manufacturedMaterial');
+  const code = fromCD(kid(sa, 'code'), ctx);
+  const subject = ctx.patientRef;
+  if (isAbsent(code) || (mm && attr(mm, 'nullFlavor') && isAbsent(code))) {
+    return [{ resourceType: 'MedicationStatement', status: 'active', medicationCodeableConcept: code!, subject, effectiveDateTime: undefined } as MedicationStatement];
+  }
+  const ingredients = kids(mm, 'ingredient', PHARM_NS)
+    .filter((i) => (attr(i, 'classCode') ?? 'ACTI') === 'ACTI')
+    .map((i) => {
+      const sub = kid(i, 'ingredientSubstance', PHARM_NS);
+      const q = kid(i, 'quantity', PHARM_NS);
+      const item = fromCD(kid(sub, 'code', PHARM_NS), ctx) ?? (textOf(kid(sub, 'name', PHARM_NS)) ? { text: textOf(kid(sub, 'name', PHARM_NS)) } : undefined);
+      const num = quantity(kid(q, 'numerator'));
+      const den = quantity(kid(q, 'denominator'));
+      return { ...(item ? { itemCodeableConcept: item } : { itemCodeableConcept: { text: 'unknown' } }), isActive: true, ...(num ? { strength: { numerator: num, ...(den ? { denominator: den } : {}) } } : {}) };
+    });
+  const productCode = fromCD(kid(mm, 'code'), ctx);
+  const nm = textOf(kid(mm, 'name'));
+  const medCode: CodeableConcept | undefined = productCode ? { ...productCode, ...(nm && !productCode.text ? { text: nm } : {}) } : nm ? { text: nm } : undefined;
+  const form = fromCD(kid(mm, 'formCode', PHARM_NS), ctx);
+  const med: Medication = { resourceType: 'Medication', ...(medCode ? { code: medCode } : {}), ...(form ? { form } : {}), ...(ingredients.length ? { ingredient: ingredients } : {}) };
+  const medRef = add(ctx, med);
+  const ets = kids(sa, 'effectiveTime');
+  const period = ets.find((e) => xsiType(e) === 'IVL_TS' || kid(e, 'low') || kid(e, 'high')) ?? ets.find((e) => !xsiType(e));
+  const dosage: Dosage = {};
+  const timing: Timing = {};
+  for (const e of ets) {
+    const t = xsiType(e);
+    if (t === 'PIVL_TS') {
+      const p = kid(e, 'period');
+      if (attr(p, 'value')) timing.repeat = { frequency: 1, period: Number(attr(p, 'value')), periodUnit: attr(p, 'unit') as 'd' };
+    } else if (t === 'EIVL_TS') {
+      const ev = fromCD(kid(e, 'event'), ctx);
+      if (ev) timing.code = ev;
+    }
+  }
+  if (Object.keys(timing).length) dosage.timing = timing;
+  const route = fromCD(kid(sa, 'routeCode'), ctx);
+  if (route) dosage.route = route;
+  const dq = kid(sa, 'doseQuantity');
+  if (dq) {
+    const v = quantity(dq);
+    if (v) dosage.doseAndRate = [{ doseQuantity: v }];
+    else if (kid(dq, 'low') || kid(dq, 'high')) dosage.doseAndRate = [{ doseRange: { ...(quantity(kid(dq, 'low')) ? { low: quantity(kid(dq, 'low')) } : {}), ...(quantity(kid(dq, 'high')) ? { high: quantity(kid(dq, 'high')) } : {}) } }];
+  }
+  const txt = entryText(sa, ctx);
+  if (txt) dosage.text = txt;
+  const reasons = rel(sa, 'RSON').map((o) => fromCD(kid(o, 'value'), ctx)).filter((x): x is CodeableConcept => !!x);
+  const st = statusOf(sa);
+  const start = low(period);
+  const end = high(period);
+  return [
+    {
+      resourceType: 'MedicationStatement',
+      status: st === 'completed' ? 'completed' : st === 'suspended' ? 'on-hold' : st === 'aborted' || st === 'cancelled' ? 'stopped' : 'active',
+      medicationReference: { ...medRef, ...(nm ? { display: nm } : {}) },
+      subject,
+      ...(start || end ? { effectivePeriod: { ...(start ? { start } : {}), ...(end ? { end } : {}) } } : {}),
+      ...(reasons.length ? { reasonCode: reasons } : {}),
+      ...(Object.keys(dosage).length ? { dosage: [dosage] } : {}),
+    } as MedicationStatement,
+  ];
+}
+
+const ALLERGY_TYPES: Record<string, { type?: AllergyIntolerance['type']; category?: AllergyIntolerance['category'] }> = {
+  '416098002': { type: 'allergy', category: ['medication'] },
+  '414285001': { type: 'allergy', category: ['food'] },
+  '419199007': { type: 'allergy' },
+  '59037007': { type: 'intolerance', category: ['medication'] },
+  '235719002': { type: 'intolerance', category: ['food'] },
+  '420134006': {},
+  '609328004': { type: 'allergy' },
+  '782197009': { type: 'intolerance' },
+};
+const SEVERITY: Record<string, 'mild' | 'moderate' | 'severe'> = { '255604002': 'mild', '6736007': 'moderate', '24484000': 'severe' };
+
+function allergy(act: Element, ctx: Ctx): Resource[] {
+  const out: Resource[] = [];
+  for (const obs of rel(act, 'SUBJ')) {
+    const value = fromCD(kid(obs, 'value'), ctx);
+    const obsCode = fromCD(kid(obs, 'code'), ctx);
+    if (isAbsent(value)) {
+      out.push({ resourceType: 'AllergyIntolerance', code: value, patient: ctx.patientRef, ...(value?.coding?.[0]?.code === 'no-known-allergies' ? { verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] }, clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] } } : {}) } as AllergyIntolerance);
+      continue;
+    }
+    const agent = fromCD(path(obs, 'participant', 'participantRole', 'playingEntity', 'code'), ctx) ?? value ?? { text: entryText(obs, ctx) ?? 'unknown' };
+    const typeCode = obsCode?.coding?.[0]?.code ?? '';
+    const known = ALLERGY_TYPES[typeCode];
+    const a: AllergyIntolerance = {
+      resourceType: 'AllergyIntolerance',
+      ...(known?.type ? { type: known.type } : {}),
+      ...(known?.category ? { category: known.category } : {}),
+      code: agent,
+      patient: ctx.patientRef,
+    };
+    const ext: Extension[] = [...cdaExt('type', obsCode)];
+    const et = kid(obs, 'effectiveTime');
+    const on = low(et);
+    if (on) a.onsetDateTime = on;
+    const last = high(et);
+    if (last) a.lastOccurrence = last;
+    const rec = low(kid(act, 'effectiveTime'));
+    if (rec) a.recordedDate = rec;
+    for (const r of rel(obs, 'MFST')) {
+      const m = fromCD(kid(r, 'value'), ctx);
+      if (!m) continue;
+      const reaction: NonNullable<AllergyIntolerance['reaction']>[number] = { manifestation: [m] };
+      const ron = low(kid(r, 'effectiveTime'));
+      if (ron) reaction.onset = ron;
+      for (const s of rel(r, 'SUBJ')) {
+        if (attr(kid(s, 'code'), 'code') !== 'SEV') continue;
+        const sv = fromCD(kid(s, 'value'), ctx);
+        const code = sv?.coding?.[0]?.code;
+        if (code && SEVERITY[code]) reaction.severity = SEVERITY[code];
+        else if (sv) reaction.extension = cdaExt('severity', sv);
+      }
+      (a.reaction ??= []).push(reaction);
+    }
+    for (const s of [...rel(obs, 'SUBJ'), ...rel(obs, 'REFR')]) {
+      const c = attr(kid(s, 'code'), 'code');
+      const v = fromCD(kid(s, 'value'), ctx);
+      const vc = v?.coding?.[0]?.code;
+      if (hasTemplate(s, T('3.33')) || c === '82606-5') {
+        if (vc && ['low', 'high', 'unable-to-assess'].includes(vc)) a.criticality = vc as AllergyIntolerance['criticality'];
+        else ext.push(...cdaExt('criticality', v));
+      } else if (hasTemplate(s, T('3.35')) || c === '66455-7') {
+        if (vc && ['unconfirmed', 'confirmed', 'refuted', 'entered-in-error'].includes(vc)) a.verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: vc, ...(v?.coding?.[0]?.display ? { display: v.coding[0].display } : {}) }] };
+        else ext.push(...cdaExt('certainty', v));
+      } else if (hasTemplate(s, T('3.34')) || c === '33999-4') {
+        if (vc && ['active', 'inactive', 'resolved'].includes(vc)) a.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: vc, ...(v?.coding?.[0]?.display ? { display: v.coding[0].display } : {}) }] };
+        else ext.push(...cdaExt('status', v));
+      }
+    }
+    if (ext.length) a.extension = ext;
+    out.push(a);
+  }
+  return out;
+}
+
+const PROBLEM_STATUS: Record<string, string> = { '55561003': 'active', '73425007': 'inactive', '413322009': 'resolved', '277022003': 'remission', '255227004': 'recurrence' };
+
+function condition(act: Element, ctx: Ctx, past: boolean): Resource[] {
+  const out: Resource[] = [];
+  for (const obs of rel(act, 'SUBJ')) {
+    const value = fromCD(kid(obs, 'value'), ctx);
+    if (isAbsent(value)) {
+      out.push({ resourceType: 'Condition', code: value, subject: ctx.patientRef } as Condition);
+      continue;
+    }
+    const et = kid(obs, 'effectiveTime');
+    const on = low(et) ?? low(kid(act, 'effectiveTime'));
+    const end = high(et) ?? high(kid(act, 'effectiveTime'));
+    const c: Condition = {
+      resourceType: 'Condition',
+      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item' }] }],
+      code: value ?? { text: entryText(obs, ctx) ?? 'unknown' },
+      subject: ctx.patientRef,
+      ...(on ? { onsetDateTime: on } : {}),
+      ...(end ? { abatementDateTime: end } : {}),
+    };
+    const ext: Extension[] = [...cdaExt('problemType', fromCD(kid(obs, 'code'), ctx))];
+    let clinical: string | undefined;
+    for (const s of [...rel(obs, 'REFR'), ...rel(obs, 'SUBJ')]) {
+      const code = attr(kid(s, 'code'), 'code');
+      const v = fromCD(kid(s, 'value'), ctx);
+      if (code === '33999-4') {
+        const k = v?.coding?.[0]?.code;
+        if (k && PROBLEM_STATUS[k]) clinical = PROBLEM_STATUS[k];
+        ext.push(...cdaExt('status', v));
+      } else if (code === '11323-3') ext.push(...cdaExt('healthStatus', v));
+      else if (hasTemplate(s, T('3.9')) || code === '246103008') {
+        const k = v?.coding?.[0]?.code;
+        if (k && ['unconfirmed', 'provisional', 'differential', 'confirmed', 'refuted', 'entered-in-error'].includes(k)) c.verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: k }] };
+        else ext.push(...cdaExt('certainty', v));
+      }
+    }
+    clinical ??= past || end || statusOf(act) === 'completed' ? 'resolved' : 'active';
+    c.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: clinical }] };
+    if (ext.length) c.extension = ext;
+    out.push(c);
+  }
+  return out;
+}
+
+function procedure(p: Element, ctx: Ctx): Resource[] {
+  const code = fromCD(kid(p, 'code'), ctx) ?? { text: entryText(p, ctx) ?? 'unknown' };
+  const et = kid(p, 'effectiveTime');
+  const st = statusOf(p);
+  const r: Procedure = {
+    resourceType: 'Procedure',
+    status: isAbsent(code) ? 'unknown' : st === 'active' ? 'in-progress' : st === 'cancelled' || st === 'aborted' ? 'not-done' : 'completed',
+    code,
+    subject: ctx.patientRef,
+  };
+  if (!isAbsent(code)) {
+    if (kid(et, 'low') || kid(et, 'high')) r.performedPeriod = { ...(low(et) ? { start: low(et) } : {}), ...(high(et) ? { end: high(et) } : {}) };
+    else if (time(et)) r.performedDateTime = time(et);
+  }
+  const sites = kids(p, 'targetSiteCode').map((s) => fromCD(s, ctx)).filter((x): x is CodeableConcept => !!x);
+  if (sites.length) r.bodySite = sites;
+  return [r];
+}
+
+function device(s: Element, ctx: Ctx): Resource[] {
+  const role = path(s, 'participant', 'participantRole');
+  const type = fromCD(path(role, 'playingDevice', 'code'), ctx) ?? { text: entryText(s, ctx) ?? 'unknown' };
+  const udi = attr(kid(role, 'id'), 'extension');
+  const dev: Device = { resourceType: 'Device', type, patient: ctx.patientRef, ...(udi ? { udiCarrier: [{ deviceIdentifier: udi }] } : {}) };
+  const devRef = add(ctx, dev);
+  const et = kid(s, 'effectiveTime');
+  const start = low(et);
+  const end = high(et);
+  return [
+    {
+      resourceType: 'DeviceUseStatement',
+      status: isAbsent(type) ? 'active' : end ? 'completed' : 'active',
+      subject: ctx.patientRef,
+      device: devRef,
+      ...(start || end ? { timingPeriod: { ...(start ? { start } : {}), ...(end ? { end } : {}) } } : {}),
+    } as DeviceUseStatement,
+  ];
+}
+
+function immunization(sa: Element, ctx: Ctx): Resource[] {
+  const mm = path(sa, 'consumable', 'manufacturedProduct', 'manufacturedMaterial');
+  const vaccine = fromCD(kid(mm, 'code'), ctx) ?? { text: textOf(kid(mm, 'name')) ?? entryText(sa, ctx) ?? 'unknown' };
+  const nm = textOf(kid(mm, 'name'));
+  if (nm && !vaccine.text) vaccine.text = nm;
+  const when = time(kid(sa, 'effectiveTime')) ?? low(kid(sa, 'effectiveTime'));
+  const im: Immunization = {
+    resourceType: 'Immunization',
+    status: attr(sa, 'negationInd') === 'true' ? 'not-done' : 'completed',
+    vaccineCode: vaccine,
+    patient: ctx.patientRef,
+    ...(when ? { occurrenceDateTime: when } : { occurrenceString: 'unknown' }),
+    primarySource: true,
+  };
+  const lot = textOf(kid(mm, 'lotNumberText'));
+  if (lot) im.lotNumber = lot;
+  const route = fromCD(kid(sa, 'routeCode'), ctx);
+  if (route) im.route = route;
+  const dq = quantity(kid(sa, 'doseQuantity'));
+  if (dq) im.doseQuantity = dq;
+  const manu = textOf(path(sa, 'consumable', 'manufacturedProduct', 'manufacturerOrganization', 'name'));
+  if (manu) im.manufacturer = { display: manu };
+  const perf = kid(sa, 'performer');
+  if (perf) {
+    const ref = practitioner(kid(perf, 'assignedEntity'), ctx);
+    if (ref) im.performer = [{ actor: ref }];
+  }
+  const targets = kids(sa, 'participant')
+    .filter((p) => attr(p, 'typeCode') === 'IND' || attr(kid(p, 'participantRole'), 'classCode') === 'AGNT')
+    .map((p) => fromCD(path(p, 'participantRole', 'code'), ctx))
+    .filter((x): x is CodeableConcept => !!x);
+  let dose: number | undefined;
+  for (const o of rel(sa)) if (attr(kid(o, 'code'), 'code') === '30973-2' && attr(kid(o, 'value'), 'value')) dose = Number(attr(kid(o, 'value'), 'value'));
+  if (targets.length || dose !== undefined) im.protocolApplied = [{ ...(targets.length ? { targetDisease: targets } : {}), doseNumberPositiveInt: dose !== undefined && dose > 0 ? dose : 1 }];
+  return [im];
+}
+
+function observationValue(o: Element, ctx: Ctx, target: Observation | ObservationComponent): void {
+  const v = kid(o, 'value');
+  if (!v) return;
+  const t = xsiType(v);
+  if (attr(v, 'nullFlavor') && !kid(v, 'translation') && !kid(v, 'originalText')) {
+    target.dataAbsentReason = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/data-absent-reason', code: 'unknown' }], extension: [{ url: EXT_NULLFLAVOR, valueCode: attr(v, 'nullFlavor') }] };
+    return;
+  }
+  if (t === 'PQ') {
+    const q = quantity(v);
+    if (q) target.valueQuantity = q;
+  } else if (t === 'IVL_PQ') {
+    const l = quantity(kid(v, 'low'));
+    const h = quantity(kid(v, 'high'));
+    target.valueRange = { ...(l ? { low: l } : {}), ...(h ? { high: h } : {}) };
+  } else if (t === 'ST' || t === 'ED') target.valueString = textOf(v) ?? '';
+  else if (t === 'BL') target.valueBoolean = attr(v, 'value') === 'true';
+  else if (t === 'INT') target.valueInteger = Number(attr(v, 'value'));
+  else if (t === 'TS') {
+    const d = time(v);
+    if (d) target.valueDateTime = d;
+  } else if (t === 'RTO_PQ_PQ' || t === 'RTO') {
+    const n = quantity(kid(v, 'numerator'));
+    const d = quantity(kid(v, 'denominator'));
+    target.valueRatio = { ...(n ? { numerator: n } : {}), ...(d ? { denominator: d } : {}) };
+  } else {
+    const cc = fromCD(v, ctx);
+    if (cc) target.valueCodeableConcept = cc;
+  }
+}
+
+function observation(o: Element, ctx: Ctx, category: string, time0?: string): Observation {
+  const code = fromCD(kid(o, 'code'), ctx) ?? { text: entryText(o, ctx) ?? 'unknown' };
+  const et = kid(o, 'effectiveTime');
+  const obs: Observation = {
+    resourceType: 'Observation',
+    status: 'final',
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: category }] }],
+    code,
+    subject: ctx.patientRef,
+  };
+  if (kid(et, 'low') || kid(et, 'high')) obs.effectivePeriod = { ...(low(et) ? { start: low(et) } : {}), ...(high(et) ? { end: high(et) } : {}) };
+  else if (time(et) ?? time0) obs.effectiveDateTime = time(et) ?? time0;
+  observationValue(o, ctx, obs);
+  const interp = kids(o, 'interpretationCode').map((i) => fromCD(i, ctx)).filter((x): x is CodeableConcept => !!x);
+  if (interp.length) obs.interpretation = interp;
+  const rr = path(o, 'referenceRange', 'observationRange');
+  if (rr) {
+    const v = kid(rr, 'value');
+    const l = quantity(kid(v, 'low'));
+    const h = quantity(kid(v, 'high'));
+    const txt = textOf(kid(rr, 'text'));
+    if (l || h || txt) obs.referenceRange = [{ ...(l ? { low: l } : {}), ...(h ? { high: h } : {}), ...(txt ? { text: txt } : {}) }];
+  }
+  const sites = kids(o, 'targetSiteCode').map((s) => fromCD(s, ctx)).filter((x): x is CodeableConcept => !!x);
+  if (sites.length) obs.bodySite = sites[0];
+  return obs;
+}
+
+function organizerObservations(org: Element, ctx: Ctx, category: string): Observation[] {
+  const t0 = time(kid(org, 'effectiveTime')) ?? low(kid(org, 'effectiveTime'));
+  const comps = kids(org, 'component').map((c) => kid(c, 'observation')).filter((x): x is Element => !!x);
+  const obs = comps.map((c) => observation(c, ctx, category, t0));
+  const orgCode = fromCD(kid(org, 'code'), ctx);
+  for (const o of obs) if (orgCode) o.extension = [...(o.extension ?? []), ...cdaExt('organizer', orgCode)];
+  return obs;
+}
+
+/** A vital signs organizer (blood pressure in eHDSI 8) becomes one blood pressure panel with components. */
+function vitalPanel(org: Element, ctx: Ctx): Observation {
+  const parts = organizerObservations(org, ctx, 'vital-signs');
+  const t0 = time(kid(org, 'effectiveTime')) ?? low(kid(org, 'effectiveTime')) ?? parts[0]?.effectiveDateTime;
+  const panel: Observation = {
+    resourceType: 'Observation',
+    status: 'final',
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+    code: { coding: [{ system: 'http://loinc.org', code: '85354-9', display: 'Blood pressure panel with all children optional' }] },
+    subject: ctx.patientRef,
+    ...(t0 ? { effectiveDateTime: t0 } : {}),
+    component: parts.map((p) => ({ code: p.code, ...(p.valueQuantity ? { valueQuantity: p.valueQuantity } : {}), ...(p.dataAbsentReason ? { dataAbsentReason: p.dataAbsentReason } : {}) })),
+  };
+  return panel;
+}
+
+// -- sections -----------------------------------------------------------------------------------------------------------
+
+const KEY: Record<string, string> = {
+  '10160-0': 'medication', '48765-2': 'allergies', '11450-4': 'problems', '47519-4': 'procedures', '46264-8': 'devices', '11348-0': 'pastIllness',
+  '11369-6': 'immunizations', '10162-6': 'pregnancy', '29762-2': 'social', '8716-3': 'vitals', '30954-2': 'results', '47420-5': 'functional',
+  '18776-5': 'plan', '42348-3': 'advance',
+};
+
+function sectionResources(key: string, entry: Element, ctx: Ctx): Resource[] {
+  const act = kids(entry).find((k) => k.namespaceURI === CDA_NS);
+  if (!act) return [];
+  const name = act.localName;
+  switch (key) {
+    case 'medication':
+      return name === 'substanceAdministration' ? medication(act, ctx) : [];
+    case 'allergies':
+      return name === 'act' ? allergy(act, ctx) : [];
+    case 'problems':
+    case 'pastIllness':
+      return name === 'act' ? condition(act, ctx, key === 'pastIllness') : name === 'observation' ? condition({ ...act, localName: 'act' } as Element, ctx, key === 'pastIllness') : [];
+    case 'procedures':
+      return name === 'procedure' ? procedure(act, ctx) : [];
+    case 'devices':
+      return name === 'supply' ? device(act, ctx) : [];
+    case 'immunizations':
+      return name === 'substanceAdministration' ? immunization(act, ctx) : [];
+    case 'vitals':
+      return name === 'organizer' ? [vitalPanel(act, ctx)] : name === 'observation' ? [observation(act, ctx, 'vital-signs')] : [];
+    case 'results':
+      return name === 'organizer' ? organizerObservations(act, ctx, 'laboratory') : name === 'observation' ? [observation(act, ctx, 'laboratory')] : [];
+    case 'functional':
+      return name === 'organizer' ? organizerObservations(act, ctx, 'survey') : name === 'observation' ? [observation(act, ctx, 'survey')] : [];
+    case 'social':
+      return name === 'observation' ? [observation(act, ctx, 'social-history')] : [];
+    case 'pregnancy': {
+      if (name !== 'observation') return [];
+      const main = observation(act, ctx, 'social-history');
+      const nested = rel(act).filter((o) => o.localName === 'observation').map((o) => observation(o, ctx, 'social-history'));
+      if (nested.length) main.extension = [...(main.extension ?? []), { url: 'http://dsp.lu/fhir/StructureDefinition/cda-nested-count', valueInteger: nested.length }];
+      return [main, ...nested];
+    }
+    default:
+      return [];
+  }
+}
+
+/** Parses and converts a pivot CDA document (text or bytes) into a FHIR document Bundle. */
+export function cdaToBundle(xml: string | Buffer, opts: FromCdaOptions = {}): Bundle {
+  const doc = parseXml(xml, opts.limits);
+  return cdaDocumentToBundle(doc, opts);
+}
+
+export function cdaDocumentToBundle(doc: Element, opts: FromCdaOptions = {}): Bundle {
+  if (doc.localName !== 'ClinicalDocument' || doc.namespaceURI !== CDA_NS) {
+    throw new FhirError(422, [{ severity: 'error', code: 'structure', diagnostics: `The root element is <${doc.tagName}> in namespace ${doc.namespaceURI ?? 'none'}: expected a CDA ClinicalDocument (urn:hl7-org:v3)` }]);
+  }
+  const code = attr(kid(doc, 'code'), 'code');
+  if (code !== '60591-5') {
+    throw new FhirError(422, [{ severity: 'error', code: 'business-rule', diagnostics: `ClinicalDocument/code is ${code ?? 'absent'}${at(kid(doc, 'code') ?? doc)}: only a Patient Summary (LOINC 60591-5) is converted` }]);
+  }
+  const docLang = attr(kid(doc, 'languageCode'), 'code');
+  const ctx: Ctx = { narrative: new Map(), lang: opts.lang ?? docLang, entries: [], patientRef: { reference: '' }, orgs: new Map() };
+  const compId = randomUUID();
+  const pat = patient(doc, ctx);
+  ctx.patientRef = add(ctx, pat);
+  const authors = kids(doc, 'author').map((a) => practitioner(kid(a, 'assignedAuthor'), ctx)).filter((x): x is Reference => !!x);
+  const custodian = organization(path(doc, 'custodian', 'assignedCustodian', 'representedCustodianOrganization'), ctx);
+  const la = kid(doc, 'legalAuthenticator');
+  const laRef = la ? practitioner(kid(la, 'assignedEntity'), ctx) : undefined;
+  const se = path(doc, 'documentationOf', 'serviceEvent', 'effectiveTime');
+  const parent = identifier(path(doc, 'relatedDocument', 'parentDocument', 'id'));
+  const date = time(kid(doc, 'effectiveTime')) ?? new Date().toISOString();
+
+  const sections: CompositionSection[] = [];
+  for (const comp of kids(path(doc, 'component', 'structuredBody'), 'component')) {
+    const sec = kid(comp, 'section');
+    if (!sec) continue;
+    sections.push(...readSection(sec, ctx));
+  }
+  const setId = identifier(kid(doc, 'setId'));
+  const conf = attr(kid(doc, 'confidentialityCode'), 'code');
+  const composition: Composition = {
+    resourceType: 'Composition',
+    id: compId,
+    ...(setId ? { identifier: setId } : {}),
+    status: 'final',
+    type: { coding: [{ system: 'http://loinc.org', code: '60591-5', display: 'Patient summary Document' }] },
+    subject: ctx.patientRef,
+    date,
+    author: authors.length ? authors : [{ display: 'unknown' }],
+    title: textOf(kid(doc, 'title')) ?? 'Patient Summary',
+    ...(conf && ['U', 'L', 'M', 'N', 'R', 'V'].includes(conf) ? { confidentiality: conf as Composition['confidentiality'] } : {}),
+    ...(laRef ? { attester: [{ mode: 'legal', ...(time(kid(la, 'time')) ? { time: time(kid(la, 'time')) } : {}), party: laRef }] } : {}),
+    ...(custodian ? { custodian } : {}),
+    ...(parent ? { relatesTo: [{ code: 'transforms', targetIdentifier: parent }] } : {}),
+    ...(se ? { event: [{ period: { ...(low(se) && kid(se, 'low') ? { start: low(se) } : {}), ...(high(se) ? { end: high(se) } : {}) } }] } : {}),
+    section: sections,
+  };
+  if (docLang) composition.language = docLang;
+  const id = identifier(kid(doc, 'id'));
+  return {
+    resourceType: 'Bundle',
+    ...(docLang ? { language: docLang } : {}),
+    ...(id ? { identifier: id } : {}),
+    type: 'document',
+    timestamp: date,
+    entry: [{ fullUrl: `urn:uuid:${compId}`, resource: composition }, ...ctx.entries],
+  };
+}
+
+function readSection(sec: Element, ctx: Ctx): CompositionSection[] {
+  const code = fromCD(kid(sec, 'code'), { narrative: new Map() });
+  const loinc = attr(kid(sec, 'code'), 'code') ?? '';
+  const key = KEY[loinc];
+  narrativeIds(kid(sec, 'text'), ctx.narrative);
+  const div = narrativeToXhtml(kid(sec, 'text'));
+  const title = textOf(kid(sec, 'title'));
+  const refs: Reference[] = [];
+  for (const e of kids(sec, 'entry')) {
+    for (const r of key ? sectionResources(key, e, ctx) : []) refs.push(add(ctx, r));
+  }
+  const out: CompositionSection = {
+    ...(title ? { title } : {}),
+    ...(code ? { code } : {}),
+    text: { status: 'generated', div: div ?? '<div xmlns="http://www.w3.org/1999/xhtml"><p/></div>' },
+  };
+  if (refs.length) out.entry = refs;
+  else out.emptyReason = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/list-empty-reason', code: 'unavailable' }] };
+  const subs = kids(sec, 'component').map((c) => kid(c, 'section')).filter((x): x is Element => !!x);
+  if (subs.length) out.section = subs.flatMap((s) => readSection(s, ctx));
+  return [out];
+}

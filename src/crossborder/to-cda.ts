@@ -1,0 +1,1017 @@
+/**
+ * Luxembourg Patient Summary (FHIR document Bundle, IPS shape) -> eHDSI Patient Summary pivot CDA level 3
+ * (templateId 1.3.6.1.4.1.12559.11.10.1.3.1.1.3), release 8.0.0 rules.
+ *
+ * Header from the Composition and the resources it references; one CDA section per Composition section (the
+ * five mandatory sections are always written, with the eHDSI "no known" / "no information" entry when the FHIR
+ * side has none or an emptyReason). Section narrative is generated in the document language and every entry
+ * references its row through originalText/reference.
+ */
+import { randomUUID } from 'node:crypto';
+import type {
+  Address, AllergyIntolerance, Bundle, CodeableConcept, Coding, Composition, CompositionSection, Condition, ContactPoint, Device,
+  DeviceUseStatement, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, Organization, Patient,
+  Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, Consent, Ratio, Range,
+} from 'fhir/r4';
+import { badRequest, unprocessable } from '../fhir/outcome.ts';
+import { uriToOid, describeCodeSystem } from '../terminology/codesystems.ts';
+import { serialize, type X } from './cda/xml.ts';
+import { fhirToTs } from './dates.ts';
+import { labels, paragraph, table, type Cell } from './narrative.ts';
+import { designation, inValueSet, toCD, VS } from './transcode.ts';
+import { readCdaExt } from './from-cda.ts';
+
+const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
+const T = (n: string) => `1.3.6.1.4.1.12559.11.10.1.3.1.${n}`;
+const LOINC = '2.16.840.1.113883.6.1';
+const SCT = '2.16.840.1.113883.6.96';
+const IPS_ABSENT = '2.16.840.1.113883.5.1150.1';
+const IPS_ABSENT_URI = 'http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips';
+export const MATRICULE_OID = '1.3.182.4.4';
+
+export interface ToCdaOptions {
+  /** Document language (BCP 47) when the Composition has none; default fr-LU. */
+  language?: string;
+  /** Pretty-print the XML (default true). */
+  pretty?: boolean;
+}
+
+/** Section kinds by LOINC code. */
+export const SECTIONS: Record<string, { key: string; template: string; title: string; extra?: string[] }> = {
+  '10160-0': { key: 'medication', template: T('2.3'), title: 'History of Medication use', extra: ['2.16.840.1.113883.10.20.1.8'] },
+  '48765-2': { key: 'allergies', template: T('2.12'), title: 'Allergies, adverse reactions, alerts' },
+  '11450-4': { key: 'problems', template: T('2.9'), title: 'Problem list', extra: ['2.16.840.1.113883.10.20.1.11'] },
+  '47519-4': { key: 'procedures', template: T('2.11'), title: 'History of Procedures' },
+  '46264-8': { key: 'devices', template: T('2.4'), title: 'History of medical device use', extra: ['2.16.840.1.113883.10.20.1.7'] },
+  '11348-0': { key: 'pastIllness', template: T('2.10'), title: 'History of past illness' },
+  '11369-6': { key: 'immunizations', template: T('2.15'), title: 'History of immunization', extra: ['2.16.840.1.113883.10.20.1.6'] },
+  '10162-6': { key: 'pregnancy', template: T('2.7'), title: 'History of pregnancies' },
+  '29762-2': { key: 'social', template: T('2.13'), title: 'Social history', extra: ['2.16.840.1.113883.10.20.1.15'] },
+  '8716-3': { key: 'vitals', template: T('2.6'), title: 'Vital signs' },
+  '30954-2': { key: 'results', template: T('2.5'), title: 'Relevant diagnostic tests/laboratory data' },
+  '47420-5': { key: 'functional', template: T('2.14'), title: 'Functional status assessment' },
+  '18776-5': { key: 'plan', template: T('2.8'), title: 'Plan of care note' },
+  '42348-3': { key: 'advance', template: T('2.16'), title: 'Advance directives' },
+};
+const MANDATORY = ['10160-0', '48765-2', '11450-4', '47519-4', '46264-8'];
+
+// -- small builders ---------------------------------------------------------------------------------------------
+
+const el = (n: string, a?: X['a'], ...c: X['c'] & unknown[]): X => ({ n, ...(a ? { a } : {}), ...(c.length ? { c } : {}) });
+const tid = (root: string): X => el('templateId', { root });
+
+function uuidRoot(v: string): string {
+  return v.replace(/^urn:uuid:/i, '').toUpperCase();
+}
+
+/** II for a FHIR Identifier (urn:oid system -> root; urn:uuid value -> root; unknown system -> nullFlavor). */
+function ii(id: Identifier | undefined, tag = 'id'): X {
+  if (!id?.value) return el(tag, { nullFlavor: 'NI' });
+  if (id.system === 'urn:ietf:rfc:3986') {
+    if (/^urn:uuid:/i.test(id.value)) return el(tag, { root: uuidRoot(id.value) });
+    if (/^urn:oid:/i.test(id.value)) return el(tag, { root: id.value.slice(8) });
+  }
+  const oid = id.system ? uriToOid(id.system) : undefined;
+  if (oid) return el(tag, { root: oid, extension: id.value });
+  return el(tag, { nullFlavor: 'NI', extension: id.value });
+}
+
+function idForResource(r: Resource | undefined, root: string): X {
+  const id = (r as { identifier?: Identifier[] } | undefined)?.identifier?.find((i) => i.value && (i.system?.startsWith('urn:oid:') || i.system === 'urn:ietf:rfc:3986'));
+  if (id) return ii(id);
+  if (r?.id && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(r.id)) return el('id', { root: r.id.toUpperCase() });
+  return el('id', { root, extension: r?.id });
+}
+
+function name(n: HumanName | undefined): X {
+  if (!n || (!n.family && !n.given?.length && !n.text)) return el('name', { nullFlavor: 'UNK' });
+  if (!n.family && !n.given?.length) return el('name', undefined, n.text!);
+  return el('name', undefined, ...(n.prefix ?? []).map((p) => el('prefix', undefined, p)), ...(n.given ?? []).map((g) => el('given', undefined, g)), n.family ? el('family', undefined, n.family) : el('family', { nullFlavor: 'UNK' }), ...(n.suffix ?? []).map((s) => el('suffix', undefined, s)));
+}
+
+function addr(a: Address | undefined): X {
+  if (!a) return el('addr', { nullFlavor: 'UNK' });
+  const use = a.use === 'home' ? 'H' : a.use === 'work' ? 'WP' : a.use === 'temp' ? 'TMP' : a.use === 'old' ? 'OLD' : undefined;
+  const parts = [
+    ...(a.line ?? []).map((l) => el('streetAddressLine', undefined, l)),
+    a.postalCode && el('postalCode', undefined, a.postalCode),
+    a.city && el('city', undefined, a.city),
+    a.state && el('state', undefined, a.state),
+    el('country', undefined, a.country ?? 'LU'),
+  ];
+  return el('addr', { use }, ...parts);
+}
+
+function telecom(t: ContactPoint): X | undefined {
+  if (!t.value) return undefined;
+  const scheme = t.system === 'email' ? 'mailto:' : t.system === 'fax' ? 'fax:' : t.system === 'url' ? '' : 'tel:';
+  const value = scheme === 'tel:' || scheme === 'fax:' ? t.value.replace(/[^\d+]/g, '') : t.value;
+  const use = t.use === 'home' ? 'H' : t.use === 'work' ? 'WP' : t.use === 'mobile' ? 'MC' : t.use === 'temp' ? 'TMP' : undefined;
+  return el('telecom', { value: scheme + value, use });
+}
+
+function telecoms(list: ContactPoint[] | undefined): X[] {
+  const out = (list ?? []).map(telecom).filter((x): x is X => !!x);
+  return out.length ? out : [el('telecom', { nullFlavor: 'NI' })];
+}
+
+function ts(tag: string, v: string | undefined, attrs?: X['a']): X {
+  const t = fhirToTs(v);
+  return t ? el(tag, { ...attrs, value: t }) : el(tag, { ...attrs, nullFlavor: 'UNK' });
+}
+
+function ivl(tag: string, low: string | undefined, high: string | undefined, xsi = true): X {
+  if (!low && !high) return el(tag, { ...(xsi ? { 'xsi:type': 'IVL_TS' } : {}), nullFlavor: 'UNK' });
+  return el(tag, xsi ? { 'xsi:type': 'IVL_TS' } : undefined, ts('low', low), high ? ts('high', high) : undefined);
+}
+
+/** displayName is required on every code (dtr1-1-CD.EPSOS): fill missing ones from the terminology module. */
+function withDisplay(c: Coding | undefined): Coding | undefined {
+  if (!c || c.display || !c.system || !c.code) return c;
+  return { ...c, display: designation(c.system, c.code, 'en') ?? c.code };
+}
+function displayed(cc: CodeableConcept | undefined): CodeableConcept | undefined {
+  if (!cc) return cc;
+  return { ...cc, coding: cc.coding?.map((c) => withDisplay(c)!) };
+}
+function fixed(tag: string, code: string, system: string, display: string, extra?: X['a']): X {
+  const d = describeCodeSystem(system);
+  return el(tag, { ...extra, code, codeSystem: d.oid ?? system, codeSystemName: d.cdaName, displayName: display });
+}
+
+function pq(tag: string, q: Quantity | undefined, xsiType?: string): X {
+  if (!q || q.value === undefined) return el(tag, { ...(xsiType ? { 'xsi:type': xsiType } : {}), nullFlavor: 'UNK' });
+  const ucum = !q.system || q.system === 'http://unitsofmeasure.org';
+  const unit = ucum ? (q.code ?? q.unit ?? '1') : '1';
+  const tr = !ucum && q.code ? [el('translation', { value: q.value, code: q.code, codeSystem: uriToOid(q.system!) ?? '2.999' })] : [];
+  return el(tag, { ...(xsiType ? { 'xsi:type': xsiType } : {}), value: q.value, unit }, ...tr);
+}
+
+function textOfConcept(cc: CodeableConcept | undefined, lang: string): string {
+  if (!cc) return '';
+  if (cc.text) return cc.text;
+  const c = cc.coding?.[0];
+  if (!c) return '';
+  return (c.system && c.code ? designation(c.system, c.code, lang) : undefined) ?? c.display ?? c.code ?? '';
+}
+
+const fmtDate = (v: string | undefined) => v ?? '';
+const fmtQ = (q: Quantity | undefined) => (q?.value !== undefined ? `${q.value} ${q.unit ?? q.code ?? ''}`.trim() : '');
+
+// -- the document -------------------------------------------------------------------------------------------------
+
+class Resolver {
+  private readonly byRef = new Map<string, Resource>();
+  constructor(bundle: Bundle) {
+    for (const e of bundle.entry ?? []) {
+      const r = e.resource;
+      if (!r) continue;
+      if (e.fullUrl) this.byRef.set(e.fullUrl, r);
+      if (r.id) this.byRef.set(`${r.resourceType}/${r.id}`, r);
+    }
+  }
+  get<T extends Resource>(ref: Reference | undefined): T | undefined {
+    if (!ref?.reference) return undefined;
+    return this.byRef.get(ref.reference) as T | undefined;
+  }
+}
+
+interface Ctx {
+  lang: string;
+  L: ReturnType<typeof labels>;
+  res: Resolver;
+  sectionIndex: number;
+  n: number;
+  authorRef?: Reference;
+}
+
+/** Converts a LU PS document Bundle into the pivot CDA XML string. */
+export function bundleToCda(bundle: Bundle, opts: ToCdaOptions = {}): string {
+  return serialize(bundleToCdaTree(bundle, opts), opts.pretty ?? true);
+}
+
+export function bundleToCdaTree(bundle: Bundle, opts: ToCdaOptions = {}): X {
+  if (bundle?.resourceType !== 'Bundle') throw badRequest('Expected a Bundle resource', ['Bundle']);
+  if (bundle.type !== 'document') throw badRequest(`Bundle.type is '${bundle.type}': a Patient Summary is a document Bundle`, ['Bundle.type']);
+  const comp = bundle.entry?.[0]?.resource as Composition | undefined;
+  if (comp?.resourceType !== 'Composition') throw badRequest('The first entry of a document Bundle must be a Composition', ['Bundle.entry[0].resource']);
+  const typeCode = comp.type?.coding?.find((c) => c.system === 'http://loinc.org')?.code;
+  if (typeCode !== '60591-5') throw unprocessable([{ severity: 'error', code: 'business-rule', diagnostics: `Composition.type is ${typeCode ?? 'not LOINC'}: only a Patient Summary (LOINC 60591-5) becomes an eHDSI pivot`, expression: ['Composition.type'] }]);
+  const res = new Resolver(bundle);
+  const patient = res.get<Patient>(comp.subject);
+  if (patient?.resourceType !== 'Patient') throw unprocessable([{ severity: 'error', code: 'required', diagnostics: 'Composition.subject does not resolve to a Patient in the Bundle', expression: ['Composition.subject'] }]);
+  const lang = comp.language ?? bundle.language ?? opts.language ?? 'fr-LU';
+  const ctx: Ctx = { lang, L: labels(lang), res, sectionIndex: 0, n: 0, authorRef: comp.author?.[0] };
+
+  const header: X[] = [
+    el('typeId', { root: '2.16.840.1.113883.1.3', extension: 'POCD_HD000040' }),
+    tid(PS_TEMPLATE),
+    bundle.identifier?.value ? ii(bundle.identifier) : el('id', { root: randomUUID().toUpperCase() }),
+    fixed('code', '60591-5', 'http://loinc.org', 'Patient summary Document'),
+    el('title', undefined, comp.title ?? 'Patient Summary'),
+    ts('effectiveTime', comp.date ?? bundle.timestamp),
+    fixed('confidentialityCode', comp.confidentiality ?? 'N', 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', { N: 'normal', R: 'restricted', V: 'very restricted', L: 'low', M: 'moderate', U: 'unrestricted' }[comp.confidentiality ?? 'N'] ?? 'normal'),
+    el('languageCode', { code: lang }),
+    comp.identifier?.value ? ii(comp.identifier, 'setId') : undefined,
+    recordTarget(patient, ctx),
+    ...author(comp, ctx),
+    custodian(comp, ctx),
+    legalAuthenticator(comp, ctx),
+    ...participants(patient, ctx),
+    documentationOf(comp, ctx),
+    el('relatedDocument', { typeCode: 'XFRM' }, el('parentDocument', undefined, bundle.identifier?.value ? ii(bundle.identifier) : el('id', { root: comp.id && /^[0-9a-f-]{36}$/i.test(comp.id) ? comp.id.toUpperCase() : randomUUID().toUpperCase() }))),
+  ].filter((h): h is X => !!h);
+
+  const present = new Map<string, CompositionSection>();
+  for (const s of comp.section ?? []) {
+    const code = s.code?.coding?.find((c) => c.system === 'http://loinc.org')?.code;
+    if (code && SECTIONS[code] && !present.has(code)) present.set(code, s);
+  }
+  const order = [...MANDATORY, ...Object.keys(SECTIONS).filter((c) => !MANDATORY.includes(c))];
+  const sections: X[] = [];
+  for (const code of order) {
+    const s = present.get(code);
+    if (!s && !MANDATORY.includes(code)) continue;
+    ctx.sectionIndex++;
+    sections.push(el('component', undefined, section(code, s, ctx)));
+  }
+  return el(
+    'ClinicalDocument',
+    { xmlns: 'urn:hl7-org:v3', 'xmlns:xsi': 'http://www.w3.org/2001/XMLSchema-instance', 'xmlns:pharm': 'urn:hl7-org:pharm', classCode: 'DOCCLIN', moodCode: 'EVN' },
+    ...header,
+    el('component', undefined, el('structuredBody', undefined, ...sections)),
+  );
+}
+
+function recordTarget(p: Patient, ctx: Ctx): X {
+  const ids = (p.identifier ?? []).filter((i) => i.value);
+  // The national identification number (matricule) first.
+  ids.sort((a, b) => Number(b.system === `urn:oid:${MATRICULE_OID}`) - Number(a.system === `urn:oid:${MATRICULE_OID}`));
+  const gender = ({ male: 'M', female: 'F', other: 'UN' } as Record<string, string>)[p.gender ?? ''];
+  const genderName = ({ M: 'Male', F: 'Female', UN: 'Undifferentiated' } as Record<string, string>)[gender ?? ''];
+  const langs = (p.communication ?? []).map((c) => c.language.coding?.[0]?.code).filter((c): c is string => !!c);
+  void ctx;
+  return el(
+    'recordTarget',
+    undefined,
+    el(
+      'patientRole',
+      undefined,
+      ...(ids.length ? ids.map((i) => ii(i)) : [el('id', { nullFlavor: 'NI' })]),
+      addr(p.address?.[0]),
+      ...telecoms(p.telecom),
+      el(
+        'patient',
+        undefined,
+        name(p.name?.find((n) => n.use === 'official') ?? p.name?.[0]),
+        gender ? el('administrativeGenderCode', { code: gender, codeSystem: '2.16.840.1.113883.5.1', codeSystemName: 'AdministrativeGender', displayName: genderName }) : el('administrativeGenderCode', { nullFlavor: 'UNK' }),
+        ts('birthTime', p.birthDate),
+        ...langs.map((l) => el('languageCommunication', undefined, el('languageCode', { code: l.length === 2 ? `${l}-${(p.address?.[0]?.country ?? 'LU').toUpperCase()}` : l }))),
+      ),
+    ),
+  );
+}
+
+function organization(o: Organization | undefined, tag: string): X {
+  return el(
+    tag,
+    undefined,
+    idForResource(o, '1.3.182.4.11'),
+    el('name', undefined, o?.name ?? 'Unknown'),
+    ...telecoms(o?.telecom),
+    addr(o?.address?.[0] ?? { country: 'LU' }),
+  );
+}
+
+function person(ref: Reference | undefined, ctx: Ctx): { pract?: Practitioner; org?: Organization; role?: PractitionerRole } {
+  const r = ctx.res.get<Practitioner | PractitionerRole | Organization>(ref);
+  if (r?.resourceType === 'PractitionerRole') return { role: r, pract: ctx.res.get<Practitioner>(r.practitioner), org: ctx.res.get<Organization>(r.organization) };
+  if (r?.resourceType === 'Practitioner') return { pract: r };
+  if (r?.resourceType === 'Organization') return { org: r };
+  return {};
+}
+
+function assigned(tag: string, who: ReturnType<typeof person>, ctx: Ctx, custodianOrg: Organization | undefined, withCode: boolean): X {
+  const p = who.pract;
+  const org = who.org ?? custodianOrg;
+  const role = who.role?.code?.[0]?.coding?.find((c) => inValueSet(VS.healthcareProfessionalRole, c.system, c.code));
+  void ctx;
+  return el(
+    tag,
+    undefined,
+    idForResource(p ?? org, '1.3.182.4.10'),
+    withCode ? (role ? toCD({ coding: [withDisplay(role)!] }, { tag: 'code', noOriginalText: true }) : fixed('code', '221', 'urn:oid:2.16.840.1.113883.2.9.6.2.7', 'Medical doctors')) : undefined,
+    addr(p?.address?.[0] ?? org?.address?.[0] ?? { country: 'LU' }),
+    ...telecoms(p?.telecom ?? org?.telecom),
+    el('assignedPerson', undefined, name(p?.name?.[0] ?? { family: 'Unknown', given: ['Unknown'] })),
+    organization(org, 'representedOrganization'),
+  );
+}
+
+function author(comp: Composition, ctx: Ctx): X[] {
+  const custodianOrg = ctx.res.get<Organization>(comp.custodian);
+  const list = comp.author?.length ? comp.author : [undefined];
+  return list.map((a) => el('author', undefined, ts('time', comp.date), assigned('assignedAuthor', person(a, ctx), ctx, custodianOrg, true)));
+}
+
+function custodian(comp: Composition, ctx: Ctx): X {
+  const org = ctx.res.get<Organization>(comp.custodian);
+  return el('custodian', undefined, el('assignedCustodian', undefined, organization(org, 'representedCustodianOrganization')));
+}
+
+function legalAuthenticator(comp: Composition, ctx: Ctx): X | undefined {
+  const att = comp.attester?.find((a) => a.mode === 'legal') ?? comp.attester?.[0];
+  const custodianOrg = ctx.res.get<Organization>(comp.custodian);
+  const who = person(att?.party ?? comp.author?.[0], ctx);
+  return el('legalAuthenticator', undefined, ts('time', att?.time ?? comp.date), el('signatureCode', { code: 'S' }), assigned('assignedEntity', who, ctx, custodianOrg, false));
+}
+
+function participants(p: Patient, ctx: Ctx): X[] {
+  const out: X[] = [];
+  for (const c of p.contact ?? []) {
+    const rel = c.relationship?.flatMap((r) => r.coding ?? []).find((k) => inValueSet(VS.personalRelationship, k.system, k.code));
+    const ecn = c.relationship?.some((r) => r.coding?.some((k) => ['C', 'EP'].includes(k.code ?? '')));
+    out.push(
+      el(
+        'participant',
+        { typeCode: 'IND' },
+        tid('1.3.6.1.4.1.19376.1.5.3.1.2.4'),
+        el(
+          'associatedEntity',
+          { classCode: rel ? 'NOK' : ecn ? 'ECON' : 'PRS' },
+          rel ? toCD({ coding: [withDisplay(rel)!] }, { tag: 'code', noOriginalText: true }) : undefined,
+          addr(c.address ?? { country: 'LU' }),
+          ...telecoms(c.telecom),
+          el('associatedPerson', undefined, name(c.name ?? { family: 'Unknown', given: ['Unknown'] })),
+        ),
+      ),
+    );
+  }
+  for (const gp of p.generalPractitioner ?? []) {
+    const who = person(gp, ctx);
+    if (!who.pract) continue;
+    out.push(
+      el(
+        'participant',
+        { typeCode: 'IND' },
+        tid('1.3.6.1.4.1.19376.1.5.3.1.2.4'),
+        el('associatedEntity', { classCode: 'PRS' }, addr(who.pract.address?.[0] ?? { country: 'LU' }), ...telecoms(who.pract.telecom), el('associatedPerson', undefined, name(who.pract.name?.[0]))),
+      ),
+    );
+  }
+  if (!out.length) {
+    // eHDSI requires a contact participant: with no patient contact and no GP, the document author is given as the
+    // health professional to contact about the patient.
+    const who = person(ctx.authorRef, ctx);
+    const pr = who.pract;
+    out.push(
+      el(
+        'participant',
+        { typeCode: 'IND' },
+        tid('1.3.6.1.4.1.19376.1.5.3.1.2.4'),
+        el('associatedEntity', { classCode: 'PRS' }, addr(pr?.address?.[0] ?? who.org?.address?.[0] ?? { country: 'LU' }), ...telecoms(pr?.telecom ?? who.org?.telecom), el('associatedPerson', undefined, name(pr?.name?.[0] ?? { family: 'Unknown', given: ['Unknown'] }))),
+      ),
+    );
+  }
+  return out;
+}
+
+function documentationOf(comp: Composition, ctx: Ctx): X {
+  const ev = comp.event?.[0]?.period;
+  const who = person(comp.author?.[0], ctx);
+  const custodianOrg = ctx.res.get<Organization>(comp.custodian);
+  return el(
+    'documentationOf',
+    { typeCode: 'DOC' },
+    el(
+      'serviceEvent',
+      { classCode: 'PCPR', moodCode: 'EVN' },
+      el('effectiveTime', undefined, ev?.start ? ts('low', ev.start) : undefined, ts('high', ev?.end ?? comp.date)),
+      who.pract ? el('performer', { typeCode: 'PRF' }, fixed('functionCode', '221', 'urn:oid:2.16.840.1.113883.2.9.6.2.7', 'Medical doctors'), assigned('assignedEntity', who, ctx, custodianOrg, false)) : undefined,
+    ),
+  );
+}
+
+// -- sections -------------------------------------------------------------------------------------------------------
+
+function entries(s: CompositionSection | undefined, ctx: Ctx): Resource[] {
+  return (s?.entry ?? []).map((r) => ctx.res.get(r)).filter((r): r is Resource => !!r);
+}
+
+/** An IPS "absent/unknown" code on a resource (no-known-*, no-*-info). */
+function absentCode(cc: CodeableConcept | undefined): Coding | undefined {
+  return cc?.coding?.find((c) => c.system === IPS_ABSENT_URI);
+}
+
+function section(code: string, s: CompositionSection | undefined, ctx: Ctx): X {
+  const def = SECTIONS[code]!;
+  const L = ctx.L;
+  const title = s?.title ?? L[def.key] ?? def.title;
+  const built = buildEntries(def.key, entries(s, ctx), s, ctx);
+  return el(
+    'section',
+    { classCode: 'DOCSECT', moodCode: 'EVN' },
+    tid(def.template),
+    ...(def.extra ?? []).map(tid),
+    el('id', { root: randomUUID().toUpperCase() }),
+    fixed('code', code, 'http://loinc.org', def.title),
+    el('title', undefined, title),
+    el('text', undefined, ...built.narrative),
+    ...built.entries.map((e) => (e.n === 'entry' ? e : el('entry', { typeCode: e.n === 'observation' && def.key === 'pregnancy' ? 'COMP' : undefined }, e))),
+  );
+}
+
+interface Built {
+  narrative: X[];
+  entries: X[];
+}
+
+function buildEntries(key: string, rs: Resource[], s: CompositionSection | undefined, ctx: Ctx): Built {
+  const sid = `s${ctx.sectionIndex}`;
+  const empty = (kind: 'none' | 'noinfo') => emptyEntry(key, kind, sid, ctx);
+  const emptyReason = s?.emptyReason?.coding?.[0]?.code;
+  if (!rs.length) {
+    if (['medication', 'allergies', 'problems', 'procedures', 'devices'].includes(key)) return empty(emptyReason === 'nilknown' ? 'none' : 'noinfo');
+    const text = s?.text?.div ? stripXhtml(s.text.div) : ctx.L.noInfo;
+    return { narrative: [paragraph(text || ctx.L.noInfo, `${sid}-none`)], entries: [] };
+  }
+  switch (key) {
+    case 'medication': {
+      const abs = rs.find((r) => r.resourceType === 'MedicationStatement' && absentCode((r as MedicationStatement).medicationCodeableConcept));
+      if (abs) return empty(absentCode((abs as MedicationStatement).medicationCodeableConcept)!.code === 'no-known-medications' ? 'none' : 'noinfo');
+      return medications(rs.filter((r): r is MedicationStatement => r.resourceType === 'MedicationStatement'), sid, ctx);
+    }
+    case 'allergies': {
+      const abs = rs.find((r) => r.resourceType === 'AllergyIntolerance' && absentCode((r as AllergyIntolerance).code));
+      if (abs) return empty(absentCode((abs as AllergyIntolerance).code)!.code?.startsWith('no-known') ? 'none' : 'noinfo');
+      return allergies(rs.filter((r): r is AllergyIntolerance => r.resourceType === 'AllergyIntolerance'), sid, ctx);
+    }
+    case 'problems':
+    case 'pastIllness': {
+      const abs = rs.find((r) => r.resourceType === 'Condition' && absentCode((r as Condition).code));
+      if (abs && key === 'problems') return empty(absentCode((abs as Condition).code)!.code === 'no-known-problems' ? 'none' : 'noinfo');
+      return problems(rs.filter((r): r is Condition => r.resourceType === 'Condition' && !absentCode((r as Condition).code)), sid, ctx, key === 'pastIllness');
+    }
+    case 'procedures': {
+      const abs = rs.find((r) => r.resourceType === 'Procedure' && absentCode((r as Procedure).code));
+      if (abs) return empty(absentCode((abs as Procedure).code)!.code === 'no-known-procedures' ? 'none' : 'noinfo');
+      return procedures(rs.filter((r): r is Procedure => r.resourceType === 'Procedure'), sid, ctx);
+    }
+    case 'devices': {
+      const dus = rs.filter((r): r is DeviceUseStatement => r.resourceType === 'DeviceUseStatement');
+      const abs = dus.find((d) => absentCode(ctx.res.get<Device>(d.device)?.type));
+      if (abs) return empty(absentCode(ctx.res.get<Device>(abs.device)?.type)!.code === 'no-known-devices' ? 'none' : 'noinfo');
+      return devices(dus, sid, ctx);
+    }
+    case 'immunizations':
+      return immunizations(rs.filter((r): r is Immunization => r.resourceType === 'Immunization'), sid, ctx);
+    case 'vitals':
+      return vitals(rs.filter((r): r is Observation => r.resourceType === 'Observation'), sid, ctx);
+    case 'results':
+    case 'social':
+    case 'pregnancy':
+    case 'functional':
+      return observations(key, rs.filter((r): r is Observation => r.resourceType === 'Observation'), sid, ctx);
+    default: {
+      // Plan of care and advance directives: narrative only (the eHDSI templates have no coded entries for them).
+      const text = s?.text?.div ? stripXhtml(s.text.div) : rs.map((r) => describe(r, ctx)).join('; ');
+      return { narrative: [paragraph(text || ctx.L.noInfo, `${sid}-text`)], entries: [] };
+    }
+  }
+}
+
+function describe(r: Resource, ctx: Ctx): string {
+  if (r.resourceType === 'CarePlan') return (r as CarePlan).title ?? (r as CarePlan).description ?? '';
+  if (r.resourceType === 'Consent') return textOfConcept((r as Consent).category?.[0], ctx.lang);
+  const div = (r as unknown as { text?: { div?: string } }).text?.div;
+  return div ? stripXhtml(div) : r.resourceType;
+}
+
+function stripXhtml(div: string): string {
+  return div.replace(/<[^>]+>/g, ' ').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&').replace(/\s+/g, ' ').trim();
+}
+
+function nid(ctx: Ctx, sid: string): string {
+  ctx.n++;
+  return `${sid}-${ctx.n}`;
+}
+
+function entryId(r: Resource): X {
+  return r.id && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(r.id) ? el('id', { root: r.id.toUpperCase() }) : el('id', { root: randomUUID().toUpperCase() });
+}
+
+const absentDisplay: Record<string, string> = {
+  'no-known-medications': 'No known medications', 'no-medication-info': 'No information about medications',
+  'no-known-allergies': 'No known allergies', 'no-allergy-info': 'No information about allergies',
+  'no-known-problems': 'No known problems', 'no-problem-info': 'No information about problems',
+  'no-known-procedures': 'No known procedures', 'no-procedure-info': 'No information about procedures',
+  'no-known-devices': 'No known devices in use', 'no-device-info': 'No information about devices',
+};
+
+function emptyEntry(key: string, kind: 'none' | 'noinfo', sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const id = `${sid}-none`;
+  const code = (known: string, info: string) => (kind === 'none' ? known : info);
+  const absent = (tag: string, c: string, extra?: X['a']) => el(tag, { ...extra, code: c, codeSystem: IPS_ABSENT, codeSystemName: 'IPS Absent and Unknown Data', displayName: absentDisplay[c] });
+  const ref = el('text', undefined, el('reference', { value: `#${id}` }));
+  switch (key) {
+    case 'medication': {
+      const c = code('no-known-medications', 'no-medication-info');
+      return {
+        narrative: [paragraph(kind === 'none' ? L.noKnownMedication : L.noInfo, id)],
+        entries: [
+          el('substanceAdministration', { classCode: 'SBADM', moodCode: 'INT' }, tid(T('3.4')), tid('2.16.840.1.113883.10.20.1.24'), el('id', { root: randomUUID().toUpperCase() }), absent('code', c), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', { 'xsi:type': 'IVL_TS', nullFlavor: 'NA' }), el('consumable', undefined, el('manufacturedProduct', { classCode: 'MANU' }, tid(T('3.31')), el('manufacturedMaterial', { nullFlavor: 'NA' })))),
+        ],
+      };
+    }
+    case 'allergies': {
+      const c = code('no-known-allergies', 'no-allergy-info');
+      return {
+        narrative: [paragraph(kind === 'none' ? L.noKnownAllergy : L.noInfo, id)],
+        entries: [
+          el('act', { classCode: 'ACT', moodCode: 'EVN' }, tid(T('3.16')), el('id', { root: randomUUID().toUpperCase() }), el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }), el('statusCode', { code: 'active' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })),
+            el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'false' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.17')), el('id', { root: randomUUID().toUpperCase() }), el('code', { code: '609328004', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Allergic disposition' }), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })), absent('value', c, { 'xsi:type': 'CD' })))),
+        ],
+      };
+    }
+    case 'problems': {
+      const c = code('no-known-problems', 'no-problem-info');
+      return {
+        narrative: [paragraph(kind === 'none' ? L.noKnownProblem : L.noInfo, id)],
+        entries: [
+          el('act', { classCode: 'ACT', moodCode: 'EVN' }, tid(T('3.15')), tid('2.16.840.1.113883.10.20.1.27'), el('id', { root: randomUUID().toUpperCase() }), el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }), el('statusCode', { code: 'active' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })),
+            el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'false' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.7')), el('id', { root: randomUUID().toUpperCase() }), el('code', { code: '404684003', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Clinical finding' }), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })), absent('value', c, { 'xsi:type': 'CD' })))),
+        ],
+      };
+    }
+    case 'procedures': {
+      const c = code('no-known-procedures', 'no-procedure-info');
+      return {
+        narrative: [paragraph(kind === 'none' ? L.noKnownProcedure : L.noInfo, id)],
+        entries: [el('procedure', { classCode: 'PROC', moodCode: 'EVN' }, tid(T('3.26')), el('id', { root: randomUUID().toUpperCase() }), absent('code', c), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'NA' }))],
+      };
+    }
+    default: {
+      const c = code('no-known-devices', 'no-device-info');
+      return {
+        narrative: [paragraph(kind === 'none' ? L.noKnownDevice : L.noInfo, id)],
+        entries: [
+          el('supply', { classCode: 'SPLY', moodCode: 'EVN' }, tid(T('3.5')), el('id', { root: randomUUID().toUpperCase() }), ref, el('effectiveTime', { 'xsi:type': 'IVL_TS' }, el('low', { nullFlavor: 'NA' })),
+            el('participant', { typeCode: 'DEV' }, el('participantRole', { classCode: 'MANU' }, el('playingDevice', { classCode: 'DEV', determinerCode: 'INSTANCE' }, absent('code', c))))),
+        ],
+      };
+    }
+  }
+}
+
+function ratio(r: Ratio | undefined): X {
+  if (!r?.numerator) return el('pharm:quantity', { nullFlavor: 'UNK' });
+  return el('pharm:quantity', undefined, pq('numerator', r.numerator, 'PQ'), pq('denominator', r.denominator ?? { value: 1, code: '1' }, 'PQ'));
+}
+
+function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  for (const ms of list) {
+    const med = ctx.res.get<Medication>(ms.medicationReference);
+    const code = med?.code ?? ms.medicationCodeableConcept;
+    const rowId = nid(ctx, sid);
+    const dose = ms.dosage?.[0];
+    const routeId = `${rowId}-route`;
+    const formId = `${rowId}-form`;
+    const dq = dose?.doseAndRate?.[0]?.doseQuantity;
+    const dr = dose?.doseAndRate?.[0]?.doseRange as Range | undefined;
+    rows.push([
+      { text: textOfConcept(code, ctx.lang) || (ms.medicationReference?.display ?? ''), id: `${rowId}-name` },
+      { text: textOfConcept(med?.form, ctx.lang), id: formId },
+      { text: (med?.ingredient ?? []).map((i) => `${textOfConcept(i.itemCodeableConcept, ctx.lang)} ${i.strength?.numerator ? fmtQ(i.strength.numerator) : ''}${i.strength?.denominator ? ` / ${fmtQ(i.strength.denominator)}` : ''}`.trim()).join(', ') },
+      { text: dose?.text ?? fmtQ(dq) },
+      { text: textOfConcept(dose?.route, ctx.lang), id: routeId },
+      { text: fmtDate(ms.effectivePeriod?.start ?? ms.effectiveDateTime) },
+    ]);
+    const period = dose?.timing?.repeat;
+    const ingredients = (med?.ingredient ?? []).filter((i) => i.itemCodeableConcept);
+    const ingrs = ingredients.length ? ingredients : code ? [{ itemCodeableConcept: code, strength: undefined }] : [];
+    out.push(
+      el(
+        'substanceAdministration',
+        { classCode: 'SBADM', moodCode: 'INT' },
+        tid(T('3.4')),
+        tid('2.16.840.1.113883.10.20.1.24'),
+        tid('1.3.6.1.4.1.19376.1.5.3.1.4.7.1'),
+        entryId(ms),
+        el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+        el('statusCode', { code: ms.status === 'completed' || ms.status === 'stopped' ? 'completed' : ms.status === 'on-hold' ? 'suspended' : 'active' }),
+        ivl('effectiveTime', ms.effectivePeriod?.start ?? ms.effectiveDateTime, ms.effectivePeriod?.end),
+        period?.period !== undefined && period.periodUnit
+          ? el('effectiveTime', { 'xsi:type': 'PIVL_TS', institutionSpecified: 'true', operator: 'A' }, el('period', { value: period.period / (period.frequency ?? 1), unit: period.periodUnit }))
+          : undefined,
+        dose?.route ? toCD(displayed(dose.route), { tag: 'routeCode', valueSet: VS.route, ref: routeId }) : undefined,
+        dq ? pq('doseQuantity', dq) : dr ? el('doseQuantity', undefined, pq('low', dr.low), pq('high', dr.high)) : undefined,
+        el(
+          'consumable',
+          undefined,
+          el(
+            'manufacturedProduct',
+            { classCode: 'MANU' },
+            tid(T('3.31')),
+            el(
+              'manufacturedMaterial',
+              { classCode: 'MMAT', determinerCode: 'KIND' },
+              tid(T('3.32')),
+              code?.coding?.length ? toCD(displayed(code), { tag: 'code', ref: `${rowId}-name` }) : undefined,
+              el('name', undefined, textOfConcept(code, ctx.lang) || ms.medicationReference?.display || 'Unknown'),
+              med?.form ? toCD(displayed(med.form), { tag: 'pharm:formCode', valueSet: VS.doseForm, ref: formId }) : undefined,
+              ...ingrs.map((i) =>
+                el(
+                  'pharm:ingredient',
+                  { classCode: 'ACTI' },
+                  i.strength ? ratio(i.strength) : undefined,
+                  el('pharm:ingredientSubstance', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(i.itemCodeableConcept), { tag: 'pharm:code', valueSet: VS.activeIngredient }), el('pharm:name', undefined, textOfConcept(i.itemCodeableConcept, ctx.lang) || 'Unknown')),
+                ),
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  return { narrative: [table([L.name, L.form, L.strength, L.dose, L.route, L.since], rows)], entries: out };
+}
+
+function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  for (const a of list) {
+    const rowId = nid(ctx, sid);
+    const reaction = a.reaction?.[0];
+    const manifest = reaction?.manifestation?.[0];
+    rows.push([
+      { text: textOfConcept(a.code, ctx.lang), id: `${rowId}-agent` },
+      { text: textOfConcept(manifest, ctx.lang), id: `${rowId}-reaction` },
+      { text: reaction?.severity ?? '' },
+      { text: a.criticality ?? '' },
+      { text: fmtDate(a.onsetDateTime) },
+    ]);
+    const kept = readCdaExt(a, 'type')?.coding?.find((c) => inValueSet(VS.adverseEventType, c.system, c.code));
+    const typeCode = kept?.code ?? (a.type === 'intolerance' ? '782197009' : a.type === 'allergy' ? '609328004' : '420134006');
+    const typeDisplay: Record<string, string> = { '782197009': 'Intolerance to substance', '609328004': 'Allergic disposition', '420134006': 'Propensity to adverse reaction' };
+    const drug = a.category?.includes('medication');
+    const sev = reaction?.severity ? { mild: ['255604002', 'Mild'], moderate: ['6736007', 'Moderate'], severe: ['24484000', 'Severe'] }[reaction.severity] : undefined;
+    const crit = a.criticality;
+    const clin = a.clinicalStatus?.coding?.[0];
+    const ver = a.verificationStatus?.coding?.[0];
+    const obsTime = a.onsetDateTime ?? a.onsetPeriod?.start;
+    out.push(
+      el(
+        'act',
+        { classCode: 'ACT', moodCode: 'EVN' },
+        tid(T('3.16')),
+        entryId(a),
+        el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }),
+        el('statusCode', { code: clin?.code === 'active' ? 'active' : 'completed' }),
+        el('effectiveTime', undefined, ts('low', a.recordedDate ?? obsTime), clin?.code && clin.code !== 'active' && a.lastOccurrence ? ts('high', a.lastOccurrence) : undefined),
+        el(
+          'entryRelationship',
+          { typeCode: 'SUBJ', inversionInd: 'false' },
+          el(
+            'observation',
+            { classCode: 'OBS', moodCode: 'EVN' },
+            tid(T('3.17')),
+            el('id', { root: randomUUID().toUpperCase() }),
+            el('code', { code: typeCode, codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: kept?.display ?? typeDisplay[typeCode] ?? typeCode }),
+            el('text', undefined, el('reference', { value: `#${rowId}-agent` })),
+            el('statusCode', { code: 'completed' }),
+            el('effectiveTime', undefined, obsTime ? ts('low', obsTime) : el('low', { nullFlavor: 'UNK' })),
+            el(
+              'participant',
+              { typeCode: 'CSM' },
+              el('participantRole', { classCode: 'MANU' }, el('playingEntity', { classCode: 'MMAT' }, toCD(displayed(a.code), { tag: 'code', valueSet: drug ? VS.activeIngredient : VS.allergenNoDrug, ref: `${rowId}-agent` }))),
+            ),
+            manifest
+              ? el(
+                  'entryRelationship',
+                  { typeCode: 'MFST', inversionInd: 'true' },
+                  el(
+                    'observation',
+                    { classCode: 'OBS', moodCode: 'EVN' },
+                    tid(T('3.44')),
+                    el('id', { root: randomUUID().toUpperCase() }),
+                    el('code', { code: '418799008', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Finding reported by subject or history provider' }),
+                    el('text', undefined, el('reference', { value: `#${rowId}-reaction` })),
+                    el('statusCode', { code: 'completed' }),
+                    el('effectiveTime', undefined, reaction?.onset ? ts('low', reaction.onset) : el('low', { nullFlavor: 'UNK' })),
+                    toCD(displayed(manifest), { tag: 'value', xsiType: 'CD', valueSet: VS.reactionAllergy, ref: `${rowId}-reaction` }),
+                    sev
+                      ? el(
+                          'entryRelationship',
+                          { typeCode: 'SUBJ', inversionInd: 'true' },
+                          el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('statusCode', { code: 'completed' }), el('value', { 'xsi:type': 'CD', code: sev[0], codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: sev[1] })),
+                        )
+                      : undefined,
+                  ),
+                )
+              : undefined,
+            crit
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.33')), fixed('code', '82606-5', 'http://loinc.org', 'Allergy or intolerance criticality'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', crit, 'http://hl7.org/fhir/allergy-intolerance-criticality', { low: 'Low Risk', high: 'High Risk', 'unable-to-assess': 'Unable to Assess Risk' }[crit] ?? crit, { 'xsi:type': 'CE' })))
+              : undefined,
+            ver?.code
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.35')), fixed('code', '66455-7', 'http://loinc.org', 'Allergy or intolerance certainty'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
+              : undefined,
+            clin?.code
+              ? el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.34')), fixed('code', '33999-4', 'http://loinc.org', 'Status'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', clin.code, 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', clin.display ?? clin.code, { 'xsi:type': 'CE' })))
+              : undefined,
+          ),
+        ),
+      ),
+    );
+  }
+  return { narrative: [table([L.agent, L.reaction, L.severity, L.criticality, L.onset], rows)], entries: out };
+}
+
+function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  for (const c of list) {
+    const rowId = nid(ctx, sid);
+    const clin = c.clinicalStatus?.coding?.[0]?.code;
+    const onset = c.onsetDateTime ?? c.onsetPeriod?.start;
+    const end = c.abatementDateTime ?? c.abatementPeriod?.end;
+    rows.push([{ text: textOfConcept(c.code, ctx.lang), id: `${rowId}-name` }, { text: fmtDate(onset) }, { text: fmtDate(end) }, { text: clin ?? '' }]);
+    const ver = c.verificationStatus?.coding?.[0];
+    const rare = c.code?.coding?.find((k) => k.system === 'http://www.orpha.net');
+    const valueSet = rare && !c.code?.coding?.some((k) => inValueSet(VS.illness, k.system, k.code)) ? VS.rareDisease : VS.illness;
+    const active = clin === 'active' || clin === 'recurrence' || clin === 'relapse';
+    out.push(
+      el(
+        'act',
+        { classCode: 'ACT', moodCode: 'EVN' },
+        tid(T('3.15')),
+        tid('2.16.840.1.113883.10.20.1.27'),
+        entryId(c),
+        el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }),
+        el('statusCode', { code: active && !past ? 'active' : 'completed' }),
+        el('effectiveTime', undefined, ts('low', onset ?? c.recordedDate), end ? ts('high', end) : undefined),
+        el(
+          'entryRelationship',
+          { typeCode: 'SUBJ', inversionInd: 'false' },
+          el(
+            'observation',
+            { classCode: 'OBS', moodCode: 'EVN' },
+            tid(T('3.7')),
+            el('id', { root: randomUUID().toUpperCase() }),
+            el('code', { code: '404684003', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Clinical finding' }),
+            el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+            el('statusCode', { code: 'completed' }),
+            el('effectiveTime', undefined, onset ? ts('low', onset) : el('low', { nullFlavor: 'UNK' }), end ? ts('high', end) : undefined),
+            toCD(displayed(c.code), { tag: 'value', xsiType: 'CD', valueSet, ref: `${rowId}-name` }),
+            ver?.code && inValueSet(VS.certainty, ver.system, ver.code) !== false
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.9')), fixed('code', '246103008', 'http://snomed.info/sct', 'Certainty'), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
+              : undefined,
+          ),
+        ),
+      ),
+    );
+  }
+  return { narrative: [table([L.name, L.onset, L.end, L.status], rows)], entries: out };
+}
+
+function procedures(list: Procedure[], sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  for (const p of list) {
+    const rowId = nid(ctx, sid);
+    const when = p.performedDateTime ?? p.performedPeriod?.start;
+    rows.push([{ text: textOfConcept(p.code, ctx.lang), id: `${rowId}-name` }, { text: fmtDate(when) }]);
+    out.push(
+      el(
+        'procedure',
+        { classCode: 'PROC', moodCode: 'EVN' },
+        tid(T('3.26')),
+        entryId(p),
+        toCD(displayed(p.code), { tag: 'code', valueSet: VS.procedure, ref: `${rowId}-name` }),
+        el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+        el('statusCode', { code: p.status === 'completed' ? 'completed' : p.status === 'in-progress' ? 'active' : p.status === 'not-done' ? 'cancelled' : 'completed' }),
+        p.performedPeriod ? ivl('effectiveTime', p.performedPeriod.start, p.performedPeriod.end, false) : ts('effectiveTime', when),
+        ...(p.bodySite ?? []).map((b) => toCD(displayed(b), { tag: 'targetSiteCode', valueSet: VS.bodySite })),
+      ),
+    );
+  }
+  return { narrative: [table([L.name, L.date], rows)], entries: out };
+}
+
+function devices(list: DeviceUseStatement[], sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  for (const d of list) {
+    const dev = ctx.res.get<Device>(d.device);
+    const rowId = nid(ctx, sid);
+    const start = d.timingPeriod?.start ?? d.timingDateTime ?? d.recordedOn;
+    rows.push([{ text: textOfConcept(dev?.type, ctx.lang) || (d.device.display ?? ''), id: `${rowId}-name` }, { text: fmtDate(start) }]);
+    const udi = dev?.udiCarrier?.[0]?.deviceIdentifier;
+    out.push(
+      el(
+        'supply',
+        { classCode: 'SPLY', moodCode: 'EVN' },
+        tid(T('3.5')),
+        entryId(d),
+        el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+        el('effectiveTime', { 'xsi:type': 'IVL_TS' }, ts('low', start), d.timingPeriod?.end ? ts('high', d.timingPeriod.end) : undefined),
+        el(
+          'participant',
+          { typeCode: 'DEV' },
+          el('participantRole', { classCode: 'MANU' }, udi ? el('id', { root: '2.16.840.1.113883.3.3719', extension: udi }) : undefined, el('playingDevice', { classCode: 'DEV', determinerCode: 'INSTANCE' }, toCD(displayed(dev?.type), { tag: 'code', valueSet: VS.medicalDevice, ref: `${rowId}-name` }))),
+        ),
+      ),
+    );
+  }
+  return { narrative: [table([L.name, L.since], rows)], entries: out };
+}
+
+function immunizations(list: Immunization[], sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  for (const im of list) {
+    const rowId = nid(ctx, sid);
+    const target = im.protocolApplied?.[0]?.targetDisease?.[0];
+    rows.push([{ text: textOfConcept(im.vaccineCode, ctx.lang), id: `${rowId}-name` }, { text: fmtDate(im.occurrenceDateTime) }, { text: im.lotNumber ?? '' }, { text: textOfConcept(target, ctx.lang), id: `${rowId}-target` }]);
+    const dose = im.protocolApplied?.[0]?.doseNumberPositiveInt;
+    const perf = person(im.performer?.[0]?.actor, ctx);
+    out.push(
+      el(
+        'substanceAdministration',
+        { classCode: 'SBADM', moodCode: 'EVN', negationInd: im.status === 'not-done' ? 'true' : 'false' },
+        tid(T('3.19')),
+        tid('1.3.6.1.4.1.19376.1.5.3.1.4.12'),
+        tid('2.16.840.1.113883.10.20.1.24'),
+        entryId(im),
+        // The eHDSI template fixes this code system OID as published (1.3.5.1.4..., sic).
+        el('code', { code: 'IMMUNIZ', codeSystem: '1.3.5.1.4.1.19376.1.5.3.2', codeSystemName: 'IHEActCode', displayName: 'Immunization' }),
+        el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+        el('statusCode', { code: 'completed' }),
+        ts('effectiveTime', im.occurrenceDateTime),
+        im.route ? toCD(displayed(im.route), { tag: 'routeCode', valueSet: VS.route }) : undefined,
+        im.doseQuantity ? pq('doseQuantity', im.doseQuantity) : undefined,
+        el(
+          'consumable',
+          { typeCode: 'CSM' },
+          el(
+            'manufacturedProduct',
+            { classCode: 'MANU' },
+            tid(T('3.18')),
+            tid('2.16.840.1.113883.10.20.1.53'),
+            el('manufacturedMaterial', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(im.vaccineCode), { tag: 'code', valueSet: VS.vaccine, ref: `${rowId}-name` }), el('name', undefined, textOfConcept(im.vaccineCode, ctx.lang) || 'Vaccine'), im.lotNumber ? el('lotNumberText', undefined, im.lotNumber) : undefined),
+          ),
+        ),
+        perf.pract
+          ? el('performer', { typeCode: 'PRF' }, el('assignedEntity', undefined, idForResource(perf.pract, '1.3.182.4.10'), el('assignedPerson', undefined, name(perf.pract.name?.[0]))))
+          : undefined,
+        target ? el('participant', { typeCode: 'IND' }, el('participantRole', { classCode: 'AGNT' }, toCD(displayed(target), { tag: 'code', valueSet: VS.illness, ref: `${rowId}-target` }), el('playingEntity', { classCode: 'ENT', nullFlavor: 'UNK' }))) : undefined,
+        dose !== undefined
+          ? el('entryRelationship', { typeCode: 'SUBJ' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.28')), fixed('code', '30973-2', 'http://loinc.org', 'Dose number'), el('statusCode', { code: 'completed' }), el('value', { 'xsi:type': 'INT', value: dose })))
+          : undefined,
+      ),
+    );
+  }
+  return { narrative: [table([L.name, L.date, L.lot, L.target], rows)], entries: out };
+}
+
+function obsValue(o: { valueQuantity?: Quantity; valueCodeableConcept?: CodeableConcept; valueString?: string; valueBoolean?: boolean; valueInteger?: number; valueDateTime?: string; valueRange?: Range; valuePeriod?: { start?: string; end?: string } }, ref: string | undefined, valueSet?: string, cdType = 'CD'): X | undefined {
+  if (o.valueQuantity) return pq('value', o.valueQuantity, 'PQ');
+  if (o.valueCodeableConcept) return toCD(displayed(o.valueCodeableConcept), { tag: 'value', xsiType: cdType, valueSet, ref });
+  if (o.valueString !== undefined) return el('value', { 'xsi:type': 'ST' }, o.valueString);
+  if (o.valueBoolean !== undefined) return el('value', { 'xsi:type': 'BL', value: String(o.valueBoolean) });
+  if (o.valueInteger !== undefined) return el('value', { 'xsi:type': 'INT', value: o.valueInteger });
+  if (o.valueDateTime) return el('value', { 'xsi:type': 'TS', value: fhirToTs(o.valueDateTime) });
+  if (o.valueRange) return el('value', { 'xsi:type': 'IVL_PQ' }, o.valueRange.low ? pq('low', o.valueRange.low) : undefined, o.valueRange.high ? pq('high', o.valueRange.high) : undefined);
+  return undefined;
+}
+
+function obsText(o: Observation): string {
+  if (o.valueQuantity) return fmtQ(o.valueQuantity);
+  if (o.valueCodeableConcept) return o.valueCodeableConcept.text ?? o.valueCodeableConcept.coding?.[0]?.display ?? '';
+  if (o.valueString) return o.valueString;
+  if (o.component?.length) return o.component.map((c) => fmtQ(c.valueQuantity) || c.valueCodeableConcept?.text || '').join(' / ');
+  return o.valueDateTime ?? String(o.valueBoolean ?? o.valueInteger ?? '');
+}
+
+/** The blood group code is LOINC 34530-6 in eHDSI; another LOINC blood group code travels as translation. */
+function bloodGroupCode(cc: CodeableConcept | undefined, ref: string): X {
+  const others = (cc?.coding ?? []).filter((c) => !(c.system === 'http://loinc.org' && c.code === '34530-6'));
+  return toCD(displayed({ ...cc, coding: [{ system: 'http://loinc.org', code: '34530-6', display: 'ABO and Rh group panel - Blood' }, ...others] }), { tag: 'code', ref });
+}
+
+function vitals(list: Observation[], sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  for (const o of list) {
+    const rowId = nid(ctx, sid);
+    rows.push([{ text: textOfConcept(o.code, ctx.lang), id: `${rowId}-name` }, { text: obsText(o) }, { text: fmtDate(o.effectiveDateTime) }]);
+    const all = o.component?.length ? o.component.map((c) => ({ code: c.code, q: c.valueQuantity, v: c })) : [{ code: o.code, q: o.valueQuantity, v: o }];
+    // eHDSI 8.0.0 vital signs entries carry blood pressure only (eHDSIBloodPressure); other vital signs stay in
+    // the narrative.
+    const parts = all.filter((p) => p.code?.coding?.some((c) => inValueSet(VS.bloodPressure, c.system, c.code)));
+    if (!parts.length) continue;
+    out.push(
+      el(
+        'organizer',
+        { classCode: 'CLUSTER', moodCode: 'EVN' },
+        tid(T('3.21')),
+        tid('1.3.6.1.4.1.19376.1.5.3.1.4.13.1'),
+        tid('2.16.840.1.113883.10.20.1.32'),
+        tid('2.16.840.1.113883.10.20.1.35'),
+        entryId(o),
+        el('code', { code: '46680005', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Vital signs' }),
+        el('statusCode', { code: 'completed' }),
+        ts('effectiveTime', o.effectiveDateTime ?? o.effectivePeriod?.start),
+        ...parts.map((p) =>
+          el(
+            'component',
+            undefined,
+            el(
+              'observation',
+              { classCode: 'OBS', moodCode: 'EVN' },
+              tid(T('3.20')),
+              tid(T('3.22')),
+              tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'),
+              tid('1.3.6.1.4.1.19376.1.5.3.1.4.13.2'),
+              tid('2.16.840.1.113883.10.20.1.31'),
+              el('id', { root: randomUUID().toUpperCase() }),
+              toCD(displayed(p.code), { tag: 'code', ref: `${rowId}-name` }),
+              el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+              el('statusCode', { code: 'completed' }),
+              ts('effectiveTime', o.effectiveDateTime ?? o.effectivePeriod?.start),
+              obsValue(p.v as Observation, undefined) ?? el('value', { 'xsi:type': 'PQ', nullFlavor: 'UNK' }),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  return { narrative: [table([L.name, L.value, L.date], rows)], entries: out };
+}
+
+function observations(key: string, list: Observation[], sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  for (const o of list) {
+    const rowId = nid(ctx, sid);
+    const refRange = o.referenceRange?.[0];
+    rows.push([{ text: textOfConcept(o.code, ctx.lang), id: `${rowId}-name` }, { text: obsText(o), id: `${rowId}-value` }, { text: refRange?.text ?? [refRange?.low && fmtQ(refRange.low), refRange?.high && fmtQ(refRange.high)].filter(Boolean).join(' – ') }, { text: fmtDate(o.effectiveDateTime ?? o.effectivePeriod?.start) }]);
+    const when = o.effectiveDateTime ?? o.effectivePeriod?.start;
+    const blood = o.code?.coding?.some((c) => c.system === 'http://loinc.org' && ['882-1', '34530-6', '883-9', '10331-7'].includes(c.code ?? ''));
+    // eHDSI 8.0.0 result entries are the blood group only (eHDSIBloodGroup, LOINC 34530-6); other results stay in
+    // the narrative.
+    if (key === 'results' && !blood) continue;
+    if (key === 'functional') {
+      out.push(
+        el(
+          'organizer',
+          { classCode: 'CLUSTER', moodCode: 'EVN' },
+          tid(T('3.39')),
+          entryId(o),
+          fixed('code', '47420-5', 'http://loinc.org', 'Functional status assessment note'),
+          el('statusCode', { code: 'completed' }),
+          ts('effectiveTime', when),
+          el('component', undefined, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.40')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'), el('id', { root: randomUUID().toUpperCase() }), toCD(displayed(o.code), { tag: 'code', ref: `${rowId}-name` }), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), ts('effectiveTime', when), obsValue(o, `${rowId}-value`, undefined, 'CE'))),
+        ),
+      );
+      continue;
+    }
+    const templates =
+      key === 'social'
+        ? [T('3.23'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13', '1.3.6.1.4.1.19376.1.5.3.1.4.13.4', '2.16.840.1.113883.10.20.1.33']
+        : key === 'pregnancy'
+          ? [T('3.45')]
+          : [T('3.25'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13'];
+    const valueSet = key === 'social' ? undefined : key === 'pregnancy' ? VS.currentPregnancyStatus : blood ? VS.bloodGroup : undefined;
+    const low = refRange?.low;
+    const high = refRange?.high;
+    out.push(
+      el(
+        'observation',
+        { classCode: 'OBS', moodCode: 'EVN' },
+        ...templates.map(tid),
+        entryId(o),
+        blood ? bloodGroupCode(o.code, `${rowId}-name`) : toCD(displayed(o.code), { tag: 'code', valueSet: key === 'social' ? VS.socialHistory : key === 'pregnancy' ? VS.pregnancyInformation : undefined, ref: `${rowId}-name` }),
+        el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+        el('statusCode', { code: 'completed' }),
+        key === 'social' ? ivl('effectiveTime', when, o.effectivePeriod?.end, false) : ts('effectiveTime', when),
+        obsValue(o, `${rowId}-value`, valueSet, key === 'pregnancy' || blood ? 'CE' : 'CD'),
+        ...(o.interpretation ?? []).map((i) => toCD(displayed(i), { tag: 'interpretationCode', noOriginalText: true })),
+        low || high
+          ? el('referenceRange', { typeCode: 'REFV' }, el('observationRange', { classCode: 'OBS', moodCode: 'EVN.CRT' }, refRange?.text ? el('text', undefined, refRange.text) : undefined, el('value', { 'xsi:type': 'IVL_PQ' }, low ? pq('low', low) : undefined, high ? pq('high', high) : undefined)))
+          : undefined,
+      ),
+    );
+  }
+  return { narrative: [table([L.name, L.value, L.reference, L.date], rows)], entries: out };
+}

@@ -1,0 +1,213 @@
+/**
+ * Transcoding between FHIR codings and eHDSI CDA coded elements, through the terminology module: the MVC value
+ * sets (terminology/, release 8.0.0) say which codes the pivot accepts for an element, the code-system table
+ * gives OIDs and codeSystemNames, the designations give displays in the reader's language.
+ *
+ * FHIR -> CDA: the first coding that is in the element's MVC value set becomes the CD; the other codings travel
+ * in <translation>. With no MVC code the CD gets nullFlavor="OTH", originalText and every original coding as a
+ * <translation>. CDA -> FHIR: the CD and its translations all become codings (nothing is dropped), the
+ * originalText becomes CodeableConcept.text, a nullFlavor is kept in an extension.
+ */
+import type { CodeableConcept, Coding, Extension } from 'fhir/r4';
+import { describeCodeSystem, oidToUri, canonicalSystem } from '../terminology/codesystems.ts';
+import { terminologyService } from '../terminology/service.ts';
+import { chooseDisplay } from '../terminology/language.ts';
+import type { Scope } from '../terminology/registry.ts';
+import { attr, kid, kids, textOf, type Element, type X } from './cda/xml.ts';
+
+export const MVC_VERSION = '8.0.0';
+const MVC = '1.3.6.1.4.1.12559.11.10.1.3.1.42.';
+
+/** The MVC value sets the mapping uses (OIDs). */
+export const VS = {
+  healthcareProfessionalRole: `${MVC}1`,
+  doseForm: `${MVC}2`,
+  package: `${MVC}3`,
+  country: `${MVC}4`,
+  illness: `${MVC}5`,
+  language: `${MVC}6`,
+  medicalDevice: `${MVC}8`,
+  pregnancyInformation: `${MVC}9`,
+  procedure: `${MVC}10`,
+  reactionAllergy: `${MVC}11`,
+  route: `${MVC}12`,
+  severity: `${MVC}13`,
+  socialHistory: `${MVC}14`,
+  statusCode: `${MVC}15`,
+  unit: `${MVC}16`,
+  adverseEventType: `${MVC}18`,
+  allergenNoDrug: `${MVC}19`,
+  bloodGroup: `${MVC}20`,
+  bloodPressure: `${MVC}21`,
+  codeProb: `${MVC}23`,
+  activeIngredient: `${MVC}24`,
+  vaccine: `${MVC}28`,
+  resolutionOutcome: `${MVC}30`,
+  confidentiality: `${MVC}31`,
+  gender: `${MVC}34`,
+  personalRelationship: `${MVC}38`,
+  absentAllergy: `${MVC}47`,
+  absentDevice: `${MVC}48`,
+  absentMedication: `${MVC}49`,
+  absentProblem: `${MVC}50`,
+  absentProcedure: `${MVC}51`,
+  criticality: `${MVC}57`,
+  allergyCertainty: `${MVC}58`,
+  allergyStatus: `${MVC}59`,
+  currentPregnancyStatus: `${MVC}60`,
+  outcomeOfPregnancy: `${MVC}62`,
+  rareDisease: `${MVC}63`,
+  certainty: `${MVC}64`,
+  bodySite: `${MVC}65`,
+} as const;
+
+/** Extension carrying a CDA nullFlavor of a coded element (or value) that FHIR has no slot for. */
+export const EXT_NULLFLAVOR = 'http://dsp.lu/fhir/StructureDefinition/cda-nullflavor';
+
+let scopeCache: Scope | undefined;
+function scope(): Scope {
+  if (!scopeCache) scopeCache = terminologyService().staticScope();
+  return scopeCache;
+}
+
+const members = new Map<string, Set<string> | null>();
+
+/** system|code keys of an MVC value set (null when the terminology module does not hold it). */
+export function valueSetMembers(oid: string): Set<string> | null {
+  let m = members.get(oid);
+  if (m !== undefined) return m;
+  const vs = scope().valueSet(`urn:oid:${oid}`, MVC_VERSION) ?? scope().valueSet(`urn:oid:${oid}`);
+  if (!vs) {
+    members.set(oid, null);
+    return null;
+  }
+  m = new Set<string>();
+  for (const inc of vs.compose?.include ?? []) {
+    if (!inc.system) continue;
+    const sys = canonicalSystem(inc.system);
+    for (const c of inc.concept ?? []) m.add(`${sys}|${c.code}`);
+  }
+  // A value set with no enumerated concept (intensional) cannot be checked: treated as absent.
+  if (!m.size) m = null;
+  members.set(oid, m);
+  return m;
+}
+
+export function inValueSet(oid: string, system: string | undefined, code: string | undefined): boolean | undefined {
+  const m = valueSetMembers(oid);
+  if (!m) return undefined;
+  if (!system || !code) return false;
+  return m.has(`${canonicalSystem(system)}|${code}`);
+}
+
+/** The display of a code in the reader's language, from the terminology module (undefined when it has none). */
+export function designation(system: string, code: string, lang: string | undefined): string | undefined {
+  if (!lang) return undefined;
+  const s = scope();
+  const def = s.codeSystem(system)?.get(code);
+  const ds = [...(def?.designations ?? []), ...s.supplementDesignations(system, code)];
+  if (!ds.length && !def?.display) return undefined;
+  const r = chooseDisplay(undefined, undefined, def?.display ? [{ language: undefined, value: def.display }, ...ds] : ds, [lang]);
+  return r.fallback ? undefined : r.value;
+}
+
+// -- FHIR -> CDA -------------------------------------------------------------------------------------------------
+
+export interface CdOptions {
+  /** Element name (code, value, routeCode, pharm:code...). */
+  tag: string;
+  /** MVC value set OID that binds the element (undefined: no binding known, first coding with an OID wins). */
+  valueSet?: string;
+  /** Narrative id the originalText references (`#id`). */
+  ref?: string;
+  /** xsi:type to write (value elements). */
+  xsiType?: string;
+  /** Extra attributes. */
+  attrs?: Record<string, string | undefined>;
+  /** Write no originalText even when a reference is given. */
+  noOriginalText?: boolean;
+}
+
+function codingAttrs(c: Coding): Record<string, string | undefined> | undefined {
+  if (!c.system || !c.code) return undefined;
+  const d = describeCodeSystem(c.system);
+  if (!d.oid) return undefined;
+  return { code: c.code, codeSystem: d.oid, codeSystemName: d.cdaName, codeSystemVersion: c.version, displayName: c.display };
+}
+
+/** The CDA coded element for a CodeableConcept (or a single Coding). */
+export function toCD(cc: CodeableConcept | Coding | undefined, o: CdOptions): X {
+  const concept: CodeableConcept = !cc ? {} : 'coding' in cc || 'text' in cc || !('code' in cc) ? (cc as CodeableConcept) : { coding: [cc as Coding] };
+  const codings = (concept.coding ?? []).filter((c) => c.code && c.system);
+  const nf = concept.extension?.find((e) => e.url === EXT_NULLFLAVOR)?.valueCode;
+  let primary: Coding | undefined;
+  if (o.valueSet) {
+    primary = codings.find((c) => inValueSet(o.valueSet!, c.system, c.code) === true);
+    if (!primary && codings.length && valueSetMembers(o.valueSet) === null) primary = codings.find((c) => codingAttrs(c));
+  } else primary = codings.find((c) => codingAttrs(c));
+  if (nf && !primary) primary = undefined;
+  const others = codings.filter((c) => c !== primary && codingAttrs(c));
+  const base: Record<string, string | undefined> = { ...(o.xsiType ? { 'xsi:type': o.xsiType } : {}), ...o.attrs };
+  const original =
+    o.noOriginalText ? undefined : o.ref ? { n: 'originalText', c: [{ n: 'reference', a: { value: `#${o.ref}` } }] } : concept.text ? { n: 'originalText', c: [concept.text] } : undefined;
+  const translations: X[] = others.map((c) => ({ n: 'translation', a: codingAttrs(c)! }));
+  if (primary) return { n: o.tag, a: { ...base, ...codingAttrs(primary)! }, c: [original, ...translations] };
+  const flavor = nf ?? (codings.length || concept.text ? 'OTH' : 'UNK');
+  return { n: o.tag, a: { ...base, nullFlavor: flavor }, c: [original ?? (flavor === 'OTH' && concept.text ? { n: 'originalText', c: [concept.text] } : undefined), ...translations] };
+}
+
+// -- CDA -> FHIR -------------------------------------------------------------------------------------------------
+
+export interface ReadContext {
+  /** Narrative text by ID, for originalText/reference. */
+  narrative: Map<string, string>;
+  /** Reader language for displays (fr, de, en...). */
+  lang?: string;
+}
+
+function codingOf(el: Element, ctx: ReadContext): Coding | undefined {
+  const code = attr(el, 'code');
+  const cs = attr(el, 'codeSystem');
+  if (!code) return undefined;
+  const system = cs ? oidToUri(cs) : undefined;
+  const shown = system ? designation(system, code, ctx.lang) : undefined;
+  const display = shown ?? attr(el, 'displayName');
+  return {
+    ...(system ? { system } : {}),
+    ...(attr(el, 'codeSystemVersion') ? { version: attr(el, 'codeSystemVersion') } : {}),
+    code,
+    ...(display ? { display } : {}),
+  };
+}
+
+/** Text of an originalText (its reference resolved against the narrative, else its own content). */
+export function originalText(el: Element | undefined, ctx: ReadContext): string | undefined {
+  if (!el) return undefined;
+  const ref = attr(kid(el, 'reference'), 'value');
+  if (ref?.startsWith('#')) {
+    const t = ctx.narrative.get(ref.slice(1));
+    if (t) return t;
+  }
+  let own = '';
+  for (let c = el.firstChild; c; c = c.nextSibling) if (c.nodeType === 3 || c.nodeType === 4) own += (c as unknown as { data: string }).data;
+  return own.replace(/\s+/g, ' ').trim() || undefined;
+}
+
+/** The CodeableConcept for a CD/CE/CV element; undefined when the element is absent. */
+export function fromCD(el: Element | undefined, ctx: ReadContext): CodeableConcept | undefined {
+  if (!el) return undefined;
+  const coding: Coding[] = [];
+  const walk = (e: Element) => {
+    const c = codingOf(e, ctx);
+    if (c) coding.push(c);
+    for (const t of kids(e, 'translation')) walk(t);
+  };
+  walk(el);
+  const text = originalText(kid(el, 'originalText'), ctx);
+  const nf = attr(el, 'nullFlavor');
+  const ext: Extension[] = nf ? [{ url: EXT_NULLFLAVOR, valueCode: nf }] : [];
+  if (!coding.length && !text && !nf) return undefined;
+  return { ...(ext.length ? { extension: ext } : {}), ...(coding.length ? { coding } : {}), ...(text ? { text } : {}) };
+}
+
+export { textOf };
