@@ -7,11 +7,13 @@ import { VERSION } from '../version.ts';
 import { registerServe } from './serve.ts';
 import { registerValidate } from './validate.ts';
 import { registerPackage } from './package.ts';
+import { registerTerminology } from './terminology.ts';
 
 const program = new Command();
 program.name('dsp-fhir').description('DSP FHIR server for the Luxembourg shared health record').version(VERSION);
 registerServe(program);
 registerValidate(program);
 registerPackage(program);
+registerTerminology(program);
 
 await program.parseAsync(process.argv);

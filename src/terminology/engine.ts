@@ -10,6 +10,7 @@ import { chooseDisplay } from './language.ts';
 import { canonicalSystem } from './codesystems.ts';
 import { type Scope, splitCanonical } from './registry.ts';
 import { EXT_NOT_SELECTABLE, EXT_DEPRECATED } from './model.ts';
+import { UCUM, ucumValidate } from './ucum.ts';
 
 export interface ExpansionItem {
   system: string;
@@ -55,9 +56,28 @@ function conceptFlags(ext: { url: string; valueBoolean?: boolean }[] | undefined
 
 // -- filters ------------------------------------------------------------------------------------------------
 
+/**
+ * Guards against catastrophic backtracking: a quantified group whose body ends in a quantifier (`(a+)+`,
+ * `((a+)+)+`, `(x*)*`) is rewritten to the equivalent single quantifier (`(a)+`); a pattern that still nests
+ * quantifiers is refused.
+ */
+export function defuseRegex(value: string): string {
+  let v = value;
+  for (let i = 0; i < 20; i++) {
+    const next = v.replace(/\((?:\?:)?\(((?:\\.|[^()\\])*)\)\)/g, '($1)').replace(/\((\?:)?((?:\\.|[^()\\]|\((?:\\.|[^()\\])*\))*?)([+*])\)([+*])/g, (_m, nc: string | undefined, body: string, inner: string, outer: string) => `(${nc ?? ''}${body})${inner === '*' || outer === '*' ? '*' : '+'}`);
+    if (next === v) break;
+    v = next;
+  }
+  if (/\((?:\\.|[^()\\])*[+*]\)[+*{]/.test(v)) {
+    throw new FhirError(400, [{ severity: 'error', code: 'too-costly', diagnostics: `The regular expression '${value}' nests quantifiers and could take exponential time: it is refused` }]);
+  }
+  return v;
+}
+
 function compileRegex(value: string): RegExp {
+  const safe = defuseRegex(value);
   try {
-    return new RegExp(`^(?:${value})$`, 'u');
+    return new RegExp(`^(?:${safe})$`, 'u');
   } catch (err) {
     throw new FhirError(400, [{ severity: 'error', code: 'invalid', diagnostics: `Invalid regular expression '${value}' in a value set filter: ${(err as Error).message}` }]);
   }
@@ -388,6 +408,14 @@ export function validateInCodeSystem(scope: Scope, input: CodeInput, opts: Valid
   if (!input.system) return finish({ ...res, result: false, issues: [{ severity: 'error', code: 'invalid', text: `No system was provided for the code '${input.code}'` }] });
   const system = canonicalSystem(input.system);
   res.system = system;
+  if (system === UCUM) {
+    // UCUM is a grammar, not a list: every valid expression is a code.
+    const u = ucumValidate(input.code);
+    res.result = u.valid;
+    if (u.valid) res.display = input.code;
+    else res.issues.push({ severity: 'error', code: 'code-invalid', text: `'${input.code}' is not a valid UCUM code: ${u.message ?? 'invalid'}` });
+    return finish(res);
+  }
   const cs = scope.codeSystem(system, input.version);
   if (!cs) {
     res.result = false;
@@ -490,6 +518,11 @@ export function lookupCode(
 ): Record<string, unknown>[] {
   const url = canonicalSystem(system);
   const cs = scope.codeSystem(url, version);
+  if (url === UCUM && !cs?.get(code)) {
+    const u = ucumValidate(code);
+    if (!u.valid) throw new FhirError(404, [{ severity: 'error', code: 'not-found', diagnostics: `'${code}' is not a valid UCUM code: ${u.message ?? 'invalid'}` }]);
+    return [{ name: 'name', valueString: 'UCUM' }, { name: 'display', valueString: code }, ...(u.name ? [{ name: 'designation', part: [{ name: 'value', valueString: u.name }] }] : [])];
+  }
   if (!cs) throw unknownCodeSystem(url, version, scope, 'so the code cannot be looked up');
   const def = cs.get(code);
   if (!def) throw new FhirError(404, [{ severity: 'error', code: 'not-found', diagnostics: `Unknown code '${code}' in the CodeSystem '${url}'${cs.version ? ` version '${cs.version}'` : ''}` }]);
