@@ -57,6 +57,8 @@ interface Run {
   /** Validation results of a resource against a profile (errors decide conformance). */
   results: WeakMap<object, Map<string, Issue[]>>;
   depth: number;
+  /** Per slice: the errors of the last value that had the slice's type but failed its profile. */
+  profileMisses: Map<PElement, { path: string; profile: string; errors: Issue[] }>;
 }
 
 function issue(severity: IssueSeverity, code: IssueCode, path: string, message: string): Issue {
@@ -125,7 +127,7 @@ export class ProfileValidator {
   /** Validates a resource; issues are appended to `issues`. */
   validate(resource: unknown, opts: ProfileOptions, issues: Issue[]): void {
     if (!isObject(resource) || typeof resource.resourceType !== 'string') return;
-    const run: Run = { opts, results: new WeakMap(), depth: 0 };
+    const run: Run = { opts, results: new WeakMap(), depth: 0, profileMisses: new Map() };
     const rt = resource.resourceType;
     if (rt === 'Bundle') run.bundle = this.indexBundle(resource, rt);
     const found: Issue[] = [];
@@ -453,7 +455,11 @@ export class ProfileValidator {
     }
     el.slices.forEach((s, i) => {
       const c = counts[i]!;
-      if (c < s.min) out.push(issue('error', 'required', `${parentPath}.${name}`, `slice '${s.sliceName}' of ${el.path} requires at least ${s.min} item(s), found ${c}`));
+      if (c < s.min) {
+        const miss = ctx.run.profileMisses.get(s);
+        const why = miss ? `; ${miss.path} has the right type but does not conform to ${miss.profile}: ${miss.errors.slice(0, 3).map((e) => e.diagnostics).join('; ')}${miss.errors.length > 3 ? ` (and ${miss.errors.length - 3} more)` : ''}` : '';
+        out.push(issue('error', 'required', `${parentPath}.${name}`, `slice '${s.sliceName}' of ${el.path} requires at least ${s.min} item(s), found ${c}${why}`));
+      }
       if (c > s.max) out.push(issue('error', 'structure', `${parentPath}.${name}`, `slice '${s.sliceName}' of ${el.path} allows at most ${s.max} item(s), found ${c}`));
     });
   }
@@ -497,7 +503,13 @@ export class ProfileValidator {
         return values.some((v) => {
           if (!isObject(v.v)) return false;
           const r = v.v;
-          if (typeof r.resourceType === 'string') return profiles.some((p) => this.conforms(r, v.path, r, ctx.run, p));
+          if (typeof r.resourceType === 'string') {
+            if (profiles.some((p) => this.conforms(r, v.path, r, ctx.run, p))) return true;
+            const p0 = profiles.find((p) => this.structures.get(p)?.type === r.resourceType);
+            const found = p0 ? ctx.run.results.get(r)?.get(p0) : undefined;
+            if (p0 && found) ctx.run.profileMisses.set(slice, { path: v.path, profile: p0, errors: found.filter((i) => i.severity === 'error') });
+            return false;
+          }
           return profiles.some((p) => {
             const s = this.structures.get(p);
             if (!s) return false;
