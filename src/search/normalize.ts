@@ -159,6 +159,7 @@ interface UcumUtils {
     magnitude?: number;
     unitToExp?: Record<string, number>;
   };
+  convertUnitTo(from: string, value: number, to: string): { status: string };
 }
 let ucum: UcumUtils | undefined;
 function ucumUtils(): UcumUtils {
@@ -177,7 +178,8 @@ export const UCUM = 'http://unitsofmeasure.org';
  * Canonical form of a UCUM quantity: the value expressed in UCUM base units (g, m, s, K, mol is not a base
  * unit in UCUM: it is a count, so mol -> 6.02e23 `1`), and the canonical code is the base units with their
  * exponents, sorted by unit name and joined with `.` (e.g. `mg` -> `g`, `mm[Hg]` -> `g.m-1.s-2`,
- * `Cel` -> `K`, a dimensionless unit -> `1`). Returns undefined for units that do not convert (arbitrary
+ * `Cel` -> `K`, a dimensionless unit -> `1`; units with an amount of substance are prefixed `mol.`, e.g.
+ * `mmol/L` -> `mol.m-3`, so they never compare with counts such as `10*6/uL` -> `m-3`). Returns undefined for units that do not convert (arbitrary
  * units, invalid codes).
  */
 export function ucumCanonical(code: string, value: number): { value: number; code: string } | undefined {
@@ -188,7 +190,11 @@ export function ucumCanonical(code: string, value: number): { value: number; cod
       const r = ucumUtils().convertToBaseUnits(code, 1);
       if (r.status === 'succeeded' && r.magnitude !== undefined && r.unitToExp) {
         const keys = Object.keys(r.unitToExp).sort();
-        const canon = keys.length ? keys.map((k) => (r.unitToExp![k] === 1 ? k : `${k}${r.unitToExp![k]}`)).join('.') : '1';
+        let canon = keys.length ? keys.map((k) => (r.unitToExp![k] === 1 ? k : `${k}${r.unitToExp![k]}`)).join('.') : '1';
+        // UCUM makes the mole a plain number (6.022e23), so mmol/L and 10*6/uL would share base units
+        // (m-3); ucum-lhc itself refuses to convert between them. A unit that does not convert to its own
+        // base units carries an amount of substance: keep it in a dimension of its own.
+        if (ucumUtils().convertUnitTo(code, 1, canon).status !== 'succeeded') canon = canon === '1' ? 'mol' : `mol.${canon}`;
         // Special units (Cel, [degF], pH...) are not linear: no factor, convert each value.
         const lin = ucumUtils().convertToBaseUnits(code, 2);
         const linear = lin.magnitude !== undefined && Math.abs(lin.magnitude - 2 * r.magnitude) <= 1e-12 * Math.abs(lin.magnitude);
