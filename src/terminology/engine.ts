@@ -479,6 +479,14 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
   }
   if (!item) {
     res.result = false;
+    const known = cs?.get(input.code);
+    if (cs && known) {
+      // Not in the value set, but a real code: say what it is.
+      res.code = known.code;
+      res.version = cs.version;
+      const it = itemFrom(cs, known, scope);
+      res.display = chooseDisplay(it.display, cs.language, it.designations, opts.displayLanguage).value;
+    }
     if (!cs && !exp.used.has(system)) {
       res.issues.push({ severity: 'error', code: 'not-found', text: unknownCodeSystem(system, input.version, scope, 'so the code cannot be validated').message });
     } else if (cs && cs.content === 'complete' && !cs.get(input.code)) {
