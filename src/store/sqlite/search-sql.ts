@@ -2,19 +2,26 @@
  * FHIR search on SQLite (`node:sqlite`): index tables, index writes and the compilation of a SearchRequest
  * (src/search/types.ts) into one SQL query over the `resources` table:
  *
- *   resources(resource_type, id, version, last_updated, deleted, content, PRIMARY KEY (resource_type, id))
+ *   resources(rid INTEGER PRIMARY KEY, resource_type, id, version, last_updated, deleted, content,
+ *             UNIQUE (resource_type, id))
  *
- * One index table per value kind (idx_string, idx_token, idx_reference, idx_date, idx_number, idx_quantity,
- * idx_uri), keyed by (resource_type, resource_id, param). Composite values are stored as their components in
- * the component kinds' tables, under the parameter `<code>$<i>` and a group number `grp` shared by the
- * components of one combination.
+ * (any rowid table with those columns works: the SQL uses `rowid`, which `rid` aliases).
  *
- * Every filter becomes `(r.resource_type, r.id) [NOT] IN (SELECT resource_type, resource_id FROM idx_... WHERE
- * resource_type IN (...) AND param = ? AND <value condition>)`, which SQLite drives from the index table's
- * (resource_type, param, value) index and then probes the resources primary key: no scan of `resources`.
- * Sorting uses correlated MIN/MAX sub-selects per sort key; paging is keyset-based with an opaque cursor.
+ * Index rows are keyed by integers: the resource's rowid (`rid`) and `pid`, the id of a (resource type,
+ * parameter code) pair in the small `search_params` table (cached in memory on the writing connection).
+ * One WITHOUT ROWID table per value kind (idx_string, idx_token, idx_reference, idx_date, idx_number,
+ * idx_quantity, idx_uri) with PRIMARY KEY (rid, pid, n), `n` numbering the resource's values. Composite
+ * values are stored as their components in the component kinds' tables, under the parameter `<code>$<i>`,
+ * the components of one combination sharing their `n`.
+ *
+ * Every filter becomes `r.rowid [NOT] IN (SELECT x.rid FROM idx_... x WHERE x.pid IN (<pids of the code for
+ * the searched types>) AND <value condition>)`, which SQLite drives from the index table's (pid, value)
+ * index: no scan of `resources`. References keep their target as text (target_type, target_id), since a
+ * target may not exist yet; the (target_type, target_id, pid) index serves chains, `_has`, compartments and
+ * `_revinclude`. Sorting uses correlated MIN/MAX sub-selects per sort key; paging is keyset-based with an
+ * opaque cursor.
  */
-import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Resource } from 'fhir/r4';
 import { badRequest, notSupported } from '../../fhir/outcome.ts';
 import { decodeCursor, encodeCursor, keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
@@ -41,9 +48,14 @@ const TABLES: Record<Kind, { table: string; cols: Record<string, string> }> = {
 };
 const KINDS = Object.keys(TABLES) as Kind[];
 
+/** Version of the index schema, kept in `PRAGMA user_version` by the store. */
+export const SEARCH_SCHEMA_VERSION = 2;
+
 /** Creates the index tables and their indexes (idempotent). */
 export function installSearchSchema(db: DatabaseSync): void {
-  const stmts: string[] = [];
+  const stmts: string[] = [
+    `CREATE TABLE IF NOT EXISTS search_params (pid INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, code TEXT NOT NULL, UNIQUE (resource_type, code))`,
+  ];
   for (const kind of KINDS) {
     const { table, cols } = TABLES[kind];
     const numeric = new Set(['value', 'low', 'high', 'canonical_value']);
@@ -51,85 +63,181 @@ export function installSearchSchema(db: DatabaseSync): void {
       .map((c) => `${c} ${(kind === 'number' || kind === 'quantity') && numeric.has(c) ? 'REAL' : 'TEXT'}`)
       .join(', ');
     stmts.push(
-      `CREATE TABLE IF NOT EXISTS ${table} (resource_type TEXT NOT NULL, resource_id TEXT NOT NULL, param TEXT NOT NULL, grp INTEGER, ${colDefs})`,
-      `CREATE INDEX IF NOT EXISTS ${table}_res ON ${table} (resource_type, resource_id, param)`,
+      `CREATE TABLE IF NOT EXISTS ${table} (rid INTEGER NOT NULL, pid INTEGER NOT NULL, n INTEGER NOT NULL, ${colDefs}, PRIMARY KEY (rid, pid, n)) WITHOUT ROWID`,
     );
   }
+  // Only the indexes that query plans use (EXPLAIN QUERY PLAN over test/search.test.ts): every one starts
+  // with pid (a parameter of a type), so `:missing` uses them too. Exact strings, token systems alone and
+  // `:text` are filtered within the parameter's rows.
   stmts.push(
-    'CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (resource_type, param, value)',
-    'CREATE INDEX IF NOT EXISTS idx_string_exact ON idx_string (resource_type, param, exact)',
-    'CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (resource_type, param, code, system)',
-    'CREATE INDEX IF NOT EXISTS idx_token_system ON idx_token (resource_type, param, system)',
-    'CREATE INDEX IF NOT EXISTS idx_token_text ON idx_token (resource_type, param, text) WHERE text IS NOT NULL',
-    'CREATE INDEX IF NOT EXISTS idx_token_oftype ON idx_token (resource_type, param, of_type) WHERE of_type IS NOT NULL',
-    'CREATE INDEX IF NOT EXISTS idx_reference_ref ON idx_reference (resource_type, param, reference)',
-    'CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (target_type, target_id, param, resource_type)',
-    'CREATE INDEX IF NOT EXISTS idx_reference_tid ON idx_reference (resource_type, param, target_id)',
-    'CREATE INDEX IF NOT EXISTS idx_reference_ident ON idx_reference (resource_type, param, identifier_value) WHERE identifier_value IS NOT NULL',
-    'CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (resource_type, param, low)',
-    'CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (resource_type, param, high)',
-    'CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (resource_type, param, value)',
-    'CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (resource_type, param, code, value)',
-    'CREATE INDEX IF NOT EXISTS idx_quantity_canon ON idx_quantity (resource_type, param, canonical_code, canonical_value)',
-    'CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (resource_type, param, value)',
+    'CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (pid, value)',
+    'CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (pid, code, system)',
+    'CREATE INDEX IF NOT EXISTS idx_token_oftype ON idx_token (pid, of_type) WHERE of_type IS NOT NULL',
+    'CREATE INDEX IF NOT EXISTS idx_reference_ref ON idx_reference (pid, reference)',
+    'CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (target_type, target_id, pid)',
+    'CREATE INDEX IF NOT EXISTS idx_reference_ident ON idx_reference (pid, identifier_value) WHERE identifier_value IS NOT NULL',
+    'CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low)',
+    'CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (pid, high)',
+    'CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (pid, value)',
+    'CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (pid, code, value)',
+    'CREATE INDEX IF NOT EXISTS idx_quantity_canon ON idx_quantity (pid, canonical_code, canonical_value)',
+    'CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, value)',
   );
   for (const s of stmts) db.exec(s);
 }
 
+/** Column values of one index row after (rid, pid, n), in TABLES order. */
+const ROW: Record<Kind, (v: IndexValue) => SqlParam[]> = {
+  string: (v) => {
+    const x = v as Extract<IndexValue, { type: 'string' }>;
+    return [x.value, x.exact];
+  },
+  token: (v) => {
+    const x = v as Extract<IndexValue, { type: 'token' }>;
+    return [x.system ?? null, x.code ?? null, x.text ?? null, x.ofType ?? null];
+  },
+  reference: (v) => {
+    const x = v as Extract<IndexValue, { type: 'reference' }>;
+    return [x.reference, x.targetType ?? null, x.targetId ?? null, x.identifierSystem ?? null, x.identifierValue ?? null];
+  },
+  date: (v) => {
+    const x = v as Extract<IndexValue, { type: 'date' }>;
+    return [x.low, x.high];
+  },
+  number: (v) => {
+    const x = v as Extract<IndexValue, { type: 'number' }>;
+    return [x.value, x.low, x.high];
+  },
+  quantity: (v) => {
+    const x = v as Extract<IndexValue, { type: 'quantity' }>;
+    return [x.value, x.low, x.high, x.system ?? null, x.code ?? null, x.unit ?? null, x.canonicalValue ?? null, x.canonicalCode ?? null];
+  },
+  uri: (v) => [(v as Extract<IndexValue, { type: 'uri' }>).value],
+};
+const WIDTH: Record<Kind, number> = Object.fromEntries(KINDS.map((k) => [k, 3 + Object.keys(TABLES[k].cols).length])) as Record<Kind, number>;
+/** Rows per multi-row INSERT (larger sets are chunked). */
+const CHUNK = 16;
+
 interface Prepared {
-  insert: Record<Kind, ReturnType<DatabaseSync['prepare']>>;
-  remove: ReturnType<DatabaseSync['prepare']>[];
+  db: DatabaseSync;
+  /** insert[kind][k - 1]: INSERT of k rows. */
+  insert: Record<Kind, (StatementSync | undefined)[]>;
+  remove: StatementSync[];
+  rowid: StatementSync;
+  findParam: StatementSync;
+  addParam: StatementSync;
+  /** `${resourceType} ${code}` -> pid. */
+  pids: Map<string, number>;
 }
 const prepared = new WeakMap<DatabaseSync, Prepared>();
 
 function statements(db: DatabaseSync): Prepared {
   let p = prepared.get(db);
   if (!p) {
-    const insert = {} as Prepared['insert'];
-    for (const kind of KINDS) {
-      const { table, cols } = TABLES[kind];
-      const names = Object.values(cols);
-      insert[kind] = db.prepare(
-        `INSERT INTO ${table} (resource_type, resource_id, param, grp, ${names.join(', ')}) VALUES (?, ?, ?, ?, ${names.map(() => '?').join(', ')})`,
-      );
-    }
-    const remove = KINDS.map((k) => db.prepare(`DELETE FROM ${TABLES[k].table} WHERE resource_type = ? AND resource_id = ?`));
-    p = { insert, remove };
+    p = {
+      db,
+      insert: Object.fromEntries(KINDS.map((k) => [k, []])) as unknown as Prepared['insert'],
+      remove: KINDS.map((k) => db.prepare(`DELETE FROM ${TABLES[k].table} WHERE rid = ?`)),
+      rowid: db.prepare('SELECT rowid AS rid FROM resources WHERE resource_type = ? AND id = ?'),
+      findParam: db.prepare('SELECT pid FROM search_params WHERE resource_type = ? AND code = ?'),
+      addParam: db.prepare('INSERT INTO search_params (resource_type, code) VALUES (?, ?)'),
+      pids: new Map(),
+    };
     prepared.set(db, p);
   }
   return p;
 }
 
-function insertValue(p: Prepared, type: string, id: string, v: IndexValue, param: string, grp: number | null): void {
-  if (v.type === 'composite') return;
-  const { cols } = TABLES[v.type];
-  const rec = v as unknown as Record<string, unknown>;
-  const values = Object.keys(cols).map((f) => {
-    const x = rec[f];
-    return x === undefined ? null : (x as SqlParam);
-  });
-  p.insert[v.type].run(type, id, param, grp, ...(values as SQLInputValue[]));
+function insertStatement(p: Prepared, kind: Kind, rows: number): StatementSync {
+  let st = p.insert[kind][rows - 1];
+  if (!st) {
+    const { table, cols } = TABLES[kind];
+    const one = `(${new Array(WIDTH[kind]).fill('?').join(', ')})`;
+    st = p.db.prepare(`INSERT INTO ${table} (rid, pid, n, ${Object.values(cols).join(', ')}) VALUES ${new Array(rows).fill(one).join(', ')}`);
+    p.insert[kind][rows - 1] = st;
+  }
+  return st;
 }
 
 /**
- * Replaces the index rows of one resource. Call inside the write's transaction. `fresh` says the resource has
- * no index rows yet (new id, or a deleted one), which saves the seven deletes.
+ * Forgets the cached parameter ids of a connection: call after a ROLLBACK (ids created in the rolled-back
+ * transaction are gone) or after the tables were emptied.
  */
-export function writeIndex(db: DatabaseSync, resourceType: string, id: string, values: IndexValue[], fresh = false): void {
+export function resetSearchCaches(db: DatabaseSync): void {
+  prepared.get(db)?.pids.clear();
+}
+
+function paramId(p: Prepared, resourceType: string, code: string): number {
+  const key = resourceType + ' ' + code;
+  let pid = p.pids.get(key);
+  if (pid === undefined) {
+    const row = p.findParam.get(resourceType, code) as { pid: number } | undefined;
+    pid = row ? row.pid : Number(p.addParam.run(resourceType, code).lastInsertRowid);
+    p.pids.set(key, pid);
+  }
+  return pid;
+}
+
+function rowidOf(p: Prepared, resourceType: string, id: string): number {
+  const row = p.rowid.get(resourceType, id) as { rid: number } | undefined;
+  if (!row) throw new Error(`index write for ${resourceType}/${id}, which is not in the resources table`);
+  return row.rid;
+}
+
+/**
+ * Replaces the index rows of one resource. Call inside the write's transaction, after the resource row was
+ * written. `fresh` says the resource has no index rows yet (new id, or a deleted one), which saves the
+ * deletes; `rid` is its rowid in `resources` when the caller knows it (else it is looked up).
+ */
+export function writeIndex(db: DatabaseSync, resourceType: string, id: string, values: IndexValue[], fresh = false, rid?: number): void {
   const p = statements(db);
-  if (!fresh) for (const r of p.remove) r.run(resourceType, id);
-  let grp = 0;
+  const r = rid ?? rowidOf(p, resourceType, id);
+  if (!fresh) for (const st of p.remove) st.run(r);
+  if (!values.length) return;
+  const rows: Partial<Record<Kind, SqlParam[]>> = {};
+  const counts: Partial<Record<Kind, number>> = {};
+  let n = 0;
+  const add = (v: IndexValue, code: string, at: number): void => {
+    const kind = v.type as Kind;
+    let list = rows[kind];
+    if (!list) {
+      list = rows[kind] = [];
+      counts[kind] = 0;
+    }
+    list.push(r, paramId(p, resourceType, code), at, ...ROW[kind](v));
+    counts[kind]!++;
+  };
   for (const v of values) {
+    n++;
     if (v.type === 'composite') {
-      grp++;
-      v.components.forEach((c, i) => insertValue(p, resourceType, id, c, `${v.param}$${i}`, grp));
-    } else insertValue(p, resourceType, id, v, v.param, null);
+      for (let i = 0; i < v.components.length; i++) {
+        const c = v.components[i]!;
+        if (c.type !== 'composite') add(c, `${v.param}$${i}`, n);
+      }
+    } else add(v, v.param, n);
+  }
+  for (const kind of KINDS) {
+    const list = rows[kind];
+    if (!list) continue;
+    const width = WIDTH[kind];
+    let left = counts[kind]!;
+    let at = 0;
+    while (left > 0) {
+      const k = Math.min(left, CHUNK);
+      const st = insertStatement(p, kind, k);
+      st.run(...((at === 0 && k * width === list.length ? list : list.slice(at, at + k * width)) as SQLInputValue[]));
+      at += k * width;
+      left -= k;
+    }
   }
 }
 
-/** Removes every index row of one resource (on delete). */
-export function deleteIndex(db: DatabaseSync, resourceType: string, id: string): void {
-  for (const r of statements(db).remove) r.run(resourceType, id);
+/** Removes every index row of one resource (on delete); `rid` as in writeIndex. */
+export function deleteIndex(db: DatabaseSync, resourceType: string, id: string, rid?: number): void {
+  const p = statements(db);
+  const r = rid ?? (p.rowid.get(resourceType, id) as { rid: number } | undefined)?.rid;
+  if (r === undefined) return;
+  for (const st of p.remove) st.run(r);
 }
 
 // Compilation ---------------------------------------------------------------------------------------------
@@ -192,6 +300,12 @@ function typesClause(alias: string, types: string[], q: Sql): string {
   return types.length ? `${alias}.resource_type IN (${q.list(types)})` : '1';
 }
 
+/** `(SELECT pid ...)`: the parameter ids of `code` on `types` (on every type when `types` is empty). */
+function pidsOf(types: string[], code: string, q: Sql): string {
+  const typeCond = types.length ? `sp.resource_type IN (${q.list(types)}) AND ` : '';
+  return `(SELECT sp.pid FROM search_params sp WHERE ${typeCond}sp.code = ${q.p(code)})`;
+}
+
 function paramType(types: string[], code: string): ParamType | undefined {
   for (const t of types) {
     const d = searchParam(t, code);
@@ -200,7 +314,7 @@ function paramType(types: string[], code: string): ParamType | undefined {
   return undefined;
 }
 
-/** `(alias.resource_type, alias.id) IN (...)` for one filter; `types` are the alias's possible types. */
+/** `alias.rowid IN (...)` for one filter; `types` are the alias's possible types. */
 function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth: number): string {
   const sub = `i${depth}`;
   switch (f.kind) {
@@ -225,41 +339,42 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
         kind = kindOf(def?.components?.[0]?.type ?? 'token');
         param = `${f.param}$0`;
       } else kind = kindOf(t);
-      const inner = `SELECT ${sub}.resource_type, ${sub}.resource_id FROM ${TABLES[kind].table} ${sub} WHERE ${typesClause(sub, types, q)} AND ${sub}.param = ${q.p(param)}`;
-      return `(${alias}.resource_type, ${alias}.id) ${f.missing ? 'NOT IN' : 'IN'} (${inner})`;
+      const inner = `SELECT ${sub}.rid FROM ${TABLES[kind].table} ${sub} WHERE ${sub}.pid IN ${pidsOf(types, param, q)}`;
+      return `${alias}.rowid ${f.missing ? 'NOT IN' : 'IN'} (${inner})`;
     }
     case 'param': {
       if (f.type === 'composite') {
         const alts = f.anyOf.map((p) => compositeSubquery(f.param, p, types, q, depth));
-        return `(${alias}.resource_type, ${alias}.id) ${f.not ? 'NOT IN' : 'IN'} (${alts.join(' UNION ALL ')})`;
+        return `${alias}.rowid ${f.not ? 'NOT IN' : 'IN'} (${alts.join(' UNION ALL ')})`;
       }
       const kind = kindOf(f.type);
       const { table, cols } = TABLES[kind];
       const conds = f.anyOf.map((p) => render(predicateCond(p, f.param), (field) => `${sub}.${cols[field] ?? badField(field)}`, q));
-      const inner = `SELECT ${sub}.resource_type, ${sub}.resource_id FROM ${table} ${sub} WHERE ${typesClause(sub, types, q)} AND ${sub}.param = ${q.p(f.param)} AND (${conds.join(' OR ')})`;
-      return `(${alias}.resource_type, ${alias}.id) ${f.not ? 'NOT IN' : 'IN'} (${inner})`;
+      const inner = `SELECT ${sub}.rid FROM ${table} ${sub} WHERE ${sub}.pid IN ${pidsOf(types, f.param, q)} AND (${conds.join(' OR ')})`;
+      return `${alias}.rowid ${f.not ? 'NOT IN' : 'IN'} (${inner})`;
     }
     case 'chain': {
       const t = `t${depth}`;
       const where = f.where.map((w) => compileFilter(w, t, f.targetTypes, q, depth + 1));
       const targets = `SELECT ${t}.resource_type, ${t}.id FROM resources ${t} WHERE ${typesClause(t, f.targetTypes, q)} AND ${t}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
-      const inner = `SELECT ${sub}.resource_type, ${sub}.resource_id FROM idx_reference ${sub} WHERE ${typesClause(sub, types, q)} AND ${sub}.param = ${q.p(f.param)} AND (${sub}.target_type, ${sub}.target_id) IN (${targets})`;
-      return `(${alias}.resource_type, ${alias}.id) IN (${inner})`;
+      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${sub}.pid IN ${pidsOf(types, f.param, q)} AND (${sub}.target_type, ${sub}.target_id) IN (${targets})`;
+      return `${alias}.rowid IN (${inner})`;
     }
     case 'compartment': {
       const alts = Object.entries(f.paramsByType)
         .filter(([t, params]) => params.length && (!types.length || types.includes(t)))
-        .map(([t, params]) => `(${sub}.resource_type = ${q.p(t)} AND ${sub}.param IN (${q.list(params)}))`);
+        .map(([t, params]) => `(sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list(params)}))`);
       if (!alts.length) return '0';
-      const inner = `SELECT ${sub}.resource_type, ${sub}.resource_id FROM idx_reference ${sub} WHERE ${sub}.target_type = ${q.p(f.targetType)} AND ${sub}.target_id = ${q.p(f.targetId)} AND (${alts.join(' OR ')})`;
-      return `(${alias}.resource_type, ${alias}.id) IN (${inner})`;
+      const pids = `SELECT sp.pid FROM search_params sp WHERE ${alts.join(' OR ')}`;
+      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${sub}.target_type = ${q.p(f.targetType)} AND ${sub}.target_id = ${q.p(f.targetId)} AND ${sub}.pid IN (${pids})`;
+      return `${alias}.rowid IN (${inner})`;
     }
     case 'has': {
       const s = `s${depth}`;
       const where = f.where.map((w) => compileFilter(w, s, [f.sourceType], q, depth + 1));
-      const sources = `SELECT ${s}.resource_type, ${s}.id FROM resources ${s} WHERE ${s}.resource_type = ${q.p(f.sourceType)} AND ${s}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
+      const sources = `SELECT ${s}.rowid FROM resources ${s} WHERE ${s}.resource_type = ${q.p(f.sourceType)} AND ${s}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
       const targetTypes = types.length ? ` AND ${sub}.target_type IN (${q.list(types)})` : ` AND ${sub}.target_type IS NOT NULL`;
-      const inner = `SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${sub}.resource_type = ${q.p(f.sourceType)} AND ${sub}.param = ${q.p(f.param)}${targetTypes} AND (${sub}.resource_type, ${sub}.resource_id) IN (${sources})`;
+      const inner = `SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${sub}.pid IN ${pidsOf([f.sourceType], f.param, q)}${targetTypes} AND ${sub}.rid IN (${sources})`;
       return `(${alias}.resource_type, ${alias}.id) IN (${inner})`;
     }
   }
@@ -281,13 +396,13 @@ function compositeSubquery(code: string, p: Predicate, types: string[], q: Sql, 
     .slice(1)
     .map(
       (pt) =>
-        ` JOIN ${TABLES[pt.kind].table} ${pt.alias} ON ${pt.alias}.resource_type = ${first.alias}.resource_type AND ${pt.alias}.resource_id = ${first.alias}.resource_id AND ${pt.alias}.grp = ${first.alias}.grp AND ${pt.alias}.param = ${q.p(`${code}$${pt.i}`)}`,
+        ` JOIN ${TABLES[pt.kind].table} ${pt.alias} ON ${pt.alias}.rid = ${first.alias}.rid AND ${pt.alias}.n = ${first.alias}.n AND ${pt.alias}.pid IN ${pidsOf(types, `${code}$${pt.i}`, q)}`,
     )
     .join('');
-  const where = [`${typesClause(first.alias, types, q)}`, `${first.alias}.param = ${q.p(`${code}$0`)}`];
+  const where = [`${first.alias}.pid IN ${pidsOf(types, `${code}$0`, q)}`];
   for (const pt of parts)
     where.push(render(predicateCond(pt.pred, code), (field) => `${pt.alias}.${TABLES[pt.kind].cols[field] ?? badField(field)}`, q));
-  return `SELECT ${first.alias}.resource_type, ${first.alias}.resource_id FROM ${TABLES[first.kind].table} ${first.alias}${joins} WHERE ${where.join(' AND ')}`;
+  return `SELECT ${first.alias}.rid FROM ${TABLES[first.kind].table} ${first.alias}${joins} WHERE ${where.join(' AND ')}`;
 }
 
 /** The SQL expression giving one sort key's value for the row `r`. */
@@ -307,7 +422,8 @@ function sortExpression(param: string, descending: boolean, types: string[], q: 
     quantity: 'value',
     uri: 'value',
   };
-  return `(SELECT ${agg}(x.${col[kind]}) FROM ${TABLES[kind].table} x WHERE x.resource_type = r.resource_type AND x.resource_id = r.id AND x.param = ${q.p(param)})`;
+  // The rid fixes the type: the parameter ids of every searched type can be offered at once.
+  return `(SELECT ${agg}(x.${col[kind]}) FROM ${TABLES[kind].table} x WHERE x.rid = r.rowid AND x.pid IN ${pidsOf(types, param, q)})`;
 }
 
 export interface CompiledSearch {
@@ -415,16 +531,16 @@ function fetchInclude(db: DatabaseSync, spec: IncludeSpec, from: Resource[]): Re
   if (!keys.length) return [];
   const pairs = keys.map((r) => `(${q.p(r.resourceType)}, ${q.p(r.id ?? '')})`).join(', ');
   let sql: string;
+  // The source's parameter(s): `param` of `sourceType`, or every parameter of it / of any type.
+  const conds: string[] = [];
+  if (spec.sourceType !== '*') conds.push(`sp.resource_type = ${q.p(spec.sourceType)}`);
+  if (spec.param !== '*') conds.push(`sp.code = ${q.p(spec.param)}`);
+  const param = conds.length ? ` AND x.pid IN (SELECT sp.pid FROM search_params sp WHERE ${conds.join(' AND ')})` : '';
+  const target = spec.targetType ? ` AND x.target_type = ${q.p(spec.targetType)}` : '';
   if (!spec.reverse) {
-    const param = spec.param === '*' ? '' : ` AND x.param = ${q.p(spec.param)}`;
-    const target = spec.targetType ? ` AND x.target_type = ${q.p(spec.targetType)}` : '';
-    const source = spec.sourceType === '*' ? '' : ` AND x.resource_type = ${q.p(spec.sourceType)}`;
-    sql = `SELECT DISTINCT t.content FROM idx_reference x JOIN resources t ON t.resource_type = x.target_type AND t.id = x.target_id AND t.deleted = 0 WHERE (x.resource_type, x.resource_id) IN (VALUES ${pairs})${source}${param}${target}`;
+    sql = `SELECT DISTINCT t.content FROM idx_reference x JOIN resources t ON t.resource_type = x.target_type AND t.id = x.target_id AND t.deleted = 0 WHERE x.rid IN (SELECT f.rowid FROM resources f WHERE (f.resource_type, f.id) IN (VALUES ${pairs}))${param}${target}`;
   } else {
-    const param = spec.param === '*' ? '' : ` AND x.param = ${q.p(spec.param)}`;
-    const target = spec.targetType ? ` AND x.target_type = ${q.p(spec.targetType)}` : '';
-    const source = spec.sourceType === '*' ? '' : ` AND x.resource_type = ${q.p(spec.sourceType)}`;
-    sql = `SELECT DISTINCT s.content FROM idx_reference x JOIN resources s ON s.resource_type = x.resource_type AND s.id = x.resource_id AND s.deleted = 0 WHERE (x.target_type, x.target_id) IN (VALUES ${pairs})${source}${param}${target}`;
+    sql = `SELECT DISTINCT s.content FROM idx_reference x JOIN resources s ON s.rowid = x.rid AND s.deleted = 0 WHERE (x.target_type, x.target_id) IN (VALUES ${pairs})${param}${target}`;
   }
   const rows = db.prepare(sql).all(...(q.params as SQLInputValue[])) as { content: string }[];
   return rows.map((r) => JSON.parse(r.content) as Resource);

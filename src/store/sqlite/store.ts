@@ -29,7 +29,15 @@ import type {
 import { Mutex } from '../mutex.ts';
 import { InstantClock } from '../clock.ts';
 import { decodeCursor, encodeCursor } from '../cursor.ts';
-import { compileSearch, deleteIndex, installSearchSchema, writeIndex, resolveIncludes } from './search-sql.ts';
+import {
+  SEARCH_SCHEMA_VERSION,
+  compileSearch,
+  deleteIndex,
+  installSearchSchema,
+  resetSearchCaches,
+  resolveIncludes,
+  writeIndex,
+} from './search-sql.ts';
 
 export interface SqliteStoreOptions {
   /** Database file, or ':memory:'. */
@@ -39,6 +47,7 @@ export interface SqliteStoreOptions {
 }
 
 interface ResourceRow {
+  rid?: number;
   resource_type: string;
   id: string;
   version: number;
@@ -53,13 +62,14 @@ interface HistoryRow extends ResourceRow {
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS resources (
+  rid INTEGER PRIMARY KEY,
   resource_type TEXT NOT NULL,
   id TEXT NOT NULL,
   version INTEGER NOT NULL,
   last_updated TEXT NOT NULL,
   deleted INTEGER NOT NULL,
   content TEXT,
-  PRIMARY KEY (resource_type, id)
+  UNIQUE (resource_type, id)
 );
 CREATE INDEX IF NOT EXISTS resources_last_updated ON resources (resource_type, last_updated);
 CREATE TABLE IF NOT EXISTS history (
@@ -76,6 +86,29 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_type_seq ON history (resource_type, seq);
 CREATE INDEX IF NOT EXISTS history_last_updated ON history (last_updated);
 `;
+
+/**
+ * Schema version in `PRAGMA user_version`: 2 = integer-keyed index rows (rid, pid). Version 0 with tables is
+ * the first schema (index rows keyed by type, id and parameter text).
+ */
+const SCHEMA_VERSION = SEARCH_SCHEMA_VERSION;
+
+/** Refuses a database written with another schema version (an empty one is rebuilt). */
+function checkSchemaVersion(db: DatabaseSync, path: string): void {
+  const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+  if (version === SCHEMA_VERSION) return;
+  const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all() as { name: string }[];
+  if (!tables.length) return;
+  const hasRows = tables.some((t) => db.prepare(`SELECT 1 FROM "${t.name}" LIMIT 1`).get() !== undefined);
+  if (hasRows) {
+    throw new Error(
+      `${path} was written with store schema version ${version}; this server uses version ${SCHEMA_VERSION} ` +
+        '(search index rows keyed by integer ids). Start with a fresh data folder (DSP_DATA_DIR) and load the data again.',
+    );
+  }
+  // An empty database of an older schema: drop its tables, they are created again.
+  for (const t of tables) db.exec(`DROP TABLE "${t.name}"`);
+}
 
 function toRecord(row: ResourceRow & { method?: string }): VersionRecord {
   const record: VersionRecord = {
@@ -94,7 +127,8 @@ function toRecord(row: ResourceRow & { method?: string }): VersionRecord {
 class Statements {
   readonly current: StatementSync;
   readonly version: StatementSync;
-  readonly upsert: StatementSync;
+  readonly insert: StatementSync;
+  readonly update: StatementSync;
   readonly insertHistory: StatementSync;
   readonly count: StatementSync;
   readonly countType: StatementSync;
@@ -108,11 +142,11 @@ class Statements {
     this.version = db.prepare(
       'SELECT * FROM history WHERE resource_type = ? AND id = ? AND version = ?',
     );
-    this.upsert = db.prepare(
-      `INSERT INTO resources (resource_type, id, version, last_updated, deleted, content) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,
-       deleted = excluded.deleted, content = excluded.content`,
+    // The row of an id keeps its rid for life (index rows are keyed by it): insert once, then update.
+    this.insert = db.prepare(
+      'INSERT INTO resources (resource_type, id, version, last_updated, deleted, content) VALUES (?, ?, ?, ?, ?, ?)',
     );
+    this.update = db.prepare('UPDATE resources SET version = ?, last_updated = ?, deleted = ?, content = ? WHERE rid = ?');
     this.insertHistory = db.prepare(
       'INSERT INTO history (resource_type, id, version, last_updated, method, deleted, content) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
@@ -143,8 +177,10 @@ export class SqliteStore implements Store {
     this.writer = new DatabaseSync(this.options.path);
     this.writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.options.synchronous ?? 'FULL'};
       PRAGMA foreign_keys = OFF; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;`);
+    checkSchemaVersion(this.writer, this.options.path);
     this.writer.exec(SCHEMA);
     installSearchSchema(this.writer);
+    this.writer.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     this.w = new Statements(this.writer);
     if (this.memory) {
       this.reader = this.writer;
@@ -216,6 +252,8 @@ export class SqliteStore implements Store {
         return result;
       } catch (err) {
         if (db.isTransaction) db.exec('ROLLBACK');
+        // Parameter ids created by the rolled-back work are gone with it.
+        resetSearchCaches(db);
         throw err;
       }
     });
@@ -225,7 +263,7 @@ export class SqliteStore implements Store {
     return this.transaction(async () => {
       for (const e of entries) {
         const row = this.w.current.get(e.resourceType, e.id) as ResourceRow | undefined;
-        if (row && !row.deleted) writeIndex(this.writer, e.resourceType, e.id, e.index);
+        if (row && !row.deleted) writeIndex(this.writer, e.resourceType, e.id, e.index, false, row.rid);
       }
     });
   }
@@ -238,6 +276,7 @@ export class SqliteStore implements Store {
       this.writer.exec('BEGIN IMMEDIATE');
       for (const t of tables) this.writer.exec(`DELETE FROM "${t.name}"`);
       this.writer.exec('COMMIT');
+      resetSearchCaches(this.writer);
     });
   }
 
@@ -272,10 +311,14 @@ export class SqliteStore implements Store {
         content = JSON.stringify(stored);
       }
       const deleted = resource ? 0 : 1;
-      s.upsert.run(resourceType, id, versionId, lastUpdated, deleted, content);
+      let rid: number;
+      if (existing) {
+        rid = existing.rid!;
+        s.update.run(versionId, lastUpdated, deleted, content, rid);
+      } else rid = Number(s.insert.run(resourceType, id, versionId, lastUpdated, deleted, content).lastInsertRowid);
       s.insertHistory.run(resourceType, id, versionId, lastUpdated, method, deleted, content);
-      if (resource) writeIndex(s.db, resourceType, id, options.index ?? [], !existing || existing.deleted === 1);
-      else deleteIndex(s.db, resourceType, id);
+      if (resource) writeIndex(s.db, resourceType, id, options.index ?? [], !existing || existing.deleted === 1, rid);
+      else deleteIndex(s.db, resourceType, id, rid);
       return { resourceType, id, versionId, lastUpdated, method, deleted: !resource, resource: stored };
     };
     return {
