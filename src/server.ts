@@ -12,6 +12,7 @@ import { createApp } from './http/app.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { loadExamples } from './examples.ts';
 import { syncSearchParameters } from './search/reindex.ts';
+import { terminologyService } from './terminology/service.ts';
 
 export async function openStore(config: Config): Promise<Store> {
   let store: Store;
@@ -39,6 +40,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const ctx: Context = { store, config };
   // SearchParameters defined on the server join the registry before the first request.
   await syncSearchParameters(store, false);
+  // Terminology content (terminology/: the eHDSI MVC) is loaded before the first request, not by it.
+  const tx = terminologyService().load();
+  logger.info({ resources: tx.loadStats.resources, ms: tx.loadStats.ms }, 'terminology loaded');
   if (config.loadExamples && (await store.count()) === 0) {
     const n = await loadExamples(ctx, config.examplesDir);
     logger.info({ resources: n, dir: config.examplesDir }, 'examples loaded into the empty store');
