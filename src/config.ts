@@ -2,6 +2,7 @@
  * Configuration, read from environment variables (documented in README.md, "Configuration").
  * Every value is checked at start-up: a bad value stops the server with a message naming the variable.
  */
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -34,6 +35,36 @@ export interface Config {
   examplesDir: string;
   sqliteSynchronous: 'FULL' | 'NORMAL';
   limits: Limits;
+  /** Authentication and access control (src/access, docs/access.md). */
+  auth?: AuthConfig;
+}
+
+/** Authentication settings (docs/access.md). */
+export interface AuthConfig {
+  /** `development` accepts tokens from `dsp-fhir token`; `production` refuses them. */
+  mode: 'development' | 'production';
+  /** The `aud` every bearer token must carry. */
+  audience: string;
+  /** Trusted OAuth2 authorization servers: tokens with this `iss` are verified against the key set. */
+  issuers: { issuer: string; jwksUri?: string; jwks?: { keys: object[] } }[];
+  /** Registered clients (SMART Backend Services, mutual TLS), from DSP_AUTH_CLIENTS (JSON or a JSON file). */
+  clients: RegisteredClient[];
+  /** JWK file of the server's local signing key (dev tokens, token endpoint); undefined: in memory. */
+  keyFile?: string;
+}
+
+export interface RegisteredClient {
+  clientId: string;
+  role: 'system' | 'ncp';
+  /** The actor reference recorded in the audit trail (`Device/lab-x`, `Organization/ncp-be`). */
+  ref: string;
+  organization?: string;
+  /** Scopes the client may be granted (SMART v2). */
+  scope: string;
+  /** Public keys of its private_key_jwt assertions. */
+  jwks?: { keys: object[] };
+  /** SHA-256 fingerprint (hex, no colons) of its TLS client certificate. */
+  certFingerprint?: string;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min = 1): number {
@@ -75,6 +106,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     loadExamples: bool(env, 'DSP_LOAD_EXAMPLES', true),
     examplesDir: resolve(cwd, env.DSP_EXAMPLES_DIR ?? 'examples'),
     sqliteSynchronous: sync,
+    auth: authConfig(env, cwd, resolve(cwd, env.DSP_DATA_DIR ?? 'data')),
     limits: {
       maxBodyBytes: int(env, 'DSP_MAX_BODY_BYTES', 20 * 1024 * 1024),
       maxDepth: int(env, 'DSP_MAX_DEPTH', 64),
@@ -82,6 +114,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
       defaultCount,
       maxCount,
     },
+  };
+}
+
+function authConfig(env: NodeJS.ProcessEnv, cwd: string, dataDir: string): AuthConfig {
+  const mode = env.DSP_AUTH_MODE ?? 'development';
+  if (mode !== 'development' && mode !== 'production') throw new Error('DSP_AUTH_MODE must be development or production');
+  const json = (name: string): unknown => {
+    const raw = env[name];
+    if (!raw) return undefined;
+    try {
+      return JSON.parse(raw.trim().startsWith('[') || raw.trim().startsWith('{') ? raw : readFileSync(resolve(cwd, raw), 'utf8'));
+    } catch (err) {
+      throw new Error(`${name} must be JSON or the path of a JSON file (${(err as Error).message})`);
+    }
+  };
+  const issuers = (json('DSP_AUTH_ISSUERS') ?? []) as AuthConfig['issuers'];
+  const clients = (json('DSP_AUTH_CLIENTS') ?? []) as RegisteredClient[];
+  if (!Array.isArray(issuers) || issuers.some((i) => typeof i?.issuer !== 'string')) throw new Error('DSP_AUTH_ISSUERS must be a list of {issuer, jwksUri | jwks}');
+  if (!Array.isArray(clients) || clients.some((c) => typeof c?.clientId !== 'string' || !['system', 'ncp'].includes(c.role))) {
+    throw new Error('DSP_AUTH_CLIENTS must be a list of {clientId, role: system|ncp, ref, scope, jwks | certFingerprint}');
+  }
+  return {
+    mode,
+    audience: env.DSP_AUTH_AUDIENCE ?? 'dsp-fhir',
+    issuers,
+    clients,
+    keyFile: resolve(dataDir, 'signing-key.jwk.json'),
   };
 }
 

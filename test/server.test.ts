@@ -16,7 +16,8 @@ afterEach(async () => {
 });
 
 async function json(url: string, init?: RequestInit): Promise<{ status: number; body: any; headers: Headers }> {
-  const res = await fetch(url, init);
+  // Every request carries the server's administrator development token (no token, no data).
+  const res = await fetch(url, { ...init, headers: { ...running?.auth, ...(init?.headers as Record<string, string> | undefined) } });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
 }
@@ -91,7 +92,7 @@ describe('dsp-fhir serve', () => {
 describe('a real FHIR client (fhir-kit-client)', () => {
   it('create, read, update, search by id, transaction, delete', async () => {
     running = await startServerProcess();
-    const client = new Client({ baseUrl: running.url });
+    const client = new Client({ baseUrl: running.url, customHeaders: running.auth });
     const created = (await client.create({
       resourceType: 'Patient',
       body: { resourceType: 'Patient', identifier: [{ system: 'urn:oid:1.3.182.4.4', value: '1979121212345' }], name: [{ family: 'Kieffer' }] },

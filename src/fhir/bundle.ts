@@ -15,6 +15,7 @@ import { FhirError, badRequest, operationOutcome, preconditionFailed, tooLarge }
 import type { FhirRequest, FhirResponse, HttpMethod } from './request.ts';
 import { type Context, ID_PATTERN, assertResourceType, conditionalMatches } from './interactions.ts';
 import { dispatch } from './router.ts';
+import { enforce } from '../access/enforce.ts';
 import { fhirModel } from './model.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { syncSearchParameters } from '../search/reindex.ts';
@@ -84,6 +85,8 @@ function entryRequest(req: FhirRequest, plan: PlannedEntry, body: unknown): Fhir
     body,
     contentType,
     baseUrl: req.baseUrl,
+    // Each entry is decided on its own by the access decision point, as the Bundle's principal.
+    principal: req.principal,
     headers: {
       prefer: req.headers.prefer,
       'if-match': r.ifMatch,
@@ -170,7 +173,8 @@ async function transaction(ctx: Context, req: FhirRequest, entries: BundleEntry[
         if (target && p.method === 'POST') {
           results[p.index] = target.existing
             ? await dispatch(ctx, { ...r, method: 'GET', path: `${target.type}/${target.id}`, query: [], body: undefined }, session).then((res) => ({ ...res, status: 200 }))
-            : await createWithId(ctx, session, r, target.type, target.id);
+            : // A create with a preset id passes the access decision point like any create.
+              await enforce(ctx, { ...r, method: 'POST', path: target.type, query: [] }, session, () => createWithId(ctx, session, r, target.type, target.id));
         } else if (target && p.method === 'PUT') {
           body = { ...(body as Resource), id: target.id };
           results[p.index] = await dispatch(ctx, { ...r, body, path: `${target.type}/${target.id}`, query: [] }, session);

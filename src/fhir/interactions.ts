@@ -416,7 +416,8 @@ export async function search(
     maxCount: ctx.config.limits.maxCount,
   });
   const cursor = params.find(([k]) => k === '_cursor')?.[1];
-  if (cursor) request.cursor = cursor;
+  // Access hook (src/access): paging links are sealed to the principal who received them.
+  if (cursor) request.cursor = req.access ? req.access.openCursor(cursor) : cursor;
   // _summary=count answers with the total only.
   if (params.some(([k, v]) => k === '_summary' && v === 'count')) {
     request.total = 'accurate';
@@ -425,18 +426,23 @@ export async function search(
   }
   if (extra?.filters) request.filters.push(...extra.filters);
   if (!type && request.resourceTypes.length === 0) request.resourceTypes = [...fhirModel().resourceTypes];
+  // Access hook (src/access): the decision point narrows the request before the query runs.
+  if (req.access) await req.access.narrow(request);
   const result = await session.search(request);
+  const seal = (c: string) => (req.access ? req.access.sealCursor(c) : c);
   const path = extra?.path ?? (type ?? '');
   const keep = params.filter(([k]) => k !== '_cursor');
   const link: BundleLink[] = [{ relation: 'self', url: linkUrl(req.baseUrl, path, params) }];
-  if (result.previous) link.push({ relation: 'previous', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', result.previous]]) });
-  if (result.next) link.push({ relation: 'next', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', result.next]]) });
+  if (result.previous) link.push({ relation: 'previous', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', seal(result.previous)]]) });
+  if (result.next) link.push({ relation: 'next', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', seal(result.next)]]) });
   const entry: BundleEntry[] = result.resources.map((r) => ({
     fullUrl: `${req.baseUrl}/${r.resourceType}/${r.id}`,
     resource: r as FhirResource,
     search: { mode: 'match' },
   }));
-  for (const r of result.included ?? []) {
+  // Access hook (src/access): every _include / _revinclude result is checked like a read.
+  const included = req.access && result.included ? await req.access.filterIncluded(result.included) : result.included;
+  for (const r of included ?? []) {
     entry.push({ fullUrl: `${req.baseUrl}/${r.resourceType}/${r.id}`, resource: r as FhirResource, search: { mode: 'include' } });
   }
   if (ignored.length) {

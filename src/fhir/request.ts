@@ -4,6 +4,8 @@
  * same router, so an interaction behaves the same whichever way it arrives.
  */
 import type { Resource } from 'fhir/r4';
+import type { Principal } from '../access/principal.ts';
+import type { SearchRequest } from '../search/types.ts';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -21,6 +23,21 @@ export interface FhirRequest {
   headers: Record<string, string | undefined>;
   /** Absolute base URL of the FHIR endpoint, without trailing slash (`http://host/fhir`). */
   baseUrl: string;
+  /**
+   * Who is asking (src/access). The HTTP layer always sets it (or answers 401); in-process callers (example
+   * loading, CLI tools) leave it out and act as the internal principal.
+   */
+  principal?: Principal;
+  /** Set by dispatch(): the access decision point's hooks used inside search (src/access/decision.ts). */
+  access?: SearchGuard;
+}
+
+/** What search() asks the access decision point: narrowing before the query, include checks, sealed cursors. */
+export interface SearchGuard {
+  narrow(request: SearchRequest): Promise<void>;
+  filterIncluded(resources: Resource[]): Promise<Resource[]>;
+  sealCursor(cursor: string): string;
+  openCursor(sealed: string): string;
 }
 
 export interface FhirResponse {

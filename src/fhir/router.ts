@@ -10,6 +10,7 @@ import { processBundle } from './bundle.ts';
 import { syncSearchParameters } from '../search/reindex.ts';
 import { capabilityStatement } from './capabilities.ts';
 import { operationRegistry } from '../operations/index.ts';
+import { enforce } from '../access/enforce.ts';
 
 export type { Context } from './interactions.ts';
 
@@ -22,6 +23,12 @@ function methodNotAllowed(req: FhirRequest): FhirError {
  * gets its own store transaction.
  */
 export async function dispatch(ctx: I.Context, req: FhirRequest, session?: StoreSession): Promise<FhirResponse> {
+  // Every request, HTTP or batch/transaction entry, passes the access decision point (src/access/enforce.ts)
+  // before any store query runs; it calls `route` once the request is allowed.
+  return enforce(ctx, req, session, route);
+}
+
+async function route(ctx: I.Context, req: FhirRequest, session?: StoreSession): Promise<FhirResponse> {
   const parts = req.path.split('/').filter((p) => p.length > 0).map(decodeURIComponent);
   const reads: StoreSession = session ?? ctx.store;
   const write = async <T>(work: (s: StoreSession) => Promise<T>): Promise<T> => {

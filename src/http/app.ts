@@ -10,8 +10,11 @@ import type { Context } from '../fhir/interactions.ts';
 import { dispatch } from '../fhir/router.ts';
 import { FhirError, operationOutcome } from '../fhir/outcome.ts';
 import type { FhirRequest, FhirResponse, HttpMethod } from '../fhir/request.ts';
+import type { Principal } from '../access/principal.ts';
 import { type Format, contentTypeOf, formatOf, mediaType, parseBody, responseFormat, serialize } from '../formats/negotiate.ts';
 import { applySubsetting, parseSummary } from '../formats/summary.ts';
+import { authenticate, flushAudit, registerAuthRoutes } from '../access/http.ts';
+import { accessRuntime } from '../access/service.ts';
 
 export const FHIR_BASE_PATH = '/fhir';
 
@@ -69,6 +72,10 @@ export function createApp({ ctx, logger }: AppOptions): express.Express {
   app.set('query parser', 'simple');
 
   const raw = express.raw({ type: () => true, limit: ctx.config.limits.maxBodyBytes });
+  // The signing key and audit store are opened at start (a failure shows at the first request as a 500).
+  accessRuntime(ctx).catch(() => undefined);
+  // SMART discovery and the Backend Services token endpoint (src/access/http.ts).
+  registerAuthRoutes(app, ctx, FHIR_BASE_PATH);
 
   app.use(FHIR_BASE_PATH, (req: Request, res: Response, next: NextFunction) => {
     const started = process.hrtime.bigint();
@@ -84,7 +91,10 @@ export function createApp({ ctx, logger }: AppOptions): express.Express {
     const query = [...url.searchParams] as [string, string][];
     let neg: Negotiated = { format: 'json', pretty: false };
     if (wantsRawBinary(req, query)) {
-      sendRawBinary(ctx, req, res, query).catch((e: unknown) => sendError(res, neg, e, logger));
+      // No token, no data: authentication comes first on every path (src/access/http.ts).
+      authenticate(ctx, req)
+        .then((principal) => sendRawBinary(ctx, req, res, query, principal))
+        .catch((e: unknown) => sendError(res, neg, e, logger));
       return;
     }
     try {
@@ -101,7 +111,9 @@ export function createApp({ ctx, logger }: AppOptions): express.Express {
         sendError(res, neg, err, logger);
         return;
       }
-      handle(ctx, req, res, neg, query).catch((e: unknown) => sendError(res, neg, e, logger));
+      authenticate(ctx, req)
+        .then((principal) => handle(ctx, req, res, neg, query, principal))
+        .catch((e: unknown) => sendError(res, neg, e, logger));
     });
     void next;
   });
@@ -128,16 +140,17 @@ function wantsRawBinary(req: Request, query: [string, string][]): boolean {
   });
 }
 
-async function sendRawBinary(ctx: Context, req: Request, res: Response, query: [string, string][]): Promise<void> {
+async function sendRawBinary(ctx: Context, req: Request, res: Response, query: [string, string][], principal: Principal): Promise<void> {
   const headers: Record<string, string | undefined> = {};
   for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
-  const result = await dispatch(ctx, {
+  const result = await flushAudit(ctx, dispatch(ctx, {
     method: 'GET',
     path: req.path.replace(/^\/+/, ''),
     query,
     headers,
     baseUrl: ctx.config.baseUrl ?? `${req.protocol}://${req.get('host')}${FHIR_BASE_PATH}`,
-  });
+    principal,
+  }));
   const binary = result.body as Binary | undefined;
   res.status(result.status);
   for (const [k, v] of Object.entries(result.headers)) res.setHeader(k, v);
@@ -151,7 +164,7 @@ async function sendRawBinary(ctx: Context, req: Request, res: Response, query: [
   res.end(req.method === 'HEAD' ? undefined : bytes);
 }
 
-async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated, query: [string, string][]): Promise<void> {
+async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated, query: [string, string][], principal: Principal): Promise<void> {
   const method = req.method.toUpperCase() as HttpMethod;
   if (!['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'].includes(method)) {
     throw new FhirError(405, `HTTP method ${req.method} is not supported`, 'not-supported');
@@ -177,10 +190,12 @@ async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated
     contentType,
     headers,
     baseUrl,
+    principal,
   };
   const summary = parseSummary(firstQuery(query, '_summary'));
   const elements = firstQuery(query, '_elements');
-  const result: FhirResponse = await dispatch(ctx, fhirReq);
+  // The audit trail of the request is written before the answer leaves (src/access/http.ts).
+  const result: FhirResponse = await flushAudit(ctx, dispatch(ctx, fhirReq));
   const out = result.body && result.summarizable ? applySubsetting(result.body, summary, elements) : result.body;
   send(res, neg, result.status, result.headers, out, method === 'HEAD');
 }

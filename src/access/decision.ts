@@ -1,0 +1,477 @@
+/**
+ * THE access decision point. dispatch() builds one AccessScope per request (batch and transaction entries
+ * included) and asks it, before any store query runs:
+ * - `authorize()`: may this principal attempt this interaction at all (scopes, role, resource class)?
+ * - `narrow()`: adds filters to a SearchRequest so that the store only ever sees visible data (totals,
+ *   paging, chains and _has included; _include results are checked with `canSee`);
+ * - `checkInstance()`: a single resource (read, vread, history, update, patch, delete, instance operation),
+ *   checked before anything about it is returned; invisible and missing look the same (404);
+ * - `checkWrite()`: create / update / patch / delete rules for professionals and patients.
+ * The model (Consent resources) is read by policy.ts; the rules are documented in docs/access.md.
+ */
+import { createHmac } from 'node:crypto';
+import type { DocumentReference, Resource } from 'fhir/r4';
+import type { StoreSession } from '../store/port.ts';
+import type { Filter, SearchRequest } from '../search/types.ts';
+import { extractIndex } from '../search/indexer.ts';
+import { searchParam } from '../search/registry.ts';
+import { compartmentFilter, compartmentTypes } from '../fhir/compartments.ts';
+import { FhirError, notFound } from '../fhir/outcome.ts';
+import { CONFIDENTIALITY, type PatientPolicy, linkOf, loadPolicy } from './policy.ts';
+import { type Permission, type Principal, requireScope } from './principal.ts';
+
+/** Shared, non-patient data every authenticated principal may read (directory, terminology, conformance). */
+export const DIRECTORY_TYPES = new Set([
+  'Practitioner', 'PractitionerRole', 'Organization', 'OrganizationAffiliation', 'Location', 'HealthcareService', 'Endpoint',
+  'Medication', 'MedicationKnowledge', 'Substance', 'ValueSet', 'CodeSystem', 'ConceptMap', 'NamingSystem', 'StructureDefinition',
+  'SearchParameter', 'OperationDefinition', 'CapabilityStatement', 'CompartmentDefinition', 'StructureMap', 'ImplementationGuide',
+  'TerminologyCapabilities', 'Questionnaire', 'PlanDefinition', 'ActivityDefinition', 'Library', 'GraphDefinition', 'MessageDefinition',
+]);
+/** Patient data only the patient (and assistant) sees: the access model itself and the audit trail. */
+const PATIENT_PRIVATE = new Set(['Consent', 'AuditEvent']);
+/** Emergency access (and NCP): the essential data. Observation only blood group; Composition/DocumentReference only the Patient Summary. */
+const ESSENTIAL_MULTI = ['Patient', 'AllergyIntolerance', 'Condition', 'MedicationStatement', 'MedicationRequest'];
+const ESSENTIAL = new Set([...ESSENTIAL_MULTI, 'Observation', 'Composition', 'DocumentReference']);
+const BLOOD_GROUP = ['882-1', '883-9', '10331-7'];
+const PATIENT_SUMMARY = '60591-5';
+const LOINC = 'http://loinc.org';
+
+export type Mode = 'full' | 'own' | 'emergency' | 'none';
+export type Interaction = 'read' | 'vread' | 'history' | 'search' | 'create' | 'update' | 'patch' | 'delete' | 'operation' | 'batch' | 'capabilities';
+
+const PERMISSION: Record<Interaction, Permission | undefined> = {
+  read: 'r', vread: 'r', history: 'r', search: 's', create: 'c', update: 'u', patch: 'u', delete: 'd', operation: undefined, batch: undefined, capabilities: undefined,
+};
+
+let patientTypes: Set<string> | undefined;
+/** Types holding patient data: Patient and every member of the Patient compartment. */
+export function isPatientData(type: string): boolean {
+  patientTypes ??= new Set(['Patient', ...compartmentTypes('Patient')]);
+  return patientTypes.has(type);
+}
+
+function refsOf(resource: Resource): { param: string; ref: string }[] {
+  const out: { param: string; ref: string }[] = [];
+  for (const v of extractIndex(resource)) {
+    if (v.type === 'reference' && v.targetType && v.targetId) out.push({ param: v.param, ref: `${v.targetType}/${v.targetId}` });
+  }
+  return out;
+}
+
+function compartmentParams(compartment: string, type: string): string[] {
+  const f = compartmentFilter(compartment, '-', [type]);
+  return f.kind === 'compartment' ? (f.paramsByType[type] ?? []) : [];
+}
+
+/** Patients whose record a resource belongs to (its Patient compartment membership). */
+export function patientsOf(resource: Resource): string[] {
+  if (resource.resourceType === 'Patient') return [resource.id!];
+  const params = new Set(compartmentParams('Patient', resource.resourceType));
+  const ids = new Set<string>();
+  for (const r of refsOf(resource)) if (params.has(r.param) && r.ref.startsWith('Patient/')) ids.add(r.ref.slice(8));
+  return [...ids];
+}
+
+/** Authors of a resource: what it references through author-like parameters (the Practitioner compartment's, `author`). */
+export function authorsOf(resource: Resource): Set<string> {
+  // A Patient resource is nobody's contribution (its general-practitioner is not its author).
+  if (resource.resourceType === 'Patient') return new Set();
+  const practitionerParams = new Set(compartmentParams('Practitioner', resource.resourceType));
+  const out = new Set<string>();
+  for (const r of refsOf(resource)) {
+    if (r.param === 'author' || r.param === 'recorder' || r.param === 'asserter' || (practitionerParams.has(r.param) && /^(Practitioner|PractitionerRole)\//.test(r.ref))) out.add(r.ref);
+  }
+  return out;
+}
+
+export function labelsOf(resource: Resource): string[] {
+  const codes = (resource.meta?.security ?? []).filter((c) => c.system === CONFIDENTIALITY).map((c) => c.code!);
+  if (resource.resourceType === 'DocumentReference') {
+    for (const l of (resource as DocumentReference).securityLabel ?? []) for (const c of l.coding ?? []) if (c.system === CONFIDENTIALITY && c.code) codes.push(c.code);
+  }
+  return codes;
+}
+
+function encountersOf(resource: Resource): string[] {
+  const own = resource.resourceType === 'Encounter' ? [`Encounter/${resource.id}`] : [];
+  return [...own, ...refsOf(resource).filter((r) => r.param === 'encounter' && r.ref.startsWith('Encounter/')).map((r) => r.ref)];
+}
+
+function isEssential(resource: Resource): boolean {
+  const t = resource.resourceType;
+  if (!ESSENTIAL.has(t)) return false;
+  const codes = (cc: { coding?: { system?: string; code?: string }[] } | undefined) => (cc?.coding ?? []).filter((c) => c.system === LOINC).map((c) => c.code!);
+  if (t === 'Observation') return codes((resource as { code?: { coding?: [] } }).code).some((c) => BLOOD_GROUP.includes(c));
+  if (t === 'Composition' || t === 'DocumentReference') return codes((resource as { type?: { coding?: [] } }).type).includes(PATIENT_SUMMARY);
+  return true;
+}
+
+const never = (): Filter => ({ kind: 'id', ids: [] });
+const token = (param: string, codes: string[], system?: string): Filter => ({ kind: 'param', param, type: 'token', anyOf: codes.map((code) => ({ type: 'token', system, code })) });
+
+export interface AuditFacts {
+  patients: Set<string>;
+  emergency: boolean;
+  entity?: string;
+}
+
+export class AccessScope {
+  readonly principal: Principal;
+  readonly unrestricted: boolean;
+  private readonly session: StoreSession;
+  private readonly cursorKey: Buffer;
+  private readonly policies = new Map<string, Promise<PatientPolicy>>();
+  /** What the audit trail records about this request. */
+  readonly facts: AuditFacts = { patients: new Set(), emergency: false };
+
+  constructor(principal: Principal, session: StoreSession, cursorKey: Buffer) {
+    this.principal = principal;
+    this.session = session;
+    this.cursorKey = cursorKey;
+    this.unrestricted = principal.role === 'admin' || principal.role === 'system';
+  }
+
+  policy(patientId: string): Promise<PatientPolicy> {
+    let p = this.policies.get(patientId);
+    if (!p) this.policies.set(patientId, (p = loadPolicy(this.session, patientId)));
+    return p;
+  }
+
+  /** How much of a patient's record this principal sees. */
+  async modeFor(patientId: string): Promise<Mode> {
+    const pr = this.principal;
+    if (this.unrestricted) return 'full';
+    // A token bound to one patient (SMART patient context) sees no other record.
+    if (pr.patient && pr.patient !== patientId && pr.scopes.every((s) => s.context === 'patient')) return 'none';
+    const policy = await this.policy(patientId);
+    if (!policy.exists) return 'none';
+    switch (pr.role) {
+      case 'patient':
+        return pr.ref === `Patient/${patientId}` ? 'full' : 'none';
+      case 'assistant':
+        return policy.assistants.has(pr.ref) && !policy.unknown ? 'full' : 'none';
+      case 'ncp':
+        return policy.unknown || policy.closed || policy.emergencyOptOut ? 'none' : 'emergency';
+      case 'practitioner': {
+        if (policy.unknown || policy.blocked.has(pr.ref)) return 'none';
+        if (policy.closed) return 'own';
+        if (linkOf(policy, pr.ref).linked) return 'full';
+        if (pr.purpose === 'EMERGENCY' && pr.reason && !policy.emergencyOptOut) return 'emergency';
+        return 'none';
+      }
+      default:
+        return 'none';
+    }
+  }
+
+  private isPatientSide(): boolean {
+    return this.principal.role === 'patient' || this.principal.role === 'assistant';
+  }
+
+  private labelsAllowed(mode: Mode, policy: PatientPolicy): Set<string> {
+    if (this.isPatientSide()) return new Set(['N', 'R', 'V', 'L', 'U', 'M']);
+    if (mode === 'full' && linkOf(policy, this.principal.ref).restricted) return new Set(['N', 'R', 'L', 'U', 'M']);
+    return new Set(['N', 'L', 'U', 'M']);
+  }
+
+  /** The JS check of one resource (reads, includes, history entries, writes). */
+  async canSee(resource: Resource): Promise<boolean> {
+    if (this.unrestricted) return true;
+    const type = resource.resourceType;
+    if (DIRECTORY_TYPES.has(type)) return true;
+    if (type === 'Binary') return false;
+    if (!isPatientData(type)) return false;
+    if (PATIENT_PRIVATE.has(type) && !this.isPatientSide()) return false;
+    const patients = patientsOf(resource);
+    const own = authorsOf(resource).has(this.principal.ref);
+    if (!patients.length) return own && this.principal.role === 'practitioner';
+    for (const p of patients) {
+      const mode = await this.modeFor(p);
+      if (mode === 'none') return false;
+      this.facts.patients.add(p);
+      if (this.isPatientSide()) continue;
+      if (mode === 'own') {
+        if (!own) return false;
+        continue;
+      }
+      if (own && mode === 'full') continue;
+      const policy = await this.policy(p);
+      const allowed = this.labelsAllowed(mode, policy);
+      if (labelsOf(resource).some((l) => !allowed.has(l))) return false;
+      if (policy.hidden.has(`${type}/${resource.id}`)) return false;
+      if (encountersOf(resource).some((e) => policy.objectedEncounters.has(e))) return false;
+      if (mode === 'emergency') {
+        if (!isEssential(resource)) return false;
+        this.facts.emergency = true;
+      }
+    }
+    return true;
+  }
+
+  /** Role- and scope-level check of an interaction on a type (403: telling leaks nothing about data). */
+  authorize(interaction: Interaction, type: string | undefined): void {
+    const pr = this.principal;
+    const perm = PERMISSION[interaction];
+    if (type === 'AuditEvent' && (interaction === 'create' || interaction === 'update' || interaction === 'patch' || interaction === 'delete')) {
+      throw new FhirError(405, 'AuditEvent resources are written by the server only; they cannot be created, changed or deleted', 'not-supported');
+    }
+    if (perm && type) requireScope(pr, type, perm);
+    if (this.unrestricted) return;
+    if (interaction === 'history' && !type) throw forbidden('System-wide history is available to administrators only');
+    if (pr.role === 'ncp' && perm && perm !== 'r' && perm !== 's') throw forbidden('A national contact point reads only');
+    if (type && !DIRECTORY_TYPES.has(type) && !isPatientData(type) && type !== 'Binary' && type !== 'Bundle') {
+      throw forbidden(`${type} resources are available to administrators and system clients only`);
+    }
+    if (type && DIRECTORY_TYPES.has(type) && perm && perm !== 'r' && perm !== 's') {
+      throw forbidden(`${type} resources are maintained by administrators and system clients only`);
+    }
+  }
+
+  /** Instance check before anything about it is returned or changed: invisible and missing look alike. */
+  async checkInstance(type: string, id: string, resource: Resource | undefined): Promise<void> {
+    if (this.unrestricted) return;
+    this.facts.entity = `${type}/${id}`;
+    if (!resource || !(await this.canSee(resource))) throw notFound(`${type}/${id} is not known`);
+  }
+
+  /** Binary: visible through its securityContext (the resource it belongs to). */
+  async canSeeBinary(resource: Resource & { securityContext?: { reference?: string } }): Promise<boolean> {
+    if (this.unrestricted) return true;
+    const ref = resource.securityContext?.reference;
+    if (!ref || !/^[A-Z][A-Za-z]+\/[^/]+$/.test(ref)) return false;
+    const [t, i] = ref.split('/');
+    const rec = await this.session.current(t, i);
+    return !!rec?.resource && t !== 'Binary' && (await this.canSee(rec.resource));
+  }
+
+  /**
+   * Write rules: a professional writes only into records they fully access, and does not change the
+   * patient, authors or security labels of a resource they did not write (nor delete it); patients and
+   * assistants write in their own record; Consent is the patient's.
+   */
+  async checkWrite(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined): Promise<void> {
+    if (this.unrestricted) return;
+    const pr = this.principal;
+    const subject = (after ?? before)!;
+    const type = subject.resourceType;
+    if (type === 'Binary' || type === 'Bundle') throw forbidden(`${type} resources are written by administrators and system clients only`);
+    if (type === 'Consent' && !this.isPatientSide()) throw forbidden('Consents are managed by the patient or their assistant');
+    if (type === 'Patient' && !this.isPatientSide()) throw forbidden('Patient resources are maintained by the patient, their assistant or administrators');
+    for (const r of [before, after]) {
+      if (!r) continue;
+      const patients = patientsOf(r);
+      if (!patients.length) throw forbidden(`A ${type} written by a ${pr.role} must belong to a patient's record`);
+      for (const p of patients) {
+        if ((await this.modeFor(p)) !== 'full') {
+          // The target record: not allowed and not existing look the same.
+          throw notFound(`Patient/${p} is not known`);
+        }
+        this.facts.patients.add(p);
+      }
+    }
+    if (before && !this.isPatientSide() || (before && this.isPatientSide() && type !== 'Consent' && type !== 'Patient')) {
+      const authors = authorsOf(before);
+      const own = authors.has(pr.ref) || (authors.size === 0 && !this.isPatientSide());
+      if (!own) {
+        if (interaction === 'delete') throw forbidden('Only the author can delete this resource');
+        const same = (f: (r: Resource) => Iterable<string>) => JSON.stringify([...f(before)].sort()) === JSON.stringify([...f(after!)].sort());
+        if (!same(patientsOf) || !same(authorsOf) || !same(labelsOf)) {
+          throw forbidden('The patient, authors and security labels of a resource written by someone else cannot be changed');
+        }
+      }
+    }
+  }
+
+  // -- search narrowing ---------------------------------------------------------------------------------
+
+  /** Narrows a search before it runs (the only way a restricted principal's search reaches the store). */
+  async narrow(request: SearchRequest): Promise<void> {
+    if (this.unrestricted) return;
+    await this.narrowNested(request.filters);
+    const { types, filters } = await this.narrowTypes(request.resourceTypes, request.filters);
+    request.resourceTypes = types;
+    request.filters.push(...filters);
+  }
+
+  /** Chains and _has are evaluated over visible data only: their inner searches are narrowed too. */
+  private async narrowNested(filters: Filter[]): Promise<void> {
+    for (const f of filters) {
+      if (f.kind === 'chain') {
+        await this.narrowNested(f.where);
+        const n = await this.narrowTypes(f.targetTypes, f.where);
+        f.targetTypes = n.types;
+        f.where.push(...n.filters);
+      } else if (f.kind === 'has') {
+        await this.narrowNested(f.where);
+        const n = await this.narrowTypes([f.sourceType], f.where);
+        if (!n.types.length) f.where.push(never());
+        f.where.push(...n.filters);
+      }
+    }
+  }
+
+  private pinned(types: string[], filters: Filter[]): string | undefined {
+    for (const f of filters) {
+      if (f.kind === 'compartment' && f.targetType === 'Patient') return f.targetId;
+      if (f.kind === 'param' && !f.not && (f.param === 'patient' || f.param === 'subject') && f.anyOf.length === 1) {
+        const p = f.anyOf[0];
+        if (p.type === 'reference' && !p.modifier && p.targetType === 'Patient' && p.targetId) return p.targetId;
+      }
+      if (f.kind === 'id' && types.length === 1 && types[0] === 'Patient' && f.ids.length === 1) return f.ids[0];
+    }
+    if (this.principal.role === 'patient') return this.principal.ref.slice('Patient/'.length);
+    return this.principal.patient;
+  }
+
+  private async narrowTypes(requested: string[], filters: Filter[]): Promise<{ types: string[]; filters: Filter[] }> {
+    let types = requested.filter((t) => !(PATIENT_PRIVATE.has(t) && !this.isPatientSide()));
+    const other = types.filter((t) => !DIRECTORY_TYPES.has(t) && !isPatientData(t));
+    if (other.length) throw forbidden(`Searching ${other.slice(0, 3).join(', ')}${other.length > 3 ? '...' : ''} is available to administrators and system clients only; name the resource types (_type)`);
+    const data = types.filter((t) => isPatientData(t));
+    if (!data.length) return { types: types.length ? types : requested, filters: types.length ? [] : [never()] };
+    types = data; // directory types never match a record's filters: leave them out of a mixed search
+    const pinned = this.pinned(types, filters);
+    if (pinned) return this.narrowToPatient(pinned, types);
+    // Unpinned: every record the principal fully accesses.
+    const ids = await this.fullRecords();
+    if (ids.length === 0) return { types, filters: [never()] };
+    if (ids.length === 1) return this.narrowToPatient(ids[0], types);
+    const out: Filter[] = [];
+    if (types.length === 1 && types[0] === 'Patient') out.push({ kind: 'id', ids });
+    else {
+      const param = ['patient', 'subject'].find((p) => types.every((t) => searchParam(t, p)?.type === 'reference'));
+      if (!param) throw forbidden('This search spans several records: name the patient (patient=Patient/...)');
+      out.push({ kind: 'chain', param, targetTypes: ['Patient'], where: [{ kind: 'id', ids }] });
+    }
+    for (const id of ids) this.facts.patients.add(id);
+    const excluded = new Set<string>();
+    for (const id of ids) for (const e of await this.exclusions(id, 'full', types)) excluded.add(e);
+    if (excluded.size) out.push(await this.positiveList(types, out, excluded));
+    return { types, filters: out };
+  }
+
+  /** Records a professional or assistant fully accesses (médecin référent, grants, assistant appointments). */
+  private async fullRecords(): Promise<string[]> {
+    const pr = this.principal;
+    if (pr.role !== 'practitioner' && pr.role !== 'assistant') return [];
+    const candidates = new Set<string>();
+    const ref = { type: 'reference' as const, reference: pr.ref, targetType: pr.ref.split('/')[0], targetId: pr.ref.split('/')[1] };
+    const base = { sort: [], count: 10_000, total: 'none' as const, include: [] };
+    if (pr.role === 'practitioner') {
+      const gp = await this.session.search({ ...base, resourceTypes: ['Patient'], filters: [{ kind: 'param', param: 'general-practitioner', type: 'reference', anyOf: [ref] }] });
+      for (const r of gp.resources) candidates.add(r.id!);
+    }
+    const consents = await this.session.search({ ...base, resourceTypes: ['Consent'], filters: [{ kind: 'param', param: 'actor', type: 'reference', anyOf: [ref] }, token('status', ['active'])] });
+    for (const c of consents.resources) {
+      const p = (c as { patient?: { reference?: string } }).patient?.reference;
+      if (p?.startsWith('Patient/')) candidates.add(p.slice(8));
+    }
+    const out: string[] = [];
+    for (const id of candidates) if ((await this.modeFor(id)) === 'full') out.push(id);
+    return out.sort();
+  }
+
+  private async narrowToPatient(patientId: string, requested: string[]): Promise<{ types: string[]; filters: Filter[] }> {
+    const mode = await this.modeFor(patientId);
+    if (mode === 'none') return { types: requested, filters: [never()] };
+    this.facts.patients.add(patientId);
+    let types = requested;
+    const out: Filter[] = [];
+    if (mode === 'emergency') {
+      this.facts.emergency = true;
+      if (types.length === 1 && ESSENTIAL.has(types[0])) {
+        if (types[0] === 'Observation') out.push(token('code', BLOOD_GROUP, LOINC));
+        if (types[0] === 'Composition' || types[0] === 'DocumentReference') out.push(token('type', [PATIENT_SUMMARY], LOINC));
+      } else types = types.filter((t) => ESSENTIAL_MULTI.includes(t));
+      if (!types.length) return { types: requested, filters: [never()] };
+    }
+    if (types.length === 1 && types[0] === 'Patient') out.push({ kind: 'id', ids: [patientId] });
+    else out.push(compartmentFilter('Patient', patientId, types));
+    if (mode === 'own') {
+      out.push(compartmentFilter(this.principal.ref.split('/')[0], this.principal.ref.split('/')[1], types));
+      return { types, filters: out };
+    }
+    const excluded = await this.exclusions(patientId, mode, types);
+    if (excluded.size) out.push(await this.positiveList(types, out, excluded));
+    return { types, filters: out };
+  }
+
+  /**
+   * Resources of a record this principal may not see although the record is open to them: security labels
+   * above their level, hidden resources, resources of objected visits; minus what they wrote themselves.
+   */
+  private async exclusions(patientId: string, mode: Mode, types: string[]): Promise<Set<string>> {
+    const out = new Set<string>();
+    if (this.isPatientSide() || mode === 'own' || mode === 'none') return out;
+    const policy = await this.policy(patientId);
+    const allowed = this.labelsAllowed(mode, policy);
+    const denied = ['R', 'V'].filter((l) => !allowed.has(l));
+    const inRecord = compartmentFilter('Patient', patientId, types);
+    const base = { sort: [], count: 100_000, total: 'none' as const, include: [] };
+    const candidates: Resource[] = [];
+    const dataTypes = types.filter((t) => t !== 'Patient');
+    if (denied.length && dataTypes.length) {
+      candidates.push(...(await this.session.search({ ...base, resourceTypes: dataTypes, filters: [inRecord, token('_security', denied, CONFIDENTIALITY)] })).resources);
+      if (dataTypes.includes('DocumentReference')) {
+        candidates.push(...(await this.session.search({ ...base, resourceTypes: ['DocumentReference'], filters: [inRecord, token('security-label', denied, CONFIDENTIALITY)] })).resources);
+      }
+    }
+    for (const ref of policy.hidden) {
+      const [t, i] = ref.split('/');
+      if (!types.includes(t)) continue;
+      const rec = await this.session.current(t, i);
+      if (rec?.resource) candidates.push(rec.resource);
+    }
+    if (policy.objectedEncounters.size) {
+      const encTypes = dataTypes.filter((t) => searchParam(t, 'encounter')?.type === 'reference');
+      const anyOf = [...policy.objectedEncounters].map((e) => ({ type: 'reference' as const, reference: e, targetType: 'Encounter', targetId: e.slice(10) }));
+      if (encTypes.length) candidates.push(...(await this.session.search({ ...base, resourceTypes: encTypes, filters: [inRecord, { kind: 'param', param: 'encounter', type: 'reference', anyOf }] })).resources);
+      if (types.includes('Encounter')) {
+        for (const e of policy.objectedEncounters) {
+          const rec = await this.session.current('Encounter', e.slice(10));
+          if (rec?.resource) candidates.push(rec.resource);
+        }
+      }
+    }
+    for (const r of candidates) if (!(mode === 'full' && authorsOf(r).has(this.principal.ref))) out.add(`${r.resourceType}/${r.id}`);
+    return out;
+  }
+
+  /** `NOT IN excluded` as the store contract has no negated id filter: the visible ids, listed. */
+  private async positiveList(types: string[], filters: Filter[], excluded: Set<string>): Promise<Filter> {
+    const all = await this.session.search({ resourceTypes: types, filters: [...filters], sort: [], count: 1_000_000, total: 'none', include: [] });
+    const excludedIds = new Set([...excluded].map((r) => r.slice(r.indexOf('/') + 1)));
+    // Ids are unique per type only: an id shared with an excluded resource of another type is left out too.
+    return { kind: 'id', ids: all.resources.filter((r) => !excludedIds.has(r.id!)).map((r) => r.id!) };
+  }
+
+  /** _include / _revinclude results: each one checked like a read. */
+  async filterIncluded(resources: Resource[]): Promise<Resource[]> {
+    if (this.unrestricted) return resources;
+    const out: Resource[] = [];
+    for (const r of resources) if (r.resourceType === 'Binary' ? await this.canSeeBinary(r) : await this.canSee(r)) out.push(r);
+    return out;
+  }
+
+  // -- paging links bound to the principal ----------------------------------------------------------------
+
+  private mac(cursor: string): string {
+    return createHmac('sha256', this.cursorKey).update(this.principal.ref).update('\u0000').update(this.principal.role).update('\u0000').update(cursor).digest('base64url').slice(0, 22);
+  }
+
+  sealCursor(cursor: string): string {
+    return `${cursor}~${this.mac(cursor)}`;
+  }
+
+  openCursor(sealed: string): string {
+    const i = sealed.lastIndexOf('~');
+    const cursor = i < 0 ? '' : sealed.slice(0, i);
+    if (i < 0 || sealed.slice(i + 1) !== this.mac(cursor)) throw new FhirError(400, 'This paging link belongs to another user or has been altered', 'invalid');
+    return cursor;
+  }
+}
+
+export function forbidden(message: string): FhirError {
+  return new FhirError(403, message, 'forbidden');
+}
+

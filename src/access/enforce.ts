@@ -1,0 +1,263 @@
+/**
+ * Where dispatch() meets the access decision point: classifies the request, asks AccessScope before any
+ * store query of the interaction runs, hands the scope to search() for narrowing, checks what a read or an
+ * instance interaction is about, and records the outcome in the audit trail (allowed or denied).
+ */
+import type { Bundle, BundleEntry, Parameters, Resource } from 'fhir/r4';
+import type { StoreSession } from '../store/port.ts';
+import type { Context } from '../fhir/interactions.ts';
+import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
+import { FhirError } from '../fhir/outcome.ts';
+import { fhirModel } from '../fhir/model.ts';
+import { applyFhirPathPatch, applyJsonPatch } from '../fhir/patch.ts';
+import { buildAuditEvent } from '../audit/event.ts';
+import { AccessScope, type Interaction, forbidden, isPatientData } from './decision.ts';
+import { requireScope } from './principal.ts';
+import { accessRuntime } from './service.ts';
+
+type Route = (ctx: Context, req: FhirRequest, session?: StoreSession) => Promise<FhirResponse>;
+
+interface Classified {
+  interaction: Interaction;
+  /** restful-interaction code for the audit trail. */
+  code: string;
+  action: 'C' | 'R' | 'U' | 'D' | 'E';
+  type?: string;
+  id?: string;
+  vid?: string;
+  conditional?: boolean;
+  compartment?: { type: string; id: string };
+  operation?: string;
+}
+
+const ID = /^[A-Za-z0-9\-.]{1,64}$/;
+/** Operations that touch no patient data beyond what their target check covers. */
+const OPEN_OPERATIONS = new Set(['expand', 'validate-code', 'lookup', 'subsumes', 'translate', 'validate']);
+
+function classify(req: FhirRequest): Classified {
+  const parts = req.path.split('/').filter((p) => p.length > 0).map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      return p;
+    }
+  });
+  const m = req.method === 'HEAD' ? 'GET' : req.method;
+  const last = parts[parts.length - 1];
+  if (last?.startsWith('$')) {
+    return { interaction: 'operation', code: 'operation', action: 'E', operation: last.slice(1), type: parts.length > 1 ? parts[0] : undefined, id: parts.length > 2 ? parts[1] : undefined };
+  }
+  const [a, b, c, d] = parts;
+  if (!parts.length) return m === 'POST' ? { interaction: 'batch', code: 'batch', action: 'E' } : { interaction: 'search', code: 'search-system', action: 'E' };
+  if (a === 'metadata') return { interaction: 'capabilities', code: 'capabilities', action: 'R' };
+  if (a === '_history') return { interaction: 'history', code: 'history-system', action: 'R' };
+  if (a === '_search') return { interaction: 'search', code: 'search-system', action: 'E' };
+  if (parts.length === 1) {
+    if (m === 'GET') return { interaction: 'search', code: 'search-type', action: 'E', type: a };
+    if (m === 'POST') return { interaction: 'create', code: 'create', action: 'C', type: a };
+    if (m === 'PUT') return { interaction: 'update', code: 'update', action: 'U', type: a, conditional: true };
+    if (m === 'PATCH') return { interaction: 'patch', code: 'patch', action: 'U', type: a, conditional: true };
+    return { interaction: 'delete', code: 'delete', action: 'D', type: a, conditional: true };
+  }
+  if (b === '_search') return { interaction: 'search', code: 'search-type', action: 'E', type: a };
+  if (b === '_history') return { interaction: 'history', code: 'history-type', action: 'R', type: a };
+  if (parts.length === 2) {
+    if (m === 'PUT') return { interaction: 'update', code: 'update', action: 'U', type: a, id: b };
+    if (m === 'PATCH') return { interaction: 'patch', code: 'patch', action: 'U', type: a, id: b };
+    if (m === 'DELETE') return { interaction: 'delete', code: 'delete', action: 'D', type: a, id: b };
+    return { interaction: 'read', code: 'read', action: 'R', type: a, id: b };
+  }
+  if (c === '_history') {
+    if (parts.length === 4) return { interaction: 'vread', code: 'vread', action: 'R', type: a, id: b, vid: d };
+    return { interaction: 'history', code: 'history-instance', action: 'R', type: a, id: b };
+  }
+  return { interaction: 'search', code: 'search-type', action: 'E', type: c === '*' ? undefined : c, compartment: { type: a, id: b } };
+}
+
+function statusOf(err: unknown): number {
+  return err instanceof FhirError ? err.status : 500;
+}
+
+export async function enforce(ctx: Context, req: FhirRequest, session: StoreSession | undefined, route: Route): Promise<FhirResponse> {
+  // In-process callers (example loading, CLI tools) carry no principal; the network never reaches here
+  // without one (src/http/app.ts answers 401 first).
+  if (!req.principal) return route(ctx, req, session);
+  const rt = await accessRuntime(ctx);
+  const scope = new AccessScope(req.principal, session ?? ctx.store, rt.cursorKey);
+  const info = classify(req);
+  let status = 500;
+  let failure: string | undefined;
+  try {
+    // AuditEvents live in the audit trail's own store: their interactions run there.
+    const res =
+      info.type === 'AuditEvent'
+        ? await guarded({ ...ctx, store: rt.auditStore }, { ...req, access: scope }, undefined, route, scope, info)
+        : await guarded(ctx, { ...req, access: scope }, session, route, scope, info);
+    status = res.status;
+    return res;
+  } catch (err) {
+    status = statusOf(err);
+    failure = err instanceof FhirError ? err.issues[0]?.code : 'exception';
+    throw err;
+  } finally {
+    if (info.interaction !== 'capabilities') {
+      const names = [...new Set(req.query.map(([k]) => k))].join('&');
+      rt.audit.record(
+        buildAuditEvent({
+          principal: req.principal,
+          interaction: info.code === 'batch' ? ((req.body as Bundle | undefined)?.type === 'transaction' ? 'transaction' : 'batch') : info.code,
+          action: info.action,
+          status,
+          entity: info.type && info.id ? `${info.type}/${info.id}${info.vid ? `/_history/${info.vid}` : ''}` : info.compartment ? `${info.compartment.type}/${info.compartment.id}` : undefined,
+          query: info.interaction === 'search' || info.interaction === 'operation' ? `${req.path}${names ? `?${names}` : ''}` : undefined,
+          patients: [...scope.facts.patients],
+          emergency: scope.facts.emergency,
+          outcomeText: failure,
+        }),
+      );
+    }
+  }
+}
+
+/** The last visible state of an instance: the current resource, or for a tombstone the version before it. */
+async function lastLive(reads: StoreSession, type: string, id: string): Promise<Resource | undefined> {
+  const rec = await reads.current(type, id);
+  if (!rec) return undefined;
+  if (!rec.deleted) return rec.resource;
+  return rec.versionId > 1 ? (await reads.version(type, id, rec.versionId - 1))?.resource : undefined;
+}
+
+async function checkInstance(scope: AccessScope, reads: StoreSession, type: string, id: string): Promise<Resource | undefined> {
+  if (scope.unrestricted || !fhirModel().isResourceType(type) || !ID.test(id)) return undefined;
+  const res = await lastLive(reads, type, id);
+  if (type === 'Binary') {
+    if (!res || !(await scope.canSeeBinary(res))) throw new FhirError(404, `Binary/${id} is not known`, 'not-found');
+    return res;
+  }
+  await scope.checkInstance(type, id, res);
+  return res;
+}
+
+async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | undefined, route: Route, scope: AccessScope, info: Classified): Promise<FhirResponse> {
+  const reads = session ?? ctx.store;
+  const restricted = !scope.unrestricted;
+  const type = info.type && fhirModel().isResourceType(info.type) ? info.type : undefined;
+  if (info.type && !type && info.interaction !== 'operation') return route(ctx, req, session); // unknown type: 404 from the router
+  switch (info.interaction) {
+    case 'capabilities':
+      return route(ctx, req, session);
+    case 'batch': {
+      const bundle = req.body as Bundle | undefined;
+      if (restricted && bundle?.type === 'transaction' && (bundle.entry ?? []).some(conditionalEntry)) {
+        throw forbidden('Conditional entries (ifNoneExist, conditional URLs or references) are available to administrators and system clients only');
+      }
+      return route(ctx, req, session);
+    }
+    case 'search': {
+      if (type) scope.authorize('search', type);
+      if (info.compartment && restricted && fhirModel().isResourceType(info.compartment.type) && isPatientData(info.compartment.type)) {
+        await checkInstance(scope, reads, info.compartment.type, info.compartment.id);
+      }
+      return route(ctx, req, session);
+    }
+    case 'read':
+      scope.authorize('read', type);
+      await checkInstance(scope, reads, type!, info.id!);
+      return route(ctx, req, session);
+    case 'vread': {
+      scope.authorize('vread', type);
+      await checkInstance(scope, reads, type!, info.id!);
+      const res = await route(ctx, req, session);
+      if (restricted && res.body && !(await scope.canSee(res.body))) throw new FhirError(404, `Version ${info.vid} of ${type}/${info.id} is not known`, 'not-found');
+      return res;
+    }
+    case 'history': {
+      scope.authorize('history', type);
+      if (!info.id) {
+        if (restricted) throw forbidden('History of a type or of the whole server is available to administrators only');
+        return route(ctx, req, session);
+      }
+      await checkInstance(scope, reads, type!, info.id);
+      const res = await route(ctx, req, session);
+      if (restricted && res.body?.resourceType === 'Bundle') {
+        const bundle = res.body as Bundle;
+        const kept: BundleEntry[] = [];
+        for (const e of bundle.entry ?? []) if (!e.resource || (await scope.canSee(e.resource))) kept.push(e);
+        if (kept.length !== (bundle.entry ?? []).length) delete bundle.total;
+        bundle.entry = kept;
+      }
+      return res;
+    }
+    case 'create': {
+      scope.authorize('create', type);
+      if (restricted) {
+        if (req.headers['if-none-exist']) throw forbidden('Conditional create is available to administrators and system clients only');
+        const body = req.body as Resource | undefined;
+        if (body && typeof body === 'object' && body.resourceType === type) await scope.checkWrite('create', undefined, body);
+      }
+      return route(ctx, req, session);
+    }
+    case 'update': {
+      scope.authorize('update', type);
+      if (restricted) {
+        if (info.conditional) throw forbidden('Conditional update is available to administrators and system clients only');
+        const body = req.body as Resource | undefined;
+        const current = await reads.current(type!, info.id!);
+        if (current && !current.deleted) {
+          const before = await checkInstance(scope, reads, type!, info.id!);
+          if (body && typeof body === 'object' && body.resourceType === type) await scope.checkWrite('update', before, { ...body, id: info.id });
+        } else if (body && typeof body === 'object' && body.resourceType === type) {
+          if (current?.deleted) await checkInstance(scope, reads, type!, info.id!);
+          await scope.checkWrite('create', undefined, body);
+        }
+      }
+      return route(ctx, req, session);
+    }
+    case 'patch': {
+      scope.authorize('patch', type);
+      if (restricted) {
+        if (info.conditional) throw forbidden('Conditional patch is available to administrators and system clients only');
+        const before = await checkInstance(scope, reads, type!, info.id!);
+        if (before) {
+          let after: Resource | undefined;
+          try {
+            after = req.contentType === 'application/json-patch+json' ? applyJsonPatch(before, req.body) : applyFhirPathPatch(before, req.body as Parameters);
+          } catch {
+            after = undefined; // the router reports the patch error itself
+          }
+          if (after) await scope.checkWrite('patch', before, after);
+        }
+      }
+      return route(ctx, req, session);
+    }
+    case 'delete': {
+      scope.authorize('delete', type);
+      if (restricted) {
+        if (info.conditional) throw forbidden('Conditional delete is available to administrators and system clients only');
+        const current = await reads.current(type!, info.id!);
+        if (current) {
+          const before = await checkInstance(scope, reads, type!, info.id!);
+          if (!current.deleted && before) await scope.checkWrite('delete', before, undefined);
+        }
+      }
+      return route(ctx, req, session);
+    }
+    case 'operation': {
+      const name = info.operation!;
+      if (name === 'everything') {
+        if (type) requireScope(scope.principal, type, 'r');
+        if (restricted && type && info.id) await checkInstance(scope, reads, type, info.id);
+        return route(ctx, req, session);
+      }
+      if (restricted && !OPEN_OPERATIONS.has(name)) throw forbidden(`Operation $${name} is available to administrators and system clients only`);
+      if (restricted && type && info.id) await checkInstance(scope, reads, type, info.id);
+      return route(ctx, req, session);
+    }
+  }
+}
+
+function conditionalEntry(e: BundleEntry): boolean {
+  if (e.request?.ifNoneExist) return true;
+  if (e.request?.url?.includes('?') && e.request.method !== 'GET') return true;
+  return /"reference":"[A-Z][A-Za-z]+\?/.test(JSON.stringify(e.resource ?? {}));
+}

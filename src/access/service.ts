@@ -1,0 +1,70 @@
+/**
+ * Per-server access runtime: the token verifier and signing key, the audit trail, the key binding paging
+ * links to principals, the jti replay cache. One per store (so every Context over the same store shares it).
+ */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { AuthConfig, Config } from '../config.ts';
+import type { Store } from '../store/port.ts';
+import { AuditLog } from '../audit/chain.ts';
+import { SqliteStore } from '../store/sqlite/store.ts';
+import { ReplayCache, type SigningKey, TokenVerifier, loadSigningKey } from './tokens.ts';
+
+export interface AccessRuntime {
+  auth: AuthConfig;
+  key: SigningKey;
+  verifier: TokenVerifier;
+  audit: AuditLog;
+  /** The audit trail's own store: AuditEvents never mix with clinical data (counts, history, searches). */
+  auditStore: Store;
+  cursorKey: Buffer;
+  replay: ReplayCache;
+}
+
+const runtimes = new WeakMap<Store, Promise<AccessRuntime>>();
+
+export function defaultAuth(): AuthConfig {
+  return { mode: 'development', audience: 'dsp-fhir', issuers: [], clients: [] };
+}
+
+export function auditHeadFile(config: Config): string | undefined {
+  return config.auth?.keyFile ? join(config.dataDir, 'audit-head.json') : undefined;
+}
+
+/**
+ * The audit store: `audit.sqlite` in the data folder next to the embedded store, the `<db>_audit` database
+ * next to MongoDB's, or in memory for tests and embedding (no key file configured).
+ */
+export async function openAuditStore(config: Config, main?: Store): Promise<Store> {
+  let store: Store;
+  if (config.mongodbUri && (!main || main.kind === 'mongodb')) {
+    const { MongoStore } = await import('../store/mongo/store.ts');
+    store = new MongoStore({ uri: config.mongodbUri, dbName: `${config.mongodbDb}_audit` });
+  } else {
+    store = new SqliteStore({ path: config.auth?.keyFile ? join(config.dataDir, 'audit.sqlite') : ':memory:', synchronous: config.sqliteSynchronous });
+  }
+  await store.init();
+  return store;
+}
+
+export function accessRuntime(ctx: { store: Store; config: Config }): Promise<AccessRuntime> {
+  let rt = runtimes.get(ctx.store);
+  if (!rt) {
+    const auth = ctx.config.auth ?? defaultAuth();
+    rt = (async () => {
+      const key = await loadSigningKey(auth.keyFile);
+      const auditStore = await openAuditStore(ctx.config, ctx.store);
+      return {
+        auth,
+        key,
+        verifier: new TokenVerifier(auth, key),
+        audit: new AuditLog(auditStore, auditHeadFile(ctx.config)),
+        auditStore,
+        cursorKey: randomBytes(32),
+        replay: new ReplayCache(),
+      };
+    })();
+    runtimes.set(ctx.store, rt);
+  }
+  return rt;
+}
