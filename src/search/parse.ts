@@ -254,6 +254,9 @@ function parseParam(key: string, value: string, types: string[], fullKey: string
   const modifier = colon < 0 ? undefined : key.slice(colon + 1);
   const def = lookup(types, code);
   if (!def) throw new Unknown(code);
+  // A parameter without an expression (`_text`, `_content`) has no index values: matching it would silently
+  // answer nothing, so it is handled as unsupported (400 when strict, else ignored and reported).
+  if (!def.expression && code !== '_id' && code !== '_lastUpdated') throw new Unknown(code);
   if (modifier === 'missing') {
     if (value !== 'true' && value !== 'false') throw badRequest(`Search parameter ${fullKey} must be true or false`);
     return { kind: 'missing', param: code, missing: value === 'true' };
