@@ -22,7 +22,9 @@ import {
   validateInValueSet,
   type CodeInput,
   type ValidateResult,
+  type VersionRules,
 } from '../terminology/engine.ts';
+import { canonicalSystem } from '../terminology/codesystems.ts';
 
 const MAX_EXPANSION = 1000;
 
@@ -95,6 +97,21 @@ export class OpParams {
   }
 }
 
+/** `system-version`, `force-system-version` and `check-system-version` parameters (`url|version` each). */
+export function versionRules(params: OpParams): VersionRules | undefined {
+  const rules: VersionRules = { defaults: new Map(), force: new Map(), check: new Map() };
+  let any = false;
+  for (const [name, map] of [['system-version', rules.defaults], ['force-system-version', rules.force], ['check-system-version', rules.check]] as const) {
+    for (const v of params.strs(name)) {
+      const i = v.indexOf('|');
+      if (i <= 0 || i === v.length - 1) throw badRequest(`Parameter ${name} must be a canonical with a version (system|version), not '${v}'`);
+      map.set(canonicalSystem(v.slice(0, i)), v.slice(i + 1));
+      any = true;
+    }
+  }
+  return any ? rules : undefined;
+}
+
 function languages(req: FhirRequest, params: OpParams): string[] {
   return parseLanguages(params.str('displayLanguage') ?? header(req, 'accept-language'));
 }
@@ -155,6 +172,7 @@ function validationParameters(res: ValidateResult, cc?: CodeableConcept): Parame
   if (res.system) out.push({ name: 'system', valueUri: res.system });
   if (res.version) out.push({ name: 'version', valueString: res.version });
   if (res.inactive) out.push({ name: 'inactive', valueBoolean: true });
+  for (const u of new Set(res.unknownSystems ?? [])) out.push({ name: 'x-caused-by-unknown-system', valueCanonical: u });
   if (cc) out.push({ name: 'codeableConcept', valueCodeableConcept: cc });
   if (res.issues.length) {
     out.push({
@@ -198,6 +216,7 @@ operationRegistry.register({
       excludeNested: params.bool('excludeNested'),
       displayLanguage: languages(req, params),
       maxSize: MAX_EXPANSION,
+      versions: versionRules(params),
       echo: params.echo(['filter', 'count', 'offset', 'displayLanguage', 'includeDesignations', 'activeOnly', 'excludeNested', 'includeDefinition']),
     });
     return ok(body);
@@ -215,7 +234,7 @@ operationRegistry.register({
   handler: async (ctx, req, target) => {
     const params = new OpParams(req);
     const scope = await scopeFor(ctx, params);
-    const opts = { displayLanguage: languages(req, params), abstractAllowed: params.bool('abstract') ?? false, activeOnly: params.bool('activeOnly') ?? false };
+    const opts = { displayLanguage: languages(req, params), abstractAllowed: params.bool('abstract') ?? false, activeOnly: params.bool('activeOnly') ?? false, versions: versionRules(params) };
     const { inputs, path } = codeInputs(params);
     const cc = path === 'codeableConcept' ? params.codeableConcept('codeableConcept') : undefined;
     if (!inputs.length) throw badRequest('The codeableConcept has no coding with a code');

@@ -8,7 +8,7 @@ import { FhirError } from '../fhir/outcome.ts';
 import { type CodeSystemIndex, type ConceptDef, type Designation, propertyText } from './codesystem-index.ts';
 import { chooseDisplay } from './language.ts';
 import { canonicalSystem } from './codesystems.ts';
-import { type Scope, splitCanonical } from './registry.ts';
+import { type Scope, splitCanonical, versionMatches } from './registry.ts';
 import { EXT_NOT_SELECTABLE, EXT_DEPRECATED } from './model.ts';
 import { UCUM, ucumValidate } from './ucum.ts';
 
@@ -25,7 +25,44 @@ export interface ExpansionItem {
   cs?: CodeSystemIndex;
 }
 
+/**
+ * Code system version rules of a request (`system-version`, `check-system-version`, `force-system-version`):
+ * canonical system URL -> version or version pattern (`1.0.x`).
+ */
+export interface VersionRules {
+  /** Used where a value set include names no version. */
+  defaults: Map<string, string>;
+  /** Replaces the version wherever the system is used. */
+  force: Map<string, string>;
+  /** The version used must match; a versionless include takes the newest matching version. */
+  check: Map<string, string>;
+}
+
+export function emptyVersionRules(): VersionRules {
+  return { defaults: new Map(), force: new Map(), check: new Map() };
+}
+
+/** How an expansion is computed: version rules, a preferred version per system (the coding's), leniency. */
+export interface ExpansionContext {
+  rules?: VersionRules;
+  /** Version named by the code being validated, used by includes whose version it satisfies. */
+  prefer?: Map<string, string>;
+  /** Record version problems in `errors` instead of throwing (validation). */
+  lenient?: boolean;
+}
+
+export interface ExpansionError {
+  system: string;
+  code: string;
+  text: string;
+  /** `url|version` of a code system version that could not be found. */
+  unknown?: string;
+}
+
 export interface Expansion {
+  ctx: ExpansionContext;
+  /** Version problems met in lenient mode. */
+  errors: ExpansionError[];
   items: Map<string, ExpansionItem>;
   /** Code systems used (url -> version). */
   used: Map<string, string | undefined>;
@@ -177,11 +214,42 @@ function itemFrom(cs: CodeSystemIndex, def: ConceptDef, scope: Scope): Expansion
   };
 }
 
+/**
+ * The code system version an include uses: a forced version; else the version of the code being validated when
+ * the include allows it; else the include's own version (or pattern, newest match); else the request's default,
+ * else its check pattern, else the newest. A version that cannot be found, or one that fails a check, throws
+ * (expansion) or is recorded in `exp.errors` with the best version to report displays from (validation).
+ */
+function resolveIncludeSystem(scope: Scope, system: string, incVersion: string | undefined, exp: Expansion): CodeSystemIndex | undefined {
+  const rules = exp.ctx.rules;
+  const force = rules?.force.get(system);
+  const pref = exp.ctx.prefer?.get(system);
+  const fallback = rules?.defaults.get(system) ?? rules?.check.get(system);
+  let want = force ?? incVersion;
+  if (!force && pref && (!incVersion || versionMatches(pref, incVersion))) want = pref;
+  want ??= fallback;
+  let cs = scope.codeSystem(system, want);
+  if (!cs && want && scope.codeSystemVersions(system).length) {
+    const err = unknownCodeSystem(system, want, scope, 'so the code cannot be validated');
+    if (!exp.ctx.lenient) throw err;
+    exp.errors.push({ system, code: 'not-found', text: err.message, unknown: `${system}|${want}` });
+    cs = (pref ? scope.codeSystem(system, pref) : undefined) ?? (fallback ? scope.codeSystem(system, fallback) : undefined) ?? scope.codeSystem(system);
+    return cs;
+  }
+  const check = rules?.check.get(system);
+  if (cs && check && !versionMatches(cs.version, check)) {
+    const text = `The version '${cs.version ?? ''}' is not allowed for system '${system}': required to be '${check}' by a version-check parameter`;
+    if (!exp.ctx.lenient) throw new FhirError(400, [{ severity: 'error', code: 'business-rule', diagnostics: text }]);
+    exp.errors.push({ system, code: 'business-rule', text });
+  }
+  return cs;
+}
+
 function includeSet(scope: Scope, inc: ValueSetComposeInclude, stack: string[], exp: Expansion, vs: ValueSet): Map<string, ExpansionItem> {
   let result: Map<string, ExpansionItem> | undefined;
   if (inc.system) {
     const system = canonicalSystem(inc.system);
-    const cs = scope.codeSystem(system, inc.version);
+    const cs = resolveIncludeSystem(scope, system, inc.version, exp);
     result = new Map();
     if (inc.concept?.length) {
       for (const c of inc.concept) {
@@ -224,7 +292,7 @@ function includeSet(scope: Scope, inc: ValueSetComposeInclude, stack: string[], 
 export function computeExpansion(scope: Scope, vs: ValueSet, stack: string[] = [], exp?: Expansion): Map<string, ExpansionItem> {
   const label = vsLabel(vs);
   if (stack.includes(label)) throw new FhirError(400, [{ severity: 'error', code: 'processing', diagnostics: `The value set ${label} includes itself (cycle: ${[...stack, label].join(' -> ')})` }]);
-  const e = exp ?? { items: new Map(), used: new Map(), usedValueSets: new Set(), warnings: [] };
+  const e: Expansion = exp ?? { ctx: {}, errors: [], items: new Map(), used: new Map(), usedValueSets: new Set(), warnings: [] };
   e.usedValueSets.add(label);
   const next = [...stack, label];
   const out = new Map<string, ExpansionItem>();
@@ -252,7 +320,12 @@ interface CachedExpansion {
   /** Value sets and code systems the expansion read, as resolved then (identity checked on reuse). */
   deps: { kind: 'vs' | 'cs'; ref: string; version?: string; obj: unknown }[];
 }
-const expansionCache = new WeakMap<ValueSet, CachedExpansion>();
+const expansionCache = new WeakMap<ValueSet, Map<string, CachedExpansion>>();
+
+function ctxKey(ctx: ExpansionContext): string {
+  const m = (x?: Map<string, string>) => (x?.size ? [...x].map(([k, v]) => `${k}|${v}`).sort().join(',') : '');
+  return `${m(ctx.rules?.defaults)};${m(ctx.rules?.force)};${m(ctx.rules?.check)};${m(ctx.prefer)};${ctx.lenient ? 1 : 0}`;
+}
 
 function depsValid(scope: Scope, deps: CachedExpansion['deps']): boolean {
   for (const d of deps) {
@@ -263,10 +336,12 @@ function depsValid(scope: Scope, deps: CachedExpansion['deps']): boolean {
 }
 
 /** Full expansion with used systems and warnings; cached per ValueSet object while its dependencies are unchanged. */
-export function fullExpansion(scope: Scope, vs: ValueSet): Expansion {
-  const hit = expansionCache.get(vs);
+export function fullExpansion(scope: Scope, vs: ValueSet, ctx: ExpansionContext = {}): Expansion {
+  const key = ctxKey(ctx);
+  let perVs = expansionCache.get(vs);
+  const hit = perVs?.get(key);
   if (hit && depsValid(scope, hit.deps)) return hit.exp;
-  const exp: Expansion = { items: new Map(), used: new Map(), usedValueSets: new Set(), warnings: [] };
+  const exp: Expansion = { ctx, errors: [], items: new Map(), used: new Map(), usedValueSets: new Set(), warnings: [] };
   exp.items = computeExpansion(scope, vs, [], exp);
   const deps: CachedExpansion['deps'] = [];
   for (const label of exp.usedValueSets) {
@@ -274,9 +349,11 @@ export function fullExpansion(scope: Scope, vs: ValueSet): Expansion {
     if (c.url.startsWith('ValueSet/')) continue;
     deps.push({ kind: 'vs', ref: c.url, version: c.version, obj: scope.valueSet(c.url, c.version) });
   }
-  for (const [url] of exp.used) deps.push({ kind: 'cs', ref: url, obj: scope.codeSystem(url) });
+  for (const [url, version] of exp.used) deps.push({ kind: 'cs', ref: url, version, obj: scope.codeSystem(url, version) });
   // The root value set itself is the cache key; its own URL may resolve to another version, so skip it.
-  expansionCache.set(vs, { exp, deps: deps.filter((d) => d.obj !== vs) });
+  if (!perVs) expansionCache.set(vs, (perVs = new Map()));
+  if (perVs.size > 50) perVs.clear();
+  perVs.set(key, { exp, deps: deps.filter((d) => d.obj !== vs) });
   return exp;
 }
 
@@ -295,6 +372,7 @@ export interface ExpandOptions {
   maxSize: number;
   /** Echoed as expansion.parameter. */
   echo: { name: string; [k: string]: unknown }[];
+  versions?: VersionRules;
 }
 
 function textMatches(item: ExpansionItem, words: string[]): boolean {
@@ -303,7 +381,7 @@ function textMatches(item: ExpansionItem, words: string[]): boolean {
 }
 
 export function expandValueSet(scope: Scope, vs: ValueSet, opts: ExpandOptions): ValueSet {
-  const exp = fullExpansion(scope, vs);
+  const exp = fullExpansion(scope, vs, opts.versions ? { rules: opts.versions } : {});
   let items = [...exp.items.values()];
   if (opts.activeOnly) items = items.filter((i) => !i.inactive);
   if (opts.filter) {
@@ -362,6 +440,7 @@ export interface ValidateOptions {
   displayLanguage: string[];
   abstractAllowed: boolean;
   activeOnly: boolean;
+  versions?: VersionRules;
 }
 
 export interface ValidateResult {
@@ -372,6 +451,8 @@ export interface ValidateResult {
   system?: string;
   version?: string;
   inactive?: boolean;
+  /** `url|version` of code systems that could not be found (x-caused-by-unknown-system). */
+  unknownSystems?: string[];
   issues: { severity: 'error' | 'warning' | 'information'; code: string; text: string }[];
 }
 
@@ -450,9 +531,12 @@ export function validateInCodeSystem(scope: Scope, input: CodeInput, opts: Valid
 
 /** Validates a code against a value set (ValueSet/$validate-code). */
 export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput, opts: ValidateOptions): ValidateResult {
-  const exp = fullExpansion(scope, vs);
-  const res: ValidateResult = { result: true, issues: [], code: input.code, system: input.system };
   let system = input.system ? canonicalSystem(input.system) : undefined;
+  const ctx: ExpansionContext = { lenient: true, ...(opts.versions ? { rules: opts.versions } : {}) };
+  const codingCs = system && input.version ? scope.codeSystem(system, input.version) : undefined;
+  if (system && codingCs?.version) ctx.prefer = new Map([[system, codingCs.version]]);
+  const exp = fullExpansion(scope, vs, ctx);
+  const res: ValidateResult = { result: true, issues: [], code: input.code, system: input.system };
   if (!system) {
     const candidates = [...exp.items.values()].filter((i) => i.code === input.code);
     const systems = new Set(candidates.map((c) => c.system));
@@ -474,9 +558,24 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
     const def = cs.get(input.code);
     if (def) item = exp.items.get(keyOf(cs.url, def.code));
   }
-  if (item && input.version && item.version && input.version !== item.version && !cs) {
-    item = undefined;
+  const versionIssues = () => {
+    for (const e of exp.errors) {
+      if (e.system !== system) continue;
+      res.result = false;
+      res.issues.push({ severity: 'error', code: e.code, text: e.text });
+      if (e.unknown) res.unknownSystems = [...(res.unknownSystems ?? []), e.unknown];
+    }
+  };
+  if (item && input.version && item.version && !versionMatches(item.version, input.version)) {
+    // The value set uses another version of the system than the code names.
+    res.result = false;
+    if (!codingCs) {
+      res.issues.push({ severity: 'error', code: 'not-found', text: unknownCodeSystem(system, input.version, scope, 'so the code cannot be validated').message });
+      res.unknownSystems = [...(res.unknownSystems ?? []), `${system}|${input.version}`];
+    }
+    res.issues.push({ severity: 'error', code: 'invalid', text: `The code system '${system}' version '${item.version}' in the ValueSet include is different to the one in the value ('${input.version}')` });
   }
+  versionIssues();
   if (!item) {
     res.result = false;
     const known = cs?.get(input.code);
@@ -498,6 +597,7 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
   res.code = item.code;
   res.version = item.version;
   res.display = chooseDisplay(item.display, item.cs?.language, item.designations, opts.displayLanguage).value;
+  if (res.result === false) return finish(res);
   if (item.abstract && !opts.abstractAllowed) {
     res.result = false;
     res.issues.push({ severity: 'error', code: 'business-rule', text: `The code '${system}#${item.code}' is abstract (not selectable) in the value set '${vsLabel(vs)}'` });

@@ -38,8 +38,16 @@ export function versionMatches(have: string | undefined, want: string): boolean 
   if (!have) return false;
   const w = want.split('.');
   const h = have.split('.');
+  // A trailing wildcard stands for any remaining parts (`1.x` matches `1.2.0`); otherwise the part counts agree
+  // (`1` is not `1.0.0`).
   if (w.length > h.length) return false;
+  if (w.length < h.length && !(w[w.length - 1] === 'x' || w[w.length - 1] === '*')) return false;
   return w.every((p, i) => p === 'x' || p === '*' || p === h[i]);
+}
+
+/** True when a version string is a pattern (has an `x` or `*` part). */
+export function isVersionPattern(v: string | undefined): boolean {
+  return !!v && v.split('.').some((p) => p === 'x' || p === '*');
 }
 
 function pick<T extends { version?: string }>(list: T[] | undefined, version?: string): T | undefined {
