@@ -9,6 +9,7 @@ import type { Context } from '../fhir/interactions.ts';
 import { FhirError } from '../fhir/outcome.ts';
 import { type Principal, parseScopes } from './principal.ts';
 import { accessRuntime } from './service.ts';
+import { buildAuditEvent } from '../audit/event.ts';
 
 /** The principal of public endpoints (CapabilityStatement, SMART configuration): no scopes at all. */
 export const ANONYMOUS: Principal = { role: 'patient', ref: 'Device/anonymous', scopes: [], method: 'oauth' };
@@ -31,7 +32,14 @@ export async function authenticate(ctx: Context, req: Request): Promise<Principa
     if (!client) throw new FhirError(401, 'The TLS client certificate is not registered', 'login');
     return { role: client.role, ref: client.ref, organization: client.organization, scopes: parseScopes(client.scope), method: 'mtls', clientId: client.clientId, tokenId: fp };
   }
-  return rt.verifier.verify(req.get('authorization'));
+  try {
+    return await rt.verifier.verify(req.get('authorization'));
+  } catch (err) {
+    // A refused authentication is a denial too: recorded (without the token) before the 401 leaves.
+    rt.audit.record(buildAuditEvent({ principal: { ...ANONYMOUS, ref: 'Device/unauthenticated' }, interaction: 'authenticate', action: 'E', status: err instanceof FhirError ? err.status : 500, patients: [], emergency: false, outcomeText: err instanceof FhirError ? err.message : undefined }));
+    await rt.audit.flush();
+    throw err;
+  }
 }
 
 /** Awaits the interaction, then the audit trail's flush (also when the interaction failed). */

@@ -5,6 +5,8 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { registerServe } from './serve.ts';
+import { registerToken } from './token.ts';
+import { registerAudit } from './audit.ts';
 import { registerValidate } from './validate.ts';
 import { registerPackage } from './package.ts';
 import { registerTerminology } from './terminology.ts';
@@ -12,6 +14,8 @@ import { registerTerminology } from './terminology.ts';
 const program = new Command();
 program.name('dsp-fhir').description('DSP FHIR server for the Luxembourg shared health record').version(VERSION);
 registerServe(program);
+registerToken(program);
+registerAudit(program);
 registerValidate(program);
 registerPackage(program);
 registerTerminology(program);
