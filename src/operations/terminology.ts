@@ -152,11 +152,11 @@ async function resolveValueSet(ctx: Context, scope: Scope, params: OpParams, tar
 
 function codeInputs(params: OpParams, prefix = ''): { inputs: CodeInput[]; path: string } {
   const cc = params.codeableConcept(prefix ? `${prefix}CodeableConcept` : 'codeableConcept');
-  if (cc) return { inputs: (cc.coding ?? []).filter((c) => c.code).map((c) => ({ system: c.system, version: c.version, code: c.code!, display: c.display })), path: 'codeableConcept' };
+  if (cc) return { inputs: (cc.coding ?? []).filter((c) => c.code).map((c) => ({ system: c.system, version: c.version, code: c.code!, display: c.display, codingForm: true })), path: 'codeableConcept' };
   const coding = params.coding(prefix ? `${prefix}Coding` : 'coding');
   if (coding) {
     if (!coding.code) throw badRequest('The coding parameter has no code');
-    return { inputs: [{ system: coding.system, version: coding.version, code: coding.code, display: coding.display }], path: 'coding' };
+    return { inputs: [{ system: coding.system, version: coding.version, code: coding.code, display: coding.display, codingForm: true }], path: 'coding' };
   }
   const code = params.str(prefix ? `${prefix}Code` : 'code');
   if (!code) throw badRequest(`No code to work on: give code (with system), coding or codeableConcept`);
@@ -169,6 +169,7 @@ function validationParameters(res: ValidateResult, cc?: CodeableConcept): Parame
   if (res.message) out.push({ name: 'message', valueString: res.message });
   if (res.display) out.push({ name: 'display', valueString: res.display });
   if (res.code) out.push({ name: 'code', valueCode: res.code });
+  if (res.normalizedCode) out.push({ name: 'normalized-code', valueCode: res.normalizedCode });
   if (res.system) out.push({ name: 'system', valueUri: res.system });
   if (res.version) out.push({ name: 'version', valueString: res.version });
   if (res.inactive) out.push({ name: 'inactive', valueBoolean: true });
@@ -234,7 +235,7 @@ operationRegistry.register({
   handler: async (ctx, req, target) => {
     const params = new OpParams(req);
     const scope = await scopeFor(ctx, params);
-    const opts = { displayLanguage: languages(req, params), abstractAllowed: params.bool('abstract') ?? false, activeOnly: params.bool('activeOnly') ?? false, versions: versionRules(params) };
+    const opts = { displayLanguage: languages(req, params), abstractAllowed: params.bool('abstract') ?? true, activeOnly: params.bool('activeOnly') ?? false, versions: versionRules(params), lenientDisplay: params.bool('lenient-display-validation') ?? false };
     const { inputs, path } = codeInputs(params);
     const cc = path === 'codeableConcept' ? params.codeableConcept('codeableConcept') : undefined;
     if (!inputs.length) throw badRequest('The codeableConcept has no coding with a code');

@@ -61,6 +61,10 @@ export interface ExpansionError {
 
 export interface Expansion {
   ctx: ExpansionContext;
+  /** The value set being expanded (its contained value sets resolve `#id` references). */
+  root?: ValueSet;
+  /** Systems included whole (no concept list, no filter). */
+  wholeSystems: Set<string>;
   /** Version problems met in lenient mode. */
   errors: ExpansionError[];
   items: Map<string, ExpansionItem>;
@@ -124,6 +128,8 @@ type Pred = (def: ConceptDef) => boolean;
 
 function filterPredicate(cs: CodeSystemIndex, f: ValueSetComposeIncludeFilter): Pred {
   const prop = f.property;
+  if ((f.value === undefined || f.value === '') && f.op !== 'exists')
+    throw new FhirError(400, [{ severity: 'error', code: 'invalid', diagnostics: `The system ${cs.url} filter with property = ${prop}, op = ${f.op} has no value` }]);
   const value = f.value ?? '';
   const list = () => value.split(',').map((s) => s.trim()).filter(Boolean);
   const isHierarchy = prop === 'concept' || prop === 'code';
@@ -168,7 +174,10 @@ function filterPredicate(cs: CodeSystemIndex, f: ValueSetComposeIncludeFilter): 
   const values = (d: ConceptDef): string[] => {
     if (prop === 'display') return d.display ? [d.display] : [];
     if (prop === 'inactive') return [String(d.inactive)];
-    if (prop === 'notSelectable') return [String(d.abstract)];
+    if (prop === 'notSelectable') {
+      const own = d.properties.filter((p) => p.code === 'notSelectable').map((p) => propertyText(p.value));
+      return own.length ? own : d.abstract ? ['true'] : [];
+    }
     if (prop === 'parent' && !d.properties.some((p) => p.code === 'parent')) return d.parents;
     if (prop === 'child' && !d.properties.some((p) => p.code === 'child')) return d.children;
     return d.properties.filter((p) => p.code === prop).map((p) => propertyText(p.value));
@@ -269,7 +278,12 @@ function includeSet(scope: Scope, inc: ValueSetComposeInclude, stack: string[], 
         result.set(keyOf(system, base.code), base);
       }
     } else {
-      if (!cs) throw unknownCodeSystem(system, inc.version, scope, `so the value set ${vsLabel(vs)} cannot be expanded`);
+      if (!cs) {
+        if (!exp.ctx.lenient) throw unknownCodeSystem(system, inc.version, scope, `so the value set ${vsLabel(vs)} cannot be expanded`);
+        exp.errors.push({ system, code: 'not-found', text: unknownCodeSystem(system, inc.version, scope, 'so the code cannot be validated').message, unknown: inc.version ? `${system}|${inc.version}` : system });
+        return result;
+      }
+      if (!inc.filter?.length) exp.wholeSystems.add(cs.url);
       if (cs.content === 'not-present' || (cs.content === 'example' && !cs.concepts.size))
         throw new FhirError(400, [{ severity: 'error', code: 'too-costly', diagnostics: `The code system ${system} has no content here (content = ${cs.content}), so the value set ${vsLabel(vs)} cannot be expanded` }]);
       if (cs.content !== 'complete') exp.warnings.push(`The code system ${system} is a ${cs.content}: the expansion may be incomplete`);
@@ -279,8 +293,16 @@ function includeSet(scope: Scope, inc: ValueSetComposeInclude, stack: string[], 
     if (cs) exp.used.set(cs.url, cs.version);
   }
   for (const ref of inc.valueSet ?? []) {
-    const nested = scope.valueSet(ref);
-    if (!nested) throw new FhirError(404, [{ severity: 'error', code: 'not-found', diagnostics: `The value set ${ref} included by ${vsLabel(vs)} could not be found` }]);
+    const nested = ref.startsWith('#')
+      ? ([...(vs.contained ?? []), ...(exp.root?.contained ?? [])].find((r) => r.resourceType === 'ValueSet' && r.id === ref.slice(1)) as ValueSet | undefined)
+      : scope.valueSet(ref);
+    if (!nested) {
+      const text = `A definition for the value Set '${ref}' could not be found`;
+      if (!exp.ctx.lenient) throw new FhirError(404, [{ severity: 'error', code: 'not-found', diagnostics: `The value set ${ref} included by ${vsLabel(vs)} could not be found` }]);
+      exp.errors.push({ system: '', code: 'not-found', text });
+      result = new Map();
+      continue;
+    }
     const sub = computeExpansion(scope, nested, stack, exp);
     if (!result) result = new Map(sub);
     else for (const k of [...result.keys()]) if (!sub.has(k)) result.delete(k);
@@ -292,7 +314,7 @@ function includeSet(scope: Scope, inc: ValueSetComposeInclude, stack: string[], 
 export function computeExpansion(scope: Scope, vs: ValueSet, stack: string[] = [], exp?: Expansion): Map<string, ExpansionItem> {
   const label = vsLabel(vs);
   if (stack.includes(label)) throw new FhirError(400, [{ severity: 'error', code: 'processing', diagnostics: `The value set ${label} includes itself (cycle: ${[...stack, label].join(' -> ')})` }]);
-  const e: Expansion = exp ?? { ctx: {}, errors: [], items: new Map(), used: new Map(), usedValueSets: new Set(), warnings: [] };
+  const e: Expansion = exp ?? { ctx: {}, errors: [], wholeSystems: new Set(), root: vs, items: new Map(), used: new Map(), usedValueSets: new Set(), warnings: [] };
   e.usedValueSets.add(label);
   const next = [...stack, label];
   const out = new Map<string, ExpansionItem>();
@@ -341,7 +363,7 @@ export function fullExpansion(scope: Scope, vs: ValueSet, ctx: ExpansionContext 
   let perVs = expansionCache.get(vs);
   const hit = perVs?.get(key);
   if (hit && depsValid(scope, hit.deps)) return hit.exp;
-  const exp: Expansion = { ctx, errors: [], items: new Map(), used: new Map(), usedValueSets: new Set(), warnings: [] };
+  const exp: Expansion = { ctx, errors: [], wholeSystems: new Set(), root: vs, items: new Map(), used: new Map(), usedValueSets: new Set(), warnings: [] };
   exp.items = computeExpansion(scope, vs, [], exp);
   const deps: CachedExpansion['deps'] = [];
   for (const label of exp.usedValueSets) {
@@ -434,6 +456,8 @@ export interface CodeInput {
   version?: string;
   code: string;
   display?: string;
+  /** The code came in a Coding / CodeableConcept: a missing system is an error, not inferred from the value set. */
+  codingForm?: boolean;
 }
 
 export interface ValidateOptions {
@@ -441,6 +465,8 @@ export interface ValidateOptions {
   abstractAllowed: boolean;
   activeOnly: boolean;
   versions?: VersionRules;
+  /** A wrong display is a warning, not an error (`lenient-display-validation`). */
+  lenientDisplay?: boolean;
 }
 
 export interface ValidateResult {
@@ -451,29 +477,42 @@ export interface ValidateResult {
   system?: string;
   version?: string;
   inactive?: boolean;
+  /** The code as the code system defines it, when the given one differs in case. */
+  normalizedCode?: string;
   /** `url|version` of code systems that could not be found (x-caused-by-unknown-system). */
   unknownSystems?: string[];
   issues: { severity: 'error' | 'warning' | 'information'; code: string; text: string }[];
 }
 
-const norm = (s: string) => s.trim().replace(/\s+/g, ' ').toLowerCase();
+// Displays compare case-insensitively; whitespace counts (a doubled space is a wrong display).
+const norm = (s: string) => s.toLowerCase();
+const primaryTag = (t: string) => t.toLowerCase().split('-')[0]!;
 
-function displays(item: { display?: string; designations: Designation[]; def?: ConceptDef }): string[] {
-  const out = new Set<string>();
-  if (item.display) out.add(item.display);
-  if (item.def?.display) out.add(item.def.display);
-  for (const d of item.designations) out.add(d.value);
-  for (const d of item.def?.designations ?? []) out.add(d.value);
-  return [...out];
+/**
+ * The displays a given display may match: the concept's own display (in the code system's language) and its
+ * designations; when display languages are requested, only those in one of them (all when none is).
+ */
+function displays(item: { display?: string; designations: Designation[]; def?: ConceptDef; cs?: CodeSystemIndex }, languages: string[] = []): string[] {
+  const all: Designation[] = [];
+  const lang = item.cs?.language;
+  if (item.display) all.push({ language: lang, value: item.display });
+  if (item.def?.display) all.push({ language: lang, value: item.def.display });
+  all.push(...item.designations, ...(item.def?.designations ?? []));
+  let pool = all;
+  if (languages.length) {
+    const wanted = new Set(languages.map(primaryTag));
+    const inLang = all.filter((d) => (d.language ? wanted.has(primaryTag(d.language)) : wanted.has('en')));
+    if (inLang.length) pool = inLang;
+  }
+  return [...new Set(pool.map((d) => d.value))];
 }
 
-function checkDisplay(res: ValidateResult, given: string | undefined, valid: string[], label: string, chosen?: string): void {
+function checkDisplay(res: ValidateResult, given: string | undefined, valid: string[], label: string, lenient = false): void {
   if (given === undefined || !valid.length) return;
   if (valid.some((v) => norm(v) === norm(given))) return;
-  res.result = false;
+  if (!lenient) res.result = false;
   const msg = `Wrong Display Name '${given}' for ${label}. Valid display is ${valid.length === 1 ? `'${valid[0]}'` : `one of ${valid.length} choices: ${valid.map((v) => `'${v}'`).join(', ')}`}`;
-  res.issues.push({ severity: 'error', code: 'invalid', text: msg });
-  void chosen;
+  res.issues.push({ severity: lenient ? 'warning' : 'error', code: 'invalid', text: msg });
 }
 
 function finish(res: ValidateResult): ValidateResult {
@@ -525,7 +564,7 @@ export function validateInCodeSystem(scope: Scope, input: CodeInput, opts: Valid
       res.issues.push({ severity: 'error', code: 'business-rule', text: `The code '${def.code}' is inactive` });
     } else res.issues.push({ severity: 'warning', code: 'business-rule', text: `The concept '${def.code}' has a status of ${def.status ?? 'inactive'} and its use should be reviewed` });
   }
-  checkDisplay(res, input.display, displays(item), `${system}#${def.code}`);
+  checkDisplay(res, input.display, displays(item, opts.displayLanguage), `${system}#${def.code}`, opts.lenientDisplay);
   return finish(res);
 }
 
@@ -537,6 +576,12 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
   if (system && codingCs?.version) ctx.prefer = new Map([[system, codingCs.version]]);
   const exp = fullExpansion(scope, vs, ctx);
   const res: ValidateResult = { result: true, issues: [], code: input.code, system: input.system };
+  if (!system && input.codingForm) {
+    res.result = false;
+    res.issues.push({ severity: 'error', code: 'code-invalid', text: `The provided code '#${input.code}' was not found in the value set '${vsLabel(vs)}'` });
+    res.issues.push({ severity: 'warning', code: 'invalid', text: 'Coding has no system. A code with no system has no defined meaning, and it cannot be validated. A system should be provided' });
+    return finish(res);
+  }
   if (!system) {
     const candidates = [...exp.items.values()].filter((i) => i.code === input.code);
     const systems = new Set(candidates.map((c) => c.system));
@@ -560,7 +605,7 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
   }
   const versionIssues = () => {
     for (const e of exp.errors) {
-      if (e.system !== system) continue;
+      if (e.system && e.system !== system) continue;
       res.result = false;
       res.issues.push({ severity: 'error', code: e.code, text: e.text });
       if (e.unknown) res.unknownSystems = [...(res.unknownSystems ?? []), e.unknown];
@@ -576,6 +621,11 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
     res.issues.push({ severity: 'error', code: 'invalid', text: `The code system '${system}' version '${item.version}' in the ValueSet include is different to the one in the value ('${input.version}')` });
   }
   versionIssues();
+  if (!item && cs && cs.content === 'fragment' && !cs.synthetic && exp.wholeSystems.has(cs.url) && !cs.get(input.code) && res.result) {
+    res.version = cs.version;
+    res.issues.push({ severity: 'warning', code: 'code-invalid', text: `Unknown Code '${input.code}' in the CodeSystem '${system}'${cs.version ? ` version '${cs.version}'` : ''} - note that the code system is labeled as a fragment, so the code may be valid in some other fragment` });
+    return finish(res);
+  }
   if (!item) {
     res.result = false;
     const known = cs?.get(input.code);
@@ -594,7 +644,11 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
     res.issues.push({ severity: 'error', code: 'code-invalid', text: `The provided code '${system}#${input.code}' was not found in the value set '${vsLabel(vs)}'` });
     return finish(res);
   }
-  res.code = item.code;
+  res.code = input.code;
+  if (item.code !== input.code) {
+    res.normalizedCode = item.code;
+    res.issues.push({ severity: 'information', code: 'business-rule', text: `The code '${input.code}' differs from the correct code '${item.code}' by case. Although the code system '${system}${item.version ? `|${item.version}` : ''}' is case insensitive, implementers are strongly encouraged to use the correct case anyway` });
+  }
   res.version = item.version;
   res.display = chooseDisplay(item.display, item.cs?.language, item.designations, opts.displayLanguage).value;
   if (res.result === false) return finish(res);
@@ -610,7 +664,7 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
     } else res.issues.push({ severity: 'warning', code: 'business-rule', text: `The concept '${item.code}' is inactive and its use should be reviewed` });
   }
   if (item.deprecated) res.issues.push({ severity: 'warning', code: 'business-rule', text: `The concept '${item.code}' is deprecated in the value set '${vsLabel(vs)}'` });
-  checkDisplay(res, input.display, displays(item), `${system}#${item.code}`);
+  checkDisplay(res, input.display, displays(item, opts.displayLanguage), `${system}#${item.code}`, opts.lenientDisplay);
   return finish(res);
 }
 

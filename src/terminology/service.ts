@@ -11,7 +11,47 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Resource } from 'fhir/r4';
 import type { Store } from '../store/port.ts';
+import type { CodeSystem, ValueSet } from 'fhir/r4';
 import { ResourceSet, Scope, loadFolder, synthesizeFragments } from './registry.ts';
+import type { CodeSystemIndex } from './codesystem-index.ts';
+import { packageRegistry } from '../packages/registry.ts';
+
+/**
+ * The last layer of every scope: CodeSystems and ValueSets of the FHIR packages (R4 core, hl7.terminology.r4,
+ * IPS...), read on demand by URL through the package registry (a miss is remembered).
+ */
+export class PackageTerminologySet extends ResourceSet {
+  private readonly tried = new Set<string>();
+
+  private fetch(kind: 'cs' | 'vs', url: string): void {
+    const key = `${kind} ${url}`;
+    if (this.tried.has(key)) return;
+    this.tried.add(key);
+    if (!/^https?:/.test(url)) return;
+    try {
+      const reg = packageRegistry();
+      const r = kind === 'cs' ? reg.codeSystem(url) : reg.valueSet(url);
+      if (r) this.add(r as unknown as CodeSystem | ValueSet);
+    } catch {
+      // No package content available: the layer stays empty for this URL.
+    }
+  }
+
+  override codeSystem(url: string, version?: string): CodeSystemIndex | undefined {
+    this.fetch('cs', url);
+    return super.codeSystem(url, version);
+  }
+
+  override codeSystemVersions(url: string): CodeSystemIndex[] {
+    this.fetch('cs', url);
+    return super.codeSystemVersions(url);
+  }
+
+  override valueSet(url: string, version?: string): ValueSet | undefined {
+    this.fetch('vs', url);
+    return super.valueSet(url, version);
+  }
+}
 
 const TYPES = ['CodeSystem', 'ValueSet', 'ConceptMap'] as const;
 
@@ -30,6 +70,8 @@ interface StoreLayer {
 
 export class TerminologyService {
   readonly static = new ResourceSet();
+  /** CodeSystems and ValueSets of the FHIR packages, read on demand (last layer). */
+  readonly packages = new PackageTerminologySet();
   private loaded = false;
   private readonly dirs: string[];
   private readonly storeLayers = new WeakMap<Store, StoreLayer>();
@@ -95,14 +137,14 @@ export class TerminologyService {
       const s = await this.storeLayer(store);
       if (s) layers.push(s);
     }
-    layers.push(this.static);
+    layers.push(this.static, this.packages);
     return new Scope(layers);
   }
 
   /** Synchronous scope over the static content only (in-process callers such as the cross-border module). */
   staticScope(): Scope {
     this.load();
-    return new Scope([this.static]);
+    return new Scope([this.static, this.packages]);
   }
 }
 
