@@ -72,6 +72,8 @@ function pathFor(op: string, params: Parameters): string | undefined {
       return 'CodeSystem/$lookup';
     case 'translate':
       return 'ConceptMap/$translate';
+    case 'batch-validate':
+      return 'ValueSet/$batch-validate-code';
     default:
       return undefined;
   }
@@ -112,6 +114,18 @@ export function compare(op: string, expected: Record<string, unknown>, status: n
     for (const c of want) {
       const g = gotMap.get(key(c))!;
       if (c.display && typeof c.display === 'string' && !c.display.startsWith('$') && g.display !== c.display) return `display of ${key(c)}: '${g.display}' != '${c.display}'`;
+    }
+    return undefined;
+  }
+  if (expected.resourceType === 'Parameters' && op === 'batch-validate') {
+    // One `validation` per request, in order, each compared as a $validate-code response.
+    const list = (p: Resource | undefined) => ((p as Parameters | undefined)?.parameter ?? []).filter((x) => x.name === 'validation').map((x) => x.resource as Resource | undefined);
+    const e = list(expected as unknown as Resource);
+    const a = list(actual);
+    if (e.length !== a.length) return `validations: ${a.length} != ${e.length}`;
+    for (let i = 0; i < e.length; i++) {
+      const r = compare('validate-code', e[i] as unknown as Record<string, unknown>, a[i]?.resourceType === 'OperationOutcome' ? 400 : 200, a[i]);
+      if (r) return `validation[${i}]: ${r}`;
     }
     return undefined;
   }

@@ -32,8 +32,12 @@ const MAX_EXPANSION = 1000;
 
 /** Input parameters from the query (GET / form) or a Parameters body (POST). */
 export class OpParams {
-  private readonly list: ParametersParameter[];
-  constructor(req: FhirRequest) {
+  readonly list: ParametersParameter[];
+  constructor(req: FhirRequest, given?: ParametersParameter[]) {
+    if (given) {
+      this.list = given;
+      return;
+    }
     const list: ParametersParameter[] = [];
     for (const [k, v] of req.query) if (!k.startsWith('_')) list.push({ name: k, valueString: v });
     if (req.method === 'POST' && req.body !== undefined) {
@@ -232,8 +236,11 @@ operationRegistry.register({
   resourceTypes: ['ValueSet', 'CodeSystem'],
   levels: ['type', 'instance'],
   affectsState: false,
-  handler: async (ctx, req, target) => {
-    const params = new OpParams(req);
+  handler: async (ctx, req, target) => ok(await validateCode(ctx, req, target, new OpParams(req))),
+});
+
+async function validateCode(ctx: Context, req: FhirRequest, target: OperationTarget, params: OpParams): Promise<Parameters> {
+  {
     const scope = await scopeFor(ctx, params);
     const opts = { displayLanguage: languages(req, params), abstractAllowed: params.bool('abstract') ?? true, activeOnly: params.bool('activeOnly') ?? false, versions: versionRules(params), lenientDisplay: params.bool('lenient-display-validation') ?? false };
     const { inputs, path } = codeInputs(params);
@@ -251,11 +258,45 @@ operationRegistry.register({
         if (system && i.system && i.system !== system) system = system;
         return validateInCodeSystem(extra, { ...i, system: sys, version: i.version ?? params.str('version') }, opts);
       });
-      return ok(validationParameters(combine(results), cc));
+      return validationParameters(combine(results), cc);
     }
     const vs = await resolveValueSet(ctx, scope, params, target);
     const results = inputs.map((i) => validateInValueSet(scope, vs, i, opts));
-    return ok(validationParameters(combine(results), cc));
+    return validationParameters(combine(results), cc);
+  }
+}
+
+// -- $batch-validate-code (ValueSet and CodeSystem) ----------------------------------------------------------
+
+/**
+ * Several $validate-code requests in one: each `validation` parameter is a Parameters resource with one
+ * request's parameters; the other top-level parameters (url, tx-resource, lenient-display-validation...) apply to
+ * all, a request's own parameter of the same name winning. Output: one `validation` per request, in order, holding
+ * its result Parameters (or the OperationOutcome of a request that fails).
+ */
+operationRegistry.register({
+  name: 'batch-validate-code',
+  definition: 'http://hl7.org/fhir/OperationDefinition/ValueSet-batch-validate-code',
+  resourceTypes: ['ValueSet', 'CodeSystem'],
+  levels: ['type', 'instance'],
+  affectsState: false,
+  handler: async (ctx, req, target) => {
+    const outer = new OpParams(req);
+    const shared = outer.all('tx-resource');
+    const common = outer.list.filter((p) => p.name !== 'validation' && p.name !== 'tx-resource');
+    const out: ParametersParameter[] = [];
+    for (const v of outer.all('validation')) {
+      const inner = ((v.resource as Parameters | undefined)?.parameter ?? []) as ParametersParameter[];
+      const names = new Set(inner.map((p) => p.name));
+      const params = new OpParams(req, [...common.filter((p) => !names.has(p.name)), ...inner, ...shared]);
+      try {
+        out.push({ name: 'validation', resource: (await validateCode(ctx, req, target, params)) as ParametersParameter['resource'] });
+      } catch (err) {
+        if (!(err instanceof FhirError)) throw err;
+        out.push({ name: 'validation', resource: err.toOperationOutcome() as ParametersParameter['resource'] });
+      }
+    }
+    return ok({ resourceType: 'Parameters', parameter: out });
   },
 });
 

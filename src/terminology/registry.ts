@@ -117,10 +117,13 @@ export class ResourceSet {
     }
   }
 
+  /** When set (request layers: every `tx-resource` given is used), maps with the same url|version are all kept. */
+  keepAllMaps = false;
+
   addConceptMap(cm: ConceptMap): void {
     const key = cm.url ?? `ConceptMap/${cm.id}`;
     const list = this.conceptMaps.get(key) ?? [];
-    this.conceptMaps.set(key, [...list.filter((x) => x.version !== cm.version), cm]);
+    this.conceptMaps.set(key, [...(this.keepAllMaps ? list : list.filter((x) => x.version !== cm.version)), cm]);
   }
 
   codeSystem(url: string, version?: string): CodeSystemIndex | undefined {

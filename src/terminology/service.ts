@@ -130,6 +130,7 @@ export class TerminologyService {
     const layers: ResourceSet[] = [];
     if (extra.length) {
       const x = new ResourceSet();
+      x.keepAllMaps = true;
       for (const r of extra) x.add(r);
       layers.push(x);
     }
