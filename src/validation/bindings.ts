@@ -72,6 +72,22 @@ export class BindingChecker {
     return this.scope;
   }
 
+  private incomplete(scope: Scope, vs: ValueSet, seen: Set<string>): boolean {
+    for (const inc of [...(vs.compose?.include ?? [])]) {
+      if (inc.system) {
+        const cs = scope.codeSystem(inc.system);
+        if (!cs || cs.content !== 'complete') return true;
+      }
+      for (const ref of inc.valueSet ?? []) {
+        if (seen.has(ref)) continue;
+        seen.add(ref);
+        const sub = scope.valueSet(ref);
+        if (!sub || this.incomplete(scope, sub, seen)) return true;
+      }
+    }
+    return false;
+  }
+
   /** Whether one code (with or without system) is in the value set. */
   checkCode(valueSet: string, c: Coded): BindingVerdict {
     if (!c.code) return { ok: 'unknown', message: 'no code' };
@@ -103,6 +119,8 @@ export class BindingChecker {
       const res = validateInValueSet(scope, vs, { system: c.system, code: c.code! }, { displayLanguage: [], abstractAllowed: true, activeOnly: false });
       if (res.result) return { ok: true };
       if (res.issues.some((i) => i.code === 'not-found')) return { ok: 'unknown', message: res.message ?? 'unknown code system' };
+      // Not found, but the value set draws on a system (or value set) not available here in full: cannot say.
+      if (!c.system && this.incomplete(scope, vs, new Set())) return { ok: 'unknown', message: `the value set ${valueSet} uses content not available here` };
       return { ok: false, message: res.issues.filter((i) => i.severity === 'error').map((i) => i.text).join('; ') || `not in ${valueSet}` };
     } catch (err) {
       return { ok: 'unknown', message: (err as Error).message };

@@ -59,6 +59,8 @@ interface Run {
   depth: number;
   /** Per slice: the errors of the last value that had the slice's type but failed its profile. */
   profileMisses: Map<PElement, { path: string; profile: string; errors: Issue[] }>;
+  /** Invariant outcomes by node and (base, expression): several profiles share most constraints. */
+  invariants: WeakMap<object, Map<string, boolean | Error>>;
 }
 
 function issue(severity: IssueSeverity, code: IssueCode, path: string, message: string): Issue {
@@ -127,7 +129,7 @@ export class ProfileValidator {
   /** Validates a resource; issues are appended to `issues`. */
   validate(resource: unknown, opts: ProfileOptions, issues: Issue[]): void {
     if (!isObject(resource) || typeof resource.resourceType !== 'string') return;
-    const run: Run = { opts, results: new WeakMap(), depth: 0, profileMisses: new Map() };
+    const run: Run = { opts, results: new WeakMap(), depth: 0, profileMisses: new Map(), invariants: new WeakMap() };
     const rt = resource.resourceType;
     if (rt === 'Bundle') run.bundle = this.indexBundle(resource, rt);
     const found: Issue[] = [];
@@ -221,7 +223,36 @@ export class ProfileValidator {
     const s = this.structures.get(url);
     if (!s) return false;
     if (s.sd.kind === 'resource' && s.type !== res.resourceType) return false;
+    if (!run.results.get(res)?.has(s.url) && this.quickReject(s, res)) return false;
     return !this.resourceAgainst(res, path, root, run, s).some((i) => i.severity === 'error' || i.severity === 'fatal');
+  }
+
+  /**
+   * A cheap first look before a full conformance check (slicing by profile tries many profiles): a required
+   * top-level element or required slice with a fixed/pattern value that no value matches means no conformance.
+   */
+  private quickReject(s: Structure, res: Json): boolean {
+    let checks = s.quick;
+    if (!checks) {
+      checks = [];
+      for (const c of s.root.children) {
+        if (c.isChoice) continue;
+        const want = c.fixed ?? c.pattern;
+        if (c.min >= 1 && want !== undefined) checks.push({ key: c.name, want });
+        for (const sl of c.slices) {
+          const w = sl.fixed ?? sl.pattern;
+          if (sl.min >= 1 && w !== undefined) checks.push({ key: c.name, want: w });
+        }
+      }
+      s.quick = checks;
+    }
+    for (const { key, want } of checks) {
+      const v = res[key];
+      if (v === undefined) return true;
+      const ok = Array.isArray(v) ? v.some((x) => matchesPattern(x, want)) : matchesPattern(v, want);
+      if (!ok) return true;
+    }
+    return false;
   }
 
   private nestedOnly(res: Json, path: string, root: Json, run: Run, out: Issue[]): void {
@@ -293,9 +324,22 @@ export class ProfileValidator {
     for (const c of el.constraints) {
       const expr = effectiveExpression(c.key, c.expression);
       if (!expr) continue;
+      // dom-2/4/5 only look at contained resources: nothing to evaluate without them.
+      if ((c.key === 'dom-2' || c.key === 'dom-4' || c.key === 'dom-5') && isObject(v) && v.contained === undefined) continue;
       const base = el.path.replace(/\[x\]/g, '');
       const resource = el.path.indexOf('.') < 0 && isObject(v) && v.resourceType ? v : ctx.resource;
-      const ok = evaluateInvariant(base, expr, v, resource, ctx.root);
+      let ok: boolean | Error | undefined;
+      let memo: Map<string, boolean | Error> | undefined;
+      const memoKey = base + '\u0000' + expr;
+      if (typeof v === 'object' && v !== null) {
+        memo = ctx.run.invariants.get(v);
+        if (!memo) ctx.run.invariants.set(v, (memo = new Map()));
+        ok = memo.get(memoKey);
+      }
+      if (ok === undefined) {
+        ok = evaluateInvariant(base, expr, v, resource, ctx.root);
+        memo?.set(memoKey, ok);
+      }
       if (ok instanceof Error) {
         out.push(issue('warning', 'processing', item.path, `the invariant ${c.key} could not be evaluated (${ok.message.split('\n')[0]})`));
       } else if (!ok) {

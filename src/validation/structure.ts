@@ -80,6 +80,8 @@ export interface Structure {
   readonly type: string;
   readonly root: PElement;
   readonly byId: Map<string, PElement>;
+  /** Required fixed/pattern values at the top level (a quick conformance pre-check), built on first use. */
+  quick?: { key: string; want: unknown }[];
 }
 
 const SYSTEM_TYPES: Record<string, string> = {
