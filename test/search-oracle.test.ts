@@ -148,7 +148,8 @@ describe.skipIf(!HAVE_DATA)('search oracle (Synthea, SQLite over HTTP and Mongo 
     queries = generate(oracle, all, SEED);
     console.log(
       `search oracle: ${all.length} resources loaded in ${((loaded - started) / 1000).toFixed(1)} s, ` +
-        `${queries.length} queries generated in ${((Date.now() - indexed) / 1000).toFixed(1)} s`,
+        `${queries.length} queries generated in ${((Date.now() - indexed) / 1000).toFixed(1)} s ` +
+        `(${queries.filter((q) => q.expected!.matches.size > 0).length} with a non-empty answer)`,
     );
   }, 600_000);
 
