@@ -296,7 +296,7 @@ operationRegistry.register({
         out.push({ name: 'validation', resource: err.toOperationOutcome() as ParametersParameter['resource'] });
       }
     }
-    return ok({ resourceType: 'Parameters', parameter: out });
+    return ok(parameters(out as unknown as Record<string, unknown>[]));
   },
 });
 

@@ -593,6 +593,8 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
         code: 'invalid',
         text: systems.size ? `The code '${input.code}' is defined by ${systems.size} code systems in the value set ${vsLabel(vs)}: a system is required` : `The provided code '${input.code}' has no system and was not found in the value set ${vsLabel(vs)}`,
       });
+      // Parts of the value set that could not be read (unknown systems, missing value sets) make the answer unsure.
+      for (const e of exp.errors) res.issues.push({ severity: 'error', code: e.code, text: e.text });
       return finish(res);
     }
   }
