@@ -50,8 +50,14 @@ export function isPatientData(type: string): boolean {
   return patientTypes.has(type);
 }
 
+const refMemo = new WeakMap<Resource, { param: string; ref: string }[]>();
+
+/** Reference index values of a resource (memoised per resource object: one extraction per check). */
 function refsOf(resource: Resource): { param: string; ref: string }[] {
+  const known = refMemo.get(resource);
+  if (known) return known;
   const out: { param: string; ref: string }[] = [];
+  refMemo.set(resource, out);
   for (const v of extractIndex(resource)) {
     if (v.type === 'reference' && v.targetType && v.targetId) out.push({ param: v.param, ref: `${v.targetType}/${v.targetId}` });
   }
@@ -124,7 +130,10 @@ export class AccessScope {
   /** What the audit trail records about this request. */
   readonly facts: AuditFacts = { patients: new Set(), emergency: false };
 
-  constructor(principal: Principal, session: StoreSession, cursorKey: Buffer) {
+  private readonly policyCache?: PolicyCache;
+
+  constructor(principal: Principal, session: StoreSession, cursorKey: Buffer, policyCache?: PolicyCache) {
+    this.policyCache = policyCache;
     this.principal = principal;
     this.session = session;
     this.cursorKey = cursorKey;
@@ -133,7 +142,10 @@ export class AccessScope {
 
   policy(patientId: string): Promise<PatientPolicy> {
     let p = this.policies.get(patientId);
-    if (!p) this.policies.set(patientId, (p = loadPolicy(this.session, patientId)));
+    if (!p) {
+      p = this.policyCache ? this.policyCache.get(patientId, () => loadPolicy(this.session, patientId)) : loadPolicy(this.session, patientId);
+      this.policies.set(patientId, p);
+    }
     return p;
   }
 
@@ -468,6 +480,32 @@ export class AccessScope {
     const cursor = i < 0 ? '' : sealed.slice(0, i);
     if (i < 0 || sealed.slice(i + 1) !== this.mac(cursor)) throw new FhirError(400, 'This paging link belongs to another user or has been altered', 'invalid');
     return cursor;
+  }
+}
+
+/**
+ * Patient policies shared between requests of one process. Any write to a Patient or a Consent clears it
+ * (enforce.ts), and entries live at most `ttlMs`, so a policy changed by another process (several servers
+ * on one MongoDB) is seen after that delay at worst. Inside a transaction the cache is not used.
+ */
+export class PolicyCache {
+  private readonly entries = new Map<string, { at: number; value: Promise<PatientPolicy> }>();
+  private readonly ttlMs: number;
+  constructor(ttlMs: number) {
+    this.ttlMs = ttlMs;
+  }
+  get(patientId: string, load: () => Promise<PatientPolicy>): Promise<PatientPolicy> {
+    const now = Date.now();
+    const hit = this.entries.get(patientId);
+    if (hit && now - hit.at < this.ttlMs) return hit.value;
+    if (this.entries.size > 50_000) this.entries.clear();
+    const value = load();
+    value.catch(() => this.entries.delete(patientId));
+    this.entries.set(patientId, { at: now, value });
+    return value;
+  }
+  clear(): void {
+    this.entries.clear();
   }
 }
 

@@ -30,6 +30,7 @@ interface Classified {
   operation?: string;
 }
 
+const WRITES = new Set<Interaction>(['create', 'update', 'patch', 'delete', 'batch', 'operation']);
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 /** Operations that touch no patient data beyond what their target check covers. */
 const OPEN_OPERATIONS = new Set(['expand', 'validate-code', 'lookup', 'subsumes', 'translate', 'validate']);
@@ -83,7 +84,8 @@ export async function enforce(ctx: Context, req: FhirRequest, session: StoreSess
   // without one (src/http/app.ts answers 401 first).
   if (!req.principal) return route(ctx, req, session);
   const rt = await accessRuntime(ctx);
-  const scope = new AccessScope(req.principal, session ?? ctx.store, rt.cursorKey);
+  // Inside a transaction the policy is read from the transaction itself (no shared cache).
+  const scope = new AccessScope(req.principal, session ?? ctx.store, rt.cursorKey, session ? undefined : rt.policies);
   const info = classify(req);
   let status = 500;
   let failure: string | undefined;
@@ -94,6 +96,8 @@ export async function enforce(ctx: Context, req: FhirRequest, session: StoreSess
         ? await guarded({ ...ctx, store: rt.auditStore }, { ...req, access: scope }, undefined, route, scope, info)
         : await guarded(ctx, { ...req, access: scope }, session, route, scope, info);
     status = res.status;
+    // A changed Patient or Consent can change any decision: the shared policy cache starts over.
+    if (WRITES.has(info.interaction) && (info.type === 'Patient' || info.type === 'Consent' || info.interaction === 'batch')) rt.policies.clear();
     return res;
   } catch (err) {
     status = statusOf(err);

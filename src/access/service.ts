@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { AuthConfig, Config } from '../config.ts';
 import type { Store } from '../store/port.ts';
 import { AuditLog } from '../audit/chain.ts';
+import { PolicyCache } from './decision.ts';
 import { SqliteStore } from '../store/sqlite/store.ts';
 import { ReplayCache, type SigningKey, TokenVerifier, loadSigningKey } from './tokens.ts';
 
@@ -19,6 +20,8 @@ export interface AccessRuntime {
   auditStore: Store;
   cursorKey: Buffer;
   replay: ReplayCache;
+  /** Patient policies between requests: 60 s on the embedded store (one process), 5 s on MongoDB. */
+  policies: PolicyCache;
 }
 
 const runtimes = new WeakMap<Store, Promise<AccessRuntime>>();
@@ -62,6 +65,7 @@ export function accessRuntime(ctx: { store: Store; config: Config }): Promise<Ac
         auditStore,
         cursorKey: randomBytes(32),
         replay: new ReplayCache(),
+        policies: new PolicyCache(ctx.store.kind === 'sqlite' ? 60_000 : 5_000),
       };
     })();
     runtimes.set(ctx.store, rt);
