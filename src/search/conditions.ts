@@ -49,10 +49,12 @@ function dateCond(prefix: Prefix, low: string, high: string, lowField = 'low', h
       return cmp('gt', highField, high);
     case 'lt':
       return cmp('lt', lowField, low);
+    // ge = above or within, le = below or within. Both are rewritten with a bound an index range can serve
+    // (ge implies high >= s.low, le implies low <= s.high): the same matches, without a scan of the param.
     case 'ge':
-      return or(cmp('gt', highField, high), within);
+      return and(cmp('ge', highField, low), or(cmp('gt', highField, high), cmp('ge', lowField, low)));
     case 'le':
-      return or(cmp('lt', lowField, low), within);
+      return and(cmp('le', lowField, high), or(cmp('lt', lowField, low), cmp('le', highField, high)));
     case 'sa':
       return cmp('gt', lowField, high);
     case 'eb':
