@@ -357,7 +357,8 @@ function generate(o: SearchOracle, resources: Resource[], seed: number): GenQuer
           if (SAFE(part)) return [`${code}:contains`, part, 'string :contains'];
         }
         if (form === 'case') return [code, ofold(s).toUpperCase().slice(0, Math.max(2, s.length - 1)), 'string folded'];
-        return [code, s.slice(0, 1 + Math.floor(rand() * Math.min(5, s.length))), 'string prefix'];
+        const head = s.slice(0, 1 + Math.floor(rand() * Math.min(5, s.length)));
+        return SAFE(head) ? [code, head, 'string prefix'] : undefined;
       }
       case 'token': {
         const toks = v ? o.tokens(v).filter((x) => x.code === undefined || SAFE(x.code)) : [];
