@@ -229,12 +229,12 @@ describe('extensions', () => {
     q.gender = 'male';
     expectError(validateFull(q), 'Patient.gender.extension[0]', /not allowed here.*Patient.birthDate/);
   });
-  it('unknown extensions: a warning; unknown modifier extensions: an error; ext-1', () => {
+  it('unknown extensions and unknown modifier extensions are errors (as in HL7 validator); ext-1', () => {
     const p = goodPatient() as Record<string, unknown>;
     p.extension = [{ url: 'http://example.org/unknown', valueString: 'x' }, { url: 'http://example.org/both', valueString: 'x', extension: [{ url: 'a', valueString: 'y' }] }];
     p.modifierExtension = [{ url: 'http://example.org/unknown-modifier', valueBoolean: true }];
     const issues = validateFull(p);
-    expect(issues.some((i) => i.severity === 'warning' && i.expression?.[0] === 'Patient.extension[0]')).toBe(true);
+    expectError(issues, 'Patient.extension[0]', /not known to this server/);
     expectError(issues, 'Patient.modifierExtension[0]', /unknown modifier/);
     expectError(issues, 'Patient.extension[1]', /ext-1/);
   });

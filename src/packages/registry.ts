@@ -176,6 +176,13 @@ export class PackageRegistry {
     this.generation++;
   }
 
+  /** Forgets every resource added with `add` (tools that validate many independent cases). */
+  clearAdded(): void {
+    this.added.clear();
+    this.misses.clear();
+    this.generation++;
+  }
+
   private index(resource: ConformanceResource, pkg: PackageInfo, map: Map<string, Entry[]>, front: boolean): void {
     if (!resource.url) return;
     const list = map.get(resource.url) ?? [];

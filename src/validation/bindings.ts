@@ -109,6 +109,11 @@ export class BindingChecker {
       // A system the value set does not name, while it only names systems: certainly not in it.
       const onlySystems = (vs.compose?.include ?? []).every((i) => i.system && !i.valueSet?.length);
       if (!cs || cs.content !== 'complete') {
+        // The value set may enumerate the codes of that system itself (UCUM units, for instance).
+        const enumerated = (vs.compose?.include ?? []).filter((i) => i.system === c.system);
+        if (enumerated.length && enumerated.every((i) => i.concept?.length && !i.filter?.length) && !(vs.compose?.include ?? []).some((i) => i.valueSet?.length)) {
+          return enumerated.some((i) => i.concept!.some((x) => x.code === c.code)) ? { ok: true } : { ok: false, message: `the code ${c.system}#${c.code} is not among the codes the value set lists` };
+        }
         if (onlySystems && includes.length && !includes.includes(c.system) && vs.compose) {
           return { ok: false, message: `the code system ${c.system} is not part of the value set ${valueSet}` };
         }

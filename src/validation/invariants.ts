@@ -41,7 +41,7 @@ export function compileInvariant(base: string, expression: string): Compiled | E
   let c = cache.get(key);
   if (!c) {
     try {
-      const fn = fhirpath.compile({ base, expression }, r4model, { resolveInternalTypes: true });
+      const fn = fhirpath.compile({ base, expression }, r4model, { resolveInternalTypes: true, traceFn: () => undefined });
       c = (data, env) => fn(data as object, env as Record<string, never>) as unknown[];
     } catch (err) {
       c = err instanceof Error ? err : new Error(String(err));

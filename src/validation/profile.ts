@@ -321,31 +321,7 @@ export class ProfileValidator {
       if (!matchesPattern(v, el.pattern)) out.push(issue('error', 'value', item.path, `value ${show(v)} does not match the pattern ${show(el.pattern)} required by the profile`));
     }
     if (el.binding?.valueSet && v !== undefined) this.binding(el, item, out);
-    for (const c of el.constraints) {
-      const expr = effectiveExpression(c.key, c.expression);
-      if (!expr) continue;
-      // dom-2/4/5 only look at contained resources: nothing to evaluate without them.
-      if ((c.key === 'dom-2' || c.key === 'dom-4' || c.key === 'dom-5') && isObject(v) && v.contained === undefined) continue;
-      const base = el.path.replace(/\[x\]/g, '');
-      const resource = el.path.indexOf('.') < 0 && isObject(v) && v.resourceType ? v : ctx.resource;
-      let ok: boolean | Error | undefined;
-      let memo: Map<string, boolean | Error> | undefined;
-      const memoKey = base + '\u0000' + expr;
-      if (typeof v === 'object' && v !== null) {
-        memo = ctx.run.invariants.get(v);
-        if (!memo) ctx.run.invariants.set(v, (memo = new Map()));
-        ok = memo.get(memoKey);
-      }
-      if (ok === undefined) {
-        ok = evaluateInvariant(base, expr, v, resource, ctx.root);
-        memo?.set(memoKey, ok);
-      }
-      if (ok instanceof Error) {
-        out.push(issue('warning', 'processing', item.path, `the invariant ${c.key} could not be evaluated (${ok.message.split('\n')[0]})`));
-      } else if (!ok) {
-        out.push(issue(c.severity === 'error' ? 'error' : 'warning', 'invariant', item.path, `Constraint failed: ${c.key}: '${c.human}'`));
-      }
-    }
+    this.constraintsOf(el, item, ctx, out);
     const type = item.type;
     if (type === 'Extension') this.extension(el, item, ctx, out);
     if (type === 'Reference' && isObject(v)) this.reference(el, v, item.path, ctx, out);
@@ -381,10 +357,41 @@ export class ProfileValidator {
     // Children
     if (isObject(v)) {
       const holder = this.childHolder(el, type);
+      if (holder && holder !== el && holder !== el.ref && holder.path.indexOf('.') < 0) this.constraintsOf(holder, item, ctx, out);
       if (holder) this.children(holder, v, item.path, ctx, out);
     } else if (item.x) {
       const holder = el.children.length ? el : this.structures.ofType(type)?.root;
       if (holder) this.children(holder, item.x, item.path, holder === el ? ctx : { ...ctx, primitiveHost: el.path }, out);
+    }
+  }
+
+  /** The invariants of an element definition, evaluated on one value. */
+  private constraintsOf(el: PElement, item: Item, ctx: Ctx, out: Issue[]): void {
+    const v = item.v;
+    for (const c of el.constraints) {
+      const expr = effectiveExpression(c.key, c.expression);
+      if (!expr) continue;
+      // dom-2/4/5 only look at contained resources: nothing to evaluate without them.
+      if ((c.key === 'dom-2' || c.key === 'dom-4' || c.key === 'dom-5') && isObject(v) && v.contained === undefined) continue;
+      const base = el.path.replace(/\[x\]/g, '');
+      const resource = el.path.indexOf('.') < 0 && isObject(v) && v.resourceType ? v : ctx.resource;
+      let ok: boolean | Error | undefined;
+      let memo: Map<string, boolean | Error> | undefined;
+      const memoKey = base + '\u0000' + expr;
+      if (typeof v === 'object' && v !== null) {
+        memo = ctx.run.invariants.get(v);
+        if (!memo) ctx.run.invariants.set(v, (memo = new Map()));
+        ok = memo.get(memoKey);
+      }
+      if (ok === undefined) {
+        ok = evaluateInvariant(base, expr, v, resource, ctx.root);
+        memo?.set(memoKey, ok);
+      }
+      if (ok instanceof Error) {
+        out.push(issue('warning', 'processing', item.path, `the invariant ${c.key} could not be evaluated (${ok.message.split('\n')[0]})`));
+      } else if (!ok) {
+        out.push(issue(c.severity === 'error' ? 'error' : 'warning', 'invariant', item.path, `Constraint failed: ${c.key}: '${c.human}'`));
+      }
     }
   }
 
@@ -688,7 +695,7 @@ export class ProfileValidator {
     const s = this.structures.get(url);
     const modifier = el.name === 'modifierExtension';
     if (!s) {
-      out.push(issue(modifier ? 'error' : 'warning', modifier ? 'extension' : 'not-found', item.path, `the extension ${url} is not known to this server${modifier ? ': unknown modifier extensions are not allowed' : ''}`));
+      out.push(issue('error', modifier ? 'extension' : 'not-found', item.path, `the extension ${url} is not known to this server, so it is not allowed here${modifier ? ' (unknown modifier extensions change the meaning of the resource)' : ''}`));
       return;
     }
     if (s.type !== 'Extension') {

@@ -1,0 +1,119 @@
+/**
+ * External yardstick: HL7's validator test cases (../shared/specs/fhir-test-cases/validator, manifest.json),
+ * the R4 ones that need no terminology server and no registry package (module not `tx`, no `packages`, not
+ * tx-dependent, JSON instance and JSON supporting files), and that validate FHIR resources (not the `cdshooks`
+ * module's JSON documents, not `logical` model instances). Each case's instance is validated with
+ * validateFull (supporting and profile files added to the registry for that case only; the `profile` variant
+ * with its profile asked for) and compared with HL7's Java validator outcome (outcomes/java):
+ *   verdict   both find errors, or both find none
+ *   count     same number of errors
+ *   locations same set of error locations (FHIRPath expressions, indexes and `ofType` normalised)
+ * Usage: node bench/validation-yardstick.ts [--verbose] [--only name]   (writes bench/results/validation-yardstick.json)
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Issue } from '../src/fhir/outcome.ts';
+import { packageRegistry, type ConformanceResource } from '../src/packages/registry.ts';
+import { ProfileValidator } from '../src/validation/profile.ts';
+import { validateFull } from '../src/validation/index.ts';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const dir = join(root, '..', 'shared', 'specs', 'fhir-test-cases', 'validator');
+if (!existsSync(join(dir, 'manifest.json'))) {
+  console.log(`skipped: ${dir} not found (the shared test cases are not part of a fresh clone)`);
+  process.exit(0);
+}
+const verbose = process.argv.includes('--verbose');
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+
+interface Case {
+  name: string;
+  file: string;
+  version?: string;
+  module?: string;
+  java?: string | { errorCount?: number };
+  packages?: unknown;
+  'tx-dependent'?: unknown;
+  supporting?: (string | { source?: string; file?: string })[];
+  profiles?: (string | { source?: string; file?: string })[];
+  profile?: { source: string; java: string; supporting?: (string | { source?: string; file?: string })[] };
+}
+interface JavaIssue {
+  severity: string;
+  expression?: string[];
+  details?: { text?: string };
+}
+
+const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { 'test-cases': Case[] };
+const fileOf = (f: string | { source?: string; file?: string }) => (typeof f === 'string' ? f : (f.source ?? f.file ?? ''));
+const json = (f: string | { source?: string; file?: string }) => fileOf(f).endsWith('.json');
+const cases = manifest['test-cases'].filter(
+  (c) => (c.version ?? '5.0').startsWith('4.0') && c.module !== 'tx' && c.module !== 'cdshooks' && !(c as { logical?: unknown }).logical && !c.packages && !c['tx-dependent'] && c.java && json(c.file) &&
+    [...(c.supporting ?? []), ...(c.profiles ?? []), ...(c.profile ? [c.profile.source, ...(c.profile.supporting ?? [])] : [])].every(json) && (!only || c.name === only),
+);
+
+const norm = (e: string) => e.replace(/\[0\]/g, '').replace(/\.ofType\(([^)]+)\)/g, (_m, t: string) => t.charAt(0).toUpperCase() + t.slice(1)).replace(/\.value(?=[A-Z])/g, '.value');
+const reg = packageRegistry();
+const stats = { runs: 0, verdict: 0, count: 0, locations: 0, skipped: 0, failedToRun: 0 };
+const disagreements: string[] = [];
+
+function run(name: string, instanceFile: string, extra: (string | { source?: string; file?: string })[], expectedRef: string | { errorCount?: number }, profileUrl?: string): void {
+  const expectedPath = typeof expectedRef === 'string' ? join(dir, 'outcomes', expectedRef) : undefined;
+  if (expectedPath && !existsSync(expectedPath)) {
+    stats.skipped++;
+    return;
+  }
+  reg.clearAdded();
+  for (const f of extra) {
+    const p = join(dir, fileOf(f));
+    if (!existsSync(p)) continue;
+    const r = JSON.parse(readFileSync(p, 'utf8')) as ConformanceResource;
+    if (r.resourceType === 'Bundle') for (const e of (r.entry as { resource?: ConformanceResource }[] | undefined) ?? []) e.resource && reg.add(e.resource);
+    else reg.add(r);
+  }
+  let ours: Issue[];
+  try {
+    const resource = JSON.parse(readFileSync(join(dir, instanceFile), 'utf8'));
+    ours = validateFull(resource, { profiles: profileUrl ? [profileUrl] : undefined, validator: new ProfileValidator(reg) });
+  } catch (err) {
+    stats.failedToRun++;
+    disagreements.push(`${name}: failed to run: ${(err as Error).message.split('\n')[0]}`);
+    return;
+  }
+  const expected: JavaIssue[] = expectedPath
+    ? ((JSON.parse(readFileSync(expectedPath, 'utf8')) as { issue?: JavaIssue[] }).issue ?? [])
+    : Array.from({ length: (expectedRef as { errorCount?: number }).errorCount ?? 0 }, () => ({ severity: 'error' }));
+  const theirErrors = expected.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+  const ourErrors = ours.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+  stats.runs++;
+  const v = (theirErrors.length > 0) === (ourErrors.length > 0);
+  const c = theirErrors.length === ourErrors.length;
+  const locs = (l: { expression?: string[] }[]) => [...new Set(l.map((i) => norm(i.expression?.[0] ?? '')))].sort().join(' | ');
+  const l = expectedPath ? locs(theirErrors) === locs(ourErrors) : c;
+  if (v) stats.verdict++;
+  if (c) stats.count++;
+  if (l) stats.locations++;
+  if (!v || (verbose && !l)) {
+    disagreements.push(
+      `${name}: java ${theirErrors.length} error(s) [${theirErrors.map((i) => `${i.expression?.[0]}: ${i.details?.text?.slice(0, 120)}`).join(' ; ')}] ours ${ourErrors.length} [${ourErrors.map((i) => i.diagnostics.slice(0, 160)).join(' ; ')}]`,
+    );
+  }
+}
+
+const t0 = performance.now();
+for (const c of cases) {
+  run(c.name, c.file, [...(c.supporting ?? []), ...(c.profiles ?? [])], c.java!);
+  if (c.profile) {
+    const src = join(dir, c.profile.source);
+    const url = existsSync(src) ? (JSON.parse(readFileSync(src, 'utf8')) as { url?: string }).url : undefined;
+    if (url) run(`${c.name} (profile)`, c.file, [...(c.supporting ?? []), ...(c.profiles ?? []), c.profile.source, ...(c.profile.supporting ?? [])], c.profile.java, url);
+  }
+}
+reg.clearAdded();
+const pct = (n: number) => `${((100 * n) / Math.max(1, stats.runs)).toFixed(1)}%`;
+console.log(`${cases.length} cases selected, ${stats.runs} runs (${stats.skipped} without a java outcome, ${stats.failedToRun} failed to run) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+console.log(`verdict agreement ${pct(stats.verdict)}, same error count ${pct(stats.count)}, same error locations ${pct(stats.locations)}`);
+for (const d of disagreements) console.log('  ' + d.slice(0, 600));
+mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+writeFileSync(join(root, 'bench', 'results', 'validation-yardstick.json'), JSON.stringify({ selected: cases.length, ...stats, disagreements }, null, 2) + '\n');
