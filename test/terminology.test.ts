@@ -313,6 +313,72 @@ describe('ConceptMap/$translate', () => {
   });
 });
 
+describe('Luxembourg code systems and ConceptMaps from the pivot samples (terminology/lu)', () => {
+  const LU_SAMPLE = 'gazelle-wave8-by-country/LU/LU_PS_L3_CELESTINA_DOE-CALLA_W8.1.0.xml';
+  const match = (p: Parameters, i = 0) => {
+    const m = params(p, 'match')[i]!;
+    return { concept: m.part?.find((x) => x.name === 'concept')?.valueCoding, equivalence: m.part?.find((x) => x.name === 'equivalence')?.valueCode, comment: m.part?.find((x) => x.name === 'comment')?.valueString, source: m.part?.find((x) => x.name === 'source')?.valueUri };
+  };
+
+  it('translates a VIDAL route to EDQM (forward), naming the sample and XPath it was seen at', async () => {
+    const r = await t.http.get('/fhir/ConceptMap/$translate').query({ system: 'urn:oid:1.3.182.5.31', code: '38', targetsystem: 'http://standardterms.edqm.eu' });
+    expect(r.status).toBe(200);
+    const p = r.body as Parameters;
+    expect(param(p, 'result')?.valueBoolean).toBe(true);
+    const m = match(p);
+    expect(m.concept).toMatchObject({ system: 'http://standardterms.edqm.eu', code: '20053000', display: 'Oral use' });
+    expect(m.source).toBe('http://dsp.lu/fhir/ConceptMap/lu-vidal-routes-to-mvc|0.1.0');
+    expect(m.comment).toContain(LU_SAMPLE);
+    expect(m.comment).toMatch(/routeCode\[1\]\/translation\[1\]/);
+  });
+
+  it('translates an ATC code back to the VIDAL substance (reverse) and ICD-10 to ICD-10-CM', async () => {
+    const r = await t.http.get('/fhir/ConceptMap/$translate').query({ system: 'http://www.whocc.no/atc', code: 'J05AF06', reverse: 'true' });
+    const p = r.body as Parameters;
+    expect(param(p, 'result')?.valueBoolean).toBe(true);
+    expect(match(p).concept).toMatchObject({ system: 'urn:oid:1.3.182.5.35', code: '18416', display: 'abacavir sulfate' });
+    // The CDA OID of the eHDSI ICD-10 resolves to the same system.
+    const icd = await t.http.get('/fhir/ConceptMap/$translate').query({ system: 'urn:oid:1.3.6.1.4.1.12559.11.10.1.3.1.44.2', code: 'B20', reverse: 'true' });
+    expect(match(icd.body as Parameters)).toMatchObject({ concept: { system: 'urn:oid:1.3.182.5.29', code: 'B20' }, equivalence: 'equivalent' });
+  });
+
+  it('translates a CodeableConcept of a VIDAL form (POST) and says result=false for a code the samples never paired', async () => {
+    const r = await t.http.post('/fhir/ConceptMap/$translate').set('Content-Type', FHIR_JSON).send({
+      resourceType: 'Parameters',
+      parameter: [{ name: 'codeableConcept', valueCodeableConcept: { coding: [{ system: 'urn:oid:1.3.182.5.36', code: '59' }] } }],
+    });
+    expect(match(r.body as Parameters).concept?.code).toBe('10219000');
+    const none = await t.http.get('/fhir/ConceptMap/$translate').query({ system: 'urn:oid:1.3.182.5.31', code: '27' });
+    expect(param(none.body as Parameters, 'result')?.valueBoolean).toBe(false);
+  });
+
+  it('looks up national codes in the fragment code systems (French displays)', async () => {
+    const r = await t.http.get('/fhir/CodeSystem/$lookup').query({ system: 'urn:oid:1.3.182.5.31', code: '27' });
+    expect(param(r.body as Parameters, 'display')?.valueString).toBe('intramusculaire');
+    const d = await t.http.get('/fhir/CodeSystem/$lookup').query({ system: 'urn:oid:1.3.182.5.47', code: '2009050307' });
+    expect(param(d.body as Parameters, 'display')?.valueString).toBe('RETROVIR');
+  });
+
+  it('extracts pairs with their XPath from a CDA fragment (converter)', async () => {
+    const { extractLu, buildLuResources } = await import('../scripts/convert-lu-conceptmaps.ts');
+    const xml = `<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:pharm="urn:hl7-org:pharm"><component><x>
+      <routeCode code="20053000" codeSystem="0.4.0.127.0.16.1.1.2.1" displayName="Oral use"><translation code="38" codeSystem="1.3.182.5.31" codeSystemName="VIDAL ROUTES" displayName="orale"/></routeCode>
+      <pharm:formCode code="10219000" codeSystem="0.4.0.127.0.16.1.1.2.1"><pharm:translation code="59" codeSystem="1.3.182.5.36" codeSystemName="VIDAL FORMS"/></pharm:formCode>
+      <code code="2009050307" codeSystem="1.3.182.5.47" codeSystemName="ESANTE DRUGS" displayName="RETROVIR"/>
+      <code code="J07AF" codeSystem="2.16.840.1.113883.6.73"><translation code="428214002" codeSystem="2.16.840.1.113883.6.96"/></code>
+    </x></component></ClinicalDocument>`;
+    const x = extractLu(xml, 'inline.xml');
+    expect(x.pairs.map((p) => `${p.lu.oid}#${p.lu.code}>${p.mvc.oid}#${p.mvc.code}`)).toEqual(['1.3.182.5.31#38>0.4.0.127.0.16.1.1.2.1#20053000', '1.3.182.5.36#59>0.4.0.127.0.16.1.1.2.1#10219000']);
+    expect(x.pairs[1]!.xpath).toBe('/ClinicalDocument[1]/component[1]/x[1]/pharm:formCode[1]/pharm:translation[1]');
+    expect(x.codes.map((c) => c.code)).toEqual(['38', '59', '2009050307']);
+    const res = buildLuResources([x]);
+    expect(res.filter((r) => r.resourceType === 'CodeSystem').map((r) => r.url)).toEqual(['urn:oid:1.3.182.5.31', 'urn:oid:1.3.182.5.36', 'urn:oid:1.3.182.5.47']);
+    const maps = res.filter((r): r is ConceptMap => r.resourceType === 'ConceptMap');
+    expect(maps).toHaveLength(2);
+    expect(maps[0]!.group?.[0]).toMatchObject({ source: 'urn:oid:1.3.182.5.31', target: 'http://standardterms.edqm.eu', element: [{ code: '38', target: [{ code: '20053000', equivalence: 'relatedto' }] }] });
+  });
+});
+
 describe('code-system table', () => {
   it('maps FHIR URIs, OIDs and eHDSI CDA names both ways', () => {
     expect(uriToOid(SCT)).toBe('2.16.840.1.113883.6.96');

@@ -8,7 +8,7 @@ import { FhirError } from '../fhir/outcome.ts';
 import { type CodeSystemIndex, type ConceptDef, type Designation, propertyText } from './codesystem-index.ts';
 import { chooseDisplay } from './language.ts';
 import { canonicalSystem } from './codesystems.ts';
-import { type Scope, splitCanonical, versionMatches } from './registry.ts';
+import { type Scope, type MapEntry, splitCanonical, versionMatches, translateIndexOf } from './registry.ts';
 import { EXT_NOT_SELECTABLE, EXT_DEPRECATED } from './model.ts';
 import { UCUM, ucumValidate } from './ucum.ts';
 
@@ -774,53 +774,56 @@ export interface TranslateMatch {
   comment?: string;
 }
 
+/** The maps a $translate may use, found through the layers' indexes (or one given map's own index). */
+function candidateEntries(scope: Scope, input: TranslateInput, sys: string | undefined, code: string): MapEntry[] {
+  const indexes = input.conceptMap ? [translateIndexOf(input.conceptMap)] : scope.layers.map((l) => l.translateIndex());
+  const out: MapEntry[] = [];
+  for (let li = 0; li < indexes.length; li++) {
+    const side = input.reverse ? indexes[li]!.reverse : indexes[li]!.forward;
+    const lists = sys ? [side.get(sys)?.get(code), side.get('')?.get(code)] : [...side.values()].map((m) => m.get(code));
+    for (const list of lists)
+      for (const e of list ?? []) {
+        // A map shadowed by a map with the same url|version in an earlier layer is not used.
+        if (!input.conceptMap && li > 0 && e.cm.url && scope.layers.slice(0, li).some((l) => l.conceptMaps.get(e.cm.url!)?.some((m) => (m.version ?? '') === (e.cm.version ?? '')))) continue;
+        out.push(e);
+      }
+  }
+  return out;
+}
+
 export function translate(scope: Scope, input: TranslateInput): { result: boolean; message?: string; matches: TranslateMatch[] } {
-  const maps = input.conceptMap ? [input.conceptMap] : scope.conceptMaps();
   const sameScope = (a: string | undefined, b?: string) => !b || !a || splitCanonical(a).url === splitCanonical(b).url;
   const matches: TranslateMatch[] = [];
-  for (const cm of maps) {
-    const src = cm.sourceUri ?? cm.sourceCanonical ?? (cm as { sourceScopeUri?: string; sourceScopeCanonical?: string }).sourceScopeUri ?? (cm as { sourceScopeCanonical?: string }).sourceScopeCanonical;
-    const tgt = cm.targetUri ?? cm.targetCanonical ?? (cm as { targetScopeUri?: string }).targetScopeUri ?? (cm as { targetScopeCanonical?: string }).targetScopeCanonical;
-    if (!input.conceptMap) {
-      if (!input.reverse && (!sameScope(src, input.sourceScope) || !sameScope(tgt, input.targetScope))) continue;
-      if (input.reverse && (!sameScope(tgt, input.sourceScope) || !sameScope(src, input.targetScope))) continue;
-    }
-    const label = cm.url ? `${cm.url}${cm.version ? `|${cm.version}` : ''}` : `ConceptMap/${cm.id}`;
-    for (const g of cm.group ?? []) {
+  const wantTarget = input.targetSystem ? canonicalSystem(input.targetSystem) : undefined;
+  for (const coding of input.codings) {
+    const sys = coding.system ? canonicalSystem(coding.system) : undefined;
+    for (const { cm, group: g, element: el, target: t } of candidateEntries(scope, input, sys, coding.code)) {
+      if (!input.conceptMap) {
+        const src = cm.sourceUri ?? cm.sourceCanonical ?? (cm as { sourceScopeUri?: string }).sourceScopeUri ?? (cm as { sourceScopeCanonical?: string }).sourceScopeCanonical;
+        const tgt = cm.targetUri ?? cm.targetCanonical ?? (cm as { targetScopeUri?: string }).targetScopeUri ?? (cm as { targetScopeCanonical?: string }).targetScopeCanonical;
+        if (!input.reverse && (!sameScope(src, input.sourceScope) || !sameScope(tgt, input.targetScope))) continue;
+        if (input.reverse && (!sameScope(tgt, input.sourceScope) || !sameScope(src, input.targetScope))) continue;
+      }
+      const label = cm.url ? `${cm.url}${cm.version ? `|${cm.version}` : ''}` : `ConceptMap/${cm.id}`;
       const gSource = g.source ? canonicalSystem(g.source) : undefined;
       const gTarget = g.target ? canonicalSystem(g.target) : undefined;
-      for (const coding of input.codings) {
-        const sys = coding.system ? canonicalSystem(coding.system) : undefined;
-        if (!input.reverse) {
-          if (sys && gSource && sys !== gSource) continue;
-          if (input.targetSystem && gTarget && canonicalSystem(input.targetSystem) !== gTarget) continue;
-          for (const el of g.element ?? []) {
-            if (el.code !== coding.code) continue;
-            for (const t of el.target ?? []) {
-              const eq = equivalenceOf(t as unknown as Record<string, unknown>);
-              matches.push({
-                equivalence: eq,
-                concept: { system: gTarget, ...(g.targetVersion ? { version: g.targetVersion } : {}), ...(t.code ? { code: t.code } : {}), ...(t.display ? { display: t.display } : {}) },
-                source: label,
-                ...(t.comment ? { comment: t.comment } : {}),
-              });
-            }
-          }
-        } else {
-          if (sys && gTarget && sys !== gTarget) continue;
-          if (input.targetSystem && gSource && canonicalSystem(input.targetSystem) !== gSource) continue;
-          for (const el of g.element ?? []) {
-            for (const t of el.target ?? []) {
-              if (t.code !== coding.code) continue;
-              const eq = equivalenceOf(t as unknown as Record<string, unknown>);
-              matches.push({
-                equivalence: REVERSE[eq] ?? eq,
-                concept: { system: gSource, ...(g.sourceVersion ? { version: g.sourceVersion } : {}), ...(el.code ? { code: el.code } : {}), ...(el.display ? { display: el.display } : {}) },
-                source: label,
-              });
-            }
-          }
-        }
+      const eq = equivalenceOf(t as unknown as Record<string, unknown>);
+      if (!input.reverse) {
+        if (wantTarget && gTarget && wantTarget !== gTarget) continue;
+        matches.push({
+          equivalence: eq,
+          concept: { system: gTarget, ...(g.targetVersion ? { version: g.targetVersion } : {}), ...(t.code ? { code: t.code } : {}), ...(t.display ? { display: t.display } : {}) },
+          source: label,
+          ...(t.comment ? { comment: t.comment } : {}),
+        });
+      } else {
+        if (wantTarget && gSource && wantTarget !== gSource) continue;
+        matches.push({
+          equivalence: REVERSE[eq] ?? eq,
+          concept: { system: gSource, ...(g.sourceVersion ? { version: g.sourceVersion } : {}), ...(el.code ? { code: el.code } : {}), ...(el.display ? { display: el.display } : {}) },
+          source: label,
+          ...(t.comment ? { comment: t.comment } : {}),
+        });
       }
     }
   }

@@ -6,7 +6,7 @@
 import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import type { CodeSystem, ConceptMap, ValueSet, Resource } from 'fhir/r4';
+import type { CodeSystem, ConceptMap, ConceptMapGroup, ConceptMapGroupElement, ConceptMapGroupElementTarget, ValueSet, Resource } from 'fhir/r4';
 import { CodeSystemIndex, type Designation } from './codesystem-index.ts';
 import { canonicalSystem, cdaCodeSystemName } from './codesystems.ts';
 
@@ -59,6 +59,54 @@ function pick<T extends { version?: string }>(list: T[] | undefined, version?: s
     return partial.sort((a, b) => compareVersions(b.version, a.version))[0];
   }
   return [...list].sort((a, b) => compareVersions(b.version, a.version))[0];
+}
+
+/** One mapping of a ConceptMap: source element -> target, with its map and group. */
+export interface MapEntry {
+  cm: ConceptMap;
+  group: ConceptMapGroup;
+  element: ConceptMapGroupElement;
+  target: ConceptMapGroupElementTarget;
+}
+
+/**
+ * $translate index over a set of ConceptMaps: (source system, source code) -> mappings, and (target system,
+ * target code) -> mappings for reverse translation. Systems are canonical (urn:oid forms mapped to FHIR URIs);
+ * a group without a source (or target) system is filed under ''.
+ */
+export class TranslateIndex {
+  readonly forward = new Map<string, Map<string, MapEntry[]>>();
+  readonly reverse = new Map<string, Map<string, MapEntry[]>>();
+  size = 0;
+  constructor(maps: Iterable<ConceptMap>) {
+    const put = (side: Map<string, Map<string, MapEntry[]>>, sys: string, code: string, e: MapEntry) => {
+      let m = side.get(sys);
+      if (!m) side.set(sys, (m = new Map()));
+      const list = m.get(code);
+      if (list) list.push(e);
+      else m.set(code, [e]);
+    };
+    for (const cm of maps)
+      for (const group of cm.group ?? []) {
+        const src = group.source ? canonicalSystem(group.source) : '';
+        const tgt = group.target ? canonicalSystem(group.target) : '';
+        for (const element of group.element ?? [])
+          for (const target of element.target ?? []) {
+            const e = { cm, group, element, target };
+            if (element.code) put(this.forward, src, element.code, e);
+            if (target.code) put(this.reverse, tgt, target.code, e);
+            this.size++;
+          }
+      }
+  }
+}
+
+const mapIndexes = new WeakMap<ConceptMap, TranslateIndex>();
+/** The index of one ConceptMap (cached per object). */
+export function translateIndexOf(cm: ConceptMap): TranslateIndex {
+  let idx = mapIndexes.get(cm);
+  if (!idx) mapIndexes.set(cm, (idx = new TranslateIndex([cm])));
+  return idx;
 }
 
 /** Resources keyed by canonical URL (and, for value sets, by `urn:oid:` identifiers). */
@@ -124,6 +172,13 @@ export class ResourceSet {
     const key = cm.url ?? `ConceptMap/${cm.id}`;
     const list = this.conceptMaps.get(key) ?? [];
     this.conceptMaps.set(key, [...(this.keepAllMaps ? list : list.filter((x) => x.version !== cm.version)), cm]);
+    this.tIndex = undefined;
+  }
+
+  private tIndex?: TranslateIndex;
+  /** The $translate index of this set's ConceptMaps (rebuilt after a map is added). */
+  translateIndex(): TranslateIndex {
+    return (this.tIndex ??= new TranslateIndex(this.allConceptMaps()));
   }
 
   codeSystem(url: string, version?: string): CodeSystemIndex | undefined {
