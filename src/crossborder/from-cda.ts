@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import type {
   Address, AllergyIntolerance, Bundle, BundleEntry, CodeableConcept, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, Extension, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, ObservationComponent,
-  Organization, Patient, PatientContact, Practitioner, Procedure, Quantity, Reference, Resource, Dosage, Timing,
+  Organization, Patient, PatientContact, ClinicalImpression, Practitioner, Procedure, Quantity, Reference, Resource, Dosage, Timing,
 } from 'fhir/r4';
 import { FhirError, unprocessable } from '../fhir/outcome.ts';
 import { oidToUri } from '../terminology/codesystems.ts';
@@ -24,6 +24,7 @@ import { fromCD, EXT_NULLFLAVOR, type ReadContext } from './transcode.ts';
 export const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
 /** A CDA coded element FHIR has no element for, kept for the way back: extension with a name and the concept. */
 export const EXT_CDA_CODE = 'http://dsp.lu/fhir/StructureDefinition/cda-code';
+const EPSOS_NS = 'urn:epsos-org:ep:medication';
 const IPS_ABSENT_URI = 'http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips';
 const T = (n: string) => `1.3.6.1.4.1.12559.11.10.1.3.1.${n}`;
 
@@ -231,21 +232,24 @@ function medication(sa: Element, ctx: Ctx): Resource[] {
   if (isAbsent(code) || (mm && attr(mm, 'nullFlavor') && isAbsent(code))) {
     return [{ resourceType: 'MedicationStatement', status: 'active', medicationCodeableConcept: code!, subject, effectiveDateTime: undefined } as MedicationStatement];
   }
-  const ingredients = kids(mm, 'ingredient', PHARM_NS)
+  // Older epSOS documents use the epsos medication namespace for the same elements.
+  const ns = kids(mm, 'ingredient', PHARM_NS).length || kid(mm, 'formCode', PHARM_NS) ? PHARM_NS : EPSOS_NS;
+  const ingredients = kids(mm, 'ingredient', ns)
     .filter((i) => (attr(i, 'classCode') ?? 'ACTI') === 'ACTI')
     .map((i) => {
-      const sub = kid(i, 'ingredientSubstance', PHARM_NS);
-      const q = kid(i, 'quantity', PHARM_NS);
-      const item = fromCD(kid(sub, 'code', PHARM_NS), ctx) ?? (textOf(kid(sub, 'name', PHARM_NS)) ? { text: textOf(kid(sub, 'name', PHARM_NS)) } : undefined);
-      const num = quantity(kid(q, 'numerator'));
-      const den = quantity(kid(q, 'denominator'));
+      const sub = kid(i, 'ingredientSubstance', ns) ?? kid(i, 'ingredient', ns);
+      const q = kid(i, 'quantity', ns);
+      const item = fromCD(kid(sub, 'code', ns), ctx) ?? (textOf(kid(sub, 'name', ns)) ? { text: textOf(kid(sub, 'name', ns)) } : undefined);
+      const num = quantity(kid(q, 'numerator') ?? kid(q, 'numerator', ns));
+      const den = quantity(kid(q, 'denominator') ?? kid(q, 'denominator', ns));
       return { ...(item ? { itemCodeableConcept: item } : { itemCodeableConcept: { text: 'unknown' } }), isActive: true, ...(num ? { strength: { numerator: num, ...(den ? { denominator: den } : {}) } } : {}) };
     });
   const productCode = fromCD(kid(mm, 'code'), ctx);
   const nm = textOf(kid(mm, 'name'));
   const medCode: CodeableConcept | undefined = productCode ? { ...productCode, ...(nm && !productCode.text ? { text: nm } : {}) } : nm ? { text: nm } : undefined;
-  const form = fromCD(kid(mm, 'formCode', PHARM_NS), ctx);
-  const med: Medication = { resourceType: 'Medication', ...(medCode ? { code: medCode } : {}), ...(form ? { form } : {}), ...(ingredients.length ? { ingredient: ingredients } : {}) };
+  const form = fromCD(kid(mm, 'formCode', ns), ctx);
+  const generic = fromCD(path(mm, `${ns === PHARM_NS ? 'pharm' : 'epsos'}:asSpecializedKind`, `${ns === PHARM_NS ? 'pharm' : 'epsos'}:generalizedMaterialKind`, `${ns === PHARM_NS ? 'pharm' : 'epsos'}:code`), ctx);
+  const med: Medication = { resourceType: 'Medication', ...(generic ? { extension: cdaExt('generalizedMaterialKind', generic) } : {}), ...(medCode ? { code: medCode } : {}), ...(form ? { form } : {}), ...(ingredients.length ? { ingredient: ingredients } : {}) };
   const medRef = add(ctx, med);
   const ets = kids(sa, 'effectiveTime');
   const period = ets.find((e) => xsiType(e) === 'IVL_TS' || kid(e, 'low') || kid(e, 'high')) ?? ets.find((e) => !xsiType(e));
@@ -390,7 +394,9 @@ function condition(act: Element, ctx: Ctx, past: boolean): Resource[] {
     for (const s of [...rel(obs, 'REFR'), ...rel(obs, 'SUBJ')]) {
       const code = attr(kid(s, 'code'), 'code');
       const v = fromCD(kid(s, 'value'), ctx);
-      if (code === '33999-4') {
+      if (code === 'SEV') {
+        if (v) c.severity = v;
+      } else if (code === '33999-4') {
         const k = v?.coding?.[0]?.code;
         if (k && PROBLEM_STATUS[k]) clinical = PROBLEM_STATUS[k];
         ext.push(...cdaExt('status', v));
@@ -569,6 +575,19 @@ function vitalPanel(org: Element, ctx: Ctx): Observation {
   return panel;
 }
 
+function toImpression(o: Observation): ClinicalImpression {
+  return {
+    resourceType: 'ClinicalImpression',
+    status: 'completed',
+    code: o.code,
+    subject: o.subject!,
+    ...(o.effectiveDateTime ? { effectiveDateTime: o.effectiveDateTime } : {}),
+    ...(o.effectivePeriod ? { effectivePeriod: o.effectivePeriod } : {}),
+    ...(o.valueCodeableConcept ? { finding: [{ itemCodeableConcept: o.valueCodeableConcept }] } : {}),
+    ...(o.extension ? { extension: o.extension } : {}),
+  };
+}
+
 // -- sections -----------------------------------------------------------------------------------------------------------
 
 const KEY: Record<string, string> = {
@@ -600,7 +619,9 @@ function sectionResources(key: string, entry: Element, ctx: Ctx): Resource[] {
     case 'results':
       return name === 'organizer' ? organizerObservations(act, ctx, 'laboratory') : name === 'observation' ? [observation(act, ctx, 'laboratory')] : [];
     case 'functional':
-      return name === 'organizer' ? organizerObservations(act, ctx, 'survey') : name === 'observation' ? [observation(act, ctx, 'survey')] : [];
+      // IPS functional status entries are Condition / ClinicalImpression: each assessed observation becomes a
+      // ClinicalImpression (code = what was assessed, finding = the result).
+      return (name === 'organizer' ? organizerObservations(act, ctx, 'survey') : name === 'observation' ? [observation(act, ctx, 'survey')] : []).map(toImpression);
     case 'social':
       return name === 'observation' ? [observation(act, ctx, 'social-history')] : [];
     case 'pregnancy': {

@@ -11,10 +11,10 @@ import { randomUUID } from 'node:crypto';
 import type {
   Address, AllergyIntolerance, Bundle, CodeableConcept, Coding, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, Organization, Patient,
-  Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, Consent, Ratio, Range,
+  Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, Consent, Ratio, Range, Timing, ClinicalImpression,
 } from 'fhir/r4';
 import { badRequest, unprocessable } from '../fhir/outcome.ts';
-import { uriToOid, describeCodeSystem } from '../terminology/codesystems.ts';
+import { uriToOid, describeCodeSystem, isOid } from '../terminology/codesystems.ts';
 import { serialize, type X } from './cda/xml.ts';
 import { fhirToTs } from './dates.ts';
 import { labels, paragraph, table, type Cell } from './narrative.ts';
@@ -72,7 +72,7 @@ function ii(id: Identifier | undefined, tag = 'id'): X {
     if (/^urn:oid:/i.test(id.value)) return el(tag, { root: id.value.slice(8) });
   }
   const oid = id.system ? uriToOid(id.system) : undefined;
-  if (oid) return el(tag, { root: oid, extension: id.value });
+  if (oid && (isOid(oid) || /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/.test(oid))) return el(tag, { root: oid.toUpperCase(), extension: id.value });
   return el(tag, { nullFlavor: 'NI', extension: id.value });
 }
 
@@ -86,11 +86,11 @@ function idForResource(r: Resource | undefined, root: string): X {
 function name(n: HumanName | undefined): X {
   if (!n || (!n.family && !n.given?.length && !n.text)) return el('name', { nullFlavor: 'UNK' });
   if (!n.family && !n.given?.length) return el('name', undefined, n.text!);
-  return el('name', undefined, ...(n.prefix ?? []).map((p) => el('prefix', undefined, p)), ...(n.given ?? []).map((g) => el('given', undefined, g)), n.family ? el('family', undefined, n.family) : el('family', { nullFlavor: 'UNK' }), ...(n.suffix ?? []).map((s) => el('suffix', undefined, s)));
+  return el('name', undefined, ...(n.prefix ?? []).map((p) => el('prefix', undefined, p)), ...(n.given?.length ? n.given.map((g) => el('given', undefined, g)) : [el('given', { nullFlavor: 'UNK' })]), n.family ? el('family', undefined, n.family) : el('family', { nullFlavor: 'UNK' }), ...(n.suffix ?? []).map((s) => el('suffix', undefined, s)));
 }
 
 function addr(a: Address | undefined): X {
-  if (!a) return el('addr', { nullFlavor: 'UNK' });
+  if (!a) return el('addr', { nullFlavor: 'NI' });
   const use = a.use === 'home' ? 'H' : a.use === 'work' ? 'WP' : a.use === 'temp' ? 'TMP' : a.use === 'old' ? 'OLD' : undefined;
   const parts = [
     ...(a.line ?? []).map((l) => el('streetAddressLine', undefined, l)),
@@ -122,6 +122,8 @@ function ts(tag: string, v: string | undefined, attrs?: X['a']): X {
 
 function ivl(tag: string, low: string | undefined, high: string | undefined, xsi = true): X {
   if (!low && !high) return el(tag, { ...(xsi ? { 'xsi:type': 'IVL_TS' } : {}), nullFlavor: 'UNK' });
+  // low equal to high is refused (dtr1-6-IVL_TS): the point in time is given once.
+  if (low && high && fhirToTs(low) === fhirToTs(high)) high = undefined;
   return el(tag, xsi ? { 'xsi:type': 'IVL_TS' } : undefined, ts('low', low), high ? ts('high', high) : undefined);
 }
 
@@ -233,7 +235,8 @@ export function bundleToCdaTree(bundle: Bundle, opts: ToCdaOptions = {}): X {
     const s = present.get(code);
     if (!s && !MANDATORY.includes(code)) continue;
     ctx.sectionIndex++;
-    sections.push(el('component', undefined, section(code, s, ctx)));
+    const built = section(code, s, ctx);
+    if (built) sections.push(el('component', undefined, built));
   }
   return el(
     'ClinicalDocument',
@@ -265,7 +268,7 @@ function recordTarget(p: Patient, ctx: Ctx): X {
         undefined,
         name(p.name?.find((n) => n.use === 'official') ?? p.name?.[0]),
         gender ? el('administrativeGenderCode', { code: gender, codeSystem: '2.16.840.1.113883.5.1', codeSystemName: 'AdministrativeGender', displayName: genderName }) : el('administrativeGenderCode', { nullFlavor: 'UNK' }),
-        ts('birthTime', p.birthDate),
+        p.birthDate ? ts('birthTime', p.birthDate) : el('birthTime', { nullFlavor: 'NI' }),
         ...langs.map((l) => el('languageCommunication', undefined, el('languageCode', { code: l.length === 2 ? `${l}-${(p.address?.[0]?.country ?? 'LU').toUpperCase()}` : l }))),
       ),
     ),
@@ -273,12 +276,14 @@ function recordTarget(p: Patient, ctx: Ctx): X {
 }
 
 function organization(o: Organization | undefined, tag: string): X {
+  const tels = telecoms(o?.telecom);
   return el(
     tag,
     undefined,
     idForResource(o, '1.3.182.4.11'),
     el('name', undefined, o?.name ?? 'Unknown'),
-    ...telecoms(o?.telecom),
+    // The custodian carries at most one telecom (eHDSICustodian).
+    ...(tag === 'representedCustodianOrganization' ? tels.slice(0, 1) : tels),
     addr(o?.address?.[0] ?? { country: 'LU' }),
   );
 }
@@ -403,11 +408,13 @@ function absentCode(cc: CodeableConcept | undefined): Coding | undefined {
   return cc?.coding?.find((c) => c.system === IPS_ABSENT_URI);
 }
 
-function section(code: string, s: CompositionSection | undefined, ctx: Ctx): X {
+function section(code: string, s: CompositionSection | undefined, ctx: Ctx): X | undefined {
   const def = SECTIONS[code]!;
   const L = ctx.L;
   const title = s?.title ?? L[def.key] ?? def.title;
   const built = buildEntries(def.key, entries(s, ctx), s, ctx);
+  // The results section needs at least one coded entry (blood group) in eHDSI 8.0.0: without one it is left out.
+  if (def.key === 'results' && !built.entries.length) return undefined;
   return el(
     'section',
     { classCode: 'DOCSECT', moodCode: 'EVN' },
@@ -467,10 +474,11 @@ function buildEntries(key: string, rs: Resource[], s: CompositionSection | undef
       return immunizations(rs.filter((r): r is Immunization => r.resourceType === 'Immunization'), sid, ctx);
     case 'vitals':
       return vitals(rs.filter((r): r is Observation => r.resourceType === 'Observation'), sid, ctx);
+    case 'functional':
+      return observations(key, rs.map(impressionAsObservation).filter((r): r is Observation => r?.resourceType === 'Observation'), sid, ctx);
     case 'results':
     case 'social':
     case 'pregnancy':
-    case 'functional':
       return observations(key, rs.filter((r): r is Observation => r.resourceType === 'Observation'), sid, ctx);
     default: {
       // Plan of care and advance directives: narrative only (the eHDSI templates have no coded entries for them).
@@ -478,6 +486,22 @@ function buildEntries(key: string, rs: Resource[], s: CompositionSection | undef
       return { narrative: [paragraph(text || ctx.L.noInfo, `${sid}-text`)], entries: [] };
     }
   }
+}
+
+/** Functional status: a ClinicalImpression (IPS) is written as the assessed observation it records. */
+function impressionAsObservation(r: Resource): Observation | undefined {
+  if (r.resourceType === 'Observation') return r as Observation;
+  if (r.resourceType !== 'ClinicalImpression') return undefined;
+  const ci = r as ClinicalImpression;
+  return {
+    resourceType: 'Observation',
+    id: ci.id,
+    status: 'final',
+    code: ci.code ?? { text: ci.description ?? 'Functional status' },
+    ...(ci.effectiveDateTime ? { effectiveDateTime: ci.effectiveDateTime } : {}),
+    ...(ci.effectivePeriod ? { effectivePeriod: ci.effectivePeriod } : {}),
+    ...(ci.finding?.[0]?.itemCodeableConcept ? { valueCodeableConcept: ci.finding[0].itemCodeableConcept } : {}),
+  };
 }
 
 function describe(r: Resource, ctx: Ctx): string {
@@ -520,7 +544,7 @@ function emptyEntry(key: string, kind: 'none' | 'noinfo', sid: string, ctx: Ctx)
       return {
         narrative: [paragraph(kind === 'none' ? L.noKnownMedication : L.noInfo, id)],
         entries: [
-          el('substanceAdministration', { classCode: 'SBADM', moodCode: 'INT' }, tid(T('3.4')), tid('2.16.840.1.113883.10.20.1.24'), el('id', { root: randomUUID().toUpperCase() }), absent('code', c), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', { 'xsi:type': 'IVL_TS', nullFlavor: 'NA' }), el('consumable', undefined, el('manufacturedProduct', { classCode: 'MANU' }, tid(T('3.31')), el('manufacturedMaterial', { nullFlavor: 'NA' })))),
+          el('substanceAdministration', { classCode: 'SBADM', moodCode: 'INT' }, tid(T('3.4')), tid('2.16.840.1.113883.10.20.1.24'), el('id', { root: randomUUID().toUpperCase() }), absent('code', c), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', { 'xsi:type': 'IVL_TS', nullFlavor: 'UNK' }), el('effectiveTime', { nullFlavor: 'NA' }), el('consumable', undefined, el('manufacturedProduct', { classCode: 'MANU' }, tid(T('3.31')), el('manufacturedMaterial', { nullFlavor: 'NA' }, tid(T('3.32')))))),
         ],
       };
     }
@@ -564,8 +588,17 @@ function emptyEntry(key: string, kind: 'none' | 'noinfo', sid: string, ctx: Ctx)
   }
 }
 
+/** The second effectiveTime of a medication (frequency): PIVL_TS, EIVL_TS from a timing event code, or null. */
+function frequency(t: Timing | undefined): X {
+  const r = t?.repeat;
+  if (r?.period !== undefined && r.periodUnit) return el('effectiveTime', { 'xsi:type': 'PIVL_TS', institutionSpecified: 'true', operator: 'A' }, el('period', { value: Number((r.period / (r.frequency ?? 1)).toPrecision(12)), unit: r.periodUnit }));
+  const ev = t?.code?.coding?.find((c) => c.system === 'http://terminology.hl7.org/CodeSystem/v3-TimingEvent' && c.code);
+  if (ev) return el('effectiveTime', { 'xsi:type': 'EIVL_TS', operator: 'A' }, el('event', { code: ev.code, codeSystem: '2.16.840.1.113883.5.139', codeSystemName: 'TimingEvent', displayName: ev.display ?? ev.code }));
+  return el('effectiveTime', { nullFlavor: 'UNK' });
+}
+
 function ratio(r: Ratio | undefined): X {
-  if (!r?.numerator) return el('pharm:quantity', { nullFlavor: 'UNK' });
+  if (!r?.numerator) return el('pharm:quantity', undefined, el('numerator', { 'xsi:type': 'PQ', nullFlavor: 'UNK' }), el('denominator', { 'xsi:type': 'PQ', nullFlavor: 'UNK' }));
   return el('pharm:quantity', undefined, pq('numerator', r.numerator, 'PQ'), pq('denominator', r.denominator ?? { value: 1, code: '1' }, 'PQ'));
 }
 
@@ -604,9 +637,7 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
         el('text', undefined, el('reference', { value: `#${rowId}-name` })),
         el('statusCode', { code: ms.status === 'completed' || ms.status === 'stopped' ? 'completed' : ms.status === 'on-hold' ? 'suspended' : 'active' }),
         ivl('effectiveTime', ms.effectivePeriod?.start ?? ms.effectiveDateTime, ms.effectivePeriod?.end),
-        period?.period !== undefined && period.periodUnit
-          ? el('effectiveTime', { 'xsi:type': 'PIVL_TS', institutionSpecified: 'true', operator: 'A' }, el('period', { value: period.period / (period.frequency ?? 1), unit: period.periodUnit }))
-          : undefined,
+        frequency(dose?.timing),
         dose?.route ? toCD(displayed(dose.route), { tag: 'routeCode', valueSet: VS.route, ref: routeId }) : undefined,
         dq ? pq('doseQuantity', dq) : dr ? el('doseQuantity', undefined, pq('low', dr.low), pq('high', dr.high)) : undefined,
         el(
@@ -623,16 +654,25 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
               code?.coding?.length ? toCD(displayed(code), { tag: 'code', ref: `${rowId}-name` }) : undefined,
               el('name', undefined, textOfConcept(code, ctx.lang) || ms.medicationReference?.display || 'Unknown'),
               med?.form ? toCD(displayed(med.form), { tag: 'pharm:formCode', valueSet: VS.doseForm, ref: formId }) : undefined,
+              readCdaExt(med, 'generalizedMaterialKind')
+                ? el('pharm:asSpecializedKind', { classCode: 'GEN' }, el('pharm:generalizedMaterialKind', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(readCdaExt(med, 'generalizedMaterialKind')), { tag: 'pharm:code', valueSet: VS.activeIngredient })))
+                : undefined,
               ...ingrs.map((i) =>
                 el(
                   'pharm:ingredient',
                   { classCode: 'ACTI' },
-                  i.strength ? ratio(i.strength) : undefined,
+                  ratio(i.strength),
                   el('pharm:ingredientSubstance', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(i.itemCodeableConcept), { tag: 'pharm:code', valueSet: VS.activeIngredient }), el('pharm:name', undefined, textOfConcept(i.itemCodeableConcept, ctx.lang) || 'Unknown')),
                 ),
               ),
             ),
           ),
+        ),
+        ...(ms.reasonCode ?? []).map((r) =>
+          el('entryRelationship', { typeCode: 'RSON' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.41')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '64572001', 'http://snomed.info/sct', 'Disease'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), toCD(displayed(r), { tag: 'value', xsiType: 'CE', valueSet: VS.illness, noOriginalText: true }))),
+        ),
+        ...(ms.reasonReference ?? []).map((ref) => ctx.res.get<Condition>(ref)).filter((c): c is Condition => !!c?.code).map((c) =>
+          el('entryRelationship', { typeCode: 'RSON' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.41')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '64572001', 'http://snomed.info/sct', 'Disease'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), toCD(displayed(c.code), { tag: 'value', xsiType: 'CE', valueSet: VS.illness, noOriginalText: true }))),
         ),
       ),
     );
@@ -655,11 +695,15 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
       { text: a.criticality ?? '' },
       { text: fmtDate(a.onsetDateTime) },
     ]);
-    const kept = readCdaExt(a, 'type')?.coding?.find((c) => inValueSet(VS.adverseEventType, c.system, c.code));
+    const keptType = readCdaExt(a, 'type');
+    const kept = keptType?.coding?.find((c) => inValueSet(VS.adverseEventType, c.system, c.code));
     const typeCode = kept?.code ?? (a.type === 'intolerance' ? '782197009' : a.type === 'allergy' ? '609328004' : '420134006');
+    // An original type code outside eHDSIAdverseEventType (older waves) travels as translation.
+    const typeTranslations = (keptType?.coding ?? []).filter((c) => c !== kept && c.code && c.system).map((c) => codedTranslation(c));
     const typeDisplay: Record<string, string> = { '782197009': 'Intolerance to substance', '609328004': 'Allergic disposition', '420134006': 'Propensity to adverse reaction' };
     const drug = a.category?.includes('medication');
-    const sev = reaction?.severity ? { mild: ['255604002', 'Mild'], moderate: ['6736007', 'Moderate'], severe: ['24484000', 'Severe'] }[reaction.severity] : undefined;
+    const sevKept = readCdaExt(reaction, 'severity')?.coding?.[0];
+    const sev = sevKept?.code ? [sevKept.code, sevKept.display ?? sevKept.code] : reaction?.severity ? { mild: ['255604002', 'Mild'], moderate: ['6736007', 'Moderate'], severe: ['24484000', 'Severe'] }[reaction.severity] : undefined;
     const crit = a.criticality;
     const clin = a.clinicalStatus?.coding?.[0];
     const ver = a.verificationStatus?.coding?.[0];
@@ -681,7 +725,7 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
             { classCode: 'OBS', moodCode: 'EVN' },
             tid(T('3.17')),
             el('id', { root: randomUUID().toUpperCase() }),
-            el('code', { code: typeCode, codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: kept?.display ?? typeDisplay[typeCode] ?? typeCode }),
+            el('code', { code: typeCode, codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: kept?.display ?? typeDisplay[typeCode] ?? typeCode }, ...typeTranslations),
             el('text', undefined, el('reference', { value: `#${rowId}-agent` })),
             el('statusCode', { code: 'completed' }),
             el('effectiveTime', undefined, obsTime ? ts('low', obsTime) : el('low', { nullFlavor: 'UNK' })),
@@ -763,20 +807,50 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
             { classCode: 'OBS', moodCode: 'EVN' },
             tid(T('3.7')),
             el('id', { root: randomUUID().toUpperCase() }),
-            el('code', { code: '404684003', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Clinical finding' }),
+            keptCode(readCdaExt(c, 'problemType'), VS.codeProb, { system: 'http://snomed.info/sct', code: '404684003', display: 'Clinical finding' }),
             el('text', undefined, el('reference', { value: `#${rowId}-name` })),
             el('statusCode', { code: 'completed' }),
             el('effectiveTime', undefined, onset ? ts('low', onset) : el('low', { nullFlavor: 'UNK' }), end ? ts('high', end) : undefined),
             toCD(displayed(c.code), { tag: 'value', xsiType: 'CD', valueSet, ref: `${rowId}-name` }),
             ver?.code && inValueSet(VS.certainty, ver.system, ver.code) !== false
-              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.9')), fixed('code', '246103008', 'http://snomed.info/sct', 'Certainty'), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.49')), fixed('code', '66455-7', 'http://loinc.org', 'Condition verification status'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CD' })))
               : undefined,
+            c.severity?.coding?.length
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), toCD(displayed(c.severity), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true })))
+              : undefined,
+            ...statusObservations(c, `${rowId}-name`),
           ),
         ),
       ),
     );
   }
   return { narrative: [table([L.name, L.onset, L.end, L.status], rows)], entries: out };
+}
+
+/** A coded element from a kept CDA code: the code when it is in the value set, else the default with the original as translation. */
+function keptCode(kept: CodeableConcept | undefined, valueSet: string, dflt: Coding, tag = 'code'): X {
+  const inVs = kept?.coding?.find((c) => inValueSet(valueSet, c.system, c.code));
+  const primary = inVs ?? dflt;
+  const extra = (kept?.coding ?? []).filter((c) => c !== inVs && c.code && c.system && !(c.system === primary.system && c.code === primary.code));
+  const d = describeCodeSystem(primary.system!);
+  return el(tag, { code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: withDisplay(primary)!.display }, ...extra.map(codedTranslation));
+}
+
+function codedTranslation(c: Coding): X {
+  const d = describeCodeSystem(c.system!);
+  return el('translation', { code: c.code, codeSystem: d.oid ?? c.system, codeSystemName: d.cdaName, displayName: withDisplay(c)!.display });
+}
+
+/** Problem status (33999-4) and health status (11323-3) observations kept from a CDA source. */
+function statusObservations(c: Condition, ref: string): X[] {
+  const out: X[] = [];
+  const status = readCdaExt(c, 'status');
+  if (status?.coding?.length)
+    out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.9')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.1.1'), tid('2.16.840.1.113883.10.20.1.57'), tid('2.16.840.1.113883.10.20.1.50'), fixed('code', '33999-4', 'http://loinc.org', 'Status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(status), { tag: 'value', xsiType: 'CE', valueSet: VS.statusCode, noOriginalText: true }))));
+  const health = readCdaExt(c, 'healthStatus');
+  if (health?.coding?.length)
+    out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.10')), fixed('code', '11323-3', 'http://loinc.org', 'Health status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(health), { tag: 'value', xsiType: 'CE', noOriginalText: true }))));
+  return out;
 }
 
 function procedures(list: Procedure[], sid: string, ctx: Ctx): Built {
@@ -962,6 +1036,10 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
   const L = ctx.L;
   const rows: Cell[][] = [];
   const out: X[] = [];
+  // Pregnancy: one status observation (eHDSIPregnancyStatusObservation) with the other pregnancy observations
+  // (expected delivery date...) nested in it.
+  let pregnancyStatus: X | undefined;
+  const nestedPregnancy: X[] = [];
   for (const o of list) {
     const rowId = nid(ctx, sid);
     const refRange = o.referenceRange?.[0];
@@ -971,6 +1049,8 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
     // eHDSI 8.0.0 result entries are the blood group only (eHDSIBloodGroup, LOINC 34530-6); other results stay in
     // the narrative.
     if (key === 'results' && !blood) continue;
+    // Social history entries are bound to eHDSISocialHistory: others stay in the narrative.
+    if (key === 'social' && !o.code?.coding?.some((c) => inValueSet(VS.socialHistory, c.system, c.code))) continue;
     if (key === 'functional') {
       out.push(
         el(
@@ -990,12 +1070,17 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
       key === 'social'
         ? [T('3.23'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13', '1.3.6.1.4.1.19376.1.5.3.1.4.13.4', '2.16.840.1.113883.10.20.1.33']
         : key === 'pregnancy'
-          ? [T('3.45')]
+          ? o.code?.coding?.some((c) => inValueSet(VS.pregnancyInformation, c.system, c.code))
+            ? [T('3.24'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13', '1.3.6.1.4.1.19376.1.5.3.1.4.13.5']
+            : [T('3.45')]
           : [T('3.25'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13'];
     const valueSet = key === 'social' ? undefined : key === 'pregnancy' ? VS.currentPregnancyStatus : blood ? VS.bloodGroup : undefined;
     const low = refRange?.low;
     const high = refRange?.high;
-    out.push(
+    const isPregInfo = key === 'pregnancy' && o.code?.coding?.some((c) => inValueSet(VS.pregnancyInformation, c.system, c.code));
+    const target = key === 'pregnancy' ? (isPregInfo ? nestedPregnancy : []) : out;
+    if (key === 'pregnancy' && !isPregInfo && pregnancyStatus) continue;
+    const built =
       el(
         'observation',
         { classCode: 'OBS', moodCode: 'EVN' },
@@ -1010,8 +1095,21 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
         low || high
           ? el('referenceRange', { typeCode: 'REFV' }, el('observationRange', { classCode: 'OBS', moodCode: 'EVN.CRT' }, refRange?.text ? el('text', undefined, refRange.text) : undefined, el('value', { 'xsi:type': 'IVL_PQ' }, low ? pq('low', low) : undefined, high ? pq('high', high) : undefined)))
           : undefined,
-      ),
-    );
+      );
+    if (key === 'pregnancy' && !isPregInfo) pregnancyStatus = built;
+    else target.push(built);
+  }
+  if (key === 'pregnancy') {
+    if (!pregnancyStatus && nestedPregnancy.length) {
+      pregnancyStatus = el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.45')), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '82810-3', 'http://loinc.org', 'Pregnancy status'), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), el('value', { 'xsi:type': 'CE', nullFlavor: 'UNK' }));
+    }
+    if (pregnancyStatus) {
+      for (const n of nestedPregnancy) {
+        n.c = (n.c ?? []).map((c) => (c && typeof c === 'object' && c.n === 'templateId' && (c.a?.root === T('3.45')) ? el('templateId', { root: T('3.24') }) : c));
+        pregnancyStatus.c = [...(pregnancyStatus.c ?? []), el('entryRelationship', { typeCode: 'COMP' }, n)];
+      }
+      out.push(pregnancyStatus);
+    }
   }
   return { narrative: [table([L.name, L.value, L.reference, L.date], rows)], entries: out };
 }

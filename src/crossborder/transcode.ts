@@ -146,13 +146,25 @@ export function toCD(cc: CodeableConcept | Coding | undefined, o: CdOptions): X 
     if (!primary && codings.length && valueSetMembers(o.valueSet) === null) primary = codings.find((c) => codingAttrs(c));
   } else primary = codings.find((c) => codingAttrs(c));
   if (nf && !primary) primary = undefined;
-  const others = codings.filter((c) => c !== primary && codingAttrs(c));
+  // Translations are distinct (RIM-002) and never repeat the primary code.
+  const seen = new Set<string>(primary ? [`${primary.system}|${primary.code}`] : []);
+  const others = codings.filter((c) => {
+    const k = `${canonicalSystem(c.system!)}|${c.code}`;
+    if (c === primary || seen.has(k) || !codingAttrs(c)) return false;
+    seen.add(k);
+    return true;
+  });
   const base: Record<string, string | undefined> = { ...(o.xsiType ? { 'xsi:type': o.xsiType } : {}), ...o.attrs };
   const original =
     o.noOriginalText ? undefined : o.ref ? { n: 'originalText', c: [{ n: 'reference', a: { value: `#${o.ref}` } }] } : concept.text ? { n: 'originalText', c: [concept.text] } : undefined;
   const translations: X[] = others.map((c) => ({ n: 'translation', a: codingAttrs(c)! }));
   if (primary) return { n: o.tag, a: { ...base, ...codingAttrs(primary)! }, c: [original, ...translations] };
-  const flavor = nf ?? (codings.length || concept.text ? 'OTH' : 'UNK');
+  let flavor = nf ?? (codings.length || concept.text ? 'OTH' : 'UNK');
+  // Only OTH / NA / UNC may carry originalText or translations (dtr1-1-ANY).
+  if (!['OTH', 'NA', 'UNC'].includes(flavor)) {
+    if (translations.length) flavor = 'OTH';
+    else return { n: o.tag, a: { ...base, nullFlavor: flavor } };
+  }
   return { n: o.tag, a: { ...base, nullFlavor: flavor }, c: [original ?? (flavor === 'OTH' && concept.text ? { n: 'originalText', c: [concept.text] } : undefined), ...translations] };
 }
 

@@ -7,3 +7,4 @@ import './everything.ts';
 import './terminology.ts';
 import './reindex.ts';
 import './validate.ts';
+import './crossborder.ts';

@@ -125,7 +125,7 @@ export function path(el: Element | undefined, ...names: string[]): Element | und
   let cur = el;
   for (const n of names) {
     if (!cur) return undefined;
-    const [ns, local] = n.startsWith('pharm:') ? [PHARM_NS, n.slice(6)] : [CDA_NS, n];
+    const [ns, local] = n.startsWith('pharm:') ? [PHARM_NS, n.slice(6)] : n.startsWith('epsos:') ? ['urn:epsos-org:ep:medication', n.slice(6)] : [CDA_NS, n];
     cur = kid(cur, local!, ns);
   }
   return cur;
