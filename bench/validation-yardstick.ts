@@ -77,9 +77,14 @@ function run(name: string, instanceFile: string, extra: (string | { source?: str
     const resource = JSON.parse(readFileSync(join(dir, instanceFile), 'utf8'));
     ours = validateFull(resource, { profiles: profileUrl ? [profileUrl] : undefined, validator: new ProfileValidator(reg) });
   } catch (err) {
-    stats.failedToRun++;
-    disagreements.push(`${name}: failed to run: ${(err as Error).message.split('\n')[0]}`);
-    return;
+    if (err instanceof SyntaxError) {
+      // Not JSON: the server answers 400 with one fatal issue.
+      ours = [{ severity: 'fatal', code: 'structure', diagnostics: err.message }];
+    } else {
+      stats.failedToRun++;
+      disagreements.push(`${name}: failed to run: ${(err as Error).message.split('\n')[0]}`);
+      return;
+    }
   }
   const expected: JavaIssue[] = expectedPath
     ? ((JSON.parse(readFileSync(expectedPath, 'utf8')) as { issue?: JavaIssue[] }).issue ?? [])

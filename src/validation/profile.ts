@@ -695,6 +695,11 @@ export class ProfileValidator {
     const s = this.structures.get(url);
     const modifier = el.name === 'modifierExtension';
     if (!s) {
+      // Cross-version (http://hl7.org/fhir/5.0/...) and tooling extensions are defined outside any package here.
+      if (!modifier && /^http:\/\/hl7\.org\/fhir\/(\d+\.\d+|tools)\/StructureDefinition\//.test(url)) {
+        out.push(issue('information', 'not-found', item.path, `the extension ${url} is not loaded here: it was not checked`));
+        return;
+      }
       out.push(issue('error', modifier ? 'extension' : 'not-found', item.path, `the extension ${url} is not known to this server, so it is not allowed here${modifier ? ' (unknown modifier extensions change the meaning of the resource)' : ''}`));
       return;
     }
