@@ -11,21 +11,27 @@
  * parameter code) pair in the small `search_params` table (cached in memory on the writing connection).
  * One WITHOUT ROWID table per value kind (idx_string, idx_token, idx_reference, idx_date, idx_number,
  * idx_quantity, idx_uri) with PRIMARY KEY (rid, pid, n), `n` numbering the resource's values. Composite
- * values are stored as their components in the component kinds' tables, under the parameter `<code>$<i>`,
- * the components of one combination sharing their `n`.
+ * values are stored as their components under the parameter `<code>$<i>`, sharing the combination's number
+ * n: the first component in the component kind's table, the others in `<table>_part` tables that have no
+ * secondary index (they are only ever reached from the first component through the primary key).
  *
- * Every filter becomes `r.rowid [NOT] IN (SELECT x.rid FROM idx_... x WHERE x.pid IN (<pids of the code for
- * the searched types>) AND <value condition>)`, which SQLite drives from the index table's (pid, value)
- * index: no scan of `resources`. References keep their target as text (target_type, target_id), since a
- * target may not exist yet; the (target_type, target_id, pid) index serves chains, `_has`, compartments and
- * `_revinclude`. Sorting uses correlated MIN/MAX sub-selects per sort key; paging is keyset-based with an
- * opaque cursor.
+ * Every filter becomes `r.rowid [NOT] IN (SELECT x.rid FROM idx_... x WHERE x.pid = ? AND <value condition>)`,
+ * which SQLite drives from the index table's (pid, value...) index, then probes `resources` by rowid: no scan
+ * of `resources`. The store passes the parameter ids as bound values (`paramIds`); without them (tests that
+ * compile without a connection) they are sub-selects on `search_params`, same rows. References keep their
+ * target as text (target_type, target_id), since a target may not exist yet: the (pid, target_id,
+ * target_type) index serves reference searches, chains, compartments and `_revinclude`; references without a
+ * target (urn:, contained, foreign URLs) are in a partial (pid, reference) index; `_has` and `_include` go
+ * through the primary key. Sorting uses correlated MIN/MAX sub-selects per sort key; paging is keyset-based
+ * with an opaque cursor.
  */
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Resource } from 'fhir/r4';
 import { badRequest, notSupported } from '../../fhir/outcome.ts';
 import { decodeCursor, encodeCursor, keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
 import { searchParam } from '../../search/registry.ts';
+import { normalizeReference } from '../../search/normalize.ts';
+import { fhirModel } from '../../fhir/model.ts';
 import type { Filter, IncludeSpec, IndexValue, ParamType, Predicate, SearchRequest } from '../../search/types.ts';
 
 type Kind = Exclude<IndexValue['type'], 'composite'>;
@@ -49,12 +55,12 @@ const TABLES: Record<Kind, { table: string; cols: Record<string, string> }> = {
 const KINDS = Object.keys(TABLES) as Kind[];
 
 /** Version of the index schema, kept in `PRAGMA user_version` by the store. */
-export const SEARCH_SCHEMA_VERSION = 2;
+export const SEARCH_SCHEMA_VERSION = 3;
 
 /** Creates the index tables and their indexes (idempotent). */
 export function installSearchSchema(db: DatabaseSync): void {
   const stmts: string[] = [
-    `CREATE TABLE IF NOT EXISTS search_params (pid INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, code TEXT NOT NULL, UNIQUE (resource_type, code))`,
+    `CREATE TABLE IF NOT EXISTS search_params (pid INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, code TEXT NOT NULL, kind TEXT NOT NULL, UNIQUE (resource_type, code))`,
   ];
   for (const kind of KINDS) {
     const { table, cols } = TABLES[kind];
@@ -62,19 +68,22 @@ export function installSearchSchema(db: DatabaseSync): void {
     const colDefs = Object.values(cols)
       .map((c) => `${c} ${(kind === 'number' || kind === 'quantity') && numeric.has(c) ? 'REAL' : 'TEXT'}`)
       .join(', ');
-    stmts.push(
-      `CREATE TABLE IF NOT EXISTS ${table} (rid INTEGER NOT NULL, pid INTEGER NOT NULL, n INTEGER NOT NULL, ${colDefs}, PRIMARY KEY (rid, pid, n)) WITHOUT ROWID`,
-    );
+    for (const t of [table, `${table}_part`])
+      stmts.push(
+        `CREATE TABLE IF NOT EXISTS ${t} (rid INTEGER NOT NULL, pid INTEGER NOT NULL, n INTEGER NOT NULL, ${colDefs}, PRIMARY KEY (rid, pid, n)) WITHOUT ROWID`,
+      );
   }
   // Only the indexes that query plans use (EXPLAIN QUERY PLAN over test/search.test.ts): every one starts
   // with pid (a parameter of a type), so `:missing` uses them too. Exact strings, token systems alone and
-  // `:text` are filtered within the parameter's rows.
+  // `:text` are filtered within the parameter's rows. (Partial indexes `WHERE n > 0` would keep later
+  // composite components out as well, but they stop SQLite from using the multi-index OR that date and
+  // quantity prefixes need: hence the _part tables.)
   stmts.push(
     'CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (pid, value)',
     'CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (pid, code, system)',
     'CREATE INDEX IF NOT EXISTS idx_token_oftype ON idx_token (pid, of_type) WHERE of_type IS NOT NULL',
-    'CREATE INDEX IF NOT EXISTS idx_reference_ref ON idx_reference (pid, reference)',
-    'CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (target_type, target_id, pid)',
+    'CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (pid, target_id, target_type)',
+    'CREATE INDEX IF NOT EXISTS idx_reference_ref ON idx_reference (pid, reference) WHERE target_id IS NULL',
     'CREATE INDEX IF NOT EXISTS idx_reference_ident ON idx_reference (pid, identifier_value) WHERE identifier_value IS NOT NULL',
     'CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low)',
     'CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (pid, high)',
@@ -86,48 +95,48 @@ export function installSearchSchema(db: DatabaseSync): void {
   for (const s of stmts) db.exec(s);
 }
 
-/** Column values of one index row after (rid, pid, n), in TABLES order. */
-const ROW: Record<Kind, (v: IndexValue) => SqlParam[]> = {
-  string: (v) => {
+/** Inserts one index row: (rid, pid, n) and the value's columns in TABLES order (no per-row mapping). */
+const INSERT_ROW: Record<Kind, (st: StatementSync, rid: number, pid: number, n: number, v: IndexValue) => void> = {
+  string: (st, rid, pid, n, v) => {
     const x = v as Extract<IndexValue, { type: 'string' }>;
-    return [x.value, x.exact];
+    st.run(rid, pid, n, x.value, x.exact);
   },
-  token: (v) => {
+  token: (st, rid, pid, n, v) => {
     const x = v as Extract<IndexValue, { type: 'token' }>;
-    return [x.system ?? null, x.code ?? null, x.text ?? null, x.ofType ?? null];
+    st.run(rid, pid, n, x.system ?? null, x.code ?? null, x.text ?? null, x.ofType ?? null);
   },
-  reference: (v) => {
+  reference: (st, rid, pid, n, v) => {
     const x = v as Extract<IndexValue, { type: 'reference' }>;
-    return [x.reference, x.targetType ?? null, x.targetId ?? null, x.identifierSystem ?? null, x.identifierValue ?? null];
+    st.run(rid, pid, n, x.reference, x.targetType ?? null, x.targetId ?? null, x.identifierSystem ?? null, x.identifierValue ?? null);
   },
-  date: (v) => {
+  date: (st, rid, pid, n, v) => {
     const x = v as Extract<IndexValue, { type: 'date' }>;
-    return [x.low, x.high];
+    st.run(rid, pid, n, x.low, x.high);
   },
-  number: (v) => {
+  number: (st, rid, pid, n, v) => {
     const x = v as Extract<IndexValue, { type: 'number' }>;
-    return [x.value, x.low, x.high];
+    st.run(rid, pid, n, x.value, x.low, x.high);
   },
-  quantity: (v) => {
+  quantity: (st, rid, pid, n, v) => {
     const x = v as Extract<IndexValue, { type: 'quantity' }>;
-    return [x.value, x.low, x.high, x.system ?? null, x.code ?? null, x.unit ?? null, x.canonicalValue ?? null, x.canonicalCode ?? null];
+    st.run(rid, pid, n, x.value, x.low, x.high, x.system ?? null, x.code ?? null, x.unit ?? null, x.canonicalValue ?? null, x.canonicalCode ?? null);
   },
-  uri: (v) => [(v as Extract<IndexValue, { type: 'uri' }>).value],
+  uri: (st, rid, pid, n, v) => {
+    st.run(rid, pid, n, (v as Extract<IndexValue, { type: 'uri' }>).value);
+  },
 };
-const WIDTH: Record<Kind, number> = Object.fromEntries(KINDS.map((k) => [k, 3 + Object.keys(TABLES[k].cols).length])) as Record<Kind, number>;
-/** Rows per multi-row INSERT (larger sets are chunked). */
-const CHUNK = 16;
 
 interface Prepared {
   db: DatabaseSync;
-  /** insert[kind][k - 1]: INSERT of k rows. */
-  insert: Record<Kind, (StatementSync | undefined)[]>;
+  /** One-row INSERT per kind, into the main table and into the _part table. */
+  insert: Record<Kind, StatementSync>;
+  insertPart: Record<Kind, StatementSync>;
   remove: StatementSync[];
   rowid: StatementSync;
   findParam: StatementSync;
   addParam: StatementSync;
-  /** `${resourceType} ${code}` -> pid. */
-  pids: Map<string, number>;
+  /** resource type -> code -> pid. */
+  pids: Map<string, Map<string, number>>;
 }
 const prepared = new WeakMap<DatabaseSync, Prepared>();
 
@@ -136,11 +145,12 @@ function statements(db: DatabaseSync): Prepared {
   if (!p) {
     p = {
       db,
-      insert: Object.fromEntries(KINDS.map((k) => [k, []])) as unknown as Prepared['insert'],
-      remove: KINDS.map((k) => db.prepare(`DELETE FROM ${TABLES[k].table} WHERE rid = ?`)),
+      insert: insertStatements(db, ''),
+      insertPart: insertStatements(db, '_part'),
+      remove: KINDS.flatMap((k) => [TABLES[k].table, `${TABLES[k].table}_part`]).map((t) => db.prepare(`DELETE FROM ${t} WHERE rid = ?`)),
       rowid: db.prepare('SELECT rowid AS rid FROM resources WHERE resource_type = ? AND id = ?'),
       findParam: db.prepare('SELECT pid FROM search_params WHERE resource_type = ? AND code = ?'),
-      addParam: db.prepare('INSERT INTO search_params (resource_type, code) VALUES (?, ?)'),
+      addParam: db.prepare('INSERT INTO search_params (resource_type, code, kind) VALUES (?, ?, ?)'),
       pids: new Map(),
     };
     prepared.set(db, p);
@@ -148,15 +158,15 @@ function statements(db: DatabaseSync): Prepared {
   return p;
 }
 
-function insertStatement(p: Prepared, kind: Kind, rows: number): StatementSync {
-  let st = p.insert[kind][rows - 1];
-  if (!st) {
+// Measured: multi-row INSERTs (2 to 64 rows per statement) were no cheaper than one prepared one-row INSERT.
+function insertStatements(db: DatabaseSync, suffix: string): Record<Kind, StatementSync> {
+  const out = {} as Record<Kind, StatementSync>;
+  for (const kind of KINDS) {
     const { table, cols } = TABLES[kind];
-    const one = `(${new Array(WIDTH[kind]).fill('?').join(', ')})`;
-    st = p.db.prepare(`INSERT INTO ${table} (rid, pid, n, ${Object.values(cols).join(', ')}) VALUES ${new Array(rows).fill(one).join(', ')}`);
-    p.insert[kind][rows - 1] = st;
+    const names = Object.values(cols);
+    out[kind] = db.prepare(`INSERT INTO ${table}${suffix} (rid, pid, n, ${names.join(', ')}) VALUES (?, ?, ?, ${names.map(() => '?').join(', ')})`);
   }
-  return st;
+  return out;
 }
 
 /**
@@ -167,13 +177,34 @@ export function resetSearchCaches(db: DatabaseSync): void {
   prepared.get(db)?.pids.clear();
 }
 
-function paramId(p: Prepared, resourceType: string, code: string): number {
-  const key = resourceType + ' ' + code;
-  let pid = p.pids.get(key);
+/**
+ * A ParamIds over a connection for compileSearch: looks `search_params` up, caching the ids found (an id never
+ * changes; resetSearchCaches after a rollback or a clear).
+ */
+export function paramIds(db: DatabaseSync): ParamIds {
+  const p = statements(db);
+  return (resourceType, code) => {
+    let byCode = p.pids.get(resourceType);
+    let pid = byCode?.get(code);
+    if (pid === undefined) {
+      pid = (p.findParam.get(resourceType, code) as { pid: number } | undefined)?.pid;
+      if (pid !== undefined) {
+        if (!byCode) p.pids.set(resourceType, (byCode = new Map()));
+        byCode.set(code, pid);
+      }
+    }
+    return pid;
+  };
+}
+
+function paramId(p: Prepared, resourceType: string, code: string, kind: Kind): number {
+  let byCode = p.pids.get(resourceType);
+  if (!byCode) p.pids.set(resourceType, (byCode = new Map()));
+  let pid = byCode.get(code);
   if (pid === undefined) {
     const row = p.findParam.get(resourceType, code) as { pid: number } | undefined;
-    pid = row ? row.pid : Number(p.addParam.run(resourceType, code).lastInsertRowid);
-    p.pids.set(key, pid);
+    pid = row ? row.pid : Number(p.addParam.run(resourceType, code, kind).lastInsertRowid);
+    byCode.set(code, pid);
   }
   return pid;
 }
@@ -193,42 +224,17 @@ export function writeIndex(db: DatabaseSync, resourceType: string, id: string, v
   const p = statements(db);
   const r = rid ?? rowidOf(p, resourceType, id);
   if (!fresh) for (const st of p.remove) st.run(r);
-  if (!values.length) return;
-  const rows: Partial<Record<Kind, SqlParam[]>> = {};
-  const counts: Partial<Record<Kind, number>> = {};
   let n = 0;
-  const add = (v: IndexValue, code: string, at: number): void => {
-    const kind = v.type as Kind;
-    let list = rows[kind];
-    if (!list) {
-      list = rows[kind] = [];
-      counts[kind] = 0;
-    }
-    list.push(r, paramId(p, resourceType, code), at, ...ROW[kind](v));
-    counts[kind]!++;
-  };
   for (const v of values) {
     n++;
     if (v.type === 'composite') {
       for (let i = 0; i < v.components.length; i++) {
         const c = v.components[i]!;
-        if (c.type !== 'composite') add(c, `${v.param}$${i}`, n);
+        if (c.type === 'composite') continue;
+        const st = i === 0 ? p.insert[c.type] : p.insertPart[c.type];
+        INSERT_ROW[c.type](st, r, paramId(p, resourceType, `${v.param}$${i}`, c.type), n, c);
       }
-    } else add(v, v.param, n);
-  }
-  for (const kind of KINDS) {
-    const list = rows[kind];
-    if (!list) continue;
-    const width = WIDTH[kind];
-    let left = counts[kind]!;
-    let at = 0;
-    while (left > 0) {
-      const k = Math.min(left, CHUNK);
-      const st = insertStatement(p, kind, k);
-      st.run(...((at === 0 && k * width === list.length ? list : list.slice(at, at + k * width)) as SQLInputValue[]));
-      at += k * width;
-      left -= k;
-    }
+    } else INSERT_ROW[v.type](p.insert[v.type], r, paramId(p, resourceType, v.param, v.type), n, v);
   }
 }
 
@@ -242,8 +248,15 @@ export function deleteIndex(db: DatabaseSync, resourceType: string, id: string, 
 
 // Compilation ---------------------------------------------------------------------------------------------
 
+/** The id of a (resource type, parameter code) in `search_params`, when it has one. */
+export type ParamIds = (resourceType: string, code: string) => number | undefined;
+
 class Sql {
   readonly params: SqlParam[] = [];
+  readonly pids: ParamIds | undefined;
+  constructor(pids?: ParamIds) {
+    this.pids = pids;
+  }
   /** Numbered placeholders: fragments may be built in any order. */
   p(v: SqlParam): string {
     this.params.push(v);
@@ -296,14 +309,44 @@ function kindOf(type: ParamType | string): Kind {
   return type as Kind;
 }
 
-function typesClause(alias: string, types: string[], q: Sql): string {
-  return types.length ? `${alias}.resource_type IN (${q.list(types)})` : '1';
+function typesClause(alias: string, types: string[], q: Sql, filters: Filter[] = []): string {
+  if (!types.length) return '1';
+  // With a filter that selects rowids, drive the query from it (probe the rowids it yields) rather than
+  // walk every resource of the type through the (resource_type, id) index in result order and test each:
+  // the unary + keeps the planner off that index. `_id` filters use the index (type and id).
+  const drive = !filters.some((f) => f.kind === 'id') && filters.some(selectsRowids);
+  return `${drive ? '+' : ''}${alias}.resource_type IN (${q.list(types)})`;
 }
 
-/** `(SELECT pid ...)`: the parameter ids of `code` on `types` (on every type when `types` is empty). */
-function pidsOf(types: string[], code: string, q: Sql): string {
+/** Whether the filter compiles to `rowid IN (...)` (not NOT IN). */
+function selectsRowids(f: Filter): boolean {
+  switch (f.kind) {
+    case 'param':
+      return !f.not;
+    case 'missing':
+      return !f.missing;
+    case 'chain':
+    case 'compartment':
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
+ * `col` is one of the parameter ids of `code` on `types` (on every type when `types` is empty). One type has
+ * at most one id: a scalar sub-select, which the planner can use inside OR branches (multi-index OR).
+ */
+function pidIs(col: string, types: string[], code: string, q: Sql): string {
+  if (q.pids && types.length) {
+    // Known ids as bound values: the planner uses them inside OR branches too (multi-index OR), which it
+    // does not with a sub-select. No id yet: the parameter has no value anywhere (-1 matches no row).
+    const ids = types.map((t) => q.pids!(t, code)).filter((x): x is number => x !== undefined);
+    return ids.length === 1 ? `${col} = ${q.p(ids[0]!)}` : ids.length ? `${col} IN (${q.list(ids)})` : `${col} = -1`;
+  }
+  if (types.length === 1) return `${col} = (SELECT sp.pid FROM search_params sp WHERE sp.resource_type = ${q.p(types[0]!)} AND sp.code = ${q.p(code)})`;
   const typeCond = types.length ? `sp.resource_type IN (${q.list(types)}) AND ` : '';
-  return `(SELECT sp.pid FROM search_params sp WHERE ${typeCond}sp.code = ${q.p(code)})`;
+  return `${col} IN (SELECT sp.pid FROM search_params sp WHERE ${typeCond}sp.code = ${q.p(code)})`;
 }
 
 function paramType(types: string[], code: string): ParamType | undefined {
@@ -339,7 +382,7 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
         kind = kindOf(def?.components?.[0]?.type ?? 'token');
         param = `${f.param}$0`;
       } else kind = kindOf(t);
-      const inner = `SELECT ${sub}.rid FROM ${TABLES[kind].table} ${sub} WHERE ${sub}.pid IN ${pidsOf(types, param, q)}`;
+      const inner = `SELECT ${sub}.rid FROM ${TABLES[kind].table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, param, q)}`;
       return `${alias}.rowid ${f.missing ? 'NOT IN' : 'IN'} (${inner})`;
     }
     case 'param': {
@@ -349,15 +392,18 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
       }
       const kind = kindOf(f.type);
       const { table, cols } = TABLES[kind];
-      const conds = f.anyOf.map((p) => render(predicateCond(p, f.param), (field) => `${sub}.${cols[field] ?? badField(field)}`, q));
-      const inner = `SELECT ${sub}.rid FROM ${table} ${sub} WHERE ${sub}.pid IN ${pidsOf(types, f.param, q)} AND (${conds.join(' OR ')})`;
+      const conds = f.anyOf.map((p) => {
+        const c = predicateCond(p, f.param);
+        return render(kind === 'reference' ? onTargetColumns(c) : c, (field) => `${sub}.${cols[field] ?? badField(field)}`, q);
+      });
+      const inner = `SELECT ${sub}.rid FROM ${table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${conds.join(' OR ')})`;
       return `${alias}.rowid ${f.not ? 'NOT IN' : 'IN'} (${inner})`;
     }
     case 'chain': {
       const t = `t${depth}`;
       const where = f.where.map((w) => compileFilter(w, t, f.targetTypes, q, depth + 1));
-      const targets = `SELECT ${t}.resource_type, ${t}.id FROM resources ${t} WHERE ${typesClause(t, f.targetTypes, q)} AND ${t}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
-      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${sub}.pid IN ${pidsOf(types, f.param, q)} AND (${sub}.target_type, ${sub}.target_id) IN (${targets})`;
+      const targets = `SELECT ${t}.id, ${t}.resource_type FROM resources ${t} WHERE ${typesClause(t, f.targetTypes, q, f.where)} AND ${t}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
+      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${sub}.target_id, ${sub}.target_type) IN (${targets})`;
       return `${alias}.rowid IN (${inner})`;
     }
     case 'compartment': {
@@ -365,18 +411,50 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
         .filter(([t, params]) => params.length && (!types.length || types.includes(t)))
         .map(([t, params]) => `(sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list(params)}))`);
       if (!alts.length) return '0';
-      const pids = `SELECT sp.pid FROM search_params sp WHERE ${alts.join(' OR ')}`;
-      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${sub}.target_type = ${q.p(f.targetType)} AND ${sub}.target_id = ${q.p(f.targetId)} AND ${sub}.pid IN (${pids})`;
+      let pids = `SELECT sp.pid FROM search_params sp WHERE ${alts.join(' OR ')}`;
+      if (q.pids) {
+        const ids = Object.entries(f.paramsByType)
+          .filter(([t]) => !types.length || types.includes(t))
+          .flatMap(([t, params]) => params.map((c) => q.pids!(t, c)))
+          .filter((x): x is number => x !== undefined);
+        pids = ids.length ? q.list(ids) : '-1';
+      }
+      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${sub}.pid IN (${pids}) AND ${sub}.target_id = ${q.p(f.targetId)} AND ${sub}.target_type = ${q.p(f.targetType)}`;
       return `${alias}.rowid IN (${inner})`;
     }
     case 'has': {
       const s = `s${depth}`;
       const where = f.where.map((w) => compileFilter(w, s, [f.sourceType], q, depth + 1));
-      const sources = `SELECT ${s}.rowid FROM resources ${s} WHERE ${s}.resource_type = ${q.p(f.sourceType)} AND ${s}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
+      const sources = `SELECT ${s}.rowid FROM resources ${s} WHERE ${typesClause(s, [f.sourceType], q, f.where)} AND ${s}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
       const targetTypes = types.length ? ` AND ${sub}.target_type IN (${q.list(types)})` : ` AND ${sub}.target_type IS NOT NULL`;
-      const inner = `SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${sub}.pid IN ${pidsOf([f.sourceType], f.param, q)}${targetTypes} AND ${sub}.rid IN (${sources})`;
+      const inner = `SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, [f.sourceType], f.param, q)}${targetTypes} AND ${sub}.rid IN (${sources})`;
       return `(${alias}.resource_type, ${alias}.id) IN (${inner})`;
     }
+  }
+}
+
+/**
+ * Reference conditions in the terms of the indexes: `reference = 'Type/id'` becomes target_id = id AND
+ * target_type = Type (the (pid, target_id, target_type) index), and `reference = <anything else>` gets
+ * `target_id IS NULL` (the partial (pid, reference) index). Same rows: a stored reference has a target
+ * exactly when its normalised text is a `Type/id` (normalizeReference), and then the text is `Type/id`.
+ */
+function onTargetColumns(c: Cond): Cond {
+  switch (c.op) {
+    case 'and':
+    case 'or':
+      return { op: c.op, conds: c.conds.map(onTargetColumns) };
+    case 'not':
+      return { op: 'not', cond: onTargetColumns(c.cond) };
+    case 'eq': {
+      if (c.field !== 'reference' || typeof c.value !== 'string') return c;
+      const n = normalizeReference(c.value, (t) => fhirModel().isResourceType(t));
+      if (n.targetType && n.targetId && n.reference === c.value)
+        return { op: 'and', conds: [{ op: 'eq', field: 'targetId', value: n.targetId }, { op: 'eq', field: 'targetType', value: n.targetType }] };
+      return { op: 'and', conds: [c, { op: 'isNull', field: 'targetId' }] };
+    }
+    default:
+      return c;
   }
 }
 
@@ -396,10 +474,10 @@ function compositeSubquery(code: string, p: Predicate, types: string[], q: Sql, 
     .slice(1)
     .map(
       (pt) =>
-        ` JOIN ${TABLES[pt.kind].table} ${pt.alias} ON ${pt.alias}.rid = ${first.alias}.rid AND ${pt.alias}.n = ${first.alias}.n AND ${pt.alias}.pid IN ${pidsOf(types, `${code}$${pt.i}`, q)}`,
+        ` JOIN ${TABLES[pt.kind].table}_part ${pt.alias} ON ${pt.alias}.rid = ${first.alias}.rid AND ${pt.alias}.n = ${first.alias}.n AND ${pidIs(`${pt.alias}.pid`, types, `${code}$${pt.i}`, q)}`,
     )
     .join('');
-  const where = [`${first.alias}.pid IN ${pidsOf(types, `${code}$0`, q)}`];
+  const where = [pidIs(`${first.alias}.pid`, types, `${code}$0`, q)];
   for (const pt of parts)
     where.push(render(predicateCond(pt.pred, code), (field) => `${pt.alias}.${TABLES[pt.kind].cols[field] ?? badField(field)}`, q));
   return `SELECT ${first.alias}.rid FROM ${TABLES[first.kind].table} ${first.alias}${joins} WHERE ${where.join(' AND ')}`;
@@ -422,8 +500,9 @@ function sortExpression(param: string, descending: boolean, types: string[], q: 
     quantity: 'value',
     uri: 'value',
   };
-  // The rid fixes the type: the parameter ids of every searched type can be offered at once.
-  return `(SELECT ${agg}(x.${col[kind]}) FROM ${TABLES[kind].table} x WHERE x.rid = r.rowid AND x.pid IN ${pidsOf(types, param, q)})`;
+  // The rid fixes the type: the parameter ids of every searched type can be offered at once. `+x.pid`: the
+  // rows of this rid through the primary key, not a walk of the parameter's (pid, value) index.
+  return `(SELECT ${agg}(x.${col[kind]}) FROM ${TABLES[kind].table} x WHERE x.rid = r.rowid AND ${pidIs('+x.pid', types, param, q)})`;
 }
 
 export interface CompiledSearch {
@@ -443,14 +522,14 @@ export interface CompiledSearch {
  * Compiles a search. Rows come back in the requested order (ties broken by resource type and id); at most
  * `count + 1` rows: when the extra row is there, `cursorAfter(lastRowOfPage)` is the next page's cursor.
  */
-export function compileSearch(request: SearchRequest, opts: { includeContent?: boolean } = {}): CompiledSearch {
+export function compileSearch(request: SearchRequest, opts: { includeContent?: boolean; paramIds?: ParamIds } = {}): CompiledSearch {
   const types = request.resourceTypes;
   const whereOf = (q: Sql) => {
-    const where: string[] = [typesClause('r', types, q), 'r.deleted = 0'];
+    const where: string[] = [typesClause('r', types, q, request.filters), 'r.deleted = 0'];
     for (const f of request.filters) where.push(compileFilter(f, 'r', types, q, 1));
     return where.join(' AND ');
   };
-  const q = new Sql();
+  const q = new Sql(opts.paramIds);
   const sortCols = request.sort.map((k, i) => `${sortExpression(k.param, k.descending, types, q)} AS s${i}`);
   const content = opts.includeContent === false ? 'NULL AS content' : 'r.content';
   const select = `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}${sortCols.map((c) => ', ' + c).join('')} FROM resources r WHERE ${whereOf(q)}`;
@@ -484,7 +563,7 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
     },
   };
   if (request.total !== 'none') {
-    const cq = new Sql();
+    const cq = new Sql(opts.paramIds);
     compiled.countSql = `SELECT COUNT(*) AS n FROM resources r WHERE ${whereOf(cq)}`;
     compiled.countParams = cq.params;
   }
@@ -529,18 +608,19 @@ function fetchInclude(db: DatabaseSync, spec: IncludeSpec, from: Resource[]): Re
   const q = new Sql();
   const keys = spec.reverse ? from : from.filter((r) => spec.sourceType === '*' || r.resourceType === spec.sourceType);
   if (!keys.length) return [];
-  const pairs = keys.map((r) => `(${q.p(r.resourceType)}, ${q.p(r.id ?? '')})`).join(', ');
   let sql: string;
   // The source's parameter(s): `param` of `sourceType`, or every parameter of it / of any type.
-  const conds: string[] = [];
+  const conds: string[] = ["sp.kind = 'reference'"];
   if (spec.sourceType !== '*') conds.push(`sp.resource_type = ${q.p(spec.sourceType)}`);
   if (spec.param !== '*') conds.push(`sp.code = ${q.p(spec.param)}`);
-  const param = conds.length ? ` AND x.pid IN (SELECT sp.pid FROM search_params sp WHERE ${conds.join(' AND ')})` : '';
+  const param = ` AND x.pid IN (SELECT sp.pid FROM search_params sp WHERE ${conds.join(' AND ')})`;
   const target = spec.targetType ? ` AND x.target_type = ${q.p(spec.targetType)}` : '';
   if (!spec.reverse) {
+    const pairs = keys.map((r) => `(${q.p(r.resourceType)}, ${q.p(r.id ?? '')})`).join(', ');
     sql = `SELECT DISTINCT t.content FROM idx_reference x JOIN resources t ON t.resource_type = x.target_type AND t.id = x.target_id AND t.deleted = 0 WHERE x.rid IN (SELECT f.rowid FROM resources f WHERE (f.resource_type, f.id) IN (VALUES ${pairs}))${param}${target}`;
   } else {
-    sql = `SELECT DISTINCT s.content FROM idx_reference x JOIN resources s ON s.rowid = x.rid AND s.deleted = 0 WHERE (x.target_type, x.target_id) IN (VALUES ${pairs})${param}${target}`;
+    const pairs = keys.map((r) => `(${q.p(r.id ?? '')}, ${q.p(r.resourceType)})`).join(', ');
+    sql = `SELECT DISTINCT s.content FROM idx_reference x JOIN resources s ON s.rowid = x.rid AND s.deleted = 0 WHERE (x.target_id, x.target_type) IN (VALUES ${pairs})${param}${target}`;
   }
   const rows = db.prepare(sql).all(...(q.params as SQLInputValue[])) as { content: string }[];
   return rows.map((r) => JSON.parse(r.content) as Resource);

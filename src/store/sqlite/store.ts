@@ -34,6 +34,7 @@ import {
   compileSearch,
   deleteIndex,
   installSearchSchema,
+  paramIds,
   resetSearchCaches,
   resolveIncludes,
   writeIndex,
@@ -88,7 +89,7 @@ CREATE INDEX IF NOT EXISTS history_last_updated ON history (last_updated);
 `;
 
 /**
- * Schema version in `PRAGMA user_version`: 2 = integer-keyed index rows (rid, pid). Version 0 with tables is
+ * Schema version in `PRAGMA user_version`: 3 = integer-keyed index rows (rid, pid). Version 0 with tables is
  * the first schema (index rows keyed by type, id and parameter text).
  */
 const SCHEMA_VERSION = SEARCH_SCHEMA_VERSION;
@@ -277,6 +278,7 @@ export class SqliteStore implements Store {
       for (const t of tables) this.writer.exec(`DELETE FROM "${t.name}"`);
       this.writer.exec('COMMIT');
       resetSearchCaches(this.writer);
+      resetSearchCaches(this.reader);
     });
   }
 
@@ -342,7 +344,7 @@ function versionOf(s: Statements, resourceType: string, id: string, versionId: n
 }
 
 function searchIn(s: Statements, request: SearchRequest): SearchResult {
-  const compiled = compileSearch(request);
+  const compiled = compileSearch(request, { paramIds: paramIds(s.db) });
   // count 0 (_summary=count, _count=0): the total only, no page query.
   const rows = request.count > 0 ? (s.db.prepare(compiled.sql).all(...(compiled.params as SQLInputValue[])) as unknown as ResourceRow[]) : [];
   const page = rows.slice(0, request.count);
