@@ -10,6 +10,7 @@ import type { HistoryQuery, Store, StoreSession, VersionRecord, WriteMethod } fr
 import type { SearchRequest } from '../search/types.ts';
 import { extractIndex } from '../search/indexer.ts';
 import { parseSearch } from '../search/parse.ts';
+import { expandValueSetFilters } from '../search/valuesets.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { applyFhirPathPatch, applyJsonPatch } from './patch.ts';
 import { fhirModel } from './model.ts';
@@ -136,6 +137,7 @@ export async function conditionalMatches(
     defaultCount: limit,
     maxCount: ctx.config.limits.maxCount,
   });
+  await expandValueSetFilters(ctx.store, request);
   const result = await session.search({ ...request, count: limit, total: 'none', include: [], sort: [] });
   return result.resources;
 }
@@ -426,6 +428,7 @@ export async function search(
   }
   if (extra?.filters) request.filters.push(...extra.filters);
   if (!type && request.resourceTypes.length === 0) request.resourceTypes = [...fhirModel().resourceTypes];
+  await expandValueSetFilters(ctx.store, request);
   // Access hook (src/access): the decision point narrows the request before the query runs.
   if (req.access) await req.access.narrow(request);
   const result = await session.search(request);
