@@ -23,6 +23,7 @@ import {
   type CodeInput,
   type ValidateResult,
   type VersionRules,
+  requireSupplements,
 } from '../terminology/engine.ts';
 import { canonicalSystem } from '../terminology/codesystems.ts';
 
@@ -116,8 +117,13 @@ export function versionRules(params: OpParams): VersionRules | undefined {
   return any ? rules : undefined;
 }
 
+const LANGUAGE_TAG = /^(\*|[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*)$/;
+
 function languages(req: FhirRequest, params: OpParams): string[] {
-  return parseLanguages(params.str('displayLanguage') ?? header(req, 'accept-language'));
+  const dl = params.str('displayLanguage');
+  if (dl !== undefined && !dl.split(',').every((t) => LANGUAGE_TAG.test(t.trim().split(';')[0]!.trim())))
+    throw badRequest(`Parameter displayLanguage must be a language tag (BCP 47), not '${dl}'`);
+  return parseLanguages(dl ?? header(req, 'accept-language'));
 }
 
 function ok(body: Resource): FhirResponse {
@@ -129,7 +135,9 @@ function parameters(list: Record<string, unknown>[]): Parameters {
 }
 
 async function scopeFor(ctx: Context, params: OpParams): Promise<Scope> {
-  return terminologyService().scope(ctx.store, params.txResources());
+  const scope = await terminologyService().scope(ctx.store, params.txResources());
+  requireSupplements(scope, params.strs('useSupplement'));
+  return scope;
 }
 
 async function instance<T extends Resource>(ctx: Context, target: OperationTarget): Promise<T | undefined> {
@@ -312,6 +320,7 @@ operationRegistry.register({
     const params = new OpParams(req);
     const stored = await instance<CodeSystem>(ctx, target);
     const scope = await terminologyService().scope(ctx.store, [...params.txResources(), ...(stored ? [stored] : [])]);
+    requireSupplements(scope, params.strs('useSupplement'));
     const coding = params.coding('coding');
     const code = coding?.code ?? params.str('code');
     const system = coding?.system ?? params.str('system') ?? stored?.url;

@@ -358,7 +358,16 @@ function depsValid(scope: Scope, deps: CachedExpansion['deps']): boolean {
 }
 
 /** Full expansion with used systems and warnings; cached per ValueSet object while its dependencies are unchanged. */
+const EXT_VS_SUPPLEMENT = 'http://hl7.org/fhir/StructureDefinition/valueset-supplement';
+
+/** Refuses (404) supplements that are required (useSupplement, the valueset-supplement extension) but not held. */
+export function requireSupplements(scope: Scope, refs: string[]): void {
+  for (const ref of refs)
+    if (!scope.hasSupplement(ref)) throw new FhirError(404, [{ severity: 'error', code: 'not-found', diagnostics: `Required supplement not found: ${ref}` }]);
+}
+
 export function fullExpansion(scope: Scope, vs: ValueSet, ctx: ExpansionContext = {}): Expansion {
+  requireSupplements(scope, (vs.extension ?? []).filter((e) => e.url === EXT_VS_SUPPLEMENT && e.valueCanonical).map((e) => e.valueCanonical!));
   const key = ctxKey(ctx);
   let perVs = expansionCache.get(vs);
   const hit = perVs?.get(key);

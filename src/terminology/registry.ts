@@ -254,6 +254,12 @@ export class Scope {
     return out;
   }
 
+  /** True when a CodeSystem supplement with this canonical (`url` or `url|version`) is held. */
+  hasSupplement(ref: string): boolean {
+    const c = splitCanonical(ref);
+    return this.layers.some((l) => l.supplementResources.some((s) => s.url === c.url && (!c.version || s.version === c.version)));
+  }
+
   supplementDesignations(system: string, code: string): Designation[] {
     const url = canonicalSystem(system);
     const out: Designation[] = [];
