@@ -106,11 +106,12 @@ export class OpParams {
 export function versionRules(params: OpParams): VersionRules | undefined {
   const rules: VersionRules = { defaults: new Map(), force: new Map(), check: new Map() };
   let any = false;
-  for (const [name, map] of [['system-version', rules.defaults], ['force-system-version', rules.force], ['check-system-version', rules.check]] as const) {
+  rules.valueSets = new Map();
+  for (const [name, map] of [['system-version', rules.defaults], ['force-system-version', rules.force], ['check-system-version', rules.check], ['default-valueset-version', rules.valueSets]] as const) {
     for (const v of params.strs(name)) {
       const i = v.indexOf('|');
-      if (i <= 0 || i === v.length - 1) throw badRequest(`Parameter ${name} must be a canonical with a version (system|version), not '${v}'`);
-      map.set(canonicalSystem(v.slice(0, i)), v.slice(i + 1));
+      if (i <= 0 || i === v.length - 1) throw badRequest(`Parameter ${name} must be a canonical with a version (url|version), not '${v}'`);
+      map.set(name === 'default-valueset-version' ? v.slice(0, i) : canonicalSystem(v.slice(0, i)), v.slice(i + 1));
       any = true;
     }
   }
@@ -202,6 +203,13 @@ function validationParameters(res: ValidateResult, cc?: CodeableConcept): Parame
 /** Combines per-coding results of a CodeableConcept: valid when any coding is valid. */
 function combine(results: ValidateResult[]): ValidateResult {
   const good = results.find((r) => r.result);
+  // A coding whose code its (complete) code system does not define makes the concept invalid even when another
+  // coding is in the value set.
+  const unknown = results.filter((r) => r !== good && r.issues.some((i) => i.unknownCode));
+  if (good && unknown.length) {
+    const issues = [...unknown.flatMap((r) => r.issues.map((i) => ({ ...i, severity: i.unknownCode ? ('error' as const) : ('information' as const) }))), ...good.issues];
+    return { ...good, result: false, issues, message: issues.filter((i) => i.severity === 'error').map((i) => i.text).join('; ') };
+  }
   if (good) return { ...good, issues: [...good.issues, ...results.filter((r) => r !== good).flatMap((r) => r.issues.map((i) => ({ ...i, severity: 'information' as const })))] };
   const issues = results.flatMap((r) => r.issues);
   return { result: false, issues, message: issues.filter((i) => i.severity === 'error').map((i) => i.text).join('; ') || results[0]?.message, code: results[0]?.code, system: results[0]?.system, display: results[0]?.display, version: results[0]?.version };

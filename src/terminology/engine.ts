@@ -36,6 +36,8 @@ export interface VersionRules {
   force: Map<string, string>;
   /** The version used must match; a versionless include takes the newest matching version. */
   check: Map<string, string>;
+  /** Version of value sets referenced without one (`default-valueset-version`): value set URL -> version. */
+  valueSets?: Map<string, string>;
 }
 
 export function emptyVersionRules(): VersionRules {
@@ -295,7 +297,7 @@ function includeSet(scope: Scope, inc: ValueSetComposeInclude, stack: string[], 
   for (const ref of inc.valueSet ?? []) {
     const nested = ref.startsWith('#')
       ? ([...(vs.contained ?? []), ...(exp.root?.contained ?? [])].find((r) => r.resourceType === 'ValueSet' && r.id === ref.slice(1)) as ValueSet | undefined)
-      : scope.valueSet(ref);
+      : scope.valueSet(ref, ref.includes('|') ? undefined : exp.ctx.rules?.valueSets?.get(ref));
     if (!nested) {
       const text = `A definition for the value Set '${ref}' could not be found`;
       if (!exp.ctx.lenient) throw new FhirError(404, [{ severity: 'error', code: 'not-found', diagnostics: `The value set ${ref} included by ${vsLabel(vs)} could not be found` }]);
@@ -346,7 +348,7 @@ const expansionCache = new WeakMap<ValueSet, Map<string, CachedExpansion>>();
 
 function ctxKey(ctx: ExpansionContext): string {
   const m = (x?: Map<string, string>) => (x?.size ? [...x].map(([k, v]) => `${k}|${v}`).sort().join(',') : '');
-  return `${m(ctx.rules?.defaults)};${m(ctx.rules?.force)};${m(ctx.rules?.check)};${m(ctx.prefer)};${ctx.lenient ? 1 : 0}`;
+  return `${m(ctx.rules?.defaults)};${m(ctx.rules?.force)};${m(ctx.rules?.check)};${m(ctx.rules?.valueSets)};${m(ctx.prefer)};${ctx.lenient ? 1 : 0}`;
 }
 
 function depsValid(scope: Scope, deps: CachedExpansion['deps']): boolean {
@@ -490,7 +492,7 @@ export interface ValidateResult {
   normalizedCode?: string;
   /** `url|version` of code systems that could not be found (x-caused-by-unknown-system). */
   unknownSystems?: string[];
-  issues: { severity: 'error' | 'warning' | 'information'; code: string; text: string }[];
+  issues: { severity: 'error' | 'warning' | 'information'; code: string; text: string; unknownCode?: boolean }[];
 }
 
 // Displays compare case-insensitively; whitespace counts (a doubled space is a wrong display).
@@ -650,7 +652,7 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
     if (!cs && !exp.used.has(system)) {
       res.issues.push({ severity: 'error', code: 'not-found', text: unknownCodeSystem(system, input.version, scope, 'so the code cannot be validated').message });
     } else if (cs && cs.content === 'complete' && !cs.get(input.code)) {
-      res.issues.push({ severity: 'error', code: 'code-invalid', text: `Unknown code '${input.code}' in the CodeSystem '${system}'${cs.version ? ` version '${cs.version}'` : ''}` });
+      res.issues.push({ severity: 'error', code: 'code-invalid', text: `Unknown code '${input.code}' in the CodeSystem '${system}'${cs.version ? ` version '${cs.version}'` : ''}`, unknownCode: true });
     }
     res.issues.push({ severity: 'error', code: 'code-invalid', text: `The provided code '${system}#${input.code}' was not found in the value set '${vsLabel(vs)}'` });
     return finish(res);
