@@ -2,6 +2,7 @@
  * Configuration, read from environment variables (documented in README.md, "Configuration").
  * Every value is checked at start-up: a bad value stops the server with a message naming the variable.
  */
+import { profileValidationMode, type ProfileValidationMode } from './validation/index.ts';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
@@ -34,6 +35,8 @@ export interface Config {
   loadExamples: boolean;
   examplesDir: string;
   sqliteSynchronous: 'FULL' | 'NORMAL';
+  /** Profile validation of written resources that declare profiles (meta.profile): off, warn or reject. */
+  profileValidation: ProfileValidationMode;
   limits: Limits;
   /** Authentication and access control (src/access, docs/access.md). */
   auth?: AuthConfig;
@@ -106,6 +109,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     loadExamples: bool(env, 'DSP_LOAD_EXAMPLES', true),
     examplesDir: resolve(cwd, env.DSP_EXAMPLES_DIR ?? 'examples'),
     sqliteSynchronous: sync,
+    profileValidation: profileValidationMode(env.DSP_PROFILE_VALIDATION),
     auth: authConfig(env, cwd, resolve(cwd, env.DSP_DATA_DIR ?? 'data')),
     limits: {
       maxBodyBytes: int(env, 'DSP_MAX_BODY_BYTES', 20 * 1024 * 1024),

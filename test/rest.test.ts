@@ -446,3 +446,31 @@ describe('XML nesting limit', () => {
     expect(ok.body.name[0].family).toBe('a > b');
   });
 });
+
+describe('profile validation on write (DSP_PROFILE_VALIDATION)', () => {
+  const LU_PATIENT = 'http://dsp.lu/fhir/StructureDefinition/lu-patient';
+  // Declares LU Patient but has no matricule, name, gender or birth date.
+  const bad = { resourceType: 'Patient', meta: { profile: [LU_PATIENT] }, active: true };
+
+  it('reject: a resource that does not conform to a profile it declares gets 422 and is not stored', async () => {
+    const strict = await makeApp({ profileValidation: 'reject' });
+    const res = await strict.http.post('/fhir/Patient').send(bad);
+    expect(res.status).toBe(422);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+    expect(await strict.ctx.store.count('Patient')).toBe(0);
+  });
+
+  it('warn: stored, and the issues come back with Prefer: return=OperationOutcome', async () => {
+    const lenient = await makeApp({ profileValidation: 'warn' });
+    const res = await lenient.http.post('/fhir/Patient').set('Prefer', 'return=OperationOutcome').send(bad);
+    expect(res.status).toBe(201);
+    expect(res.body.issue.some((i: { severity: string }) => i.severity === 'error')).toBe(true);
+  });
+
+  it('off: not checked', async () => {
+    const off = await makeApp({ profileValidation: 'off' });
+    const res = await off.http.post('/fhir/Patient').set('Prefer', 'return=OperationOutcome').send(bad);
+    expect(res.status).toBe(201);
+    expect(res.body.issue).toHaveLength(1);
+  });
+});

@@ -11,7 +11,7 @@ import type { SearchRequest } from '../search/types.ts';
 import { extractIndex } from '../search/indexer.ts';
 import { parseSearch } from '../search/parse.ts';
 import { expandValueSetFilters } from '../search/valuesets.ts';
-import { assertValidResource } from '../validation/index.ts';
+import { assertValidResource, validateOnWrite } from '../validation/index.ts';
 import { applyFhirPathPatch, applyJsonPatch } from './patch.ts';
 import { fhirModel } from './model.ts';
 import { checkBusinessRules } from './rules.ts';
@@ -70,8 +70,12 @@ export function assertId(id: string): void {
   if (!ID_PATTERN.test(id)) throw badRequest(`Invalid resource id "${id}": ids are 1 to 64 characters of A-Z a-z 0-9 - .`);
 }
 
-/** Body checks shared by create and update: a resource of the URL's type, structurally valid. */
-function checkBody(body: unknown, type: string): Resource {
+/**
+ * Body checks shared by create and update: a resource of the URL's type, structurally valid, meeting the
+ * business rules, and — when it declares profiles — conforming to them (DSP_PROFILE_VALIDATION: off, warn
+ * (issues returned with Prefer: return=OperationOutcome), reject (422)).
+ */
+function checkBody(ctx: Context, body: unknown, type: string): { resource: Resource; issues: Issue[] } {
   if (body === undefined || body === null) throw badRequest('A resource body is required');
   assertValidResource(body);
   const resource = body as Resource;
@@ -79,11 +83,11 @@ function checkBody(body: unknown, type: string): Resource {
     throw badRequest(`The body is a ${resource.resourceType} but the URL is for ${type}`, ['resourceType']);
   }
   checkBusinessRules(resource);
-  return resource;
+  return { resource, issues: validateOnWrite(resource, ctx.config.profileValidation) };
 }
 
 /** Response of a successful write, shaped by Prefer: return=. */
-function writeResponse(req: FhirRequest, record: VersionRecord, status: number, created: boolean): FhirResponse {
+function writeResponse(req: FhirRequest, record: VersionRecord, status: number, created: boolean, issues: Issue[] = []): FhirResponse {
   const headers = versionHeaders(record, req.baseUrl, true);
   const want = prefer(req).return ?? 'representation';
   if (want === 'minimal') return { status, headers };
@@ -97,6 +101,7 @@ function writeResponse(req: FhirRequest, record: VersionRecord, status: number, 
           code: 'informational',
           diagnostics: `${created ? 'Created' : record.deleted ? 'Deleted' : 'Updated'} ${record.resourceType}/${record.id} version ${record.versionId}`,
         },
+        ...issues,
       ]),
     };
   }
@@ -192,7 +197,8 @@ export async function vread(session: StoreSession, req: FhirRequest, type: strin
 
 export async function create(ctx: Context, session: StoreSession, req: FhirRequest, type: string, presetId?: string): Promise<FhirResponse> {
   assertResourceType(type);
-  const resource = withoutServerMeta(checkBody(req.body, type));
+  const checked = checkBody(ctx, req.body, type);
+  const resource = withoutServerMeta(checked.resource);
   const ifNoneExist = header(req, 'if-none-exist');
   if (ifNoneExist) {
     const matches = await conditionalMatches(session, ctx, type, ifNoneExist.replace(/^[^?]*\?/, ''));
@@ -206,13 +212,14 @@ export async function create(ctx: Context, session: StoreSession, req: FhirReque
   // create ignores any id in the body (R4 http.html#create); transactions may preset one for urn:uuid entries.
   const id = presetId ?? randomUUID();
   const record = await indexAndPut(session, { ...resource, id } as Resource, 'POST');
-  return writeResponse(req, record, 201, true);
+  return writeResponse(req, record, 201, true, checked.issues);
 }
 
 export async function update(ctx: Context, session: StoreSession, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
   assertResourceType(type);
   assertId(id);
-  const resource = withoutServerMeta(checkBody(req.body, type));
+  const checked = checkBody(ctx, req.body, type);
+  const resource = withoutServerMeta(checked.resource);
   if (resource.id === undefined) throw badRequest('The resource in an update must have an id', [`${type}.id`]);
   if (resource.id !== id) throw badRequest(`The id in the body (${resource.id}) differs from the URL (${id})`, [`${type}.id`]);
   const ifMatch = header(req, 'if-match');
@@ -223,12 +230,12 @@ export async function update(ctx: Context, session: StoreSession, req: FhirReque
   }
   const record = await indexAndPut(session, resource, 'PUT', expected);
   const created = !before || before.deleted;
-  return writeResponse(req, record, created ? 201 : 200, created);
+  return writeResponse(req, record, created ? 201 : 200, created, checked.issues);
 }
 
 export async function conditionalUpdate(ctx: Context, session: StoreSession, req: FhirRequest, type: string): Promise<FhirResponse> {
   assertResourceType(type);
-  const resource = checkBody(req.body, type);
+  const { resource } = checkBody(ctx, req.body, type);
   const matches = await conditionalMatches(session, ctx, type, searchParamsOf(req));
   if (matches.length > 1) throw preconditionFailed(`The conditional update matched several ${type} resources`);
   if (matches.length === 1) {
@@ -310,8 +317,9 @@ export async function patch(ctx: Context, session: StoreSession, req: FhirReques
   const resource = withoutServerMeta(patched);
   assertValidResource(resource);
   checkBusinessRules(resource);
+  const issues = validateOnWrite(resource, ctx.config.profileValidation);
   const record = await indexAndPut(session, resource, 'PATCH', expected);
-  return writeResponse(req, record, 200, false);
+  return writeResponse(req, record, 200, false, issues);
 }
 
 export async function conditionalPatch(ctx: Context, session: StoreSession, req: FhirRequest, type: string): Promise<FhirResponse> {
