@@ -18,7 +18,7 @@ import {
   MIN_DATE,
   UCUM,
   dateRange,
-  fold,
+  fold as foldText,
   normalizeReference,
   numberRangeOf,
   ucumCanonical,
@@ -80,8 +80,12 @@ function sameType(a: string, b: string): boolean {
   return a === b || (a.length === b.length && a.toLowerCase() === b.toLowerCase());
 }
 
-/** Navigation results of the extraction in progress (parameters share paths such as Patient.address). */
-let memo: WeakMap<object, Map<string, Node[]>> | undefined;
+/**
+ * Navigation results of the extraction in progress (parameters share paths such as Patient.address): per
+ * JSON object, per child name, the nodes and the type they were computed for (one object is nearly always
+ * seen with one type; another type is computed without the cache).
+ */
+let memo: WeakMap<object, Map<string, { type: string; nodes: Node[] }>> | undefined;
 
 function childNodes(model: FhirModel, node: Node, name: string): Node[] {
   const v = node.value;
@@ -89,10 +93,11 @@ function childNodes(model: FhirModel, node: Node, name: string): Node[] {
   if (memo) {
     let m = memo.get(v);
     if (!m) memo.set(v, (m = new Map()));
-    const key = node.type + '.' + name;
-    let hit = m.get(key);
-    if (!hit) m.set(key, (hit = childNodesUncached(model, node, name)));
-    return hit;
+    const hit = m.get(name);
+    if (hit) return hit.type === node.type ? hit.nodes : childNodesUncached(model, node, name);
+    const nodes = childNodesUncached(model, node, name);
+    m.set(name, { type: node.type, nodes });
+    return nodes;
   }
   return childNodesUncached(model, node, name);
 }
@@ -212,6 +217,24 @@ export function fhirpathFallbacks(): string[] {
   return [...fallbackTerms];
 }
 
+/**
+ * The first child names of every term of a resource-level expression (`Observation.value.ofType(Quantity) |
+ * Observation.component.value` -> value, component), or undefined when a term is not a plain path (then the
+ * expression may yield values without any of them, e.g. `X.exists() and X != false`).
+ */
+function firstNames(expression: string): string[] | undefined {
+  if (/^([A-Za-z.]+)\.exists\(\) and \1 != false$/.test(expression.trim())) return undefined;
+  const names: string[] = [];
+  for (const term of splitUnion(expression)) {
+    const steps = parseSteps(stripOuterParens(term));
+    const root = steps?.[0];
+    const first = steps?.[1];
+    if (!root || root.kind !== 'child' || !/^[A-Z]/.test(root.name) || !first || first.kind !== 'child') return undefined;
+    names.push(first.name);
+  }
+  return names;
+}
+
 /** Compiles a (possibly union) expression; `rootType` is set for composite components (relative paths). */
 export function compileExpression(expression: string, rootType?: string): Evaluator {
   // `X.exists() and X != false` (Patient.deceased): a boolean token, true when X is present and not false.
@@ -245,6 +268,17 @@ export function compileExpression(expression: string, rootType?: string): Evalua
 // Value conversion ----------------------------------------------------------------------------------------
 
 type Obj = Record<string, unknown>;
+
+/** fold() with a cache: displays and texts repeat across resources ("Body Height", code system names...). */
+const folded = new Map<string, string>();
+function fold(text: string): string {
+  let f = folded.get(text);
+  if (f === undefined) {
+    if (folded.size >= 50_000) folded.clear();
+    folded.set(text, (f = foldText(text)));
+  }
+  return f;
+}
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
 
 function stringValues(param: string, node: Node, out: IndexValue[]): void {
@@ -436,6 +470,11 @@ const CONVERTERS: Partial<Record<IndexValue['type'], (param: string, node: Node,
 interface CompiledParam {
   def: SearchParamDef;
   evaluate: Evaluator;
+  /**
+   * JSON keys of the resource that the expression starts from (choice names expanded): when the resource has
+   * none of them, the parameter has no value and is skipped without evaluation. Undefined: always evaluate.
+   */
+  keys?: string[];
   components?: { code: string; type: IndexValue['type']; evaluate: Evaluator }[];
 }
 
@@ -448,7 +487,7 @@ function compiledFor(resourceType: string): CompiledParam[] {
   list = [];
   for (const def of searchParamsFor(resourceType)) {
     if (!def.expression || def.code === '_id' || def.code === '_lastUpdated' || def.type === 'special') continue;
-    const entry: CompiledParam = { def, evaluate: compileExpression(def.expression) };
+    const entry: CompiledParam = { def, evaluate: compileExpression(def.expression), keys: jsonKeys(resourceType, def.expression) };
     if (def.type === 'composite') {
       if (!def.components?.length || def.components.some((c) => !c.type || !c.code)) continue;
       entry.components = def.components.map((c) => ({
@@ -461,6 +500,21 @@ function compiledFor(resourceType: string): CompiledParam[] {
   }
   compiledByType.set(resourceType, list);
   return list;
+}
+
+function jsonKeys(resourceType: string, expression: string): string[] | undefined {
+  const names = firstNames(expression);
+  const children = names && fhirModel().childrenOfType(resourceType);
+  if (!names || !children) return undefined;
+  const keys: string[] = [];
+  for (const name of names) {
+    const element = children.get(name) ?? children.get(name + '[x]');
+    // An unknown element yields nothing from a plain path either: no key to look for.
+    if (!element) continue;
+    if (element.isChoice) for (const type of element.types) keys.push(FhirModel.choiceName(element, type));
+    else keys.push(name);
+  }
+  return keys;
 }
 
 /** Every index value of `resource` (resource-level `_tag`, `_profile`, `_security`, `_source` included). */
@@ -476,7 +530,9 @@ export function extractIndex(resource: Resource): IndexValue[] {
 function extractWithMemo(resource: Resource): IndexValue[] {
   const out: IndexValue[] = [];
   const root: Node[] = [{ value: resource, type: resource.resourceType }];
+  const obj = resource as unknown as Record<string, unknown>;
   for (const p of compiledFor(resource.resourceType)) {
+    if (p.keys && !p.keys.some((k) => obj[k] !== undefined && obj[k] !== null)) continue;
     let nodes: Node[];
     try {
       nodes = p.evaluate(root);
@@ -511,7 +567,79 @@ function extractComposite(p: CompiledParam, nodes: Node[], out: IndexValue[]): v
   }
 }
 
+/**
+ * Drops repeated values (same key as `dedupeAll`). A value's key starts with its parameter, and the values of
+ * one parameter are contiguous: keys are only computed within runs of one parameter longer than one value.
+ */
 function dedupe(values: IndexValue[]): IndexValue[] {
+  const out: IndexValue[] = [];
+  const params = new Set<string>();
+  for (let i = 0; i < values.length; ) {
+    const param = values[i]!.param;
+    if (params.has(param)) return dedupeAll(values);
+    params.add(param);
+    let j = i + 1;
+    while (j < values.length && values[j]!.param === param) j++;
+    if (j === i + 1) out.push(values[i]!);
+    else if (values[i]!.type === 'composite' && j - i <= 32) {
+      // Composites compared as their JSON would be (JSON.stringify is most of the cost otherwise).
+      const kept = out.length;
+      for (let k = i; k < j; k++) {
+        const v = values[k]!;
+        let dup = false;
+        for (let m = kept; m < out.length && !dup; m++) dup = sameJson(out[m]!, v);
+        if (!dup) out.push(v);
+      }
+    } else {
+      const seen = new Set<string>();
+      for (let k = i; k < j; k++) {
+        const v = values[k]!;
+        const key = v.type === 'composite' ? JSON.stringify(v) : Object.values(v).join('\u0000');
+        if (seen.has(key)) continue;
+        seen.add(key);
+        out.push(v);
+      }
+    }
+    i = j;
+  }
+  return out;
+}
+
+/** JSON.stringify(a) === JSON.stringify(b) for index values (flat, or composite of flat components). */
+function sameJson(a: IndexValue, b: IndexValue): boolean {
+  if (a.type === 'composite' || b.type === 'composite') {
+    if (a.type !== 'composite' || b.type !== 'composite' || a.param !== b.param) return false;
+    if (a.components.length !== b.components.length) return false;
+    for (let i = 0; i < a.components.length; i++) if (!sameJson(a.components[i]!, b.components[i]!)) return false;
+    return Object.keys(a).length === 3 && Object.keys(b).length === 3;
+  }
+  const x = a as unknown as Record<string, unknown>;
+  const y = b as unknown as Record<string, unknown>;
+  const kx = Object.keys(x);
+  const ky = Object.keys(y);
+  let i = 0;
+  let j = 0;
+  for (;;) {
+    // JSON drops undefined properties.
+    while (i < kx.length && x[kx[i]!] === undefined) i++;
+    while (j < ky.length && y[ky[j]!] === undefined) j++;
+    if (i === kx.length || j === ky.length) return i === kx.length && j === ky.length;
+    if (kx[i] !== ky[j] || !sameJsonScalar(x[kx[i]!], y[ky[j]!])) return false;
+    i++;
+    j++;
+  }
+}
+
+function sameJsonScalar(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  // null, NaN and ±Infinity all serialise as null.
+  const nullish = (v: unknown) => v === null || (typeof v === 'number' && !Number.isFinite(v));
+  if (nullish(a) && nullish(b)) return true;
+  if (a !== null && b !== null && typeof a === 'object' && typeof b === 'object') return JSON.stringify(a) === JSON.stringify(b);
+  return false;
+}
+
+function dedupeAll(values: IndexValue[]): IndexValue[] {
   const seen = new Set<string>();
   const out: IndexValue[] = [];
   for (const v of values) {
