@@ -11,6 +11,7 @@
  *  4. peer reads: the same load against a bare node:http + node:sqlite server over the peer's file.
  * Prints a table and writes bench/results/latest.json. Exit 1 when the data is missing or a phase fails.
  */
+import { loadSigningKey, signDevToken } from '../src/access/tokens.ts';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -290,11 +291,16 @@ try {
     DSP_LOG_LEVEL: 'silent',
     DSP_SQLITE_SYNCHRONOUS: synchronous,
   };
+  // No token, no data: the bench acts as an administrator with a development token signed by the key the
+  // server will use (created in its data folder before it starts).
+  const token = await signDevToken(await loadSigningKey(join(work, 'server', 'signing-key.jwk.json')), 'dsp-fhir', { role: 'admin', id: 'Practitioner/bench' });
   const { child, client } = await startAndWait(nodeArgs, env, port, 'server');
+  client.defaultHeaders.authorization = `Bearer ${token}`;
   const ids = new Map<string, string[]>([['Patient', []], ['Observation', []]]);
   // One connection per Bundle: the server blocks its event loop for seconds on a large transaction, and an
   // idle keep-alive socket reused meanwhile can be closed by its keep-alive timer (ECONNRESET; see the doc).
   const posting = new Client(port, settings.posters, false);
+  posting.defaultHeaders.authorization = `Bearer ${token}`;
   const mono = () => Number(process.hrtime.bigint() / 1000n);
   const phases: Record<string, [number, number]> = {};
   results.phasesMonotonicUs = phases;

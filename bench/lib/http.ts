@@ -12,6 +12,8 @@ export class Client {
   readonly agent: Agent;
   readonly host = '127.0.0.1';
   readonly port: number;
+  /** Sent with every request (the server's Authorization header). */
+  readonly defaultHeaders: Record<string, string> = {};
 
   constructor(port: number, maxSockets: number, keepAlive = true) {
     this.port = port;
@@ -30,6 +32,7 @@ export class Client {
           agent: this.agent,
           headers: {
             accept: 'application/fhir+json',
+            ...this.defaultHeaders,
             ...(body !== undefined ? { 'content-type': 'application/fhir+json', 'content-length': Buffer.byteLength(body) } : {}),
             ...headers,
           },
