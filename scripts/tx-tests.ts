@@ -103,7 +103,10 @@ export function compare(op: string, expected: Record<string, unknown>, status: n
     const exp = expected as unknown as ValueSet;
     const got = flatten((actual as ValueSet).expansion?.contains);
     const want = flatten(exp.expansion?.contains).filter((c) => !(c as Record<string, unknown>)['$optional$']);
-    const key = (c: ValueSetExpansionContains) => `${c.system}|${c.code}`;
+    // The same code from two versions of a system is two entries: then the version is part of the key.
+    const plain = want.map((c) => `${c.system}|${c.code}`);
+    const byVersion = new Set(plain).size < plain.length;
+    const key = (c: ValueSetExpansionContains) => (byVersion ? `${c.system}|${c.code}|${c.version ?? ''}` : `${c.system}|${c.code}`);
     const gotMap = new Map(got.map((c) => [key(c), c]));
     const wantKeys = new Set(want.map(key));
     const missing = want.filter((c) => !gotMap.has(key(c))).map(key);

@@ -8,7 +8,7 @@ import { FhirError } from '../fhir/outcome.ts';
 import { type CodeSystemIndex, type ConceptDef, type Designation, propertyText } from './codesystem-index.ts';
 import { chooseDisplay } from './language.ts';
 import { canonicalSystem } from './codesystems.ts';
-import { type Scope, type MapEntry, splitCanonical, versionMatches, translateIndexOf } from './registry.ts';
+import { type Scope, type MapEntry, splitCanonical, versionMatches, translateIndexOf, compareVersions } from './registry.ts';
 import { EXT_NOT_SELECTABLE, EXT_DEPRECATED } from './model.ts';
 import { UCUM, ucumValidate } from './ucum.ts';
 
@@ -23,6 +23,24 @@ export interface ExpansionItem {
   deprecated: boolean;
   def?: ConceptDef;
   cs?: CodeSystemIndex;
+  /** The same code from other versions of the system, when the value set includes several (newest is the item). */
+  others?: ExpansionItem[];
+}
+
+/** The item and its other versions. */
+export const allVersions = (i: ExpansionItem): ExpansionItem[] => (i.others?.length ? [i, ...i.others] : [i]);
+
+/** `versionsMatch` expansion parameter of a compose (valueset-expansion-parameter extension): true, false or unset. */
+function versionsMatch(vs: ValueSet): boolean | undefined {
+  const ext = (vs.compose as { extension?: { url: string; extension?: { url: string; valueCode?: string; valueString?: string; valueBoolean?: boolean }[] }[] } | undefined)?.extension ?? [];
+  for (const e of ext) {
+    if (e.url !== 'http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter') continue;
+    if (e.extension?.find((x) => x.url === 'name')?.valueCode !== 'versionsMatch') continue;
+    const v = e.extension.find((x) => x.url === 'value');
+    const raw = v?.valueBoolean ?? v?.valueString ?? v?.valueCode;
+    return raw === true || raw === 'true';
+  }
+  return undefined;
 }
 
 /**
@@ -330,8 +348,34 @@ export function computeExpansion(scope: Scope, vs: ValueSet, stack: string[] = [
     walk(vs.expansion.contains);
     return out;
   }
-  for (const inc of vs.compose?.include ?? []) for (const [k, v] of includeSet(scope, inc, next, e, vs)) if (!out.has(k)) out.set(k, v);
-  for (const exc of vs.compose?.exclude ?? []) for (const k of includeSet(scope, exc, next, e, vs).keys()) out.delete(k);
+  const match = versionsMatch(vs);
+  const multi = new Set<string>();
+  for (const inc of vs.compose?.include ?? [])
+    for (const [k, v] of includeSet(scope, inc, next, e, vs)) {
+      const prev = out.get(k);
+      if (!prev) out.set(k, v);
+      else if (match !== true && v.version && prev.version && !allVersions(prev).some((x) => x.version === v.version)) {
+        // The same code from another version of the system: kept as its own entry, newest version first.
+        multi.add(v.system);
+        const list = [...allVersions(prev), v].sort((a, b) => compareVersions(b.version, a.version));
+        out.set(k, { ...list[0]!, others: list.slice(1).map((x) => ({ ...x, others: undefined })) });
+      }
+    }
+  for (const exc of vs.compose?.exclude ?? []) {
+    const excluded = includeSet(scope, exc, next, e, vs);
+    for (const [k, x] of excluded) {
+      const item = out.get(k);
+      if (!item) continue;
+      // A versioned exclusion removes only that version's entry when versions are kept apart.
+      if (!exc.version || !(match === false || multi.has(item.system))) {
+        out.delete(k);
+        continue;
+      }
+      const rest = allVersions(item).filter((y) => y.version !== x.version);
+      if (!rest.length) out.delete(k);
+      else out.set(k, { ...rest[0]!, others: rest.slice(1) });
+    }
+  }
   if (vs.compose?.inactive === false) for (const [k, v] of out) if (v.inactive) out.delete(k);
   if (!exp) e.items = out;
   return out;
@@ -415,7 +459,7 @@ function textMatches(item: ExpansionItem, words: string[]): boolean {
 
 export function expandValueSet(scope: Scope, vs: ValueSet, opts: ExpandOptions): ValueSet {
   const exp = fullExpansion(scope, vs, opts.versions ? { rules: opts.versions } : {});
-  let items = [...exp.items.values()];
+  let items = [...exp.items.values()].flatMap(allVersions);
   if (opts.activeOnly) items = items.filter((i) => !i.inactive);
   if (opts.filter) {
     const words = opts.filter.toLowerCase().split(/\s+/).filter(Boolean);
@@ -615,6 +659,13 @@ export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput,
   if (!item && cs && !cs.caseSensitive) {
     const def = cs.get(input.code);
     if (def) item = exp.items.get(keyOf(cs.url, def.code));
+  }
+  if (item?.others?.length) {
+    // Several versions hold the code: the one the code names, else the one whose display is given, else the newest.
+    const cands = allVersions(item);
+    const byVersion = input.version ? cands.find((c) => c.version && versionMatches(c.version, input.version!)) : undefined;
+    const byDisplay = !input.version && input.display !== undefined ? cands.find((c) => displays(c, opts.displayLanguage).some((d) => norm(d) === norm(input.display!))) : undefined;
+    item = byVersion ?? byDisplay ?? item;
   }
   const versionIssues = () => {
     for (const e of exp.errors) {
