@@ -30,6 +30,19 @@ export interface ExpansionItem {
 /** The item and its other versions. */
 export const allVersions = (i: ExpansionItem): ExpansionItem[] => (i.others?.length ? [i, ...i.others] : [i]);
 
+/** The value set's own display language: its `displayLanguage` expansion parameter, else its `language`. */
+function valueSetLanguages(vs: ValueSet): string[] {
+  const ext = (vs.compose as { extension?: { url: string; extension?: { url: string; valueCode?: string; valueString?: string }[] }[] } | undefined)?.extension ?? [];
+  for (const e of ext) {
+    if (e.url !== 'http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter') continue;
+    if (e.extension?.find((x) => x.url === 'name')?.valueCode !== 'displayLanguage') continue;
+    const v = e.extension.find((x) => x.url === 'value');
+    const lang = v?.valueCode ?? v?.valueString;
+    if (lang) return [lang];
+  }
+  return vs.language ? [vs.language] : [];
+}
+
 /** `versionsMatch` expansion parameter of a compose (valueset-expansion-parameter extension): true, false or unset. */
 function versionsMatch(vs: ValueSet): boolean | undefined {
   const ext = (vs.compose as { extension?: { url: string; extension?: { url: string; valueCode?: string; valueString?: string; valueBoolean?: boolean }[] }[] } | undefined)?.extension ?? [];
@@ -624,7 +637,9 @@ export function validateInCodeSystem(scope: Scope, input: CodeInput, opts: Valid
 }
 
 /** Validates a code against a value set (ValueSet/$validate-code). */
-export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput, opts: ValidateOptions): ValidateResult {
+export function validateInValueSet(scope: Scope, vs: ValueSet, input: CodeInput, opts0: ValidateOptions): ValidateResult {
+  // Without a requested display language, the value set's own language applies.
+  const opts = opts0.displayLanguage.length ? opts0 : { ...opts0, displayLanguage: valueSetLanguages(vs) };
   let system = input.system ? canonicalSystem(input.system) : undefined;
   const ctx: ExpansionContext = { lenient: true, ...(opts.versions ? { rules: opts.versions } : {}) };
   const codingCs = system && input.version ? scope.codeSystem(system, input.version) : undefined;
