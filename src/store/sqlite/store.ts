@@ -127,6 +127,8 @@ function toRecord(row: ResourceRow & { method?: string }): VersionRecord {
 /** Prepared statements of one connection. */
 class Statements {
   readonly current: StatementSync;
+  /** The current row without its content (writes need the rid, version and deleted flag only). */
+  readonly head: StatementSync;
   readonly version: StatementSync;
   readonly insert: StatementSync;
   readonly update: StatementSync;
@@ -140,6 +142,7 @@ class Statements {
   constructor(db: DatabaseSync) {
     this.db = db;
     this.current = db.prepare('SELECT * FROM resources WHERE resource_type = ? AND id = ?');
+    this.head = db.prepare('SELECT rid, version, deleted FROM resources WHERE resource_type = ? AND id = ?');
     this.version = db.prepare(
       'SELECT * FROM history WHERE resource_type = ? AND id = ? AND version = ?',
     );
@@ -263,7 +266,7 @@ export class SqliteStore implements Store {
   reindex(entries: { resourceType: string; id: string; index: IndexValue[] }[]): Promise<void> {
     return this.transaction(async () => {
       for (const e of entries) {
-        const row = this.w.current.get(e.resourceType, e.id) as ResourceRow | undefined;
+        const row = this.w.head.get(e.resourceType, e.id) as Pick<ResourceRow, 'rid' | 'deleted'> | undefined;
         if (row && !row.deleted) writeIndex(this.writer, e.resourceType, e.id, e.index, false, row.rid);
       }
     });
@@ -293,7 +296,7 @@ export class SqliteStore implements Store {
       resource: Resource | undefined,
       options: { expectedVersion?: number; index?: IndexValue[] },
     ): VersionRecord | undefined => {
-      const existing = s.current.get(resourceType, id) as ResourceRow | undefined;
+      const existing = s.head.get(resourceType, id) as Pick<ResourceRow, 'rid' | 'version' | 'deleted'> | undefined;
       if (options.expectedVersion !== undefined) {
         if (!existing || existing.deleted || existing.version !== options.expectedVersion) {
           throw preconditionFailed(
