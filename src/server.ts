@@ -52,6 +52,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const s = app.listen(config.port, config.host, () => resolve(s));
     s.once('error', reject);
   });
+  // Idle keep-alive sockets stay open longer than a large transaction can keep the event loop busy, so a
+  // client never has a reused connection closed under a request it already sent.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}/fhir`;

@@ -239,3 +239,26 @@ describe('PATCH over HTTP', () => {
     expect(missing.status).toBe(404);
   });
 });
+
+describe('transaction internals', () => {
+  it('never modifies the submitted Bundle (a retried store transaction starts again from it)', async () => {
+    const { dispatch } = await import('../src/fhir/router.ts');
+    const bundle = tx([
+      { fullUrl: 'urn:uuid:7d2f9a10-0000-4000-8000-000000000001', resource: patient('1990020212345'), request: { method: 'POST', url: 'Patient' } },
+      { resource: obs('urn:uuid:7d2f9a10-0000-4000-8000-000000000001'), request: { method: 'POST', url: 'Observation' } },
+      { resource: obs('Patient?identifier=urn:oid:1.3.182.4.4|1990020212345'), request: { method: 'POST', url: 'Observation' } },
+    ]);
+    await t.http.put('/fhir/Patient/pre').send({ ...patient('1990020212345'), id: 'pre' });
+    // The conditional reference must resolve to exactly one: remove the ambiguity by using another value.
+    (bundle.entry![2].resource as Observation).subject!.reference = 'Patient?_id=pre';
+    const before = JSON.stringify(bundle);
+    const res = await dispatch(t.ctx, { method: 'POST', path: '', query: [], headers: {}, baseUrl: 'http://test/fhir', body: bundle });
+    expect(res.status).toBe(200);
+    expect(JSON.stringify(bundle)).toBe(before);
+    const created = (res.body as Bundle).entry!.map((e) => e.response!.location!.split('/_history')[0]);
+    const o1 = await t.http.get(`/fhir/${created[1]}`);
+    expect(o1.body.subject.reference).toBe(created[0]);
+    const o2 = await t.http.get(`/fhir/${created[2]}`);
+    expect(o2.body.subject.reference).toBe('Patient/pre');
+  });
+});

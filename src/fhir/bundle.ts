@@ -13,7 +13,11 @@ import type { Binary, Bundle, BundleEntry, FhirResource, Resource } from 'fhir/r
 import type { StoreSession } from '../store/port.ts';
 import { FhirError, badRequest, operationOutcome, preconditionFailed, tooLarge } from './outcome.ts';
 import type { FhirRequest, FhirResponse, HttpMethod } from './request.ts';
-import { type Context, ID_PATTERN, assertResourceType, conditionalMatches } from './interactions.ts';
+import { type Context, ID_PATTERN, assertResourceType, conditionalMatches, create } from './interactions.ts';
+
+/** Entries processed between two yields to the event loop. */
+const YIELD_EVERY = 100;
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 import { dispatch } from './router.ts';
 import { enforce } from '../access/enforce.ts';
 import { fhirModel } from './model.ts';
@@ -142,8 +146,10 @@ function responseBundle(type: 'batch-response' | 'transaction-response', entry: 
 
 async function transaction(ctx: Context, req: FhirRequest, entries: BundleEntry[]): Promise<FhirResponse> {
   const plans = entries.map((e, i) => planEntry(e, i, req.baseUrl));
-  // Validate every resource before touching the store (fail fast, nothing written).
+  // Validate every resource before touching the store (fail fast, nothing written); yield now and then so a
+  // large Bundle does not hold the event loop for seconds.
   for (const p of plans) {
+    if (p.index % YIELD_EVERY === YIELD_EVERY - 1) await yieldToEventLoop();
     if (p.entry.resource && p.method !== 'PATCH') {
       try {
         assertValidResource(p.entry.resource);
@@ -165,9 +171,10 @@ async function transaction(ctx: Context, req: FhirRequest, entries: BundleEntry[
     const mapping = await resolveIdentities(ctx, session, req, plans);
     const results: FhirResponse[] = new Array(plans.length);
     const ordered = [...plans].sort((x, y) => ORDER[x.method] - ORDER[y.method] || x.index - y.index);
-    for (const p of ordered) {
-      let body = p.entry.resource ? await rewriteReferences(ctx, session, structuredClone(p.entry.resource), mapping) : undefined;
-      const r = entryRequest(req, p, body);
+    for (const [n, p] of ordered.entries()) {
+      if (n % YIELD_EVERY === YIELD_EVERY - 1) await yieldToEventLoop();
+      let body = p.entry.resource ? await rewriteReferences(ctx, session, p.entry.resource, mapping) : undefined;
+      const r = { ...entryRequest(req, p, body), validated: p.method !== 'PATCH' };
       const target = mapping.targets.get(p.index);
       try {
         if (target && p.method === 'POST') {
@@ -197,7 +204,6 @@ async function transaction(ctx: Context, req: FhirRequest, entries: BundleEntry[
 }
 
 async function createWithId(ctx: Context, session: StoreSession, r: FhirRequest, type: string, id: string): Promise<FhirResponse> {
-  const { create } = await import('./interactions.ts');
   return create(ctx, session, { ...r, path: type, headers: { ...r.headers, 'if-none-exist': undefined } }, type, id);
 }
 
@@ -213,6 +219,8 @@ function prefixIssues(err: FhirError, where: string): FhirError {
 interface Identities {
   /** fullUrl (urn:uuid or absolute) -> `Type/id` */
   refs: Map<string, string>;
+  /** Conditional references (`Patient?identifier=...`) already resolved in this transaction. */
+  conditional: Map<string, string>;
   /** entry index -> the identity it writes (POST and conditional PUT entries) */
   targets: Map<number, { type: string; id: string; existing: boolean }>;
 }
@@ -250,40 +258,53 @@ async function resolveIdentities(ctx: Context, session: StoreSession, req: FhirR
       refs.set(fullUrl, `${type}/${id}`);
     }
   }
-  return { refs, targets };
+  return { refs, targets, conditional: new Map() };
 }
 
 /**
- * Rewrites, in place, every Reference.reference that names another entry (by fullUrl) or is a conditional
- * reference (`Type?params`, resolved to exactly one match), and every uri/url value equal to a urn:uuid
- * fullUrl of the Bundle (Attachment.url to a Binary, narrative links are left as they are).
+ * Returns the resource with every Reference.reference that names another entry (by fullUrl) or is a
+ * conditional reference (`Type?params`, resolved to exactly one match, once per transaction) rewritten, and
+ * every uri/url value equal to a fullUrl of the Bundle (Attachment.url to a Binary; narrative links are left
+ * as they are). Copy on write: only the objects on the path of a change are copied, and the request's own
+ * resource is never modified (a retried store transaction starts again from it).
  */
 async function rewriteReferences(ctx: Context, session: StoreSession, resource: Resource, ids: Identities): Promise<Resource> {
-  const conditional = new Map<string, string>();
-  const walk = async (node: unknown): Promise<void> => {
+  const walk = async (node: unknown): Promise<unknown> => {
     if (Array.isArray(node)) {
-      for (const item of node) await walk(item);
-      return;
+      let out: unknown[] | undefined;
+      for (let i = 0; i < node.length; i++) {
+        const next = await walk(node[i]);
+        if (next !== node[i]) (out ??= [...node])[i] = next;
+      }
+      return out ?? node;
     }
-    if (node === null || typeof node !== 'object') return;
+    if (node === null || typeof node !== 'object') return node;
     const obj = node as Record<string, unknown>;
-    for (const [key, value] of Object.entries(obj)) {
+    let out: Record<string, unknown> | undefined;
+    for (const key in obj) {
+      const value = obj[key];
+      let next = value;
       if (typeof value === 'string') {
         if (key === 'reference' || key === 'url' || key === 'fullUrl') {
           const mapped = ids.refs.get(value);
-          if (mapped) obj[key] = mapped;
-          else if (key === 'reference' && /^[A-Z][A-Za-z]+\?/.test(value)) {
-            obj[key] = conditional.get(value) ?? (await resolveConditional(ctx, session, value));
-            conditional.set(value, obj[key] as string);
+          if (mapped) next = mapped;
+          else if (key === 'reference' && value.includes('?') && /^[A-Z][A-Za-z]+\?/.test(value)) {
+            let resolved = ids.conditional.get(value);
+            if (!resolved) {
+              resolved = await resolveConditional(ctx, session, value);
+              ids.conditional.set(value, resolved);
+            }
+            next = resolved;
           }
         }
-      } else if (key !== 'div') {
-        await walk(value);
+      } else if (key !== 'div' && value !== null && typeof value === 'object') {
+        next = await walk(value);
       }
+      if (next !== value) (out ??= { ...obj })[key] = next;
     }
+    return out ?? obj;
   };
-  await walk(resource);
-  return resource;
+  return (await walk(resource)) as Resource;
 }
 
 async function resolveConditional(ctx: Context, session: StoreSession, reference: string): Promise<string> {

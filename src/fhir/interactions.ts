@@ -75,9 +75,9 @@ export function assertId(id: string): void {
  * business rules, and — when it declares profiles — conforming to them (DSP_PROFILE_VALIDATION: off, warn
  * (issues returned with Prefer: return=OperationOutcome), reject (422)).
  */
-function checkBody(ctx: Context, body: unknown, type: string): { resource: Resource; issues: Issue[] } {
+function checkBody(ctx: Context, body: unknown, type: string, validated = false): { resource: Resource; issues: Issue[] } {
   if (body === undefined || body === null) throw badRequest('A resource body is required');
-  assertValidResource(body);
+  if (!validated) assertValidResource(body);
   const resource = body as Resource;
   if (resource.resourceType !== type) {
     throw badRequest(`The body is a ${resource.resourceType} but the URL is for ${type}`, ['resourceType']);
@@ -197,7 +197,7 @@ export async function vread(session: StoreSession, req: FhirRequest, type: strin
 
 export async function create(ctx: Context, session: StoreSession, req: FhirRequest, type: string, presetId?: string): Promise<FhirResponse> {
   assertResourceType(type);
-  const checked = checkBody(ctx, req.body, type);
+  const checked = checkBody(ctx, req.body, type, req.validated);
   const resource = withoutServerMeta(checked.resource);
   const ifNoneExist = header(req, 'if-none-exist');
   if (ifNoneExist) {
@@ -218,7 +218,7 @@ export async function create(ctx: Context, session: StoreSession, req: FhirReque
 export async function update(ctx: Context, session: StoreSession, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
   assertResourceType(type);
   assertId(id);
-  const checked = checkBody(ctx, req.body, type);
+  const checked = checkBody(ctx, req.body, type, req.validated);
   const resource = withoutServerMeta(checked.resource);
   if (resource.id === undefined) throw badRequest('The resource in an update must have an id', [`${type}.id`]);
   if (resource.id !== id) throw badRequest(`The id in the body (${resource.id}) differs from the URL (${id})`, [`${type}.id`]);
@@ -235,7 +235,7 @@ export async function update(ctx: Context, session: StoreSession, req: FhirReque
 
 export async function conditionalUpdate(ctx: Context, session: StoreSession, req: FhirRequest, type: string): Promise<FhirResponse> {
   assertResourceType(type);
-  const { resource } = checkBody(ctx, req.body, type);
+  const { resource } = checkBody(ctx, req.body, type, req.validated);
   const matches = await conditionalMatches(session, ctx, type, searchParamsOf(req));
   if (matches.length > 1) throw preconditionFailed(`The conditional update matched several ${type} resources`);
   if (matches.length === 1) {

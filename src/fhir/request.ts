@@ -30,6 +30,8 @@ export interface FhirRequest {
   principal?: Principal;
   /** Set by dispatch(): the access decision point's hooks used inside search (src/access/decision.ts). */
   access?: SearchGuard;
+  /** The body already passed base validation (a transaction validates every entry first). */
+  validated?: boolean;
 }
 
 /** What search() asks the access decision point: narrowing before the query, include checks, sealed cursors. */
