@@ -21,7 +21,8 @@
  * compile without a connection) they are sub-selects on `search_params`, same rows. References keep their
  * target as text (target_type, target_id), since a target may not exist yet: the (pid, target_id,
  * target_type) index serves reference searches, chains, compartments and `_revinclude`; references without a
- * target (urn:, contained, foreign URLs) are in a partial (pid, reference) index; `_has` and `_include` go
+ * target (urn:, contained, foreign URLs) are in the (pid, reference) index instead (both partial: one entry
+ * per reference); `_has` and `_include` go
  * through the primary key. Sorting uses correlated MIN/MAX sub-selects per sort key; paging is keyset-based
  * with an opaque cursor.
  */
@@ -55,7 +56,7 @@ const TABLES: Record<Kind, { table: string; cols: Record<string, string> }> = {
 const KINDS = Object.keys(TABLES) as Kind[];
 
 /** Version of the index schema, kept in `PRAGMA user_version` by the store. */
-export const SEARCH_SCHEMA_VERSION = 3;
+export const SEARCH_SCHEMA_VERSION = 4;
 
 /** Creates the index tables and their indexes (idempotent). */
 export function installSearchSchema(db: DatabaseSync): void {
@@ -82,7 +83,7 @@ export function installSearchSchema(db: DatabaseSync): void {
     'CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (pid, value)',
     'CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (pid, code, system)',
     'CREATE INDEX IF NOT EXISTS idx_token_oftype ON idx_token (pid, of_type) WHERE of_type IS NOT NULL',
-    'CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (pid, target_id, target_type)',
+    'CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (pid, target_id, target_type) WHERE target_id IS NOT NULL',
     'CREATE INDEX IF NOT EXISTS idx_reference_ref ON idx_reference (pid, reference) WHERE target_id IS NULL',
     'CREATE INDEX IF NOT EXISTS idx_reference_ident ON idx_reference (pid, identifier_value) WHERE identifier_value IS NOT NULL',
     'CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low)',
@@ -403,7 +404,7 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
       const t = `t${depth}`;
       const where = f.where.map((w) => compileFilter(w, t, f.targetTypes, q, depth + 1));
       const targets = `SELECT ${t}.id, ${t}.resource_type FROM resources ${t} WHERE ${typesClause(t, f.targetTypes, q, f.where)} AND ${t}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
-      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${sub}.target_id, ${sub}.target_type) IN (${targets})`;
+      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND ${sub}.target_id IS NOT NULL AND (${sub}.target_id, ${sub}.target_type) IN (${targets})`;
       return `${alias}.rowid IN (${inner})`;
     }
     case 'compartment': {
@@ -620,7 +621,7 @@ function fetchInclude(db: DatabaseSync, spec: IncludeSpec, from: Resource[]): Re
     sql = `SELECT DISTINCT t.content FROM idx_reference x JOIN resources t ON t.resource_type = x.target_type AND t.id = x.target_id AND t.deleted = 0 WHERE x.rid IN (SELECT f.rowid FROM resources f WHERE (f.resource_type, f.id) IN (VALUES ${pairs}))${param}${target}`;
   } else {
     const pairs = keys.map((r) => `(${q.p(r.id ?? '')}, ${q.p(r.resourceType)})`).join(', ');
-    sql = `SELECT DISTINCT s.content FROM idx_reference x JOIN resources s ON s.rowid = x.rid AND s.deleted = 0 WHERE (x.target_id, x.target_type) IN (VALUES ${pairs})${param}${target}`;
+    sql = `SELECT DISTINCT s.content FROM idx_reference x JOIN resources s ON s.rowid = x.rid AND s.deleted = 0 WHERE x.target_id IS NOT NULL AND (x.target_id, x.target_type) IN (VALUES ${pairs})${param}${target}`;
   }
   const rows = db.prepare(sql).all(...(q.params as SQLInputValue[])) as { content: string }[];
   return rows.map((r) => JSON.parse(r.content) as Resource);
