@@ -18,6 +18,7 @@ import { FhirError, unprocessable } from '../fhir/outcome.ts';
 import { oidToUri } from '../terminology/codesystems.ts';
 import { attr, hasTemplate, kid, kids, parseXml, path, textOf, xsiType, CDA_NS, PHARM_NS, type Element, type XmlLimits, at } from './cda/xml.ts';
 import { tsToFhir } from './dates.ts';
+import { registerCrossborderExtensions } from './extensions.ts';
 import { narrativeIds, narrativeToXhtml } from './narrative.ts';
 import { fromCD, EXT_NULLFLAVOR, type ReadContext } from './transcode.ts';
 
@@ -119,7 +120,9 @@ function organization(el: Element | undefined, ctx: Ctx): Reference | undefined 
   const key = `${id?.system}|${id?.value}|${nm}`;
   const known = ctx.orgs.get(key);
   if (known) return { reference: known, ...(nm ? { display: nm } : {}) };
-  const org: Organization = { resourceType: 'Organization', ...(id ? { identifier: [id] } : {}), ...(nm ? { name: nm } : {}), ...(telecoms(el).length ? { telecom: telecoms(el) } : {}), ...(address(kid(el, 'addr')) ? { address: [address(kid(el, 'addr'))!] } : {}) };
+  // An organization's telecom is never 'home' (org-3): a CDA use H on it is dropped.
+  const tels = telecoms(el).map((t) => (t.use === 'home' ? { system: t.system, value: t.value } : t));
+  const org: Organization = { resourceType: 'Organization', ...(id ? { identifier: [id] } : {}), ...(nm ? { name: nm } : {}), ...(tels.length ? { telecom: tels } : {}), ...(address(kid(el, 'addr')) ? { address: [address(kid(el, 'addr'))!] } : {}) };
   const ref = add(ctx, org);
   ctx.orgs.set(key, ref.reference!);
   return { ...ref, ...(nm ? { display: nm } : {}) };
@@ -362,6 +365,8 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
         else ext.push(...cdaExt('status', v));
       }
     }
+    // ait-1: a clinical status is required unless the record is entered-in-error; the CDA concern is active.
+    if (!a.clinicalStatus && a.verificationStatus?.coding?.[0]?.code !== 'entered-in-error') a.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: statusOf(act) === 'completed' ? 'inactive' : 'active' }] };
     if (ext.length) a.extension = ext;
     out.push(a);
   }
@@ -628,7 +633,6 @@ function sectionResources(key: string, entry: Element, ctx: Ctx): Resource[] {
       if (name !== 'observation') return [];
       const main = observation(act, ctx, 'social-history');
       const nested = rel(act).filter((o) => o.localName === 'observation').map((o) => observation(o, ctx, 'social-history'));
-      if (nested.length) main.extension = [...(main.extension ?? []), { url: 'http://dsp.lu/fhir/StructureDefinition/cda-nested-count', valueInteger: nested.length }];
       return [main, ...nested];
     }
     default:
@@ -643,6 +647,7 @@ export function cdaToBundle(xml: string | Buffer, opts: FromCdaOptions = {}): Bu
 }
 
 export function cdaDocumentToBundle(doc: Element, opts: FromCdaOptions = {}): Bundle {
+  registerCrossborderExtensions();
   if (doc.localName !== 'ClinicalDocument' || doc.namespaceURI !== CDA_NS) {
     throw new FhirError(422, [{ severity: 'error', code: 'structure', diagnostics: `The root element is <${doc.tagName}> in namespace ${doc.namespaceURI ?? 'none'}: expected a CDA ClinicalDocument (urn:hl7-org:v3)` }]);
   }

@@ -115,13 +115,20 @@ function telecoms(list: ContactPoint[] | undefined): X[] {
   return out.length ? out : [el('telecom', { nullFlavor: 'NI' })];
 }
 
+/** effectiveTime low/high (high left out when equal to low: dtr1-6-IVL_TS). */
+function lowHigh(low: string | undefined, high: string | undefined): X {
+  const sameAsLow = low && high && fhirToTs(low) === fhirToTs(high);
+  return el('effectiveTime', undefined, low ? ts('low', low) : el('low', { nullFlavor: 'UNK' }), high && !sameAsLow ? ts('high', high) : undefined);
+}
+
 function ts(tag: string, v: string | undefined, attrs?: X['a']): X {
   const t = fhirToTs(v);
   return t ? el(tag, { ...attrs, value: t }) : el(tag, { ...attrs, nullFlavor: 'UNK' });
 }
 
 function ivl(tag: string, low: string | undefined, high: string | undefined, xsi = true): X {
-  if (!low && !high) return el(tag, { ...(xsi ? { 'xsi:type': 'IVL_TS' } : {}), nullFlavor: 'UNK' });
+  // A null interval is written as a null low (RIM-001 forbids a null effectiveTime next to a non-null one).
+  if (!low && !high) return el(tag, xsi ? { 'xsi:type': 'IVL_TS' } : undefined, el('low', { nullFlavor: 'UNK' }));
   // low equal to high is refused (dtr1-6-IVL_TS): the point in time is given once.
   if (low && high && fhirToTs(low) === fhirToTs(high)) high = undefined;
   return el(tag, xsi ? { 'xsi:type': 'IVL_TS' } : undefined, ts('low', low), high ? ts('high', high) : undefined);
@@ -544,7 +551,7 @@ function emptyEntry(key: string, kind: 'none' | 'noinfo', sid: string, ctx: Ctx)
       return {
         narrative: [paragraph(kind === 'none' ? L.noKnownMedication : L.noInfo, id)],
         entries: [
-          el('substanceAdministration', { classCode: 'SBADM', moodCode: 'INT' }, tid(T('3.4')), tid('2.16.840.1.113883.10.20.1.24'), el('id', { root: randomUUID().toUpperCase() }), absent('code', c), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', { 'xsi:type': 'IVL_TS', nullFlavor: 'UNK' }), el('effectiveTime', { nullFlavor: 'NA' }), el('consumable', undefined, el('manufacturedProduct', { classCode: 'MANU' }, tid(T('3.31')), el('manufacturedMaterial', { nullFlavor: 'NA' }, tid(T('3.32')))))),
+          el('substanceAdministration', { classCode: 'SBADM', moodCode: 'INT' }, tid(T('3.4')), tid('2.16.840.1.113883.10.20.1.24'), el('id', { root: randomUUID().toUpperCase() }), absent('code', c), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', { 'xsi:type': 'IVL_TS', nullFlavor: 'UNK' }), el('effectiveTime', { nullFlavor: 'NA' }), el('consumable', undefined, el('manufacturedProduct', { classCode: 'MANU' }, tid(T('3.31')), el('manufacturedMaterial', { classCode: 'MMAT', determinerCode: 'KIND', nullFlavor: 'NA' }, tid(T('3.32')))))),
         ],
       };
     }
@@ -593,8 +600,8 @@ function frequency(t: Timing | undefined): X {
   const r = t?.repeat;
   if (r?.period !== undefined && r.periodUnit) return el('effectiveTime', { 'xsi:type': 'PIVL_TS', institutionSpecified: 'true', operator: 'A' }, el('period', { value: Number((r.period / (r.frequency ?? 1)).toPrecision(12)), unit: r.periodUnit }));
   const ev = t?.code?.coding?.find((c) => c.system === 'http://terminology.hl7.org/CodeSystem/v3-TimingEvent' && c.code);
-  if (ev) return el('effectiveTime', { 'xsi:type': 'EIVL_TS', operator: 'A' }, el('event', { code: ev.code, codeSystem: '2.16.840.1.113883.5.139', codeSystemName: 'TimingEvent', displayName: ev.display ?? ev.code }));
-  return el('effectiveTime', { nullFlavor: 'UNK' });
+  if (ev) return el('effectiveTime', { 'xsi:type': 'EIVL_TS', operator: 'A' }, el('event', { code: ev.code, codeSystem: '2.16.840.1.113883.5.139', codeSystemName: 'TimingEvent' }));
+  return el('effectiveTime', { 'xsi:type': 'PIVL_TS', institutionSpecified: 'true', operator: 'A' }, el('period', { nullFlavor: 'UNK' }));
 }
 
 function ratio(r: Ratio | undefined): X {
@@ -625,7 +632,12 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
     ]);
     const period = dose?.timing?.repeat;
     const ingredients = (med?.ingredient ?? []).filter((i) => i.itemCodeableConcept);
-    const ingrs = ingredients.length ? ingredients : code ? [{ itemCodeableConcept: code, strength: undefined }] : [];
+    // eHDSI needs a strength (value and unit) on every ingredient: an ingredient without one is written as the
+    // product's generic kind (pharm:asSpecializedKind) when the product has none, else it stays in the narrative.
+    const withStrength = ingredients.filter((i) => i.strength?.numerator?.value !== undefined);
+    const noStrength = ingredients.filter((i) => i.strength?.numerator?.value === undefined);
+    const generic = readCdaExt(med, 'generalizedMaterialKind') ?? noStrength[0]?.itemCodeableConcept;
+    const ingrs = withStrength;
     out.push(
       el(
         'substanceAdministration',
@@ -654,8 +666,8 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
               code?.coding?.length ? toCD(displayed(code), { tag: 'code', ref: `${rowId}-name` }) : undefined,
               el('name', undefined, textOfConcept(code, ctx.lang) || ms.medicationReference?.display || 'Unknown'),
               med?.form ? toCD(displayed(med.form), { tag: 'pharm:formCode', valueSet: VS.doseForm, ref: formId }) : undefined,
-              readCdaExt(med, 'generalizedMaterialKind')
-                ? el('pharm:asSpecializedKind', { classCode: 'GEN' }, el('pharm:generalizedMaterialKind', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(readCdaExt(med, 'generalizedMaterialKind')), { tag: 'pharm:code', valueSet: VS.activeIngredient })))
+              generic
+                ? el('pharm:asSpecializedKind', { classCode: 'GEN' }, el('pharm:generalizedMaterialKind', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(generic), { tag: 'pharm:code', valueSet: VS.activeIngredient })))
                 : undefined,
               ...ingrs.map((i) =>
                 el(
@@ -798,7 +810,7 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
         entryId(c),
         el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }),
         el('statusCode', { code: active && !past ? 'active' : 'completed' }),
-        el('effectiveTime', undefined, ts('low', onset ?? c.recordedDate), end ? ts('high', end) : undefined),
+        lowHigh(onset ?? c.recordedDate, end),
         el(
           'entryRelationship',
           { typeCode: 'SUBJ', inversionInd: 'false' },
@@ -810,10 +822,10 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
             keptCode(readCdaExt(c, 'problemType'), VS.codeProb, { system: 'http://snomed.info/sct', code: '404684003', display: 'Clinical finding' }),
             el('text', undefined, el('reference', { value: `#${rowId}-name` })),
             el('statusCode', { code: 'completed' }),
-            el('effectiveTime', undefined, onset ? ts('low', onset) : el('low', { nullFlavor: 'UNK' }), end ? ts('high', end) : undefined),
+            lowHigh(onset, end),
             toCD(displayed(c.code), { tag: 'value', xsiType: 'CD', valueSet, ref: `${rowId}-name` }),
             ver?.code && inValueSet(VS.certainty, ver.system, ver.code) !== false
-              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.49')), fixed('code', '66455-7', 'http://loinc.org', 'Condition verification status'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CD' })))
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.49')), fixed('code', '66455-7', 'http://loinc.org', 'Condition verification status'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
               : undefined,
             c.severity?.coding?.length
               ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), toCD(displayed(c.severity), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true })))
@@ -1101,7 +1113,7 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
   }
   if (key === 'pregnancy') {
     if (!pregnancyStatus && nestedPregnancy.length) {
-      pregnancyStatus = el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.45')), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '82810-3', 'http://loinc.org', 'Pregnancy status'), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), el('value', { 'xsi:type': 'CE', nullFlavor: 'UNK' }));
+      pregnancyStatus = el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.45')), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '82810-3', 'http://loinc.org', 'Pregnancy status'), el('text', undefined, el('reference', { value: `#${rows[0]?.[0]?.id ?? sid}` })), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), el('value', { 'xsi:type': 'CE', nullFlavor: 'UNK' }));
     }
     if (pregnancyStatus) {
       for (const n of nestedPregnancy) {
