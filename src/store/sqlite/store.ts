@@ -179,7 +179,9 @@ export class SqliteStore implements Store {
   async init(): Promise<void> {
     if (!this.memory) mkdirSync(dirname(this.options.path), { recursive: true });
     this.writer = new DatabaseSync(this.options.path);
-    this.writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.options.synchronous ?? 'FULL'};
+    // 16 KB pages (new databases only: WAL fixes the page size once written): measured fewer B-tree pages
+    // touched per write, ~20 µs less COMMIT and no slower reads than 4 KB (docs/performance.md).
+    this.writer.exec(`PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${this.options.synchronous ?? 'FULL'};
       PRAGMA foreign_keys = OFF; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;`);
     checkSchemaVersion(this.writer, this.options.path);
     this.writer.exec(SCHEMA);
