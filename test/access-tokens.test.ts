@@ -49,6 +49,16 @@ describe('bearer token failures are 401 with an OperationOutcome', () => {
     expect(res.status).toBe(401);
     expect(msg(res)).toMatch(/expired/);
   });
+  it('a token accepted earlier is refused once it has expired (verified tokens are cached until exp only)', async () => {
+    const token = await idpToken({ fhirUser: 'Patient/p1', scope: 'patient/*.rs', patient: 'p1' }, { exp: Math.floor(Date.now() / 1000) + 1 });
+    expect((await t.client(token).get('/fhir/Patient/p1')).status).toBe(200);
+    expect((await t.client(token).get('/fhir/Patient/p1')).status).toBe(200);
+    // Past exp plus the 5 s clock tolerance the verifier allows.
+    await new Promise((r) => setTimeout(r, 6500));
+    const late = await t.client(token).get('/fhir/Patient/p1');
+    expect(late.status).toBe(401);
+    expect(msg(late)).toMatch(/expired/);
+  });
   it('not yet valid', async () => {
     const res = await t.client(await idpToken({ fhirUser: 'Patient/p1', scope: 'patient/*.rs' }, { nbf: Math.floor(Date.now() / 1000) + 600 })).get('/fhir/Patient/p1');
     expect(res.status).toBe(401);

@@ -142,6 +142,8 @@ export class ReplayCache {
   }
 }
 
+const VERIFIED_MAX = 10_000;
+
 export class TokenVerifier {
   private readonly issuers = new Map<string, JWTVerifyGetKey>();
   private readonly key: SigningKey;
@@ -156,12 +158,32 @@ export class TokenVerifier {
     }
   }
 
+  /**
+   * Tokens whose signature and claims were verified, with their principal, until they expire (or, without an
+   * `exp`, for a minute): a client sends the same token on every request, and an ECDSA/RSA verification per
+   * request would dominate a read. Bounded: cleared when it grows past VERIFIED_MAX entries.
+   */
+  private readonly verified = new Map<string, { principal: Principal; until: number }>();
+
   /** Verifies an `Authorization` header value; 401 for anything missing or wrong. */
   async verify(authorization: string | undefined): Promise<Principal> {
     if (!authorization) throw unauthorized('An access token is required (Authorization: Bearer <token>)');
     const m = /^Bearer\s+([A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]*\.[A-Za-z0-9\-_=]*)\s*$/i.exec(authorization);
     if (!m) throw unauthorized('The Authorization header must be "Bearer <JWT>"');
     const token = m[1];
+    const hit = this.verified.get(token);
+    if (hit) {
+      if (Date.now() < hit.until) return { ...hit.principal };
+      this.verified.delete(token);
+    }
+    const principal = await this.verifyToken(token);
+    if (this.verified.size >= VERIFIED_MAX) this.verified.clear();
+    const exp = decodeJwt(token).exp;
+    this.verified.set(token, { principal, until: exp !== undefined ? exp * 1000 : Date.now() + 60_000 });
+    return { ...principal };
+  }
+
+  private async verifyToken(token: string): Promise<Principal> {
     let alg: string | undefined;
     let iss: string | undefined;
     try {
