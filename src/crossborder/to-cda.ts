@@ -398,7 +398,7 @@ function documentationOf(comp: Composition, ctx: Ctx): X {
     el(
       'serviceEvent',
       { classCode: 'PCPR', moodCode: 'EVN' },
-      el('effectiveTime', undefined, ev?.start ? ts('low', ev.start) : undefined, ts('high', ev?.end ?? comp.date)),
+      el('effectiveTime', undefined, ev?.start && fhirToTs(ev.start) !== fhirToTs(ev?.end ?? comp.date) ? ts('low', ev.start) : undefined, ts('high', ev?.end ?? comp.date)),
       who.pract ? el('performer', { typeCode: 'PRF' }, fixed('functionCode', '221', 'urn:oid:2.16.840.1.113883.2.9.6.2.7', 'Medical doctors'), assigned('assignedEntity', who, ctx, custodianOrg, false)) : undefined,
     ),
   );
@@ -728,7 +728,7 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
         entryId(a),
         el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }),
         el('statusCode', { code: clin?.code === 'active' ? 'active' : 'completed' }),
-        el('effectiveTime', undefined, ts('low', a.recordedDate ?? obsTime), clin?.code && clin.code !== 'active' && a.lastOccurrence ? ts('high', a.lastOccurrence) : undefined),
+        lowHigh(a.recordedDate ?? obsTime, clin?.code && clin.code !== 'active' ? a.lastOccurrence : undefined),
         el(
           'entryRelationship',
           { typeCode: 'SUBJ', inversionInd: 'false' },
@@ -907,7 +907,7 @@ function devices(list: DeviceUseStatement[], sid: string, ctx: Ctx): Built {
         tid(T('3.5')),
         entryId(d),
         el('text', undefined, el('reference', { value: `#${rowId}-name` })),
-        el('effectiveTime', { 'xsi:type': 'IVL_TS' }, ts('low', start), d.timingPeriod?.end ? ts('high', d.timingPeriod.end) : undefined),
+        ivl('effectiveTime', start, d.timingPeriod?.end),
         el(
           'participant',
           { typeCode: 'DEV' },
@@ -952,7 +952,7 @@ function immunizations(list: Immunization[], sid: string, ctx: Ctx): Built {
             { classCode: 'MANU' },
             tid(T('3.18')),
             tid('2.16.840.1.113883.10.20.1.53'),
-            el('manufacturedMaterial', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(im.vaccineCode), { tag: 'code', valueSet: VS.vaccine, ref: `${rowId}-name` }), el('name', undefined, textOfConcept(im.vaccineCode, ctx.lang) || 'Vaccine'), im.lotNumber ? el('lotNumberText', undefined, im.lotNumber) : undefined),
+            el('manufacturedMaterial', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(im.vaccineCode), { tag: 'code', valueSet: VS.vaccine, ref: `${rowId}-name`, needsOriginalText: true }), el('name', undefined, textOfConcept(im.vaccineCode, ctx.lang) || 'Vaccine'), im.lotNumber ? el('lotNumberText', undefined, im.lotNumber) : undefined),
           ),
         ),
         perf.pract

@@ -126,6 +126,8 @@ export interface CdOptions {
   attrs?: Record<string, string | undefined>;
   /** Write no originalText even when a reference is given. */
   noOriginalText?: boolean;
+  /** The template requires originalText: a null code with a reference becomes OTH rather than lose it. */
+  needsOriginalText?: boolean;
 }
 
 function codingAttrs(c: Coding): Record<string, string | undefined> | undefined {
@@ -147,9 +149,10 @@ export function toCD(cc: CodeableConcept | Coding | undefined, o: CdOptions): X 
   } else primary = codings.find((c) => codingAttrs(c));
   if (nf && !primary) primary = undefined;
   // Translations are distinct (RIM-002) and never repeat the primary code.
-  const seen = new Set<string>(primary ? [`${primary.system}|${primary.code}`] : []);
+  const oidKey = (c: Coding) => `${describeCodeSystem(c.system!).oid ?? c.system}|${c.code}`;
+  const seen = new Set<string>(primary ? [oidKey(primary)] : []);
   const others = codings.filter((c) => {
-    const k = `${canonicalSystem(c.system!)}|${c.code}`;
+    const k = oidKey(c);
     if (c === primary || seen.has(k) || !codingAttrs(c)) return false;
     seen.add(k);
     return true;
@@ -162,7 +165,7 @@ export function toCD(cc: CodeableConcept | Coding | undefined, o: CdOptions): X 
   let flavor = nf ?? (codings.length || concept.text ? 'OTH' : 'UNK');
   // Only OTH / NA / UNC may carry originalText or translations (dtr1-1-ANY).
   if (!['OTH', 'NA', 'UNC'].includes(flavor)) {
-    if (translations.length) flavor = 'OTH';
+    if (translations.length || (o.needsOriginalText && original)) flavor = 'OTH';
     else return { n: o.tag, a: { ...base, nullFlavor: flavor } };
   }
   return { n: o.tag, a: { ...base, nullFlavor: flavor }, c: [original ?? (flavor === 'OTH' && concept.text ? { n: 'originalText', c: [concept.text] } : undefined), ...translations] };
