@@ -84,6 +84,9 @@ export async function allAuditEvents(store: Store): Promise<AuditEvent[]> {
   return out.sort((a, b) => (chainOf(a)?.seq ?? Infinity) - (chainOf(b)?.seq ?? Infinity));
 }
 
+/** How long the first entry of a group commit waits for others to join it. */
+const GROUP_COMMIT_MS = 2;
+
 export class AuditLog {
   private readonly store: Store;
   private readonly headFile?: string;
@@ -118,8 +121,24 @@ export class AuditLog {
     return head;
   }
 
-  /** Writes everything queued so far (one store transaction); resolves when it is durable. */
+  /**
+   * Resolves once everything queued so far is durable. Writes are group commits: the first caller opens a
+   * short window (GROUP_COMMIT_MS) during which the entries of concurrent requests join the same store
+   * transaction, so a busy server commits once per window instead of once per request.
+   */
   flush(): Promise<void> {
+    if (!this.queue.length) return this.writing;
+    this.window ??= new Promise<void>((resolve) => setTimeout(resolve, GROUP_COMMIT_MS)).then(() => {
+      this.window = undefined;
+      return this.writeQueued();
+    });
+    return this.window;
+  }
+
+  private window: Promise<void> | undefined;
+
+  /** Writes everything queued so far (one store transaction), after any write in progress. */
+  private writeQueued(): Promise<void> {
     const run = this.writing.then(async () => {
       if (!this.queue.length) return;
       const batch = this.queue;
