@@ -38,6 +38,11 @@ export interface Config {
   /** Profile validation of written resources that declare profiles (meta.profile): off, warn or reject. */
   profileValidation: ProfileValidationMode;
   limits: Limits;
+  /**
+   * HTTPS: PEM files of the server certificate and key; with `ca`, clients may present certificates issued by
+   * those trust anchors (mutual TLS, mapped to registered clients in DSP_AUTH_CLIENTS).
+   */
+  tls?: { cert: string; key: string; ca?: string };
   /** Authentication and access control (src/access, docs/access.md). */
   auth?: AuthConfig;
 }
@@ -86,6 +91,24 @@ function bool(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean 
   throw new Error(`${name} must be true or false (got "${raw}")`);
 }
 
+function tlsConfig(env: NodeJS.ProcessEnv, cwd: string): Config['tls'] {
+  const cert = env.DSP_TLS_CERT;
+  const key = env.DSP_TLS_KEY;
+  if (!cert && !key) {
+    if (env.DSP_TLS_CA) throw new Error('DSP_TLS_CA needs DSP_TLS_CERT and DSP_TLS_KEY');
+    return undefined;
+  }
+  if (!cert || !key) throw new Error('DSP_TLS_CERT and DSP_TLS_KEY go together');
+  const read = (name: string, file: string) => {
+    try {
+      return readFileSync(resolve(cwd, file), 'utf8');
+    } catch {
+      throw new Error(`${name}: cannot read ${file}`);
+    }
+  };
+  return { cert: read('DSP_TLS_CERT', cert), key: read('DSP_TLS_KEY', key), ...(env.DSP_TLS_CA ? { ca: read('DSP_TLS_CA', env.DSP_TLS_CA) } : {}) };
+}
+
 const LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
@@ -111,6 +134,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     sqliteSynchronous: sync,
     profileValidation: profileValidationMode(env.DSP_PROFILE_VALIDATION),
     auth: authConfig(env, cwd, resolve(cwd, env.DSP_DATA_DIR ?? 'data')),
+    tls: tlsConfig(env, cwd),
     limits: {
       maxBodyBytes: int(env, 'DSP_MAX_BODY_BYTES', 20 * 1024 * 1024),
       maxDepth: int(env, 'DSP_MAX_DEPTH', 64),

@@ -3,7 +3,8 @@
  * the HTTP app; loads examples/ into an empty store on first start.
  */
 import { join } from 'node:path';
-import type { Server } from 'node:http';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Config } from './config.ts';
 import type { Store } from './store/port.ts';
 import { SqliteStore } from './store/sqlite/store.ts';
@@ -49,7 +50,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
   }
   const app = createApp({ ctx, logger });
   const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(config.port, config.host, () => resolve(s));
+    // HTTPS when configured; with trust anchors, client certificates are requested and checked by the
+    // authentication step (an unknown or untrusted certificate is a 401 there, not a TLS failure).
+    const s: Server = config.tls
+      ? createHttpsServer({ cert: config.tls.cert, key: config.tls.key, ...(config.tls.ca ? { ca: config.tls.ca, requestCert: true, rejectUnauthorized: false } : {}) }, app)
+      : createHttpServer(app);
+    s.listen(config.port, config.host, () => resolve(s));
     s.once('error', reject);
   });
   // Idle keep-alive sockets stay open longer than a large transaction can keep the event loop busy, so a
@@ -58,7 +64,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   server.headersTimeout = 66_000;
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
-  const url = `http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}/fhir`;
+  const url = `${config.tls ? 'https' : 'http'}://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}/fhir`;
   logger.info({ url, store: store.kind }, 'dsp-fhir-server listening');
   return {
     ctx,

@@ -45,7 +45,7 @@ export async function startServerProcess(env: Record<string, string> = {}, dataD
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /"url":"(http:[^"]+)"/.exec(out);
+      const m = /"url":"(https?:[^"]+)"/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve({
