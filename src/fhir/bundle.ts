@@ -45,6 +45,9 @@ export async function processBundle(ctx: Context, req: FhirRequest): Promise<Fhi
     throw badRequest(`Bundle.type must be batch or transaction to be processed (got "${bundle.type}")`, ['Bundle.type']);
   }
   const entries = bundle.entry ?? [];
+  if (!Array.isArray(entries) || entries.some((e) => e === null || typeof e !== 'object' || Array.isArray(e))) {
+    throw badRequest('Bundle.entry must be an array of entries', ['Bundle.entry']);
+  }
   if (entries.length > ctx.config.limits.maxBundleEntries) {
     throw tooLarge(`The Bundle has ${entries.length} entries; the limit is ${ctx.config.limits.maxBundleEntries}`);
   }

@@ -29,7 +29,13 @@ export async function dispatch(ctx: I.Context, req: FhirRequest, session?: Store
 }
 
 async function route(ctx: I.Context, req: FhirRequest, session?: StoreSession): Promise<FhirResponse> {
-  const parts = req.path.split('/').filter((p) => p.length > 0).map(decodeURIComponent);
+  const parts = req.path.split('/').filter((p) => p.length > 0).map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      throw badRequest(`The path segment "${p}" is not valid percent-encoding`);
+    }
+  });
   const reads: StoreSession = session ?? ctx.store;
   const write = async <T>(work: (s: StoreSession) => Promise<T>): Promise<T> => {
     if (session) return work(session);

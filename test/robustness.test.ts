@@ -1,0 +1,59 @@
+/** Hostile or malformed requests get a clear OperationOutcome with a 4xx status, never a 500. */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { makeApp, type TestApp } from './support/app.ts';
+
+let t: TestApp;
+beforeAll(async () => {
+  t = await makeApp();
+  await t.http.put('/fhir/Patient/p1').send({ resourceType: 'Patient', id: 'p1', name: [{ family: 'Wagner' }] });
+});
+
+const cases: [string, string, unknown?][] = [
+  ['GET', '/fhir/Patient/%E0%A4%A'],
+  ['GET', '/fhir/Patient?_count=-1'],
+  ['GET', '/fhir/Patient?_count=abc'],
+  ['GET', '/fhir/Patient?_cursor=%%%'],
+  ['GET', '/fhir/Patient?_cursor=bm90IGpzb24'],
+  ['GET', '/fhir/Patient?birthdate=yesterday'],
+  ['GET', '/fhir/Patient?_has:Observation'],
+  ['GET', '/fhir/Patient?_include=Nothing:nothing'],
+  ['GET', '/fhir/Patient/p1/_history/abc'],
+  ['GET', '/fhir/_history?_since=2020-13-45'],
+  ['POST', '/fhir/Patient', []],
+  ['POST', '/fhir/Patient', 'null'],
+  ['POST', '/fhir/Patient', { resourceType: 'Patient', id: { nested: true } }],
+  ['POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: 'no' }],
+  ['POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'FETCH', url: 'Patient' } }] }],
+  ['POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'GET', url: 'http://elsewhere.example/Patient/1' } }] }],
+  ['PATCH', '/fhir/Patient/p1', { not: 'a patch' }],
+  ['PUT', '/fhir/Patient/p1', { resourceType: 'Patient', id: 'p1', name: 'not an array' }],
+  ['DELETE', '/fhir/Patient?'],
+  ['GET', '/fhir/Patient/$nothing'],
+  ['POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: 'x', request: { method: 'POST', url: 'Patient' } }] }],
+  ['POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: [null] }],
+  ['GET', '/fhir/Patient?name:nonsense=x&_total=sometimes'],
+];
+
+describe('malformed requests', () => {
+  it.each(cases)('%s %s', async (method, url, body) => {
+    let req = t.http[method.toLowerCase() as 'get'](url);
+    if (body !== undefined) req = req.set('Content-Type', 'application/fhir+json').send(typeof body === 'string' ? body : JSON.stringify(body));
+    const res = await req;
+    expect(res.status, JSON.stringify(res.body)).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+  });
+
+  it('an unknown _sort key is ignored and reported (strict handling refuses it)', async () => {
+    const lenient = await t.http.get('/fhir/Patient?_sort=nonsense');
+    expect(lenient.status).toBe(200);
+    expect(lenient.body.entry.some((e: { search: { mode: string } }) => e.search.mode === 'outcome')).toBe(true);
+    const strict = await t.http.get('/fhir/Patient?_sort=nonsense').set('Prefer', 'handling=strict');
+    expect(strict.status).toBe(400);
+  });
+
+  it('the stored resource is unchanged after the bad writes', async () => {
+    const res = await t.http.get('/fhir/Patient/p1');
+    expect(res.body.meta.versionId).toBe('1');
+  });
+});
