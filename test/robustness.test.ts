@@ -32,12 +32,24 @@ const cases: [string, string, unknown?][] = [
   ['POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: 'x', request: { method: 'POST', url: 'Patient' } }] }],
   ['POST', '/fhir', { resourceType: 'Bundle', type: 'transaction', entry: [null] }],
   ['GET', '/fhir/Patient?name:nonsense=x&_total=sometimes'],
+  ['GET', '/fhir/ValueSet/$expand'],
+  ['GET', '/fhir/ValueSet/$expand?url=http://nowhere.example/vs&count=-5'],
+  ['GET', '/fhir/ValueSet/$validate-code?url=http://nowhere.example/vs&code=x'],
+  ['GET', '/fhir/CodeSystem/$lookup?system=http://nowhere.example/cs&code=x'],
+  ['GET', '/fhir/ConceptMap/$translate'],
+  ['POST', '/fhir/Patient/$validate', { resourceType: 'Parameters', parameter: 'x' }],
+  ['POST', '/fhir/Bundle/$from-cda', { resourceType: 'Binary', contentType: 'application/xml', data: Buffer.from('<ClinicalDocument><unclosed>').toString('base64') }],
+  ['POST', '/fhir/Bundle/$from-cda', { resourceType: 'Binary', contentType: 'application/xml', data: Buffer.from('<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>').toString('base64') }],
+  ['POST', '/fhir/Bundle/$to-cda', { resourceType: 'Bundle', type: 'collection' }],
+  ['GET', '/fhir/Patient/p1/$everything?_type=Nothing'],
+  ['PATCH', '/fhir/Patient/p1', [{ op: 'replace', path: '/id', value: 'other' }]],
 ];
 
 describe('malformed requests', () => {
   it.each(cases)('%s %s', async (method, url, body) => {
     let req = t.http[method.toLowerCase() as 'get'](url);
-    if (body !== undefined) req = req.set('Content-Type', 'application/fhir+json').send(typeof body === 'string' ? body : JSON.stringify(body));
+    const type = method === 'PATCH' && Array.isArray(body) ? 'application/json-patch+json' : 'application/fhir+json';
+    if (body !== undefined) req = req.set('Content-Type', type).send(typeof body === 'string' ? body : JSON.stringify(body));
     const res = await req;
     expect(res.status, JSON.stringify(res.body)).toBeGreaterThanOrEqual(400);
     expect(res.status).toBeLessThan(500);
