@@ -69,3 +69,19 @@ describe('malformed requests', () => {
     expect(res.body.meta.versionId).toBe('1');
   });
 });
+
+describe('malformed XML bodies', () => {
+  const xmlCases: [string, string][] = [
+    ['not XML at all', 'hello'],
+    ['unclosed', '<Patient xmlns="http://hl7.org/fhir"><name>'],
+    ['wrong root namespace', '<Patient xmlns="urn:other"/>'],
+    ['unknown element', '<Patient xmlns="http://hl7.org/fhir"><nmae/></Patient>'],
+    ['billion laughs', '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]><Patient xmlns="http://hl7.org/fhir"><id value="&lol2;"/></Patient>'],
+    ['empty', ' '],
+  ];
+  it.each(xmlCases)('%s', async (_name, body) => {
+    const res = await t.http.post('/fhir/Patient').set('Content-Type', 'application/fhir+xml').set('Accept', 'application/fhir+json').send(body);
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+  });
+});
