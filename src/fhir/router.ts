@@ -119,7 +119,3 @@ async function route(ctx: I.Context, req: FhirRequest, session?: StoreSession): 
   void e;
   throw new FhirError(404, `No FHIR interaction at /${req.path}`, 'not-found');
 }
-
-export function assertNoBody(req: FhirRequest): void {
-  if (req.body !== undefined) throw badRequest(`${req.method} takes no body`);
-}

@@ -19,6 +19,7 @@
  *   implicit range [low, high), gt/ge/lt/le/sa/eb against the exact search value, ap = within ±10%;
  * - ne = not eq, on the value (a resource with no value does not match ne).
  */
+import { decodeCursor as decodeOpaque, encodeCursor as encodeOpaque } from '../store/cursor.ts';
 import { fold } from './normalize.ts';
 import type { Predicate, Prefix } from './types.ts';
 import { badRequest, notSupported } from '../fhir/outcome.ts';
@@ -197,16 +198,18 @@ export interface CursorData {
 }
 
 export function encodeCursor(c: CursorData): string {
-  return Buffer.from(JSON.stringify(c), 'utf8').toString('base64url');
+  return encodeOpaque(c);
 }
 
+/** Decodes a search cursor (the generic codec of src/store/cursor.ts), checking its shape against the sort. */
 export function decodeCursor(cursor: string, sortKeys: number): CursorData {
-  try {
-    const c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as CursorData;
-    if (!Array.isArray(c.v) || c.v.length !== sortKeys || typeof c.t !== 'string' || typeof c.i !== 'string') throw new Error('shape');
-    for (const v of c.v) if (v !== null && typeof v !== 'string' && typeof v !== 'number') throw new Error('value');
-    return c;
-  } catch {
-    throw badRequest('Invalid or stale paging cursor');
-  }
+  const c = decodeOpaque<Partial<CursorData>>(cursor);
+  const valid =
+    Array.isArray(c.v) &&
+    c.v.length === sortKeys &&
+    typeof c.t === 'string' &&
+    typeof c.i === 'string' &&
+    c.v.every((v) => v === null || typeof v === 'string' || typeof v === 'number');
+  if (!valid) throw badRequest('The paging cursor is invalid or has expired');
+  return c as CursorData;
 }
