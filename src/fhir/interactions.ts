@@ -243,13 +243,14 @@ export async function conditionalUpdate(ctx: Context, session: StoreSession, req
     if (resource.id !== undefined && resource.id !== id) {
       throw badRequest(`The id in the body (${resource.id}) differs from the matched resource (${id})`, [`${type}.id`]);
     }
-    return update(ctx, session, { ...req, body: { ...resource, id } }, type, id);
+    return update(ctx, session, { ...req, body: { ...resource, id }, validated: true }, type, id);
   }
+  // The body passed base validation above: update/create need not validate it again.
   if (resource.id !== undefined) {
     assertId(resource.id);
-    return update(ctx, session, req, type, resource.id);
+    return update(ctx, session, { ...req, validated: true }, type, resource.id);
   }
-  return create(ctx, session, { ...req, headers: { ...req.headers, 'if-none-exist': undefined } }, type);
+  return create(ctx, session, { ...req, validated: true, headers: { ...req.headers, 'if-none-exist': undefined } }, type);
 }
 
 export async function remove(ctx: Context, session: StoreSession, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
@@ -444,7 +445,6 @@ export async function search(
   const path = extra?.path ?? (type ?? '');
   const keep = params.filter(([k]) => k !== '_cursor');
   const link: BundleLink[] = [{ relation: 'self', url: linkUrl(req.baseUrl, path, params) }];
-  if (result.previous) link.push({ relation: 'previous', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', seal(result.previous)]]) });
   if (result.next) link.push({ relation: 'next', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', seal(result.next)]]) });
   const entry: BundleEntry[] = result.resources.map((r) => ({
     fullUrl: `${req.baseUrl}/${r.resourceType}/${r.id}`,

@@ -55,8 +55,6 @@ export interface SearchResult {
   resources: Resource[];
   /** Cursor for the next page, when there is one. */
   next?: string;
-  /** Cursor for the previous page, when there is one. */
-  previous?: string;
   /** Matches in total, when the request asked for it (`total: 'accurate' | 'estimate'`). */
   total?: number;
   /** Resources added by _include / _revinclude (search mode `include`). */

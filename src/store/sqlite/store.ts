@@ -13,7 +13,7 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Resource } from 'fhir/r4';
-import { preconditionFailed } from '../../fhir/outcome.ts';
+import { badRequest, preconditionFailed } from '../../fhir/outcome.ts';
 import type { IndexValue, SearchRequest } from '../../search/types.ts';
 import type {
   CurrentRecord,
@@ -280,8 +280,13 @@ export class SqliteStore implements Store {
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
         .all() as { name: string }[];
       this.writer.exec('BEGIN IMMEDIATE');
-      for (const t of tables) this.writer.exec(`DELETE FROM "${t.name}"`);
-      this.writer.exec('COMMIT');
+      try {
+        for (const t of tables) this.writer.exec(`DELETE FROM "${t.name}"`);
+        this.writer.exec('COMMIT');
+      } catch (err) {
+        if (this.writer.isTransaction) this.writer.exec('ROLLBACK');
+        throw err;
+      }
       resetSearchCaches(this.writer);
       resetSearchCaches(this.reader);
     });
@@ -388,7 +393,8 @@ function historyIn(db: DatabaseSync, query: HistoryQuery): HistoryPage {
   const pageWhere = [...where];
   const pageParams = [...params];
   if (query.cursor) {
-    const seq = decodeCursor<{ seq: number }>(query.cursor).seq;
+    const seq = decodeCursor<{ seq?: unknown }>(query.cursor).seq;
+    if (typeof seq !== 'number' || !Number.isSafeInteger(seq)) throw badRequest('The history paging cursor is invalid');
     pageWhere.push('seq < ?');
     pageParams.push(seq);
   }
