@@ -85,3 +85,37 @@ describe('malformed XML bodies', () => {
     expect(res.status).toBeLessThan(500);
   });
 });
+
+describe('review findings', () => {
+  it('a Bundle entry that is itself a batch or transaction is refused (no nested transaction on the writer lock)', async () => {
+    const inner = { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Patient' }, request: { method: 'POST', url: 'Patient' } }] };
+    const res = await t.http.post('/fhir').send({ resourceType: 'Bundle', type: 'transaction', entry: [{ resource: inner, request: { method: 'POST', url: '' } }] });
+    expect(res.status).toBe(400);
+    // The writer is still free.
+    expect((await t.http.post('/fhir/Patient').send({ resourceType: 'Patient' })).status).toBe(201);
+  });
+
+  it('an operation body that is not a resource is a 400', async () => {
+    const res = await t.http.post('/fhir/Patient/$validate').set('Content-Type', 'application/fhir+json').send('null');
+    expect(res.status).toBe(400);
+    const params = await t.http.post('/fhir/ValueSet/$expand').send({ resourceType: 'Parameters', parameter: {} });
+    expect(params.status).toBe(400);
+  });
+
+  it('$reindex is for administrators only', async () => {
+    const sys = await t.as({ role: 'system', id: 'Device/lab' });
+    expect((await sys.post('/fhir/$reindex?type=Patient')).status).toBe(403);
+    expect((await t.http.get('/fhir/$reindex')).status).toBe(200);
+  });
+
+  it('a multi-type search keeps only the types the token may search', async () => {
+    await t.http.put('/fhir/Observation/o1').send({ resourceType: 'Observation', id: 'o1', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p1' } });
+    const narrow = await t.as({ role: 'system', id: 'Device/lab', scope: 'system/Patient.rs' });
+    const both = await narrow.get('/fhir?_type=Patient,Observation');
+    expect(both.status).toBe(200);
+    const types = new Set((both.body.entry ?? []).filter((e: { search: { mode: string } }) => e.search.mode === 'match').map((e: { resource: { resourceType: string } }) => e.resource.resourceType));
+    expect(types.has('Patient')).toBe(true);
+    expect(types.has('Observation')).toBe(false);
+    expect((await narrow.get('/fhir?_type=Observation')).status).toBe(403);
+  });
+});

@@ -18,7 +18,7 @@ import { searchParam } from '../search/registry.ts';
 import { compartmentFilter, compartmentTypes } from '../fhir/compartments.ts';
 import { FhirError, notFound } from '../fhir/outcome.ts';
 import { CONFIDENTIALITY, type PatientPolicy, linkOf, loadPolicy } from './policy.ts';
-import { type Permission, type Principal, requireScope } from './principal.ts';
+import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
 
 /** Shared, non-patient data every authenticated principal may read (directory, terminology, conformance). */
 export const DIRECTORY_TYPES = new Set([
@@ -298,6 +298,13 @@ export class AccessScope {
 
   /** Narrows a search before it runs (the only way a restricted principal's search reaches the store). */
   async narrow(request: SearchRequest): Promise<void> {
+    // SMART scopes first, for every principal: a search over several types (`_type`, `Patient/1/*`,
+    // $everything) keeps only the types the token may search; none left is a 403.
+    const scoped = request.resourceTypes.filter((t) => hasScope(this.principal, t, 's'));
+    if (scoped.length < request.resourceTypes.length) {
+      if (!scoped.length) requireScope(this.principal, request.resourceTypes[0], 's');
+      request.resourceTypes = scoped;
+    }
     if (this.unrestricted) return;
     await this.narrowNested(request.filters);
     const { types, filters } = await this.narrowTypes(request.resourceTypes, request.filters);
@@ -459,9 +466,10 @@ export class AccessScope {
 
   /** _include / _revinclude results: each one checked like a read. */
   async filterIncluded(resources: Resource[]): Promise<Resource[]> {
-    if (this.unrestricted) return resources;
+    const inScope = resources.filter((r) => hasScope(this.principal, r.resourceType, 'r'));
+    if (this.unrestricted) return inScope;
     const out: Resource[] = [];
-    for (const r of resources) if (r.resourceType === 'Binary' ? await this.canSeeBinary(r) : await this.canSee(r)) out.push(r);
+    for (const r of inScope) if (r.resourceType === 'Binary' ? await this.canSeeBinary(r) : await this.canSee(r)) out.push(r);
     return out;
   }
 

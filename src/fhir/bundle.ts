@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Binary, Bundle, BundleEntry, FhirResource, Resource } from 'fhir/r4';
 import type { StoreSession } from '../store/port.ts';
-import { FhirError, badRequest, operationOutcome, preconditionFailed, tooLarge } from './outcome.ts';
+import { FhirError, badRequest, preconditionFailed, tooLarge } from './outcome.ts';
 import type { FhirRequest, FhirResponse, HttpMethod } from './request.ts';
 import { type Context, ID_PATTERN, assertResourceType, conditionalMatches, create } from './interactions.ts';
 
@@ -66,6 +66,9 @@ function planEntry(entry: BundleEntry, index: number, baseUrl: string): PlannedE
   const q = url.indexOf('?');
   const path = q < 0 ? url : url.slice(0, q);
   const query = q < 0 ? [] : [...new URLSearchParams(url.slice(q + 1))];
+  // A Bundle entry cannot itself be a batch or transaction (a nested transaction would wait forever on the
+  // store's writer lock held by the outer one).
+  if (path === '' && method === 'POST') throw badRequest(`${where} cannot itself be a batch or transaction`, [`${where}.request.url`]);
   if ((method === 'POST' || method === 'PUT') && !entry.resource) {
     throw badRequest(`${where} needs a resource for ${method}`, [`${where}.resource`]);
   }
@@ -79,7 +82,11 @@ function entryRequest(req: FhirRequest, plan: PlannedEntry, body: unknown): Fhir
     // A PATCH entry carries a Parameters resource (FHIRPath Patch) or a Binary holding a JSON Patch.
     const res = body as Binary | undefined;
     if (res?.resourceType === 'Binary' && res.contentType === 'application/json-patch+json' && res.data) {
-      body = JSON.parse(Buffer.from(res.data, 'base64').toString('utf8'));
+      try {
+        body = JSON.parse(Buffer.from(res.data, 'base64').toString('utf8'));
+      } catch {
+        throw badRequest(`Bundle.entry[${plan.index}]: the JSON Patch in the Binary is not valid JSON`);
+      }
       contentType = 'application/json-patch+json';
     } else {
       contentType = 'application/fhir+json';
@@ -133,7 +140,6 @@ async function batch(ctx: Context, req: FhirRequest, entries: BundleEntry[]): Pr
   for (let i = 0; i < entries.length; i++) {
     try {
       const plan = planEntry(entries[i], i, req.baseUrl);
-      if (plan.path === '' && plan.method === 'POST') throw badRequest('A batch entry cannot itself be a batch or transaction');
       const res = await dispatch(ctx, entryRequest(req, plan, plan.entry.resource));
       out.push(responseEntry(res, req.baseUrl));
     } catch (err) {
@@ -321,4 +327,3 @@ async function resolveConditional(ctx: Context, session: StoreSession, reference
   return `${type}/${matches[0].id}`;
 }
 
-export { operationOutcome };

@@ -5,7 +5,7 @@
  */
 import type { OperationDefinition } from 'fhir/r4';
 import type { StoreSession } from '../store/port.ts';
-import { FhirError } from '../fhir/outcome.ts';
+import { FhirError, badRequest } from '../fhir/outcome.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import type { Context } from '../fhir/interactions.ts';
 
@@ -60,6 +60,21 @@ class OperationRegistry {
     }
     if (target.resourceType && op.resourceTypes.length && !op.resourceTypes.includes(target.resourceType)) {
       throw new FhirError(400, `Operation $${name} does not apply to ${target.resourceType}`, 'not-supported');
+    }
+    // Bodies are parsed but not yet validated: an operation receives a resource (usually Parameters) or nothing.
+    if (req.body !== undefined) {
+      const body = req.body as { resourceType?: unknown; parameter?: unknown } | null;
+      if (body === null || typeof body !== 'object' || Array.isArray(body) || typeof body.resourceType !== 'string') {
+        throw badRequest(`The body of $${name} must be a FHIR resource (usually Parameters)`);
+      }
+      // Parameters are shaped enough for the handlers (each validates what it reads; tx-resource parts may
+      // carry resources that only the operation interprets).
+      if (body.resourceType === 'Parameters' && body.parameter !== undefined) {
+        const list = body.parameter;
+        if (!Array.isArray(list) || list.some((p) => p === null || typeof p !== 'object' || Array.isArray(p))) {
+          throw badRequest(`Parameters.parameter of $${name} must be a list of parameters`, ['Parameters.parameter']);
+        }
+      }
     }
     if (req.method === 'GET' && op.affectsState) {
       throw new FhirError(405, `Operation $${name} changes data and must be invoked with POST`, 'not-supported');

@@ -3,7 +3,7 @@
  * SearchParameter resources change); `POST` starts one for the given `type` parameters (all types when none).
  */
 import type { Parameters, ParametersParameter } from 'fhir/r4';
-import { badRequest } from '../fhir/outcome.ts';
+import { FhirError, badRequest } from '../fhir/outcome.ts';
 import { fhirModel } from '../fhir/model.ts';
 import { type ReindexJob, reindexJobs, startReindex } from '../search/reindex.ts';
 import { operationRegistry } from './registry.ts';
@@ -32,6 +32,8 @@ operationRegistry.register({
   levels: ['system'],
   affectsState: false,
   async handler(ctx, req) {
+    // Re-indexing is administration: in-process callers (no principal) and administrators only.
+    if (req.principal && req.principal.role !== 'admin') throw new FhirError(403, '$reindex is for administrators', 'forbidden');
     if (req.method === 'GET' || req.method === 'HEAD') {
       const body: Parameters = { resourceType: 'Parameters', parameter: reindexJobs().map(jobParameter) };
       return { status: 200, headers: {}, body };
