@@ -85,5 +85,6 @@ export async function seed(t: TestApp): Promise<void> {
   await put(consent('c-hide', 'anna', 'hide', { data: 'DocumentReference/doc-hidden' }));
   await put(consent('c-object', 'anna', 'object-encounter', { data: 'Encounter/enc-2' }));
   await put(consent('c-asst', 'anna', 'assistant', { actor: 'RelatedPerson/asst' }));
+  await put(consent('c-xborder', 'anna', 'cross-border'));
   await put(consent('c-ben-grant', 'ben', 'grant', { actor: 'Practitioner/dr-grant' }));
 }

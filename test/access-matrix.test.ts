@@ -43,7 +43,8 @@ interface Actor {
   /** Records fully open to the actor, and whether restricted (R) documents are included. */
   full?: Record<string, { r: boolean }>;
   patientSide?: boolean;
-  emergency?: boolean;
+  /** Essential data as in an emergency: of every record, or of the records listed. */
+  emergency?: boolean | string[];
   admin?: boolean;
 }
 
@@ -59,7 +60,7 @@ const ACTORS: Actor[] = [
   { name: 'blocked (grant too)', claims: { role: 'practitioner', id: 'Practitioner/dr-blocked' } },
   { name: 'no link', claims: { role: 'practitioner', id: 'Practitioner/dr-none' } },
   { name: 'emergency', claims: { role: 'practitioner', id: 'Practitioner/dr-none', purpose: 'EMERGENCY', reason: 'road accident' }, emergency: true },
-  { name: 'NCP', claims: { role: 'ncp', id: 'Organization/ncp-be' }, emergency: true },
+  { name: 'NCP', claims: { role: 'ncp', id: 'Organization/ncp-be' }, emergency: ['anna'] },
 ];
 
 function allowed(actor: Actor, item: Item): boolean {
@@ -74,6 +75,7 @@ function allowed(actor: Actor, item: Item): boolean {
     if (item.label === 'V' || (item.label === 'R' && !record.r)) return false;
     return !item.hidden && !item.objected;
   }
+  if (Array.isArray(actor.emergency) && !actor.emergency.includes(item.patient)) return false;
   if (actor.emergency) return !!item.essential && !item.label && !item.hidden && !item.objected && !item.private;
   return false;
 }

@@ -163,7 +163,8 @@ export class AccessScope {
       case 'assistant':
         return policy.assistants.has(pr.ref) && !policy.unknown ? 'full' : 'none';
       case 'ncp':
-        return policy.unknown || policy.closed || policy.emergencyOptOut ? 'none' : 'emergency';
+        // Cross-border sharing needs the patient's explicit consent; a closed record is never sent.
+        return policy.unknown || policy.closed || !policy.crossBorder ? 'none' : 'emergency';
       case 'practitioner': {
         if (policy.unknown || policy.blocked.has(pr.ref)) return 'none';
         if (policy.closed) return 'own';

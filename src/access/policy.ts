@@ -11,6 +11,7 @@
  * - `close`             deny: the record is closed (only the patient and each author for their own)
  * - `emergency-optout`  deny: no emergency access to this record
  * - `assistant`         permit, provision.actor = the RelatedPerson/Person appointed as DSP assistant
+ * - `cross-border`      permit: the national contact point may send the Patient Summary abroad (MyHealth@EU)
  * Only Consents with status `active` count. A Consent of this patient with a DSP policy code that is not
  * known here makes the policy unknown: professionals are then denied (fail closed).
  */
@@ -20,7 +21,7 @@ import { FhirError } from '../fhir/outcome.ts';
 
 export const POLICY_SYSTEM = 'https://dsp.lu/fhir/CodeSystem/access-policy';
 export const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
-export const KINDS = ['grant', 'care-relationship', 'block', 'hide', 'object-encounter', 'close', 'emergency-optout', 'assistant'] as const;
+export const KINDS = ['grant', 'care-relationship', 'block', 'hide', 'object-encounter', 'close', 'emergency-optout', 'assistant', 'cross-border'] as const;
 export type PolicyKind = (typeof KINDS)[number];
 
 export interface Grant {
@@ -43,6 +44,8 @@ export interface PatientPolicy {
   closed: boolean;
   emergencyOptOut: boolean;
   assistants: Set<string>;
+  /** The patient consented to cross-border sharing of their Patient Summary through the national contact point. */
+  crossBorder: boolean;
   /** A DSP Consent with an unknown code (or malformed) exists: deny professionals. */
   unknown: boolean;
 }
@@ -73,6 +76,7 @@ export async function loadPolicy(session: StoreSession, patientId: string, now =
     closed: false,
     emergencyOptOut: false,
     assistants: new Set(),
+    crossBorder: false,
     unknown: false,
   };
   try {
@@ -134,6 +138,9 @@ function applyConsent(policy: PatientPolicy, c: Consent, now: number): void {
       break;
     case 'assistant':
       for (const a of actors) policy.assistants.add(a);
+      break;
+    case 'cross-border':
+      policy.crossBorder = true;
       break;
   }
 }
