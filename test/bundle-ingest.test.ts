@@ -1,0 +1,79 @@
+/**
+ * Ingest path of batch and transaction Bundles (src/fhir/bundle.ts): what the fast path must keep exactly as the
+ * slow one did (profile issues, conditional references resolved once per transaction).
+ */
+import { describe, expect, it } from 'vitest';
+import type { Bundle, BundleEntry, Observation, Patient } from 'fhir/r4';
+import { makeApp } from './support/app.ts';
+
+function tx(entries: BundleEntry[], type: 'transaction' | 'batch' = 'transaction'): Bundle {
+  return { resourceType: 'Bundle', type, entry: entries };
+}
+
+describe('profile validation of entries (DSP_PROFILE_VALIDATION)', () => {
+  const LU_PATIENT = 'http://dsp.lu/fhir/StructureDefinition/lu-patient';
+  // Declares LU Patient but has no matricule, name, gender or birth date.
+  const bad = { resourceType: 'Patient', meta: { profile: [LU_PATIENT] }, active: true } as Patient;
+  const bundleOf = (type: 'transaction' | 'batch') => tx([{ resource: bad, request: { method: 'POST', url: 'Patient' } }], type);
+
+  for (const type of ['transaction', 'batch'] as const) {
+    it(`warn, ${type}: the profile issues come back in the entry with Prefer: return=OperationOutcome, not otherwise`, async () => {
+      const lenient = await makeApp({ profileValidation: 'warn' });
+      const withOutcome = await lenient.http.post('/fhir').set('Prefer', 'return=OperationOutcome').send(bundleOf(type));
+      expect(withOutcome.status).toBe(200);
+      const entry = (withOutcome.body as Bundle).entry![0];
+      expect(entry.response!.status).toBe('201');
+      const issues = (entry.resource as { issue: { severity: string }[] }).issue;
+      expect(issues.some((i) => i.severity === 'error')).toBe(true);
+      const plain = await lenient.http.post('/fhir').send(bundleOf(type));
+      expect((plain.body as Bundle).entry![0].response!.status).toBe('201');
+      expect(await lenient.ctx.store.count('Patient')).toBe(2);
+    });
+
+    it(`reject, ${type}: an entry that does not conform to its declared profile is refused whatever Prefer says`, async () => {
+      const strict = await makeApp({ profileValidation: 'reject' });
+      const res = await strict.http.post('/fhir').set('Prefer', 'return=minimal').send(bundleOf(type));
+      if (type === 'transaction') expect(res.status).toBe(422);
+      else expect((res.body as Bundle).entry![0].response!.status).toBe('422');
+      expect(await strict.ctx.store.count('Patient')).toBe(0);
+    });
+  }
+});
+
+describe('reference rewriting', () => {
+  it('rewrites conditional and urn:uuid references at any depth, the same conditional reference everywhere', async () => {
+    const t = await makeApp();
+    const pre = await t.http.put('/fhir/Patient/known').send({ resourceType: 'Patient', id: 'known', identifier: [{ system: 'urn:oid:1.3.182.4.4', value: '1980010112345' }] });
+    expect(pre.status).toBe(201);
+    const cond = 'Patient?identifier=urn:oid:1.3.182.4.4|1980010112345';
+    const urn = 'urn:uuid:1b0c4f7e-2222-4c1a-9a53-000000000001';
+    const observation = (n: number): Observation => ({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: `o${n}` },
+      subject: { reference: cond },
+      performer: [{ reference: urn }, { reference: cond, display: 'self' }],
+      hasMember: n > 0 ? [{ reference: 'urn:uuid:1b0c4f7e-2222-4c1a-9a53-000000000100' }] : undefined,
+    });
+    const res = await t.http.post('/fhir').send(
+      tx([
+        { fullUrl: urn, resource: { resourceType: 'Practitioner', name: [{ family: 'Muller' }] }, request: { method: 'POST', url: 'Practitioner' } },
+        { fullUrl: 'urn:uuid:1b0c4f7e-2222-4c1a-9a53-000000000100', resource: observation(0), request: { method: 'POST', url: 'Observation' } },
+        { resource: observation(1), request: { method: 'POST', url: 'Observation' } },
+        { resource: observation(2), request: { method: 'POST', url: 'Observation' } },
+      ]),
+    );
+    expect(res.status).toBe(200);
+    const locations = (res.body as Bundle).entry!.map((e) => e.response!.location!.split('/_history')[0]!);
+    for (const loc of locations.slice(1)) {
+      const o = (await t.http.get(`/fhir/${loc}`)).body as Observation;
+      expect(o.subject!.reference).toBe('Patient/known');
+      expect(o.performer!.map((p) => p.reference)).toEqual([locations[0], 'Patient/known']);
+      expect(o.performer![1].display).toBe('self');
+      if (o.hasMember) expect(o.hasMember[0].reference).toBe(locations[1]);
+    }
+    // The index follows the rewritten references.
+    const found = await t.http.get('/fhir/Observation?subject=Patient/known&_count=10');
+    expect((found.body as Bundle).entry).toHaveLength(3);
+  });
+});
