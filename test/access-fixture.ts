@@ -87,4 +87,38 @@ export async function seed(t: TestApp): Promise<void> {
   await put(consent('c-asst', 'anna', 'assistant', { actor: 'RelatedPerson/asst' }));
   await put(consent('c-xborder', 'anna', 'cross-border'));
   await put(consent('c-ben-grant', 'ben', 'grant', { actor: 'Practitioner/dr-grant' }));
+  await seedCareRelationships(t);
+}
+
+/**
+ * Declared care relationships of anna: the active CareTeam ct-active (dr-team, PractitionerRole/role-team of
+ * dr-team-role, and dr-blocked, whom anna blocked), an active CareTeam with an ended period (dr-team-ended),
+ * an inactive one (dr-team-inactive), an active team member whose own participation ended (dr-left), and an
+ * active EpisodeOfCare managed by dr-episode.
+ */
+export async function seedCareRelationships(t: TestApp): Promise<void> {
+  const put = async (r: Resource) => {
+    const res = await t.http.put(`/fhir/${r.resourceType}/${r.id}`).send(r);
+    if (res.status >= 300) throw new Error(`seed ${r.resourceType}/${r.id}: ${res.status} ${JSON.stringify(res.body)}`);
+  };
+  for (const p of ['dr-team', 'dr-team-role', 'dr-team-ended', 'dr-team-inactive', 'dr-left', 'dr-episode']) await put({ resourceType: 'Practitioner', id: p } as Resource);
+  await put({ resourceType: 'PractitionerRole', id: 'role-team', active: true, practitioner: { reference: 'Practitioner/dr-team-role' } } as Resource);
+  await put(careTeam('ct-active', 'anna', ['Practitioner/dr-team', 'PractitionerRole/role-team', 'Practitioner/dr-blocked'], { start: '2020-01-01', left: ['Practitioner/dr-left'] }));
+  await put(careTeam('ct-ended', 'anna', ['Practitioner/dr-team-ended'], { start: '2019-01-01', end: '2020-12-31' }));
+  await put(careTeam('ct-inactive', 'anna', ['Practitioner/dr-team-inactive'], { status: 'inactive' }));
+  await put({ resourceType: 'EpisodeOfCare', id: 'eoc-1', status: 'active', patient: { reference: 'Patient/anna' }, period: { start: '2024-01-01' }, careManager: { reference: 'Practitioner/dr-episode' } } as Resource);
+}
+
+export function careTeam(id: string, patient: string, members: string[], opts: { status?: string; start?: string; end?: string; left?: string[] } = {}): Resource {
+  return {
+    resourceType: 'CareTeam',
+    id,
+    status: opts.status ?? 'active',
+    subject: { reference: `Patient/${patient}` },
+    ...(opts.start || opts.end ? { period: { ...(opts.start ? { start: opts.start } : {}), ...(opts.end ? { end: opts.end } : {}) } } : {}),
+    participant: [
+      ...members.map((m) => ({ member: { reference: m } })),
+      ...(opts.left ?? []).map((m) => ({ member: { reference: m }, period: { start: '2020-01-01', end: '2021-01-01' } })),
+    ],
+  } as Resource;
 }

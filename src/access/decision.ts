@@ -17,8 +17,9 @@ import { extractIndex } from '../search/indexer.ts';
 import { searchParam } from '../search/registry.ts';
 import { compartmentFilter, compartmentTypes } from '../fhir/compartments.ts';
 import { FhirError, notFound } from '../fhir/outcome.ts';
-import { CONFIDENTIALITY, type PatientPolicy, linkOf, loadPolicy } from './policy.ts';
+import { CONFIDENTIALITY, type PatientPolicy, candidatePatients, linkOf, loadPolicy } from './policy.ts';
 import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
+import { ncpCanSeeDocument, ncpNarrow } from '../crossborder/ncp.ts';
 
 /** Shared, non-patient data every authenticated principal may read (directory, terminology, conformance). */
 export const DIRECTORY_TYPES = new Set([
@@ -127,6 +128,7 @@ export class AccessScope {
   private readonly session: StoreSession;
   private readonly cursorKey: Buffer;
   private readonly policies = new Map<string, Promise<PatientPolicy>>();
+  private readonly restricted = new Map<string, Promise<Restriction[]>>();
   /** What the audit trail records about this request. */
   readonly facts: AuditFacts = { patients: new Set(), emergency: false };
 
@@ -193,6 +195,8 @@ export class AccessScope {
     const type = resource.resourceType;
     if (DIRECTORY_TYPES.has(type)) return true;
     if (type === 'Binary') return false;
+    // The national contact point reads the Patient Summary document of a record it sees (crossborder/ncp.ts).
+    if (type === 'Bundle' && this.principal.role === 'ncp') return ncpCanSeeDocument(this, this.session, resource);
     if (!isPatientData(type)) return false;
     if (PATIENT_PRIVATE.has(type) && !this.isPatientSide()) return false;
     const patients = patientsOf(resource);
@@ -352,6 +356,8 @@ export class AccessScope {
     types = data; // directory types never match a record's filters: leave them out of a mixed search
     const pinned = this.pinned(types, filters);
     if (pinned) return this.narrowToPatient(pinned, types);
+    // The national contact point names no id: it identifies the patient (crossborder/ncp.ts).
+    if (this.principal.role === 'ncp') return ncpNarrow(this, this.session, types, filters, (id, t) => this.narrowToPatient(id, t));
     // Unpinned: every record the principal fully accesses.
     const ids = await this.fullRecords();
     if (ids.length === 0) return { types, filters: [never()] };
@@ -366,14 +372,27 @@ export class AccessScope {
     for (const id of ids) this.facts.patients.add(id);
     const excluded = new Set<string>();
     for (const id of ids) for (const e of await this.exclusions(id, 'full', types)) excluded.add(e);
-    if (excluded.size) out.push(await this.positiveList(types, out, excluded));
+    if (excluded.size) out.push({ kind: 'not-refs', refs: [...excluded].sort() });
     return { types, filters: out };
   }
 
-  /** Records a professional or assistant fully accesses (médecin référent, grants, assistant appointments). */
+  /**
+   * Records a professional or assistant fully accesses (médecin référent, grants, assistant appointments).
+   * The candidates (several searches) are kept in the PolicyCache per principal, cleared with the policies;
+   * each candidate's mode is decided again per request (policies are cached too).
+   */
   private async fullRecords(): Promise<string[]> {
     const pr = this.principal;
     if (pr.role !== 'practitioner' && pr.role !== 'assistant') return [];
+    const candidates = this.policyCache ? await this.policyCache.linked(`${pr.role}\u0000${pr.ref}`, () => this.linkCandidates()) : await this.linkCandidates();
+    const out: string[] = [];
+    for (const id of candidates) if ((await this.modeFor(id)) === 'full') out.push(id);
+    return out.sort();
+  }
+
+  /** Patients with whom this professional or assistant may have a link (a superset; modeFor decides). */
+  private async linkCandidates(): Promise<Set<string>> {
+    const pr = this.principal;
     const candidates = new Set<string>();
     const ref = { type: 'reference' as const, reference: pr.ref, targetType: pr.ref.split('/')[0], targetId: pr.ref.split('/')[1] };
     const base = { sort: [], count: 10_000, total: 'none' as const, include: [] };
@@ -386,9 +405,9 @@ export class AccessScope {
       const p = (c as { patient?: { reference?: string } }).patient?.reference;
       if (p?.startsWith('Patient/')) candidates.add(p.slice(8));
     }
-    const out: string[] = [];
-    for (const id of candidates) if ((await this.modeFor(id)) === 'full') out.push(id);
-    return out.sort();
+    // Declared care relationships (CareTeam, EpisodeOfCare), also through the practitioner's roles.
+    if (pr.role === 'practitioner') for (const id of await candidatePatients(this.session, pr.ref, { ownConsents: false })) candidates.add(id);
+    return candidates;
   }
 
   private async narrowToPatient(patientId: string, requested: string[]): Promise<{ types: string[]; filters: Filter[] }> {
@@ -412,57 +431,39 @@ export class AccessScope {
       return { types, filters: out };
     }
     const excluded = await this.exclusions(patientId, mode, types);
-    if (excluded.size) out.push(await this.positiveList(types, out, excluded));
+    if (excluded.length) out.push({ kind: 'not-refs', refs: excluded });
     return { types, filters: out };
   }
 
   /**
    * Resources of a record this principal may not see although the record is open to them: security labels
    * above their level, hidden resources, resources of objected visits; minus what they wrote themselves.
+   * `Type/id` of the requested types, for a `not-refs` filter. The record's restricted resources are the
+   * same for every principal (restrictionsOf, cached per patient); only the choice among them is per request.
    */
-  private async exclusions(patientId: string, mode: Mode, types: string[]): Promise<Set<string>> {
-    const out = new Set<string>();
-    if (this.isPatientSide() || mode === 'own' || mode === 'none') return out;
+  private async exclusions(patientId: string, mode: Mode, types: string[]): Promise<string[]> {
+    if (this.isPatientSide() || mode === 'own' || mode === 'none') return [];
     const policy = await this.policy(patientId);
     const allowed = this.labelsAllowed(mode, policy);
-    const denied = ['R', 'V'].filter((l) => !allowed.has(l));
-    const inRecord = compartmentFilter('Patient', patientId, types);
-    const base = { sort: [], count: 100_000, total: 'none' as const, include: [] };
-    const candidates: Resource[] = [];
-    const dataTypes = types.filter((t) => t !== 'Patient');
-    if (denied.length && dataTypes.length) {
-      candidates.push(...(await this.session.search({ ...base, resourceTypes: dataTypes, filters: [inRecord, token('_security', denied, CONFIDENTIALITY)] })).resources);
-      if (dataTypes.includes('DocumentReference')) {
-        candidates.push(...(await this.session.search({ ...base, resourceTypes: ['DocumentReference'], filters: [inRecord, token('security-label', denied, CONFIDENTIALITY)] })).resources);
-      }
+    const wanted = new Set(types);
+    const out: string[] = [];
+    for (const r of await this.restrictions(patientId, policy)) {
+      if (!wanted.has(r.type)) continue;
+      if (!r.hidden && !r.objected && r.labels.every((l) => allowed.has(l))) continue;
+      if (mode === 'full' && r.authors.includes(this.principal.ref)) continue;
+      out.push(r.ref);
     }
-    for (const ref of policy.hidden) {
-      const [t, i] = ref.split('/');
-      if (!types.includes(t)) continue;
-      const rec = await this.session.current(t, i);
-      if (rec?.resource) candidates.push(rec.resource);
-    }
-    if (policy.objectedEncounters.size) {
-      const encTypes = dataTypes.filter((t) => searchParam(t, 'encounter')?.type === 'reference');
-      const anyOf = [...policy.objectedEncounters].map((e) => ({ type: 'reference' as const, reference: e, targetType: 'Encounter', targetId: e.slice(10) }));
-      if (encTypes.length) candidates.push(...(await this.session.search({ ...base, resourceTypes: encTypes, filters: [inRecord, { kind: 'param', param: 'encounter', type: 'reference', anyOf }] })).resources);
-      if (types.includes('Encounter')) {
-        for (const e of policy.objectedEncounters) {
-          const rec = await this.session.current('Encounter', e.slice(10));
-          if (rec?.resource) candidates.push(rec.resource);
-        }
-      }
-    }
-    for (const r of candidates) if (!(mode === 'full' && authorsOf(r).has(this.principal.ref))) out.add(`${r.resourceType}/${r.id}`);
     return out;
   }
 
-  /** `NOT IN excluded` as the store contract has no negated id filter: the visible ids, listed. */
-  private async positiveList(types: string[], filters: Filter[], excluded: Set<string>): Promise<Filter> {
-    const all = await this.session.search({ resourceTypes: types, filters: [...filters], sort: [], count: 1_000_000, total: 'none', include: [] });
-    const excludedIds = new Set([...excluded].map((r) => r.slice(r.indexOf('/') + 1)));
-    // Ids are unique per type only: an id shared with an excluded resource of another type is left out too.
-    return { kind: 'id', ids: all.resources.filter((r) => !excludedIds.has(r.id!)).map((r) => r.id!) };
+  private restrictions(patientId: string, policy: PatientPolicy): Promise<Restriction[]> {
+    let known = this.restricted.get(patientId);
+    if (!known) {
+      const load = () => restrictionsOf(this.session, patientId, policy);
+      known = this.policyCache ? this.policyCache.restrictions(patientId, load) : load();
+      this.restricted.set(patientId, known);
+    }
+    return known;
   }
 
   /** _include / _revinclude results: each one checked like a read. */
@@ -493,28 +494,126 @@ export class AccessScope {
 }
 
 /**
- * Patient policies shared between requests of one process. Any write to a Patient or a Consent clears it
- * (enforce.ts), and entries live at most `ttlMs`, so a policy changed by another process (several servers
- * on one MongoDB) is seen after that delay at worst. Inside a transaction the cache is not used.
+ * A resource of a record that some principals with access to the record may not see: labelled R or V (the
+ * labels kept here), hidden by a `hide` Consent, or part of an objected visit. What a principal is denied
+ * of it depends on their level and authorship (AccessScope.exclusions).
+ */
+export interface Restriction {
+  ref: string;
+  type: string;
+  labels: string[];
+  hidden: boolean;
+  objected: boolean;
+  authors: string[];
+}
+
+/**
+ * The restricted resources of a patient's record, over every type of the Patient compartment: a few searches
+ * (labels, DocumentReference labels, resources of objected visits) and reads (hidden resources, objected
+ * Encounters). Depends on the policy (Consents) and on the record's resources only.
+ */
+export async function restrictionsOf(session: StoreSession, patientId: string, policy: PatientPolicy): Promise<Restriction[]> {
+  const byRef = new Map<string, Restriction>();
+  const add = (r: Resource, reason: { hidden?: boolean; objected?: boolean }) => {
+    const ref = `${r.resourceType}/${r.id}`;
+    let x = byRef.get(ref);
+    if (!x) {
+      x = { ref, type: r.resourceType, labels: labelsOf(r).filter((l) => l === 'R' || l === 'V'), hidden: false, objected: false, authors: [...authorsOf(r)] };
+      byRef.set(ref, x);
+    }
+    if (reason.hidden) x.hidden = true;
+    if (reason.objected) x.objected = true;
+  };
+  const dataTypes = compartmentTypes('Patient').filter((t) => t !== 'Patient');
+  const inRecord = compartmentFilter('Patient', patientId, dataTypes);
+  const base = { sort: [], count: 100_000, total: 'none' as const, include: [] };
+  // Labels: not on the Patient resource itself (its search is narrowed by id).
+  for (const r of (await session.search({ ...base, resourceTypes: dataTypes, filters: [inRecord, token('_security', ['R', 'V'], CONFIDENTIALITY)] })).resources) add(r, {});
+  const docFilter = compartmentFilter('Patient', patientId, ['DocumentReference']);
+  for (const r of (await session.search({ ...base, resourceTypes: ['DocumentReference'], filters: [docFilter, token('security-label', ['R', 'V'], CONFIDENTIALITY)] })).resources) add(r, {});
+  for (const ref of policy.hidden) {
+    const [t, i] = ref.split('/');
+    if (!t || !i) continue;
+    const rec = await session.current(t, i);
+    if (rec?.resource && !rec.deleted) add(rec.resource, { hidden: true });
+  }
+  if (policy.objectedEncounters.size) {
+    const encTypes = dataTypes.filter((t) => searchParam(t, 'encounter')?.type === 'reference');
+    const anyOf = [...policy.objectedEncounters].map((e) => ({ type: 'reference' as const, reference: e, targetType: 'Encounter', targetId: e.slice(10) }));
+    const inEncRecord = compartmentFilter('Patient', patientId, encTypes);
+    if (encTypes.length) {
+      for (const r of (await session.search({ ...base, resourceTypes: encTypes, filters: [inEncRecord, { kind: 'param', param: 'encounter', type: 'reference', anyOf }] })).resources) add(r, { objected: true });
+    }
+    for (const e of policy.objectedEncounters) {
+      const rec = await session.current('Encounter', e.slice(10));
+      if (rec?.resource && !rec.deleted) add(rec.resource, { objected: true });
+    }
+  }
+  return [...byRef.values()];
+}
+
+interface Cached<T> {
+  at: number;
+  value: Promise<T>;
+}
+
+/**
+ * What access decisions read from the store, shared between requests of one process: patient policies, the
+ * restricted resources of each record (restrictionsOf), and the records each professional or assistant may
+ * be linked to. Entries live at most `ttlMs`, so a change made by another process (several servers on one
+ * MongoDB) is seen after that delay at worst; inside a transaction the cache is not used. enforce.ts, after
+ * a write that succeeded: `clear()` for a change to what links or policies are made of (Patient, Consent,
+ * care relationships) and for batches; `written()` for any other write.
  */
 export class PolicyCache {
-  private readonly entries = new Map<string, { at: number; value: Promise<PatientPolicy> }>();
+  private readonly entries = new Map<string, Cached<PatientPolicy>>();
+  private readonly restricted = new Map<string, Cached<Restriction[]>>();
+  private readonly links = new Map<string, Cached<Set<string>>>();
   private readonly ttlMs: number;
   constructor(ttlMs: number) {
     this.ttlMs = ttlMs;
   }
-  get(patientId: string, load: () => Promise<PatientPolicy>): Promise<PatientPolicy> {
+  private cached<T>(map: Map<string, Cached<T>>, key: string, load: () => Promise<T>): Promise<T> {
     const now = Date.now();
-    const hit = this.entries.get(patientId);
+    const hit = map.get(key);
     if (hit && now - hit.at < this.ttlMs) return hit.value;
-    if (this.entries.size > 50_000) this.entries.clear();
+    if (map.size > 50_000) map.clear();
     const value = load();
-    value.catch(() => this.entries.delete(patientId));
-    this.entries.set(patientId, { at: now, value });
+    value.catch(() => map.delete(key));
+    map.set(key, { at: now, value });
     return value;
+  }
+  get(patientId: string, load: () => Promise<PatientPolicy>): Promise<PatientPolicy> {
+    return this.cached(this.entries, patientId, load);
+  }
+  /** The restricted resources of a record (labels, hidden, objected visits). */
+  restrictions(patientId: string, load: () => Promise<Restriction[]>): Promise<Restriction[]> {
+    return this.cached(this.restricted, patientId, load);
+  }
+  /** The patients a principal may be linked to (`role NUL ref`). */
+  linked(principalKey: string, load: () => Promise<Set<string>>): Promise<Set<string>> {
+    return this.cached(this.links, principalKey, load);
   }
   clear(): void {
     this.entries.clear();
+    this.restricted.clear();
+    this.links.clear();
+  }
+  /**
+   * After a successful write of something other than a policy: a resource that becomes restricted (labelled,
+   * in an objected visit) or enters a record is in the record of its new version, whose restrictions are
+   * dropped; a delete only lifts restrictions (a stale entry excludes a resource that is gone). When the
+   * written resource is not in the response (return=minimal, operations), every record's are dropped.
+   */
+  written(interaction: Interaction, type: string | undefined, body: unknown): void {
+    if (interaction === 'delete') return;
+    if (type && (interaction === 'operation' ? DIRECTORY_TYPES.has(type) : !isPatientData(type))) return;
+    const r = body as Resource | undefined;
+    if (type && interaction !== 'operation' && r && typeof r === 'object' && r.resourceType === type && typeof r.id === 'string') {
+      for (const p of patientsOf(r)) this.restricted.delete(p);
+      return;
+    }
+    this.restricted.clear();
   }
 }
 

@@ -4,7 +4,7 @@
  * instance interaction is about, and records the outcome in the audit trail (allowed or denied).
  */
 import type { Bundle, BundleEntry, Parameters, Resource } from 'fhir/r4';
-import type { StoreSession } from '../store/port.ts';
+import type { CurrentRecord, StoreSession, VersionRecord } from '../store/port.ts';
 import type { Context } from '../fhir/interactions.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import { FhirError } from '../fhir/outcome.ts';
@@ -12,8 +12,11 @@ import { fhirModel } from '../fhir/model.ts';
 import { applyFhirPathPatch, applyJsonPatch } from '../fhir/patch.ts';
 import { buildAuditEvent } from '../audit/event.ts';
 import { AccessScope, type Interaction, forbidden, isPatientData } from './decision.ts';
-import { requireScope } from './principal.ts';
+import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
+import { operationRegistry } from '../operations/registry.ts';
+import { PATIENT_ACCESS_OPERATIONS } from '../operations/patient-access.ts';
 import { accessRuntime } from './service.ts';
+import { ncpOperationAllowed, ncpView } from '../crossborder/ncp.ts';
 
 type Route = (ctx: Context, req: FhirRequest, session?: StoreSession) => Promise<FhirResponse>;
 
@@ -31,9 +34,46 @@ interface Classified {
 }
 
 const WRITES = new Set<Interaction>(['create', 'update', 'patch', 'delete', 'batch', 'operation']);
+/** Types whose writes can change an access decision: the shared policy cache is cleared after them. */
+const POLICY_TYPES = new Set(['Patient', 'Consent', 'CareTeam', 'EpisodeOfCare', 'PractitionerRole']);
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 /** Operations that touch no patient data beyond what their target check covers. */
-const OPEN_OPERATIONS = new Set(['expand', 'validate-code', 'lookup', 'subsumes', 'translate', 'validate']);
+const OPEN_OPERATIONS = new Set(['expand', 'validate-code', 'batch-validate-code', 'lookup', 'subsumes', 'translate', 'validate']);
+/** The patient-facing access operations (src/operations/patient-access.ts): patient, assistant and admin only. */
+const PATIENT_OPERATIONS = new Set(PATIENT_ACCESS_OPERATIONS.map((o) => o.name));
+const TERMINOLOGY_TYPE: Record<string, string> = { expand: 'ValueSet', 'validate-code': 'ValueSet', 'batch-validate-code': 'ValueSet', lookup: 'CodeSystem', subsumes: 'CodeSystem', translate: 'ConceptMap' };
+
+/**
+ * The SMART scopes an operation needs, for every principal: each entry needs one of `perms` on `type`
+ * (`*`: only a wildcard scope covers it). What an operation reads needs `r` (or `s` for a search), what it
+ * writes `c` / `u`. Operations without a rule here need `r` (or `u` when they change data) on their target type.
+ */
+function operationScopes(name: string, info: Classified, req: FhirRequest): { type: string; perms: Permission[] }[] {
+  const level = info.id ? 'instance' : info.type ? 'type' : 'system';
+  const patientOp = PATIENT_ACCESS_OPERATIONS.find((o) => o.name === name);
+  if (patientOp) return patientOp.scopes;
+  if (name === 'everything') return [{ type: 'Patient', perms: ['r'] }];
+  if (TERMINOLOGY_TYPE[name]) return [{ type: info.type ?? TERMINOLOGY_TYPE[name], perms: ['r'] }];
+  if (name === 'validate') {
+    if (level === 'instance') return [{ type: info.type!, perms: ['r'] }];
+    // Type level: validating before a write is part of writing (c / u) or reading that type.
+    const body = req.body as { resourceType?: unknown; parameter?: { name?: string; resource?: { resourceType?: unknown } }[] } | undefined;
+    const inner = body?.resourceType === 'Parameters' ? body.parameter?.find((p) => p?.name === 'resource')?.resource?.resourceType : body?.resourceType;
+    const t = info.type ?? (typeof inner === 'string' ? inner : '*');
+    return [{ type: t, perms: ['r', 'c', 'u'] }];
+  }
+  if (name === 'to-cda') return [{ type: 'Bundle', perms: ['r'] }];
+  if (name === 'from-cda') return [{ type: level === 'instance' ? (info.type ?? 'Binary') : 'Bundle', perms: ['r'] }];
+  if (name === 'reindex') return req.method === 'GET' || req.method === 'HEAD' ? [{ type: 'SearchParameter', perms: ['r'] }] : [{ type: '*', perms: ['u'] }];
+  const op = operationRegistry.list().find((o) => o.name === name);
+  if (!op) return [];
+  return [{ type: info.type ?? '*', perms: [op.affectsState ? 'u' : 'r'] }];
+}
+
+function requireAnyScope(principal: Principal, type: string, perms: Permission[]): void {
+  if (perms.some((p) => hasScope(principal, type, p))) return;
+  requireScope(principal, type, perms[0]);
+}
 
 function classify(req: FhirRequest): Classified {
   const parts = req.path.split('/').filter((p) => p.length > 0).map((p) => {
@@ -90,14 +130,21 @@ export async function enforce(ctx: Context, req: FhirRequest, session: StoreSess
   let status = 500;
   let failure: string | undefined;
   try {
-    // AuditEvents live in the audit trail's own store: their interactions run there.
+    // AuditEvents live in the audit trail's own store: their interactions run there. Their search index rows
+    // are written after the entries (src/audit/chain.ts): a search waits until every entry has them.
+    if (info.type === 'AuditEvent' && info.interaction === 'search') await rt.audit.indexed();
     const res =
       info.type === 'AuditEvent'
         ? await guarded({ ...ctx, store: rt.auditStore }, { ...req, access: scope }, undefined, route, scope, info)
         : await guarded(ctx, { ...req, access: scope }, session, route, scope, info);
+    // What a national contact point receives: minimal Patients, Patient Summary representations (crossborder/ncp.ts).
+    if (req.principal.role === 'ncp') res.body = await ncpView(session ?? ctx.store, res.body);
     status = res.status;
     // A changed Patient or Consent can change any decision: the shared policy cache starts over.
-    if (WRITES.has(info.interaction) && (info.type === 'Patient' || info.type === 'Consent' || info.interaction === 'batch')) rt.policies.clear();
+    // CareTeam, EpisodeOfCare and PractitionerRole declare care relationships (policy.ts).
+    if (WRITES.has(info.interaction) && (POLICY_TYPES.has(info.type ?? '') || info.interaction === 'batch')) rt.policies.clear();
+    // Any other write can make a resource restricted (a label, an objected visit): that record's cached exclusions go.
+    else if (WRITES.has(info.interaction)) rt.policies.written(info.interaction, info.type, res.body);
     return res;
   } catch (err) {
     status = statusOf(err);
@@ -123,17 +170,43 @@ export async function enforce(ctx: Context, req: FhirRequest, session: StoreSess
   }
 }
 
-/** The last visible state of an instance: the current resource, or for a tombstone the version before it. */
-async function lastLive(reads: StoreSession, type: string, id: string): Promise<Resource | undefined> {
-  const rec = await reads.current(type, id);
-  if (!rec) return undefined;
-  if (!rec.deleted) return rec.resource;
-  return rec.versionId > 1 ? (await reads.version(type, id, rec.versionId - 1))?.resource : undefined;
+/** Records the access check read, handed to the interaction so that it does not read them again. */
+interface Seen {
+  current?: CurrentRecord;
+  versions: VersionRecord[];
 }
 
-async function checkInstance(scope: AccessScope, reads: StoreSession, type: string, id: string): Promise<Resource | undefined> {
+/** The last visible state of an instance: the current resource, or for a tombstone the version before it. */
+async function lastLive(reads: StoreSession, type: string, id: string, seen?: Seen): Promise<Resource | undefined> {
+  const rec = await reads.current(type, id);
+  if (seen) seen.current = rec;
+  if (!rec) return undefined;
+  if (!rec.deleted) return rec.resource;
+  const before = rec.versionId > 1 ? await reads.version(type, id, rec.versionId - 1) : undefined;
+  if (seen && before) seen.versions.push(before);
+  return before?.resource;
+}
+
+/**
+ * `reads` for the interaction that follows an access check: the records the check read for `type/id` are
+ * answered from memory (the same snapshot the decision was made on), everything else goes to `reads`.
+ */
+function reuse(reads: StoreSession, type: string, id: string, seen: Seen): StoreSession {
+  return {
+    current: (t, i) => (t === type && i === id ? Promise.resolve(seen.current) : reads.current(t, i)),
+    version: (t, i, v) => {
+      const hit = t === type && i === id ? (seen.current?.versionId === v ? seen.current : seen.versions.find((r) => r.versionId === v)) : undefined;
+      return hit ? Promise.resolve(hit) : reads.version(t, i, v);
+    },
+    search: (request) => reads.search(request),
+    put: (resource, options) => reads.put(resource, options),
+    delete: (t, i, options) => reads.delete(t, i, options),
+  };
+}
+
+async function checkInstance(scope: AccessScope, reads: StoreSession, type: string, id: string, seen?: Seen): Promise<Resource | undefined> {
   if (scope.unrestricted || !fhirModel().isResourceType(type) || !ID.test(id)) return undefined;
-  const res = await lastLive(reads, type, id);
+  const res = await lastLive(reads, type, id, seen);
   if (type === 'Binary') {
     if (!res || !(await scope.canSeeBinary(res))) throw new FhirError(404, `Binary/${id} is not known`, 'not-found');
     return res;
@@ -164,14 +237,18 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
       }
       return route(ctx, req, session);
     }
-    case 'read':
+    case 'read': {
       scope.authorize('read', type);
-      await checkInstance(scope, reads, type!, info.id!);
-      return route(ctx, req, session);
+      // The interaction reads what the check read (no second store read).
+      const seen: Seen = { versions: [] };
+      await checkInstance(scope, reads, type!, info.id!, seen);
+      return route(ctx, req, 'current' in seen ? reuse(reads, type!, info.id!, seen) : session);
+    }
     case 'vread': {
       scope.authorize('vread', type);
-      await checkInstance(scope, reads, type!, info.id!);
-      const res = await route(ctx, req, session);
+      const seen: Seen = { versions: [] };
+      await checkInstance(scope, reads, type!, info.id!, seen);
+      const res = await route(ctx, req, 'current' in seen ? reuse(reads, type!, info.id!, seen) : session);
       if (restricted && res.body && !(await scope.canSee(res.body))) throw new FhirError(404, `Version ${info.vid} of ${type}/${info.id} is not known`, 'not-found');
       return res;
     }
@@ -248,9 +325,21 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
     }
     case 'operation': {
       const name = info.operation!;
+      // SMART scopes first, for every principal (administrators and system clients included).
+      for (const need of operationScopes(name, info, req)) requireAnyScope(scope.principal, need.type, need.perms);
       if (name === 'everything') {
-        if (type) requireScope(scope.principal, type, 'r');
         if (restricted && type && info.id) await checkInstance(scope, reads, type, info.id);
+        return route(ctx, req, session);
+      }
+      if (PATIENT_OPERATIONS.has(name)) {
+        // The patient's own policy: the patient, their appointed assistant, or an administrator.
+        const role = scope.principal.role;
+        if (role !== 'admin' && role !== 'patient' && role !== 'assistant') throw forbidden(`Operation $${name} is for the patient, their assistant or an administrator`);
+        if (type === 'Patient' && info.id && restricted) await checkInstance(scope, reads, 'Patient', info.id);
+        return route(ctx, req, session);
+      }
+      if (restricted && ncpOperationAllowed(scope.principal, name, type, info.id)) {
+        await checkInstance(scope, reads, type!, info.id!);
         return route(ctx, req, session);
       }
       if (restricted && !OPEN_OPERATIONS.has(name)) throw forbidden(`Operation $${name} is available to administrators and system clients only`);

@@ -8,3 +8,4 @@ import './terminology.ts';
 import './reindex.ts';
 import './validate.ts';
 import './crossborder.ts';
+import './patient-access.ts';
