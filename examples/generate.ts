@@ -20,6 +20,7 @@ import type {
   Composition,
   CompositionSection,
   Condition,
+  Consent,
   DocumentReference,
   Immunization,
   Medication,
@@ -552,6 +553,12 @@ interface DocSpec {
   authorOrg?: string;
   confidentiality: 'N' | 'R' | 'V';
   lines: string[];
+  /**
+   * The document's unique id (masterIdentifier), when the PDF is one representation of a document stored
+   * elsewhere too: the Patient Summary's PDF names the FHIR document Bundle's identifier, which is how the
+   * NCP interface finds the FHIR representation (src/crossborder/ncp.ts).
+   */
+  documentId?: string;
 }
 const confDisplay = { N: 'normal', R: 'restricted', V: 'very restricted' } as const;
 const docSpecs: DocSpec[] = [
@@ -582,6 +589,7 @@ const docSpecs: DocSpec[] = [
     language: 'fr', created: '2026-10-12T09:30:00+02:00', author: 'pract-schmit-marc',
     confidentiality: 'N',
     lines: ['Résumé patient', 'Patiente : Claire Wagner (fictive)', 'Diabète de type 2, hypertension ; allergie aux pénicillines', 'Document d\'exemple - dsp-fhir-server'],
+    documentId: `urn:uuid:${uuidFor('ps-claire-wagner/bundle-identifier')}`,
   },
 ];
 
@@ -599,7 +607,7 @@ function documents(): FhirResource[] {
     const conf = cc(SYSTEMS.confidentiality, d.confidentiality, confDisplay[d.confidentiality]);
     const doc: DocumentReference = {
       resourceType: 'DocumentReference', id: docId,
-      masterIdentifier: { system: SYSTEMS.rfc3986, value: `urn:uuid:${uuidFor(`document/${d.id}`)}` },
+      masterIdentifier: { system: SYSTEMS.rfc3986, value: d.documentId ?? `urn:uuid:${uuidFor(`document/${d.id}`)}` },
       status: 'current', docStatus: 'final',
       type: cc(SYSTEMS.loinc, d.type[0], d.type[1]),
       category: [cc(SYSTEMS.loinc, d.category[0], d.category[1])],
@@ -628,9 +636,27 @@ function documents(): FhirResource[] {
   return out;
 }
 
+// ---------------------------------------------------------------- consents
+/** Claire Wagner agrees that the national contact point sends her Patient Summary abroad (MyHealth@EU). */
+function consents(): Consent[] {
+  return [{
+    resourceType: 'Consent', id: 'consent-cross-border-claire-wagner',
+    meta: { profile: ['http://dsp.lu/fhir/StructureDefinition/dsp-consent'] },
+    text: { status: 'generated', div: div('Claire Wagner accepte l’envoi de son résumé patient à un professionnel de santé d’un autre État membre (MyHealth@EU, fictif)') },
+    status: 'active',
+    scope: cc('http://terminology.hl7.org/CodeSystem/consentscope', 'patient-privacy', 'Privacy Consent'),
+    category: [cc(SYSTEMS.loinc, '59284-0', 'Patient Consent')],
+    patient: { reference: 'Patient/pat-claire-wagner' },
+    dateTime: '2026-10-12T10:00:00+02:00',
+    policyRule: cc('https://dsp.lu/fhir/CodeSystem/access-policy', 'cross-border', 'Cross-border sharing of the Patient Summary'),
+    provision: { type: 'permit', period: { start: '2026-10-12' } },
+  }];
+}
+
 // ---------------------------------------------------------------- write
 write('01-organizations.json', transaction('examples-01-organizations', orgSpecs.map(organization)));
 write('02-practitioners.json', transaction('examples-02-practitioners', [...practSpecs.map(practitioner), ...practSpecs.map(practitionerRole)]));
 write('03-patients.json', transaction('examples-03-patients', patSpecs.map((p) => patient(p))));
 write('04-documents.json', transaction('examples-04-documents', documents()));
 write('05-patient-summary-claire-wagner.json', patientSummary());
+write('06-consents.json', transaction('examples-06-consents', consents()));
