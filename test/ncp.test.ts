@@ -253,7 +253,11 @@ describe('other roles', () => {
   it('the NCP writes nothing and runs no other operation', async () => {
     expect((await ncp.put('/fhir/Consent/c-x').send(consent('c-x', CLAIRE.id, 'cross-border'))).status).toBe(403);
     expect((await ncp.post('/fhir/Bundle/$to-cda').send(example)).status).toBe(403);
-    expect((await ncp.get(`/fhir/Patient/${CLAIRE.id}/$everything`)).status).toBe(200); // essential data only (docs/access.md)
+    // $everything stays open to the NCP (essential data only, docs/access.md); its Patient is minimal too.
+    const everything = await ncp.get(`/fhir/Patient/${CLAIRE.id}/$everything`);
+    expect(everything.status).toBe(200);
+    const patients = entries(everything.body).filter((r) => r.resourceType === 'Patient');
+    expect(patients.map((p) => Object.keys(p).sort())).toEqual([['birthDate', 'gender', 'id', 'identifier', 'meta', 'name', 'resourceType']]);
   });
 });
 
