@@ -77,3 +77,45 @@ describe('reference rewriting', () => {
     expect((found.body as Bundle).entry).toHaveLength(3);
   });
 });
+
+describe('index values: fewer rows, same matches', () => {
+  const height = (text: string): Observation => ({
+    resourceType: 'Observation',
+    status: 'final',
+    code: { coding: [{ system: 'http://loinc.org', code: '8302-2', display: 'Body Height' }], text },
+    subject: { reference: 'Patient/p' },
+    valueQuantity: { value: 167.7, unit: 'cm', system: 'http://unitsofmeasure.org', code: 'cm' },
+  });
+
+  it('a CodeableConcept text equal to a coding display gives no separate text value; another text does', async () => {
+    const { extractIndex } = await import('../src/search/indexer.ts');
+    const same = extractIndex(height('Body height')).filter((v) => v.param === 'code');
+    expect(same).toEqual([{ param: 'code', type: 'token', system: 'http://loinc.org', code: '8302-2', text: 'body height' }]);
+    const other = extractIndex(height('Height, standing')).filter((v) => v.param === 'code');
+    expect(other.map((v) => (v as { text?: string }).text)).toEqual(['body height', 'height, standing']);
+  });
+
+  it('composites skip token components that have neither system nor code', async () => {
+    const { extractIndex } = await import('../src/search/indexer.ts');
+    const composites = extractIndex(height('Height, standing')).filter((v) => v.param === 'code-value-quantity');
+    expect(composites).toHaveLength(1);
+    const first = (composites[0] as { components: { code?: string }[] }).components[0]!;
+    expect(first.code).toBe('8302-2');
+  });
+
+  it(':text, :missing and composite searches find the same resources', async () => {
+    const t = await makeApp();
+    const a = (await t.http.post('/fhir/Observation').send(height('Body height'))).body as Observation;
+    const b = (await t.http.post('/fhir/Observation').send(height('Height, standing'))).body as Observation;
+    const ids = async (q: string) => (((await t.http.get(`/fhir/Observation?${q}`)).body as Bundle).entry ?? []).map((e) => e.resource!.id).sort();
+    const both = [a.id, b.id].sort();
+    expect(await ids('code:text=body')).toEqual(both);
+    expect(await ids('code:text=height')).toEqual([b.id]);
+    expect(await ids('code:text=height%2C%20st')).toEqual([b.id]);
+    expect(await ids('code:missing=false')).toEqual(both);
+    expect(await ids('code:missing=true')).toEqual([]);
+    expect(await ids('code-value-quantity=http://loinc.org|8302-2$gt150')).toEqual(both);
+    expect(await ids('code-value-quantity=8302-2$lt150')).toEqual([]);
+    expect(await ids('combo-code-value-quantity=http://loinc.org|8302-2$167.7')).toEqual(both);
+  });
+});

@@ -323,10 +323,15 @@ function tokenValues(param: string, node: Node, out: IndexValue[]): void {
         out.push({ param, type: 'token', system: str(o.system), code: str(o.code), text: str(o.display) && fold(o.display as string) });
       return;
     case 'CodeableConcept': {
-      const text = str(o.text) && fold(o.text as string);
+      let text = str(o.text) && fold(o.text as string);
       for (const c of (o.coding as Obj[]) ?? []) {
-        if (str(c.code) || str(c.system))
-          out.push({ param, type: 'token', system: str(c.system), code: str(c.code), text: str(c.display) && fold(c.display as string) });
+        if (str(c.code) || str(c.system)) {
+          const display = str(c.display) && fold(c.display as string);
+          out.push({ param, type: 'token', system: str(c.system), code: str(c.code), text: display });
+          // A text equal to a coding's display adds nothing: `:text` and `:missing` find the coding's value
+          // (Synthea repeats the display as the text: one index row less per CodeableConcept).
+          if (display === text) text = undefined;
+        }
       }
       if (text) out.push({ param, type: 'token', text });
       return;
@@ -559,6 +564,11 @@ function extractComposite(p: CompiledParam, nodes: Node[], out: IndexValue[]): v
       const convert = CONVERTERS[c.type];
       if (convert) for (const cn of c.evaluate([n])) convert(c.code, cn, vals);
       perComponent.push(vals);
+    }
+    // A token component without system and code (a CodeableConcept's text) can never match a composite
+    // search (component values take no modifier, and a token value always names a system or a code).
+    for (let i = 0; i < perComponent.length; i++) {
+      if (p.components![i]!.type === 'token') perComponent[i] = perComponent[i]!.filter((v) => v.type !== 'token' || v.system !== undefined || v.code !== undefined);
     }
     if (perComponent.some((v) => v.length === 0)) continue;
     let combos: IndexValue[][] = [[]];
