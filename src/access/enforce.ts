@@ -325,6 +325,8 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
     }
     case 'operation': {
       const name = info.operation!;
+      // An operation on a patient's record is in that patient's audit trail, allowed or not, whoever calls it.
+      if (info.type === 'Patient' && info.id && ID.test(info.id)) scope.facts.patients.add(info.id);
       // SMART scopes first, for every principal (administrators and system clients included).
       for (const need of operationScopes(name, info, req)) requireAnyScope(scope.principal, need.type, need.perms);
       if (name === 'everything') {
