@@ -213,6 +213,24 @@ describe('Patient Summary retrieval', () => {
     await t.http.delete('/fhir/DocumentReference/docref-misfiled');
   });
 
+  it('a restricted (R) Patient Summary is not sent; a matricule shared by two visible records is a 409 for the document search', async () => {
+    await addRecord('xb-restricted', '1958031499906', [{ kind: 'cross-border' }]);
+    const d = (await t.http.get('/fhir/DocumentReference/docref-ps-xb-restricted')).body as DocumentReference;
+    d.securityLabel = [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }] }];
+    expect((await t.http.put('/fhir/DocumentReference/docref-ps-xb-restricted').send(d)).status).toBe(200);
+    expect(entries((await identify('1958031499906')).body)).toHaveLength(1); // the patient is found...
+    expect(entries((await findSummaries('1958031499906')).body)).toEqual([]); // ...but not the restricted summary
+    expect((await ncp.get('/fhir/Bundle/ps-xb-restricted')).status).toBe(404);
+
+    await addRecord('xb-dup-1', '1958031499907', [{ kind: 'cross-border' }]);
+    await addRecord('xb-dup-2', '1958031499907', [{ kind: 'cross-border' }]);
+    expect(entries((await identify('1958031499907')).body).map((p) => p.id)).toEqual(['xb-dup-1', 'xb-dup-2']);
+    const ambiguous = await findSummaries('1958031499907');
+    expect(ambiguous.status).toBe(409);
+    expect(ambiguous.body.issue[0].diagnostics).toMatch(/patient=Patient\/<id>/);
+    expect(entries((await ncp.get(`/fhir/DocumentReference?patient=Patient/xb-dup-1&type=${q(PS_TYPE)}`)).body).map((r) => r.id)).toEqual(['docref-ps-xb-dup-1']);
+  });
+
   it('withdrawing the consent closes the interface at once', async () => {
     expect((await ncp.get('/fhir/Bundle/ps-xb-toggle')).status).toBe(200);
     const patient = await t.as({ role: 'patient', id: 'Patient/xb-toggle' });
