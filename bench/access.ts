@@ -3,7 +3,7 @@
  * whose access is decided per request (médecin référent of the patient; one record with a hidden document
  * and labelled data, so that exclusions are computed). Both are audited, so the difference is enforcement.
  *
- *   node_modules/.bin/node bench/access.ts [requests per case, default 400]
+ *   node_modules/.bin/node bench/access.ts [requests per case, default 400] [only cases whose label contains this]
  */
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { accessRuntime, defaultAuth } from '../src/access/service.ts';
 import { signDevToken } from '../src/access/tokens.ts';
 
 const N = Number(process.argv[2] ?? 400);
+const ONLY = process.argv[3];
 const dir = mkdtempSync(join(tmpdir(), 'dsp-bench-access-'));
 const store = new SqliteStore({ path: join(dir, 'fhir.sqlite'), synchronous: 'NORMAL' });
 await store.init();
@@ -46,22 +47,27 @@ for (let p = 0; p < 50; p++) {
 entries.push({ resource: { resourceType: 'Consent', id: 'hide', status: 'active', scope: { coding: [{ code: 'patient-privacy' }] }, category: [{ text: 'x' }], patient: { reference: 'Patient/p0' }, policyRule: { coding: [{ system: 'https://dsp.lu/fhir/CodeSystem/access-policy', code: 'hide' }] }, provision: { type: 'deny', data: [{ meaning: 'instance', reference: { reference: 'Observation/o0-2' } }] } }, request: { method: 'PUT', url: 'Consent/hide' } });
 if ((await call(admin, 'POST', '', { resourceType: 'Bundle', type: 'transaction', entry: entries })) !== 200) throw new Error('seed failed');
 
-/** Mean latency of both principals, requests interleaved (admin, professional, admin...) to cancel drift. */
-async function time(label: string, path: (i: number) => string): Promise<[number, number]> {
+/**
+ * Latencies of both principals, requests interleaved (admin, professional, admin...) to cancel drift: mean
+ * and median (the median resists the spikes of a shared machine).
+ */
+async function time(label: string, path: (i: number) => string): Promise<{ mean: [number, number]; median: [number, number] }> {
   for (let i = 0; i < 30; i++) {
     await call(admin, 'GET', path(i));
     await call(gp, 'GET', path(i));
   }
-  const totals = [0n, 0n];
+  const samples: [number[], number[]] = [[], []];
   for (let i = 0; i < N; i++) {
     for (const [k, token] of [admin, gp].entries()) {
       const t0 = process.hrtime.bigint();
       const s = await call(token, 'GET', path(i));
-      totals[k] += process.hrtime.bigint() - t0;
+      samples[k]!.push(Number(process.hrtime.bigint() - t0) / 1e6);
       if (s !== 200) throw new Error(`${label}: HTTP ${s}`);
     }
   }
-  return [Number(totals[0]) / 1e6 / N, Number(totals[1]) / 1e6 / N];
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  return { mean: [mean(samples[0]), mean(samples[1])], median: [median(samples[0]), median(samples[1])] };
 }
 
 const cases: [string, (i: number) => string][] = [
@@ -72,10 +78,12 @@ const cases: [string, (i: number) => string][] = [
   ['search Patient (all 50 records of the GP)', () => `Patient?_count=50`],
 ];
 console.log(`requests per case: ${N} (sequential, HTTP, both principals audited)`);
-console.log('case | admin ms | professional ms | overhead');
+console.log('case | admin mean ms | professional mean ms | overhead (mean) | admin median ms | professional median ms | overhead (median)');
+const pct = ([a, p]: [number, number]) => `${(((p - a) / a) * 100).toFixed(1)}%`;
 for (const [label, path] of cases) {
-  const [a, p] = await time(label, path);
-  console.log(`${label} | ${a.toFixed(3)} | ${p.toFixed(3)} | ${(((p - a) / a) * 100).toFixed(1)}%`);
+  if (ONLY && !label.includes(ONLY)) continue;
+  const { mean, median } = await time(label, path);
+  console.log(`${label} | ${mean[0].toFixed(3)} | ${mean[1].toFixed(3)} | ${pct(mean)} | ${median[0].toFixed(3)} | ${median[1].toFixed(3)} | ${pct(median)}`);
 }
 server.close();
 await store.close();

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Patient, Resource } from 'fhir/r4';
 import { FhirError } from '../src/fhir/outcome.ts';
 import type { HistoryQuery, Store, VersionRecord, WriteMethod } from '../src/store/port.ts';
-import type { SearchRequest } from '../src/search/types.ts';
+import type { IndexValue, SearchRequest, SortKey } from '../src/search/types.ts';
+import { walkBothWays } from './support/paging.ts';
 
 const ISO_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
@@ -416,6 +417,92 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
         await store.put(patient('c'), opts());
         const result = await store.search(searchRequest(['Patient'], { filters: [{ kind: 'id', ids: ['a', 'c', 'zz'] }] }));
         expect(result.resources.map((r) => r.id).sort()).toEqual(['a', 'c']);
+      });
+
+      it('not-refs leaves out exactly the listed Type/id (the same id of another type stays), totals included', async () => {
+        for (const id of ['a', 'b', 'c']) await store.put(patient(id), opts());
+        await store.put(resource('Observation', 'a'), opts());
+        await store.put(resource('Observation', 'b'), opts());
+        const refs = (r: { resources: Resource[] }) => r.resources.map((x) => `${x.resourceType}/${x.id}`).sort();
+        const both = ['Patient', 'Observation'];
+        const result = await store.search(searchRequest(both, { total: 'accurate', filters: [{ kind: 'not-refs', refs: ['Patient/a', 'Observation/b', 'Observation/zz'] }] }));
+        expect(refs(result)).toEqual(['Observation/a', 'Patient/b', 'Patient/c']);
+        expect(result.total).toBe(3);
+        // With other filters, and empty (no restriction).
+        const withId = await store.search(searchRequest(both, { filters: [{ kind: 'id', ids: ['a'] }, { kind: 'not-refs', refs: ['Observation/a'] }] }));
+        expect(refs(withId)).toEqual(['Patient/a']);
+        const none = await store.search(searchRequest(both, { filters: [{ kind: 'not-refs', refs: [] }] }));
+        expect(refs(none)).toHaveLength(5);
+        // A long list (more than SQLite's bound-variable limit of older versions).
+        const many = Array.from({ length: 40_000 }, (_, i) => `Patient/x${i}`);
+        const long = await store.search(searchRequest(['Patient'], { filters: [{ kind: 'not-refs', refs: [...many, 'Patient/c'] }] }));
+        expect(refs(long)).toEqual(['Patient/a', 'Patient/b']);
+      });
+    });
+
+    describe('search paging in both directions', () => {
+      const family = new Map<string, string | undefined>();
+      const familyIndex = (f: string | undefined): IndexValue[] => (f === undefined ? [] : [{ param: 'family', type: 'string', value: f, exact: f }]);
+      async function putFamily(id: string, f: string | undefined): Promise<void> {
+        family.set(id, f);
+        await store.put(patient(id, f ?? 'none'), { method: 'PUT', index: familyIndex(f) });
+      }
+      async function seed(): Promise<void> {
+        // 20 patients; family values repeat (ties break on id) and one has none (lowest).
+        for (let i = 0; i < 20; i++) await putFamily(`p${String(i).padStart(2, '0')}`, i === 5 ? undefined : `f${(i * 7) % 10}`);
+      }
+      const ids = (r: { resources: Resource[] }) => r.resources.map((x) => `${x.resourceType}/${x.id}`);
+      const cases: [string, SortKey[]][] = [
+        ['unsorted', []],
+        ['sorted ascending', [{ param: 'family', descending: false }]],
+        ['sorted descending', [{ param: 'family', descending: true }]],
+      ];
+      for (const [label, sort] of cases) {
+        it(`${label}: forward to the end and back, with inserts and deletes between pages`, async () => {
+          await seed();
+          const request = (count: number, cursor?: string) => searchRequest(['Patient'], { sort, count, ...(cursor ? { cursor } : {}) });
+          await walkBothWays(
+            {
+              page: async (cursor) => {
+                const r = await store.search(request(3, cursor));
+                return { ids: ids(r), next: r.next, previous: r.previous };
+              },
+              all: async () => ids(await store.search(request(1000))),
+              cloneAfter: async (ref) => {
+                const id = ref.split('/')[1]!;
+                await putFamily(`${id}x`, family.get(id));
+                return `Patient/${id}x`;
+              },
+              remove: async (ref) => {
+                await store.delete('Patient', ref.split('/')[1]!, { method: 'DELETE' });
+              },
+            },
+            3,
+          );
+        });
+      }
+
+      it('an empty page reached from a cursor points back at the rows around the cursor', async () => {
+        await seed();
+        const first = await store.search(searchRequest(['Patient'], { count: 18 }));
+        const rest = await store.search(searchRequest(['Patient'], { count: 18, cursor: first.next }));
+        expect(ids(rest)).toEqual(['Patient/p18', 'Patient/p19']);
+        for (const id of ['p18', 'p19']) await store.delete('Patient', id, { method: 'DELETE' });
+        const empty = await store.search(searchRequest(['Patient'], { count: 18, cursor: first.next }));
+        expect(empty.resources).toEqual([]);
+        expect(empty.next).toBeUndefined();
+        // Back from the empty page: the page that ended at the cursor, its last row included.
+        const back = await store.search(searchRequest(['Patient'], { count: 3, cursor: empty.previous }));
+        expect(ids(back)).toEqual(['Patient/p15', 'Patient/p16', 'Patient/p17']);
+      });
+
+      it('a cursor that does not decode, or does not fit the sort, is a 400', async () => {
+        await seed();
+        await expectStatus(store.search(searchRequest(['Patient'], { cursor: 'not-a-cursor' })), 400);
+        const sorted = await store.search(searchRequest(['Patient'], { count: 3, sort: [{ param: 'family', descending: false }] }));
+        await expectStatus(store.search(searchRequest(['Patient'], { count: 3, cursor: sorted.next })), 400);
+        const forged = Buffer.from(JSON.stringify({ v: [], t: 'Patient', i: 'p01', b: 2 })).toString('base64url');
+        await expectStatus(store.search(searchRequest(['Patient'], { count: 3, cursor: forged })), 400);
       });
     });
 

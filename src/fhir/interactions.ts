@@ -444,7 +444,9 @@ export async function search(
   const seal = (c: string) => (req.access ? req.access.sealCursor(c) : c);
   const path = extra?.path ?? (type ?? '');
   const keep = params.filter(([k]) => k !== '_cursor');
-  const link: BundleLink[] = [{ relation: 'self', url: linkUrl(req.baseUrl, path, params) }];
+  // first / previous / next: keyset cursors (src/store/cursor.ts), stable while data changes.
+  const link: BundleLink[] = [{ relation: 'self', url: linkUrl(req.baseUrl, path, params) }, { relation: 'first', url: linkUrl(req.baseUrl, path, keep) }];
+  if (result.previous) link.push({ relation: 'previous', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', seal(result.previous)]]) });
   if (result.next) link.push({ relation: 'next', url: linkUrl(req.baseUrl, path, [...keep, ['_cursor', seal(result.next)]]) });
   const entry: BundleEntry[] = result.resources.map((r) => ({
     fullUrl: `${req.baseUrl}/${r.resourceType}/${r.id}`,

@@ -1,7 +1,8 @@
 /**
  * Patient/[id]/$everything (R4 patient-operation-everything): the patient and every resource of its
- * compartment, as a searchset Bundle paged like any search (`_count`, `next` links), with `_type` and
- * `_since` to narrow it. The patient itself comes first, on the first page.
+ * compartment, as a searchset Bundle paged like any search (`_count`, `first` / `previous` / `next` links),
+ * with `_type` and `_since` to narrow it. The patient itself comes first, on the first page (the page
+ * without a `previous` link, however it was reached).
  */
 import type { Bundle, FhirResource } from 'fhir/r4';
 import { badRequest, gone, notFound } from '../fhir/outcome.ts';
@@ -31,6 +32,8 @@ operationRegistry.register({
         if (unknown.length) throw badRequest(`_type: ${unknown.join(', ')} not in the Patient compartment`, ['_type']);
       } else if (k === '_since') {
         params.push(['_lastUpdated', `gt${v}`]);
+      } else if (k === '_lastUpdated') {
+        params.push([k, v]); // what the paging links carry for `_since`
       } else if (['_count', '_cursor', '_format', '_pretty', '_summary', '_elements'].includes(k)) {
         params.push([k, v]);
       } else if (k !== 'start' && k !== 'end') {
@@ -44,7 +47,7 @@ operationRegistry.register({
       filters: [compartmentFilter('Patient', id, memberTypes)],
     });
     const bundle = res.body as Bundle;
-    const firstPage = !req.query.some(([k]) => k === '_cursor');
+    const firstPage = !bundle.link?.some((l) => l.relation === 'previous');
     if (firstPage && types.includes('Patient') && !bundle.entry?.some((e) => e.resource?.resourceType === 'Patient' && e.resource.id === id)) {
       bundle.entry = [
         { fullUrl: `${req.baseUrl}/Patient/${id}`, resource: patient.resource as FhirResource, search: { mode: 'match' } },

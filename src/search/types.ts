@@ -60,6 +60,11 @@ export type Filter =
   | { kind: 'missing'; param: string; missing: boolean }
   /** `_id` */
   | { kind: 'id'; ids: string[] }
+  /**
+   * Every resource except these (`Type/id`): the negated filter of the access decision point (labelled,
+   * hidden and objected resources of a record). No search parameter produces it.
+   */
+  | { kind: 'not-refs'; refs: string[] }
   /** `_lastUpdated` */
   | { kind: 'lastUpdated'; anyOf: Extract<Predicate, { type: 'date' }>[] }
   /** Forward chain: `subject:Patient.name=x` — resources whose `param` references a match of `where`. */

@@ -55,6 +55,8 @@ export interface SearchResult {
   resources: Resource[];
   /** Cursor for the next page, when there is one. */
   next?: string;
+  /** Cursor for the previous page (a "before" keyset cursor), when the page was reached from a cursor. */
+  previous?: string;
   /** Matches in total, when the request asked for it (`total: 'accurate' | 'estimate'`). */
   total?: number;
   /** Resources added by _include / _revinclude (search mode `include`). */

@@ -21,7 +21,8 @@
  */
 import type { Resource } from 'fhir/r4';
 import { badRequest, notSupported } from '../../fhir/outcome.ts';
-import { decodeCursor, encodeCursor, keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
+import { keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
+import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PagePosition } from '../cursor.ts';
 import { searchParam } from '../../search/registry.ts';
 import type { Filter, IncludeSpec, IndexValue, ParamType, Predicate, SearchRequest } from '../../search/types.ts';
 
@@ -219,6 +220,9 @@ function compileFilter(f: Filter, types: string[]): Document {
   switch (f.kind) {
     case 'id':
       return { id: { $in: f.ids } };
+    case 'not-refs':
+      // `_id` is `Type/id`.
+      return f.refs.length ? { _id: { $nin: f.refs } } : {};
     case 'lastUpdated':
       return { $or: f.anyOf.map((p) => render(predicateCond(p, '_lastUpdated'), () => 'lastUpdated')) };
     case 'missing': {
@@ -262,6 +266,11 @@ export interface CompiledMongoSearch {
   limit: number;
   /** Cursor of the page after `doc` (the last document of the current page, with its `idx`). */
   cursorAfter(doc: Document): string;
+  /**
+   * The page from the fetched documents (`sort` is reversed for a "before" cursor: the page is turned back)
+   * with its `next` and `previous` cursors (src/store/cursor.ts pageOf).
+   */
+  paginate<D extends Document>(docs: D[]): { page: D[]; next?: string; previous?: string };
 }
 
 function sortField(param: string, descending: boolean): string {
@@ -291,30 +300,34 @@ export function compileMongoFilter(request: SearchRequest): CompiledMongoSearch 
   for (const k of request.sort) {
     if (k.param !== '_id' && k.param !== '_lastUpdated' && !paramType(types, k.param)) throw badRequest(`Unknown sort parameter ${k.param}`);
   }
+  const cursor = request.cursor ? decodePageCursor(request.cursor, request.sort.length) : undefined;
+  // A "before" cursor (previous link) compares reversed and fetches in the reversed order.
+  const back = !!cursor?.before;
   const sort: Record<string, 1 | -1> = {};
-  for (const k of request.sort) sort[sortField(k.param, k.descending)] ??= k.descending ? -1 : 1;
-  sort.resourceType ??= 1;
-  sort.id ??= 1;
+  for (const k of request.sort) sort[sortField(k.param, k.descending)] ??= k.descending !== back ? -1 : 1;
+  sort.resourceType ??= back ? -1 : 1;
+  sort.id ??= back ? -1 : 1;
   const countFilter = { $and: base };
   let filter: Document = countFilter;
-  if (request.cursor) {
-    const c = decodeCursor(request.cursor, request.sort.length);
-    const keys: KeysetKey[] = request.sort.map((k, i) => ({ field: sortField(k.param, k.descending), descending: k.descending, last: c.v[i]! }));
-    keys.push({ field: 'resourceType', descending: false, last: c.t }, { field: 'id', descending: false, last: c.i });
-    filter = { $and: [...base, render(keysetCond(keys), (f) => f)] };
+  if (cursor) {
+    const keys: KeysetKey[] = request.sort.map((k, i) => ({ field: sortField(k.param, k.descending), descending: k.descending, last: cursor.v[i]! }));
+    keys.push({ field: 'resourceType', descending: false, last: cursor.t }, { field: 'id', descending: false, last: cursor.i });
+    filter = { $and: [...base, render(cursorCond(keys, cursor, keysetCond), (f) => f)] };
   }
+  const position = (doc: Document): PagePosition => ({
+    v: request.sort.map((k) => (getPath(doc, sortField(k.param, k.descending)) ?? null) as Scalar | null),
+    t: doc.resourceType as string,
+    i: doc.id as string,
+  });
   return {
     filter,
     countFilter,
     sort,
     limit: request.count + 1,
     cursorAfter(doc: Document): string {
-      return encodeCursor({
-        v: request.sort.map((k) => (getPath(doc, sortField(k.param, k.descending)) ?? null) as Scalar | null),
-        t: doc.resourceType as string,
-        i: doc.id as string,
-      });
+      return encodePageCursor({ ...position(doc), before: false, inclusive: false });
     },
+    paginate: (docs) => pageOf(docs, request.count, cursor, position),
   };
 }
 

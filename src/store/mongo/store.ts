@@ -246,9 +246,10 @@ export class MongoStore implements Store {
     const docs = await this.resources
       .find(compiled.filter, { sort: compiled.sort, limit: compiled.limit, projection: SEARCH_PROJECTION, session })
       .toArray();
-    const page = docs.slice(0, request.count);
+    const { page, next, previous } = compiled.paginate(docs);
     const result: SearchResult = { resources: page.map((d) => d.resource as Resource) };
-    if (docs.length > request.count && page.length) result.next = compiled.cursorAfter(page[page.length - 1]);
+    if (next) result.next = next;
+    if (previous) result.previous = previous;
     if (request.total !== 'none') result.total = await this.resources.countDocuments(compiled.countFilter, { session });
     if (request.include.length && page.length) {
       result.included = await resolveMongoIncludes(resolved, result.resources, find);

@@ -29,7 +29,8 @@
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Resource } from 'fhir/r4';
 import { badRequest, notSupported } from '../../fhir/outcome.ts';
-import { decodeCursor, encodeCursor, keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
+import { keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
+import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PagePosition } from '../cursor.ts';
 import { searchParam } from '../../search/registry.ts';
 import { normalizeReference } from '../../search/normalize.ts';
 import { fhirModel } from '../../fhir/model.ts';
@@ -364,6 +365,10 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
   switch (f.kind) {
     case 'id':
       return f.ids.length ? `${alias}.id IN (${q.list(f.ids)})` : '0';
+    case 'not-refs':
+      // One bound JSON array whatever its length (no limit on bound variables); SQLite builds the
+      // sub-select's set once and probes it per row.
+      return f.refs.length ? `(${alias}.resource_type || '/' || ${alias}.id) NOT IN (SELECT value FROM json_each(${q.p(JSON.stringify(f.refs))}))` : '1';
     case 'lastUpdated':
       return (
         '(' +
@@ -517,6 +522,11 @@ export interface CompiledSearch {
   limit: number;
   /** Cursor of the page that follows `row` (the last row of the current page). */
   cursorAfter(row: unknown): string;
+  /**
+   * The page from the fetched rows (a "before" cursor fetches in the reversed order: the page is turned
+   * back) with its `next` and `previous` cursors (src/store/cursor.ts pageOf).
+   */
+  paginate<R>(rows: R[]): { page: R[]; next?: string; previous?: string };
 }
 
 /**
@@ -535,33 +545,40 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
   const content = opts.includeContent === false ? 'NULL AS content' : 'r.content';
   const select = `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}${sortCols.map((c) => ', ' + c).join('')} FROM resources r WHERE ${whereOf(q)}`;
   const limit = request.count + 1;
-  const cursor = request.cursor ? decodeCursor(request.cursor, request.sort.length) : undefined;
+  const cursor = request.cursor ? decodePageCursor(request.cursor, request.sort.length) : undefined;
+  // A "before" cursor (previous link) compares reversed and fetches in the reversed order.
+  const back = !!cursor?.before;
+  const dir = (descending: boolean) => (descending !== back ? ' DESC' : '');
   let sql: string;
   if (!request.sort.length) {
-    const keyset = cursor ? ` AND (r.resource_type, r.id) > (${q.p(cursor.t)}, ${q.p(cursor.i)})` : '';
-    sql = `${select}${keyset} ORDER BY r.resource_type, r.id LIMIT ${q.p(limit)}`;
+    let keyset = '';
+    if (cursor) {
+      const op = `${back ? '<' : '>'}${cursor.inclusive ? '=' : ''}`;
+      keyset = ` AND (r.resource_type, r.id) ${op} (${q.p(cursor.t)}, ${q.p(cursor.i)})`;
+    }
+    sql = `${select}${keyset} ORDER BY r.resource_type${dir(false)}, r.id${dir(false)} LIMIT ${q.p(limit)}`;
   } else {
     let keyset = '';
     if (cursor) {
       const keys: KeysetKey[] = request.sort.map((k, i) => ({ field: `s${i}`, descending: k.descending, last: cursor.v[i]! }));
       keys.push({ field: 'resource_type', descending: false, last: cursor.t }, { field: 'id', descending: false, last: cursor.i });
-      keyset = ` WHERE ${render(keysetCond(keys), (f) => `q.${f}`, q)}`;
+      keyset = ` WHERE ${render(cursorCond(keys, cursor, keysetCond), (f) => `q.${f}`, q)}`;
     }
-    const order = request.sort.map((k, i) => `q.s${i}${k.descending ? ' DESC' : ''}`).join(', ');
-    sql = `SELECT * FROM (${select}) q${keyset} ORDER BY ${order}, q.resource_type, q.id LIMIT ${q.p(limit)}`;
+    const order = request.sort.map((k, i) => `q.s${i}${dir(k.descending)}`).join(', ');
+    sql = `SELECT * FROM (${select}) q${keyset} ORDER BY ${order}, q.resource_type${dir(false)}, q.id${dir(false)} LIMIT ${q.p(limit)}`;
   }
+  const position = (row: unknown): PagePosition => {
+    const r = row as Record<string, unknown>;
+    return { v: request.sort.map((_k, i) => (r[`s${i}`] ?? null) as Scalar | null), t: r.resource_type as string, i: r.id as string };
+  };
   const compiled: CompiledSearch = {
     sql,
     params: q.params,
     limit,
     cursorAfter(row: unknown): string {
-      const r = row as Record<string, unknown>;
-      return encodeCursor({
-        v: request.sort.map((_k, i) => (r[`s${i}`] ?? null) as Scalar | null),
-        t: r.resource_type as string,
-        i: r.id as string,
-      });
+      return encodePageCursor({ ...position(row), before: false, inclusive: false });
     },
+    paginate: (rows) => pageOf(rows, request.count, cursor, position),
   };
   if (request.total !== 'none') {
     const cq = new Sql(opts.paramIds);
