@@ -5,7 +5,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Query, updateOne } from 'mingo';
-import type { Patient } from 'fhir/r4';
+import type { Patient, Resource } from 'fhir/r4';
+import { compileMongoFilter, mongoIndexFields } from '../src/store/mongo/search-filter.ts';
+import { extractIndex } from '../src/search/indexer.ts';
+import type { SearchRequest, SortKey } from '../src/search/types.ts';
+import { walkBothWays } from './support/paging.ts';
 import { FhirError } from '../src/fhir/outcome.ts';
 import type { HistoryQuery, VersionRecord, WriteMethod } from '../src/store/port.ts';
 import {
@@ -303,4 +307,65 @@ describe('mongo query documents: cursors, instants, stored copies', () => {
     expect(historyDocument(record)).toMatchObject({ _id: 'Patient/p/4', version: 4, deleted: false });
     expect(currentDocument(record)._id).toBe('Patient/p');
   });
+});
+
+describe('mongo search filters (mingo): negated filter and paging both ways', () => {
+  type SDoc = Record<string, unknown>;
+  let docs: SDoc[] = [];
+  const doc = (r: Resource): SDoc => ({ _id: `${r.resourceType}/${r.id}`, resourceType: r.resourceType, id: r.id, deleted: false, resource: r, ...mongoIndexFields(extractIndex(r)) });
+  const put = (r: Resource) => {
+    docs = docs.filter((d) => d._id !== `${r.resourceType}/${r.id}`);
+    docs.push(doc(r));
+  };
+  const obs = (id: string, date?: string): Resource => ({ resourceType: 'Observation', id, status: 'final', code: { text: 'x' }, ...(date ? { effectiveDateTime: date } : {}) }) as Resource;
+  const run = (request: SearchRequest) => {
+    const c = compileMongoFilter(request);
+    const found = new Query(c.filter).find<SDoc>(docs).sort(c.sort as Record<string, 1 | -1>).limit(c.limit).all() as SDoc[];
+    const { page, next, previous } = c.paginate(found);
+    return { ids: page.map((d) => d._id as string), next, previous, total: new Query(c.countFilter).find(docs).all().length };
+  };
+  const request = (extra: Partial<SearchRequest>): SearchRequest => ({ resourceTypes: ['Observation'], filters: [], sort: [], count: 1000, total: 'none', include: [], ...extra });
+
+  it('not-refs leaves out exactly the listed Type/id, in totals too; the same id of another type stays', () => {
+    docs = [];
+    for (const id of ['a', 'b', 'c']) put(obs(id));
+    put({ resourceType: 'Patient', id: 'a' } as Resource);
+    const both = request({ resourceTypes: ['Observation', 'Patient'], filters: [{ kind: 'not-refs', refs: ['Observation/a', 'Patient/zz'] }] });
+    const r = run(both);
+    expect([...r.ids].sort()).toEqual(['Observation/b', 'Observation/c', 'Patient/a']);
+    expect(r.total).toBe(3);
+    expect(run(request({ filters: [{ kind: 'not-refs', refs: [] }] })).ids).toHaveLength(3);
+  });
+
+  for (const [label, sort] of [
+    ['unsorted', []],
+    ['sorted by -date', [{ param: 'date', descending: true }]],
+    ['sorted by date', [{ param: 'date', descending: false }]],
+  ] as [string, SortKey[]][]) {
+    it(`${label}: forward to the end and back, with inserts and deletes between pages`, async () => {
+      docs = [];
+      const dates = new Map<string, string | undefined>();
+      for (let i = 0; i < 20; i++) {
+        const id = `o${String(i).padStart(2, '0')}`;
+        dates.set(id, i === 4 ? undefined : `2024-01-${String(((i * 3) % 7) + 1).padStart(2, '0')}`);
+        put(obs(id, dates.get(id)));
+      }
+      await walkBothWays(
+        {
+          page: async (cursor) => run(request({ sort, count: 3, ...(cursor ? { cursor } : {}) })),
+          all: async () => run(request({ sort })).ids,
+          cloneAfter: async (ref) => {
+            const id = ref.split('/')[1]!;
+            dates.set(`${id}x`, dates.get(id));
+            put(obs(`${id}x`, dates.get(id)));
+            return `Observation/${id}x`;
+          },
+          remove: async (ref) => {
+            docs = docs.filter((d) => d._id !== ref);
+          },
+        },
+        3,
+      );
+    });
+  }
 });
