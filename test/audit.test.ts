@@ -11,6 +11,10 @@ import { AuditLog, allAuditEvents, chainOf, verifyAuditChain } from '../src/audi
 import { buildAuditEvent } from '../src/audit/event.ts';
 import { extractIndex } from '../src/search/indexer.ts';
 import { ROOT, startServerProcess, tempDir } from './support/process.ts';
+import { existsSync } from 'node:fs';
+import { HEAD_ID, HEAD_TYPE, readHead } from '../src/audit/chain.ts';
+import { parseSearch } from '../src/search/parse.ts';
+import { makeApp } from './support/app.ts';
 
 function event(i: number): AuditEvent {
   return buildAuditEvent({ principal: { role: 'practitioner', ref: 'Practitioner/p', scopes: [], method: 'development' }, interaction: 'read', action: 'R', status: 200, entity: `Observation/o${i}`, patients: ['anna'], emergency: false });
@@ -75,6 +79,93 @@ describe('audit hash chain', () => {
     const forged = { ...event(5), id: 'forged' };
     await store.put(forged, { method: 'PUT', index: extractIndex(forged) });
     expect((await verifyAuditChain(store, head)).problems.join('\n')).toMatch(/AuditEvent\/forged has no chain link/);
+  });
+});
+
+/** AuditEvents whose `entity` is the given reference, found through the search index rows. */
+async function byEntity(store: SqliteStore, ref: string): Promise<AuditEvent[]> {
+  const { request } = parseSearch('AuditEvent', [['entity', ref], ['_count', '1000']], { strict: true });
+  return (await store.search({ ...request, total: 'none' })).resources as AuditEvent[];
+}
+
+describe('lean audit writes', () => {
+  it('the chain head lives in the audit store, written with the entries; no head file', async () => {
+    const { store, head } = await trail(5);
+    const last = chainOf((await allAuditEvents(store))[4])!;
+    expect(await readHead(store)).toMatchObject({ seq: 5, hash: last.hash });
+    expect(existsSync(head)).toBe(false);
+  });
+
+  it('a removed chain head is reported', async () => {
+    const { store } = await trail(3);
+    await store.delete(HEAD_TYPE, HEAD_ID, { method: 'DELETE' });
+    expect((await verifyAuditChain(store)).problems.join('\n')).toMatch(/chain head .* is missing/);
+  });
+
+  it('flags in meta.tag are covered by the hash (a removed emergency flag is an edit)', async () => {
+    const dir = tempDir('dsp-audit-');
+    const store = new SqliteStore({ path: join(dir, 'audit.sqlite') });
+    await store.init();
+    const log = new AuditLog(store);
+    log.record(buildAuditEvent({ principal: { role: 'practitioner', ref: 'Practitioner/p', scopes: [], method: 'development', purpose: 'EMERGENCY', reason: 'unconscious' }, interaction: 'read', action: 'R', status: 200, entity: 'Observation/o1', patients: ['anna'], emergency: true }));
+    await log.flush();
+    expect((await verifyAuditChain(store)).ok).toBe(true);
+    const [flagged] = await allAuditEvents(store);
+    expect(flagged.meta?.tag?.map((t) => t.code)).toEqual(['emergency-access']);
+    const { tag: _t, ...meta } = flagged.meta!;
+    await store.put({ ...flagged, meta }, { method: 'PUT', index: [] });
+    expect((await verifyAuditChain(store)).problems.join('\n')).toMatch(/entry 1 .*modified/);
+  });
+
+  it('index rows come after the write: indexed() makes every committed entry searchable', async () => {
+    const { store } = await trail(0);
+    const log = new AuditLog(store);
+    for (let i = 0; i < 7; i++) log.record(event(i % 2));
+    await log.flush();
+    expect((await allAuditEvents(store)).length).toBe(7);
+    await log.indexed();
+    expect((await byEntity(store, 'Observation/o0')).length).toBe(4);
+    expect((await byEntity(store, 'Observation/o1')).length).toBe(3);
+  });
+
+  it('entries an earlier process left without index rows are indexed by the next log (restart)', async () => {
+    const { store } = await trail(0);
+    const first = new AuditLog(store);
+    for (let i = 0; i < 3; i++) first.record(event(1));
+    await first.flush();
+    await first.indexed();
+    // Committed after the head last recorded the indexing state; `first` stops here (its backlog is lost).
+    for (let i = 0; i < 2; i++) first.record(event(1));
+    await first.flush();
+    first.record(event(2));
+    await first.flush();
+    const next = new AuditLog(store);
+    await next.indexed();
+    expect((await byEntity(store, 'Observation/o1')).length).toBe(5);
+    expect((await byEntity(store, 'Observation/o2')).length).toBe(1);
+    expect((await verifyAuditChain(store)).ok).toBe(true);
+  });
+
+  it('over HTTP: reads are audited, an AuditEvent search right after sees every one of them, and plain JSON reads send the stored text', async () => {
+    const t = await makeApp();
+    const put = await t.http.put('/fhir/Observation/o-lean').send({ resourceType: 'Observation', id: 'o-lean', status: 'final', code: { text: 'weight' } });
+    expect(put.status).toBe(201);
+    const reads = await Promise.all(Array.from({ length: 6 }, () => t.http.get('/fhir/Observation/o-lean')));
+    for (const r of reads) expect(r.status).toBe(200);
+    // The stored text as it is: the same bytes for every read, the resource with the store's meta.
+    expect(reads[0].text).toBe(reads[5].text);
+    expect(JSON.parse(reads[0].text)).toEqual({ resourceType: 'Observation', id: 'o-lean', status: 'final', code: { text: 'weight' }, meta: { versionId: '1', lastUpdated: put.body.meta.lastUpdated } });
+    expect(reads[0].headers['content-type']).toMatch(/^application\/fhir\+json/);
+    expect(Number(reads[0].headers['content-length'])).toBe(Buffer.byteLength(reads[0].text));
+    const pretty = await t.http.get('/fhir/Observation/o-lean?_pretty=true');
+    expect(pretty.text).toContain('\n  ');
+    expect(JSON.parse(pretty.text)).toEqual(JSON.parse(reads[0].text));
+    const found = await t.http.get('/fhir/AuditEvent?entity=Observation/o-lean&subtype=read&_count=100');
+    expect(found.status).toBe(200);
+    expect(found.body.entry.length).toBe(7); // the six reads and the _pretty one
+    const head = await t.http.head('/fhir/Observation/o-lean');
+    expect(head.status).toBe(200);
+    expect(head.headers['content-length']).toBe(reads[0].headers['content-length']);
   });
 });
 

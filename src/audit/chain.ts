@@ -1,30 +1,29 @@
 /**
- * The tamper-evident audit trail: AuditEvents kept in the FHIR store, each carrying an extension with its
- * sequence number, the previous entry's hash and its own hash (SHA-256 over the previous hash and the
- * canonical JSON of the event without `meta` and without this extension). A head file in the data folder
- * holds the last sequence number and hash, so that a truncated trail is detected as well.
+ * The tamper-evident audit trail: AuditEvents kept in the audit store, each carrying an extension with its
+ * sequence number, the previous entry's hash and its own hash: SHA-256 over the previous hash, the sequence
+ * number and the JSON text of the event without its chain extension and without the store's
+ * `meta.versionId` / `meta.lastUpdated` (so `meta.tag` flags are covered). The chain head (last sequence
+ * number and hash) is a `Basic` resource in the same store, written in the same transaction as the entries,
+ * so that a truncated trail is detected as well.
  *
- * Entries are queued by the request handlers and written in group commits (one store transaction per
- * flush, outside any request transaction); the HTTP layer awaits the flush before it answers.
+ * Entries are queued by the request handlers and written in group commits: every entry queued during one
+ * turn of the event loop goes into one store transaction (entries + head), which the HTTP layer awaits
+ * before it answers. On the request path an entry is its rows and its chain link only: its search index
+ * rows are built later (when the server is idle, when the backlog grows large, and always before an
+ * AuditEvent search runs: `indexed()`), so a search still sees every entry.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import type { AuditEvent, Extension, Resource } from 'fhir/r4';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { AuditEvent, Basic, Extension, Resource } from 'fhir/r4';
 import type { Store } from '../store/port.ts';
+import type { Filter } from '../search/types.ts';
 import { extractIndex } from '../search/indexer.ts';
 
 export const CHAIN_URL = 'https://dsp.lu/fhir/StructureDefinition/audit-chain';
 export const GENESIS = '0'.repeat(64);
-
-/** JSON with object keys sorted: the same resource always hashes the same. */
-export function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value && typeof value === 'object') {
-    const obj = value as Record<string, unknown>;
-    return `{${Object.keys(obj).filter((k) => obj[k] !== undefined).sort().map((k) => `${JSON.stringify(k)}:${canonical(obj[k])}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
+/** The chain head's resource in the audit store. */
+export const HEAD_TYPE = 'Basic';
+export const HEAD_ID = 'audit-chain-head';
 
 export interface ChainLink {
   seq: number;
@@ -42,16 +41,36 @@ export function chainOf(event: Resource): ChainLink | undefined {
   return seq !== undefined && prev && hash ? { seq, prev, hash } : undefined;
 }
 
-/** The hash an entry must carry, given the previous hash. */
-export function entryHash(event: Resource, prev: string, seq: number): string {
-  const { meta: _m, extension, ...rest } = event as AuditEvent;
-  const others = (extension ?? []).filter((e) => e.url !== CHAIN_URL);
-  const body = others.length ? { ...rest, extension: others } : rest;
-  return createHash('sha256').update(prev).update('\n').update(String(seq)).update('\n').update(canonical(body)).digest('hex');
+/**
+ * The text an entry's hash covers: the event as stored, without its chain extension and the store's
+ * versionId / lastUpdated. JSON.parse keeps key order and JSON.stringify of parsed JSON gives the same text,
+ * so the text computed from the stored copy equals the one computed before the write (a key order change
+ * counts as a change).
+ */
+export function hashedText(event: Resource): string {
+  const { meta, extension, ...rest } = event as AuditEvent;
+  const body: Record<string, unknown> = rest;
+  if (extension) {
+    const others = extension.filter((e) => e.url !== CHAIN_URL);
+    if (others.length) body.extension = others;
+  }
+  if (meta) {
+    const { versionId: _v, lastUpdated: _l, ...kept } = meta;
+    for (const _k in kept) {
+      body.meta = kept;
+      break;
+    }
+  }
+  return JSON.stringify(body);
 }
 
-function withLink(event: AuditEvent, link: ChainLink): AuditEvent {
-  const ext: Extension = {
+/** The hash an entry must carry, given the previous hash. */
+export function entryHash(event: Resource, prev: string, seq: number): string {
+  return createHash('sha256').update(`${prev}\n${seq}\n`).update(hashedText(event)).digest('hex');
+}
+
+function linkExtension(link: ChainLink): Extension {
+  return {
     url: CHAIN_URL,
     extension: [
       { url: 'seq', valueInteger: link.seq },
@@ -59,46 +78,103 @@ function withLink(event: AuditEvent, link: ChainLink): AuditEvent {
       { url: 'hash', valueString: link.hash },
     ],
   };
-  return { ...event, extension: [...(event.extension ?? []), ext] };
 }
 
 export interface Head {
   seq: number;
   hash: string;
+  /** lastUpdated of the newest entry whose search index rows are written (every older one has them too). */
+  indexedThrough?: string;
 }
 
-export function readHead(file: string | undefined): Head | undefined {
-  if (!file || !existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, 'utf8')) as Head;
+function headResource(head: Head): Basic {
+  const ext: Extension[] = [
+    { url: 'seq', valueInteger: head.seq },
+    { url: 'hash', valueString: head.hash },
+  ];
+  if (head.indexedThrough) ext.push({ url: 'indexedThrough', valueInstant: head.indexedThrough });
+  return {
+    resourceType: 'Basic',
+    id: HEAD_ID,
+    code: { coding: [{ system: CHAIN_URL, code: 'head' }], text: 'audit trail chain head' },
+    extension: [{ url: CHAIN_URL, extension: ext }],
+  };
+}
+
+/** The chain head kept in the audit store; undefined when there is none (or it is unreadable). */
+export async function readHead(store: Store): Promise<Head | undefined> {
+  const rec = await store.current(HEAD_TYPE, HEAD_ID);
+  if (!rec?.resource) return undefined;
+  const ext = (rec.resource as Basic).extension?.find((e) => e.url === CHAIN_URL)?.extension ?? [];
+  const seq = ext.find((e) => e.url === 'seq')?.valueInteger;
+  const hash = ext.find((e) => e.url === 'hash')?.valueString;
+  if (seq === undefined || !hash) return undefined;
+  const indexedThrough = ext.find((e) => e.url === 'indexedThrough')?.valueInstant;
+  return { seq, hash, ...(indexedThrough ? { indexedThrough } : {}) };
+}
+
+/** AuditEvents of the store (all, or those last updated after an instant), unsorted. */
+async function auditEvents(store: Store, after?: string): Promise<AuditEvent[]> {
+  const filters: Filter[] = after ? [{ kind: 'lastUpdated', anyOf: [{ type: 'date', prefix: 'gt', low: after, high: after }] }] : [];
+  const out: AuditEvent[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await store.search({ resourceTypes: ['AuditEvent'], filters, sort: [], count: 1000, total: 'none', include: [], ...(cursor ? { cursor } : {}) });
+    out.push(...(page.resources as AuditEvent[]));
+    cursor = page.next;
+  } while (cursor);
+  return out;
 }
 
 /** Every AuditEvent in the store, in chain order (by seq; unchained ones last). */
 export async function allAuditEvents(store: Store): Promise<AuditEvent[]> {
-  const out: AuditEvent[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await store.search({ resourceTypes: ['AuditEvent'], filters: [], sort: [], count: 1000, total: 'none', include: [], ...(cursor ? { cursor } : {}) });
-    out.push(...(page.resources as AuditEvent[]));
-    cursor = page.next;
-  } while (cursor);
+  const out = await auditEvents(store);
   return out.sort((a, b) => (chainOf(a)?.seq ?? Infinity) - (chainOf(b)?.seq ?? Infinity));
 }
 
-/** How long the first entry of a group commit waits for others to join it. */
-const GROUP_COMMIT_MS = 2;
+/**
+ * A UUID whose first 48 bits are the time in milliseconds (the layout of UUID version 7): entries written
+ * together land next to each other in the store's id indexes instead of on random pages, so a group commit
+ * writes a few pages instead of two random ones per entry.
+ */
+export function timeOrderedId(now = Date.now()): string {
+  const t = now.toString(16).padStart(12, '0');
+  return `${t.slice(0, 8)}-${t.slice(8, 12)}-7${randomUUID().slice(15)}`;
+}
+
+/** Entries whose index rows are written in one store transaction by the background indexer. */
+const INDEX_CHUNK = 256;
+/** Backlog of unindexed entries above which indexing runs even while requests keep coming. */
+const INDEX_HIGH_WATER = 10_000;
+/** Quiet time after the last write before the backlog is indexed. */
+const INDEX_IDLE_MS = 500;
+
+interface Unindexed {
+  id: string;
+  event: AuditEvent;
+  lastUpdated: string;
+}
 
 export class AuditLog {
   private readonly store: Store;
-  private readonly headFile?: string;
   private queue: AuditEvent[] = [];
   private head: Head | undefined;
   private writing: Promise<void> = Promise.resolve();
+  private window: Promise<void> | undefined;
+  /** Written entries without search index rows yet, oldest first. */
+  private unindexed: Unindexed[] = [];
+  /** `indexedThrough` of the head found at start: entries after it may lack index rows (found once). */
+  private recoverAfter: string | undefined | null = null;
+  private indexing: Promise<void> = Promise.resolve();
+  private indexRunning = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private lastWrite = 0;
   /** Entries written so far by this process. */
   written = 0;
 
-  constructor(store: Store, headFile?: string) {
+  /** `_legacyHeadFile`: the former head file; the head now lives in the audit store (ignored). */
+  constructor(store: Store, _legacyHeadFile?: string) {
     this.store = store;
-    this.headFile = headFile;
   }
 
   record(event: AuditEvent): void {
@@ -107,64 +183,123 @@ export class AuditLog {
 
   private async loadHead(): Promise<Head> {
     if (this.head) return this.head;
-    let head: Head = { seq: 0, hash: GENESIS };
-    const fromFile = readHead(this.headFile);
-    // The store is the truth for where the chain ends (a crash may have happened before the head file was
-    // written); the head file only detects truncation.
-    const events = fromFile ? [] : await allAuditEvents(this.store);
-    if (fromFile) head = fromFile;
-    for (const e of events) {
-      const l = chainOf(e);
-      if (l && l.seq > head.seq) head = { seq: l.seq, hash: l.hash };
+    let head = await readHead(this.store);
+    if (!head) {
+      // No head (a new trail, or one written before the head moved into the store): the entries tell.
+      head = { seq: 0, hash: GENESIS };
+      for (const e of await auditEvents(this.store)) {
+        const l = chainOf(e);
+        if (l && l.seq > head.seq) head = { seq: l.seq, hash: l.hash };
+      }
     }
+    if (this.recoverAfter === null) this.recoverAfter = head.indexedThrough;
     this.head = head;
     return head;
   }
 
   /**
-   * Resolves once everything queued so far is durable. Writes are group commits: the first caller opens a
-   * short window (GROUP_COMMIT_MS) during which the entries of concurrent requests join the same store
-   * transaction, so a busy server commits once per window instead of once per request.
+   * Resolves once everything queued so far is committed. Writes are group commits: the first caller of an
+   * event-loop turn schedules the write for the end of that turn (setImmediate), so every request handled
+   * in the same turn joins the same store transaction.
    */
   flush(): Promise<void> {
     if (!this.queue.length) return this.writing;
-    this.window ??= new Promise<void>((resolve) => setTimeout(resolve, GROUP_COMMIT_MS)).then(() => {
+    this.window ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
       this.window = undefined;
       return this.writeQueued();
     });
     return this.window;
   }
 
-  private window: Promise<void> | undefined;
-
-  /** Writes everything queued so far (one store transaction), after any write in progress. */
+  /** Writes everything queued so far (entries + head in one store transaction), after any write in progress. */
   private writeQueued(): Promise<void> {
     const run = this.writing.then(async () => {
       if (!this.queue.length) return;
       const batch = this.queue;
       this.queue = [];
-      const head = { ...(await this.loadHead()) };
+      const head: Head = { ...(await this.loadHead()) };
       const linked: AuditEvent[] = [];
       for (const e of batch) {
         const seq = head.seq + 1;
-        const event = { ...e, id: randomUUID() };
+        const event = { ...e, id: timeOrderedId() };
         const hash = entryHash(event, head.hash, seq);
-        linked.push(withLink(event, { seq, prev: head.hash, hash }));
+        event.extension = [...(e.extension ?? []), linkExtension({ seq, prev: head.hash, hash })];
+        linked.push(event);
         head.seq = seq;
         head.hash = hash;
       }
+      const times: string[] = [];
       await this.store.transaction(async (s) => {
-        for (const e of linked) await s.put(e, { method: 'POST', index: extractIndex(e) });
+        times.length = 0; // a store may run the work again (MongoDB transaction retries)
+        for (const e of linked) times.push((await s.put(e, { method: 'POST', index: [] })).lastUpdated);
+        await s.put(headResource(head), { method: 'PUT', index: [] });
       });
       this.head = head;
       this.written += linked.length;
-      if (this.headFile) {
-        writeFileSync(`${this.headFile}.tmp`, JSON.stringify(head));
-        renameSync(`${this.headFile}.tmp`, this.headFile);
-      }
+      for (let i = 0; i < linked.length; i++) this.unindexed.push({ id: linked[i].id!, event: linked[i], lastUpdated: times[i] });
+      this.lastWrite = Date.now();
+      if (this.unindexed.length >= INDEX_HIGH_WATER) void this.runIndexer();
+      else this.armIdleTimer();
     });
     this.writing = run.catch(() => undefined);
     return run;
+  }
+
+  private armIdleTimer(): void {
+    if (this.idleTimer || this.indexRunning) return;
+    const wait = Math.max(1, this.lastWrite + INDEX_IDLE_MS - Date.now());
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (Date.now() - this.lastWrite >= INDEX_IDLE_MS) void this.runIndexer();
+      else this.armIdleTimer();
+    }, wait);
+    this.idleTimer.unref();
+  }
+
+  /**
+   * Resolves once every entry committed so far has its search index rows (AuditEvent searches wait for it).
+   */
+  async indexed(): Promise<void> {
+    await this.writing;
+    await this.loadHead();
+    await this.runIndexer();
+  }
+
+  /** Indexes the backlog in chunks, one store transaction each, yielding to requests between chunks. */
+  private runIndexer(): Promise<void> {
+    if (this.indexRunning) return this.indexing;
+    this.indexRunning = true;
+    const run = this.indexing.then(async () => {
+      try {
+        if (this.recoverAfter !== null) await this.recover();
+        while (this.unindexed.length) {
+          const chunk = this.unindexed.slice(0, INDEX_CHUNK);
+          const entries = chunk.map((u) => ({ resourceType: 'AuditEvent', id: u.id, index: extractIndex(u.event) }));
+          await this.store.reindex(entries);
+          this.unindexed.splice(0, chunk.length);
+          if (this.head) this.head.indexedThrough = chunk[chunk.length - 1].lastUpdated;
+          if (this.unindexed.length) await nextTurn();
+        }
+      } finally {
+        this.indexRunning = false;
+      }
+    });
+    this.indexing = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Entries committed by an earlier process after the head's `indexedThrough` go to the front of the backlog. */
+  private async recover(): Promise<void> {
+    if (this.recoverAfter === null) return;
+    const after = this.recoverAfter;
+    const known = new Set(this.unindexed.map((u) => u.id));
+    const found: Unindexed[] = [];
+    for (const e of await auditEvents(this.store, after)) {
+      if (!known.has(e.id!)) found.push({ id: e.id!, event: e, lastUpdated: e.meta?.lastUpdated ?? '' });
+    }
+    this.recoverAfter = null;
+    if (!found.length) return;
+    this.unindexed = [...found, ...this.unindexed].sort((a, b) => (a.lastUpdated < b.lastUpdated ? -1 : a.lastUpdated > b.lastUpdated ? 1 : 0));
   }
 }
 
@@ -174,8 +309,11 @@ export interface VerifyReport {
   problems: string[];
 }
 
-/** Checks the whole chain: edited (hash), removed (gap / prev), truncated (head file), unchained entries. */
-export async function verifyAuditChain(store: Store, headFile?: string): Promise<VerifyReport> {
+/**
+ * Checks the whole chain: edited (hash), removed (gap / prev), truncated (the head in the store records more
+ * entries), unchained entries. `_legacyHeadFile` is ignored (the head lives in the store).
+ */
+export async function verifyAuditChain(store: Store, _legacyHeadFile?: string): Promise<VerifyReport> {
   const events = await allAuditEvents(store);
   const problems: string[] = [];
   let prev = GENESIS;
@@ -192,9 +330,11 @@ export async function verifyAuditChain(store: Store, headFile?: string): Promise
     prev = link.hash;
     expected = link.seq + 1;
   }
-  const head = readHead(headFile);
-  if (head && (head.seq !== expected - 1 || head.hash !== prev)) {
-    problems.push(head.seq > expected - 1 ? `the trail is truncated: the head records ${head.seq} entries, the store ends at ${expected - 1}` : `the trail does not end where the head file says (entry ${head.seq})`);
+  const head = await readHead(store);
+  if (!head) {
+    if (expected > 1) problems.push(`the chain head (${HEAD_TYPE}/${HEAD_ID}) is missing from the audit store`);
+  } else if (head.seq !== expected - 1 || head.hash !== prev) {
+    problems.push(head.seq > expected - 1 ? `the trail is truncated: the head records ${head.seq} entries, the store ends at ${expected - 1}` : `the trail does not end where the head says (entry ${head.seq})`);
   }
   return { ok: problems.length === 0, entries: events.length, problems };
 }

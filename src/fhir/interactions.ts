@@ -26,6 +26,7 @@ import {
   type Issue,
 } from './outcome.ts';
 import { type FhirRequest, type FhirResponse, header, prefer, queryValue } from './request.ts';
+import { storedResponse } from '../formats/negotiate.ts';
 
 export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
 
@@ -170,7 +171,7 @@ export async function read(session: StoreSession, req: FhirRequest, type: string
       return { status: 304, headers };
     }
   }
-  return { status: 200, headers, body: record.resource, summarizable: true };
+  return storedResponse(200, headers, record);
 }
 
 function safeETag(value: string): number | undefined {
@@ -190,7 +191,7 @@ export async function vread(session: StoreSession, req: FhirRequest, type: strin
   if (record.deleted) {
     throw new FhirError(410, `Version ${vid} of ${type}/${id} is a deletion`, 'deleted', { ETag: etag(record.versionId) });
   }
-  return { status: 200, headers: versionHeaders(record, req.baseUrl, false), body: record.resource, summarizable: true };
+  return storedResponse(200, versionHeaders(record, req.baseUrl, false), record);
 }
 
 // -- create / update / delete ------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
  * parser can run away).
  */
 import type { Resource } from 'fhir/r4';
+import type { FhirResponse } from '../fhir/request.ts';
+import type { VersionRecord } from '../store/port.ts';
 import { FhirError, badRequest } from '../fhir/outcome.ts';
 import { parseFhirXml, toFhirXml } from './xml.ts';
 
@@ -148,6 +150,38 @@ export function parseBody(raw: Buffer | string | undefined, contentType: string 
     return parseFhirXml(text, { maxDepth: limits.maxDepth });
   }
   throw new FhirError(415, `Content-Type ${type} is not supported; use application/fhir+json or application/fhir+xml`, 'not-supported');
+}
+
+/** Responses whose body is, byte for byte, a stored JSON text (see `storedResponse`). */
+const STORED_JSON = new WeakMap<FhirResponse, string>();
+
+/**
+ * A response whose body is a stored resource: the body is parsed from the record only when something asks
+ * for it, and until then (or until it is replaced) `storedJson` hands the HTTP layer the stored text, which
+ * is exactly what `serialize(body, 'json', false)` would produce.
+ */
+export function storedResponse(status: number, headers: Record<string, string>, record: VersionRecord): FhirResponse {
+  const res: FhirResponse = { status, headers, summarizable: true };
+  if (record.json === undefined) {
+    res.body = record.resource;
+    return res;
+  }
+  STORED_JSON.set(res, record.json);
+  Object.defineProperty(res, 'body', {
+    enumerable: true,
+    configurable: true,
+    get: () => record.resource,
+    set: (value: Resource | undefined) => {
+      STORED_JSON.delete(res);
+      Object.defineProperty(res, 'body', { value, writable: true, enumerable: true, configurable: true });
+    },
+  });
+  return res;
+}
+
+/** The stored JSON text that is this response's body, when it has one. */
+export function storedJson(res: FhirResponse): string | undefined {
+  return STORED_JSON.get(res);
 }
 
 export function serialize(resource: Resource, format: Format, pretty: boolean): string {

@@ -11,7 +11,7 @@ import { dispatch } from '../fhir/router.ts';
 import { FhirError, operationOutcome } from '../fhir/outcome.ts';
 import type { FhirRequest, FhirResponse, HttpMethod } from '../fhir/request.ts';
 import type { Principal } from '../access/principal.ts';
-import { type Format, contentTypeOf, formatOf, mediaType, parseBody, responseFormat, serialize } from '../formats/negotiate.ts';
+import { type Format, contentTypeOf, formatOf, mediaType, parseBody, responseFormat, serialize, storedJson } from '../formats/negotiate.ts';
 import { applySubsetting, parseSummary } from '../formats/summary.ts';
 import { authenticate, flushAudit, registerAuthRoutes } from '../access/http.ts';
 import { accessRuntime } from '../access/service.ts';
@@ -41,6 +41,14 @@ function send(res: Response, neg: Negotiated, status: number, headers: Record<st
   }
   const text = serialize(body, neg.format, neg.pretty);
   res.setHeader('Content-Type', contentTypeOf(neg.format));
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(head ? undefined : text);
+}
+
+function sendText(res: Response, status: number, headers: Record<string, string>, text: string, head: boolean): void {
+  res.status(status);
+  for (const k in headers) res.setHeader(k, headers[k]);
+  res.setHeader('Content-Type', contentTypeOf('json'));
   res.setHeader('Content-Length', Buffer.byteLength(text));
   res.end(head ? undefined : text);
 }
@@ -196,6 +204,12 @@ async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated
   const elements = firstQuery(query, '_elements');
   // The audit trail of the request is written before the answer leaves (src/access/http.ts).
   const result: FhirResponse = await flushAudit(ctx, dispatch(ctx, fhirReq));
+  // A plain JSON read: the stored text is the body as it is (no parse, no serialisation).
+  const stored = neg.format === 'json' && !neg.pretty && !summary && elements === undefined ? storedJson(result) : undefined;
+  if (stored !== undefined) {
+    sendText(res, result.status, result.headers, stored, method === 'HEAD');
+    return;
+  }
   const out = result.body && result.summarizable ? applySubsetting(result.body, summary, elements) : result.body;
   send(res, neg, result.status, result.headers, out, method === 'HEAD');
 }

@@ -25,6 +25,12 @@ export interface VersionRecord {
   method: WriteMethod;
   deleted: boolean;
   resource?: Resource;
+  /**
+   * The stored JSON text of `resource`, when the adapter keeps one (SQLite): exactly what
+   * `JSON.stringify(resource)` gives for the record as read (meta.versionId and meta.lastUpdated included),
+   * so a plain JSON read can send it as it is. Stale once `resource` is changed: only read paths use it.
+   */
+  json?: string;
 }
 
 /** The current state of a resource id: live (with its resource) or deleted (a tombstone). */
