@@ -54,6 +54,9 @@ describe('$access-grant / $access-revoke', () => {
     expect(c.body.provision.actor[0].reference.reference).toBe('Practitioner/dr-none');
     expect(c.body.provision.period.end).toBe('2099-12-31');
     expect(c.body.performer[0].reference).toBe('Patient/anna');
+    // A valid R4 Consent (consent invariants included).
+    const validated = await t.http.post('/fhir/Consent/$validate').send(c.body);
+    expect(validated.body.issue.filter((i: { severity: string }) => i.severity === 'error' || i.severity === 'fatal')).toEqual([]);
     // The same call again changes nothing.
     const again = await anna.post('/fhir/Patient/anna/$access-grant').send(body);
     expect(value(again.body, 'outcome')!.valueCode).toBe('unchanged');
@@ -194,6 +197,42 @@ describe('block, hide, objection, close, emergency access, cross-border', () => 
     expect((await ncp.get('/fhir/Patient/ben')).status).toBe(404);
     expect((await ben.post('/fhir/Patient/ben/$cross-border').send(params({ name: 'enabled', valueBoolean: true }))).status).toBe(200);
     expect((await ncp.get('/fhir/Patient/ben')).status).toBe(200);
+  });
+});
+
+describe('malformed calls are 4xx OperationOutcomes, never 500', () => {
+  it('every changing operation with broken parameters', async () => {
+    const bad: unknown[] = [
+      { resourceType: 'Parameters', parameter: [{ name: 'practitioner' }] },
+      { resourceType: 'Parameters', parameter: [{ name: 'practitioner', valueReference: {} }] },
+      { resourceType: 'Parameters', parameter: [{ name: 'practitioner', valueReference: { reference: 5 } }] },
+      { resourceType: 'Parameters', parameter: [{ name: 'resource', valueReference: { reference: 'Foo/1' } }, { name: 'encounter', valueReference: { reference: 'Binary/x' } }] },
+      { resourceType: 'Parameters', parameter: [{ name: 'resource', valueString: '../etc/passwd' }, { name: 'encounter', valueString: 'Encounter/' }] },
+      { resourceType: 'Parameters', parameter: [{ name: 'practitioner', valueReference: { reference: 'Practitioner/dr-none' } }, { name: 'end', valueDate: '2099-13-45' }] },
+      { resourceType: 'Parameters', parameter: [{ name: 'practitioner', valueReference: { reference: 'Practitioner/dr-none' } }, { name: 'end', valueDateTime: 2099 }] },
+      { resourceType: 'Parameters', parameter: [{ name: 'practitioner', valueReference: { reference: 'Practitioner/dr-none' } }, { name: 'restricted', valueString: 'yes' }] },
+      { resourceType: 'Parameters', parameter: [{ name: 'enabled', valueBoolean: 'no' }, { name: 'enabled', valueBoolean: true }] },
+      { resourceType: 'Parameters', parameter: 'x' },
+      { resourceType: 'Parameters', parameter: [null] },
+      { resourceType: 'Observation' },
+      [],
+    ];
+    const ops = ['access-grant', 'access-revoke', 'access-block', 'access-unblock', 'hide', 'unhide', 'object-encounter', 'withdraw-objection', 'emergency-access', 'cross-border'];
+    for (const op of ops) {
+      for (const body of bad) {
+        const r = await anna.post(`/fhir/Patient/anna/$${op}`).send(body as object);
+        expect(r.status, `${op} ${JSON.stringify(body)}`).toBeGreaterThanOrEqual(400);
+        expect(r.status, `${op} ${JSON.stringify(body)}`).toBeLessThan(500);
+        expect(r.body.resourceType).toBe('OperationOutcome');
+      }
+    }
+    for (const q of ['_count=-1', '_count=abc', '_cursor=zzz', 'self=1', 'emergency=yes', '_sort=date']) {
+      const r = await anna.get(`/fhir/Patient/anna/$access-log?${q}`);
+      expect(r.status, q).toBe(400);
+    }
+    // Nothing was written by the refused calls.
+    const p = (await anna.get('/fhir/Patient/anna/$access-policy')).body as Parameters;
+    expect(all(p, 'block').map((b) => part(b, 'actor')!.valueReference!.reference)).toEqual(['Practitioner/dr-blocked']);
   });
 });
 

@@ -108,6 +108,16 @@ function booleanParam(req: FhirRequest, name: string, required: boolean): boolea
   throw badRequest(`Parameter ${name} must be a boolean`, [where(name)]);
 }
 
+/** A FHIR date or dateTime (a time needs seconds and a zone), with real calendar values. */
+function validDateTime(v: string): boolean {
+  const m = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T([01]\d|2[0-3]):([0-5]\d):([0-5]\d|60)(?:\.\d{1,9})?(?:Z|[+-](?:0\d|1[0-4]):[0-5]\d))?)?)?$/.exec(v);
+  if (!m) return false;
+  const [y, mo, d] = [Number(m[1]), m[2] ? Number(m[2]) : 1, m[3] ? Number(m[3]) : 1];
+  if (mo < 1 || mo > 12) return false;
+  const date = new Date(Date.UTC(y, mo - 1, d));
+  return date.getUTCMonth() === mo - 1 && date.getUTCDate() === d && !Number.isNaN(periodEndMs(v));
+}
+
 function unprocessable(message: string, name: string): FhirError {
   return new FhirError(422, [{ severity: 'error', code: 'processing', diagnostics: message, expression: [where(name)] }]);
 }
@@ -333,7 +343,7 @@ const CHANGES: Record<string, Change> = {
     let end: string | undefined;
     if (endParam) {
       end = endParam.valueDateTime ?? endParam.valueDate ?? endParam.valueInstant ?? endParam.valueString;
-      if (typeof end !== 'string' || !/^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?)?)?$/.test(end) || Number.isNaN(periodEndMs(end))) {
+      if (typeof end !== 'string' || !validDateTime(end)) {
         throw badRequest('Parameter end must be a date or a dateTime with a time zone', [where('end')]);
       }
       if (periodEndMs(end) <= w.now) throw unprocessable(`Parameter end (${end}) is not in the future`, 'end');
@@ -398,6 +408,30 @@ function ok(parameter: ParametersParameter[]): FhirResponse {
   return { status: 200, headers: {}, body };
 }
 
+/** The parameters each changing operation takes: anything else is refused (400), not silently ignored. */
+const ACCEPTS: Record<string, string[]> = {
+  'access-grant': ['practitioner', 'end', 'restricted'],
+  'access-revoke': ['practitioner'],
+  'access-block': ['practitioner'],
+  'access-unblock': ['practitioner'],
+  hide: ['resource'],
+  unhide: ['resource'],
+  'object-encounter': ['encounter'],
+  'withdraw-objection': ['encounter'],
+  close: [],
+  reopen: [],
+  'emergency-access': ['enabled'],
+  'cross-border': ['enabled'],
+};
+const FORMAT = new Set(['_format', '_pretty', '_summary', '_elements']);
+
+function refuseUnknown(req: FhirRequest, op: string, accepted: string[]): void {
+  const body = req.body as Parameters | undefined;
+  const names = body?.resourceType === 'Parameters' ? (body.parameter ?? []).map((p) => p.name) : req.query.map(([k]) => k).filter((k) => !FORMAT.has(k));
+  const unknown = names.find((n) => !accepted.includes(n));
+  if (unknown !== undefined) throw badRequest(`Parameter ${String(unknown)} is not a parameter of $${op}${accepted.length ? ` (${accepted.join(', ')})` : ' (it takes none)'}`, [where(String(unknown))]);
+}
+
 for (const [name, change] of Object.entries(CHANGES)) {
   operationRegistry.register({
     name,
@@ -407,6 +441,7 @@ for (const [name, change] of Object.entries(CHANGES)) {
     affectsState: true,
     async handler(ctx, req, target, session) {
       const patientId = target.id!;
+      refuseUnknown(req, name, ACCEPTS[name]);
       const run = async (s: StoreSession) => {
         await livePatient(s, patientId);
         const w = new ConsentWriter(s, patientId, req.principal, Date.now());
