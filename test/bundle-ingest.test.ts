@@ -119,3 +119,54 @@ describe('index values: fewer rows, same matches', () => {
     expect(await ids('combo-code-value-quantity=http://loinc.org|8302-2$167.7')).toEqual(both);
   });
 });
+
+describe('batch entries in one store transaction (savepoints)', () => {
+  it('a step that throws after writing is rolled back alone; the others commit, index rows included', async () => {
+    const t = await makeApp();
+    const store = t.ctx.store as unknown as {
+      grouped<T>(work: (step: <R>(fn: (s: import('../src/store/port.ts').StoreSession) => Promise<R>) => Promise<R>) => Promise<T>): Promise<T>;
+    };
+    const { extractIndex } = await import('../src/search/indexer.ts');
+    const p = (id: string, family: string) => ({ resourceType: 'Patient', id, name: [{ family }] }) as Patient;
+    const put = (s: import('../src/store/port.ts').StoreSession, r: Patient) => s.put(r, { method: 'PUT', index: extractIndex(r) });
+    const errors: unknown[] = [];
+    await store.grouped(async (step) => {
+      await step((s) => put(s, p('g1', 'Alpha')));
+      await step(async (s) => {
+        await put(s, p('g2', 'Beta'));
+        await put(s, p('g1', 'AlphaChanged'));
+        throw new Error('entry failed after writing');
+      }).catch((e: unknown) => errors.push(e));
+      await step((s) => put(s, p('g3', 'Gamma')));
+    });
+    expect(errors).toHaveLength(1);
+    expect((await t.ctx.store.current('Patient', 'g1'))!.versionId).toBe(1);
+    expect(await t.ctx.store.current('Patient', 'g2')).toBeUndefined();
+    expect((await t.ctx.store.current('Patient', 'g3'))!.resource).toMatchObject({ name: [{ family: 'Gamma' }] });
+    const names = async (q: string) => (((await t.http.get(`/fhir/Patient?${q}`)).body as Bundle).entry ?? []).map((e) => e.resource!.id).sort();
+    expect(await names('name=beta')).toEqual([]);
+    expect(await names('name=alphachanged')).toEqual([]);
+    expect(await names('name=alpha')).toEqual(['g1']);
+  });
+
+  it('a long batch keeps the order of its entries: reads and conditional creates see the writes before them', async () => {
+    const t = await makeApp();
+    const entries: BundleEntry[] = [];
+    for (let i = 0; i < 120; i++) {
+      entries.push({ resource: { resourceType: 'Patient', id: `b${i}`, identifier: [{ system: 'urn:x', value: String(i) }] } as Patient, request: { method: 'PUT', url: `Patient/b${i}` } });
+    }
+    entries.push({ request: { method: 'GET', url: 'Patient/b119' } });
+    // Matches b5, written earlier in the same batch: 200, nothing created.
+    entries.push({ resource: { resourceType: 'Patient' } as Patient, request: { method: 'POST', url: 'Patient', ifNoneExist: 'identifier=urn:x|5' } });
+    // Fails (412): the version is 1; the entries around it are kept.
+    entries.push({ resource: { resourceType: 'Patient', id: 'b1' } as Patient, request: { method: 'PUT', url: 'Patient/b1', ifMatch: 'W/"7"' } });
+    entries.push({ request: { method: 'DELETE', url: 'Patient/b2' } });
+    const res = await t.http.post('/fhir').send(tx(entries, 'batch'));
+    expect(res.status).toBe(200);
+    const statuses = (res.body as Bundle).entry!.map((e) => e.response!.status);
+    expect(statuses.slice(0, 120).every((s) => s === '201')).toBe(true);
+    expect(statuses.slice(120)).toEqual(['200', '200', '412', '204']);
+    expect(await t.ctx.store.count('Patient')).toBe(119);
+    expect((await t.ctx.store.current('Patient', 'b1'))!.versionId).toBe(1);
+  });
+});

@@ -136,18 +136,76 @@ function errorEntry(err: unknown): BundleEntry {
 }
 
 async function batch(ctx: Context, req: FhirRequest, entries: BundleEntry[]): Promise<FhirResponse> {
-  const out: BundleEntry[] = [];
+  const out: BundleEntry[] = new Array(entries.length);
   const entryCtx = quietProfiles(ctx, req);
+  const plans: PlannedEntry[] = [];
   for (let i = 0; i < entries.length; i++) {
     try {
-      const plan = planEntry(entries[i], i, req.baseUrl);
-      const res = await dispatch(entryCtx, entryRequest(req, plan, plan.entry.resource));
-      out.push(responseEntry(res, req.baseUrl));
+      plans.push(planEntry(entries[i], i, req.baseUrl));
     } catch (err) {
-      out.push(errorEntry(err));
+      out[i] = errorEntry(err);
     }
   }
+  const run = async (p: PlannedEntry, session?: StoreSession) => {
+    try {
+      out[p.index] = responseEntry(await dispatch(entryCtx, entryRequest(req, p, p.entry.resource), session), req.baseUrl);
+    } catch (err) {
+      out[p.index] = errorEntry(err);
+    }
+  };
+  const grouping = groupingStore(ctx);
+  for (let k = 0; k < plans.length; ) {
+    const p = plans[k]!;
+    if (!grouping || !groupable(p)) {
+      await run(p);
+      k++;
+      continue;
+    }
+    // Consecutive plain writes share one store transaction, each entry in its own savepoint (a failing entry
+    // is rolled back alone, as when it had its own transaction): one COMMIT instead of one per entry.
+    let end = k;
+    while (end < plans.length && groupable(plans[end]!)) end++;
+    const group = plans.slice(k, end);
+    try {
+      await grouping.grouped(async (step) => {
+        for (const [n, g] of group.entries()) {
+          if (n % YIELD_EVERY === YIELD_EVERY - 1) await yieldToEventLoop();
+          await step((session) => run(g, session).then(() => {
+            // run() turns a failure into an error entry; the savepoint must still be rolled back.
+            if (Number(out[g.index]!.response!.status) >= 400) throw new EntryFailed();
+          })).catch((err: unknown) => {
+            if (!(err instanceof EntryFailed)) throw err;
+          });
+        }
+      });
+      if (group.some((g) => g.path.split('/')[0] === 'SearchParameter')) await syncSearchParameters(ctx.store);
+    } catch (err) {
+      // The group's COMMIT failed: none of its entries was stored.
+      for (const g of group) out[g.index] = errorEntry(err);
+    }
+    k = end;
+  }
   return { status: 200, headers: {}, body: responseBundle('batch-response', out) };
+}
+
+class EntryFailed extends Error {}
+
+/** The store's savepoint grouping (SqliteStore.grouped), when it has one. */
+interface GroupingStore {
+  grouped<T>(work: (step: <R>(fn: (session: StoreSession) => Promise<R>) => Promise<R>) => Promise<T>): Promise<T>;
+}
+function groupingStore(ctx: Context): GroupingStore | undefined {
+  const store = ctx.store as Partial<GroupingStore>;
+  return typeof store.grouped === 'function' ? (store as GroupingStore) : undefined;
+}
+
+/**
+ * Entries that may share a store transaction: writes of the plain interactions (create, update, patch, delete,
+ * conditional or not), which run entirely on the session they are given. Reads and operations run on their own
+ * (an operation may open its own store transaction, or read the committed state).
+ */
+function groupable(p: PlannedEntry): boolean {
+  return p.method !== 'GET' && p.method !== 'HEAD' && p.path !== '' && !p.path.includes('$');
 }
 
 /**
