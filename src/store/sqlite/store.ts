@@ -386,9 +386,10 @@ function searchIn(s: Statements, request: SearchRequest): SearchResult {
   const compiled = compileSearch(request, { paramIds: paramIds(s.db) });
   // count 0 (_summary=count, _count=0): the total only, no page query.
   const rows = request.count > 0 ? (s.db.prepare(compiled.sql).all(...(compiled.params as SQLInputValue[])) as unknown as ResourceRow[]) : [];
-  const page = rows.slice(0, request.count);
+  const { page, next, previous } = compiled.paginate(rows);
   const result: SearchResult = { resources: page.map((r) => JSON.parse(r.content!) as Resource) };
-  if (rows.length > request.count && page.length) result.next = compiled.cursorAfter(page[page.length - 1]);
+  if (next) result.next = next;
+  if (previous) result.previous = previous;
   if (compiled.countSql && request.total !== 'none') {
     const c = s.db.prepare(compiled.countSql).get(...(compiled.countParams as SQLInputValue[])) as { n: number };
     result.total = c.n;
