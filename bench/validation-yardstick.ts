@@ -1,7 +1,8 @@
 /**
  * External yardstick: HL7's validator test cases (../shared/specs/fhir-test-cases/validator, manifest.json),
- * the R4 ones that need no terminology server and no registry package (module not `tx`, no `packages`, not
- * tx-dependent, JSON instance and JSON supporting files), and that validate FHIR resources (not the `cdshooks`
+ * the R4 ones that need no terminology server and no registry package (module not `tx`, no `packages` on the case,
+ * profile variants with `packages` left out, not tx-dependent, JSON instance and JSON supporting files, `supporting5`
+ * included), and that validate FHIR resources (not the `cdshooks`
  * module's JSON documents, not `logical` model instances). Each case's instance is validated with
  * validateFull (supporting and profile files added to the registry for that case only; the `profile` variant
  * with its profile asked for) and compared with HL7's Java validator outcome (outcomes/java):
@@ -36,6 +37,8 @@ interface Case {
   packages?: unknown;
   'tx-dependent'?: unknown;
   supporting?: (string | { source?: string; file?: string })[];
+  /** Supporting files HL7's runner loads as well (R5-era manifests). */
+  supporting5?: string[];
   profiles?: (string | { source?: string; file?: string })[];
   profile?: { source: string; java: string; supporting?: (string | { source?: string; file?: string })[] };
 }
@@ -50,15 +53,17 @@ const fileOf = (f: string | { source?: string; file?: string }) => (typeof f ===
 const json = (f: string | { source?: string; file?: string }) => fileOf(f).endsWith('.json');
 const cases = manifest['test-cases'].filter(
   (c) => (c.version ?? '5.0').startsWith('4.0') && c.module !== 'tx' && c.module !== 'cdshooks' && !(c as { logical?: unknown }).logical && !c.packages && !c['tx-dependent'] && c.java && json(c.file) &&
-    [...(c.supporting ?? []), ...(c.profiles ?? []), ...(c.profile ? [c.profile.source, ...(c.profile.supporting ?? [])] : [])].every(json) && (!only || c.name === only),
+    [...(c.supporting ?? []), ...(c.supporting5 ?? []), ...(c.profiles ?? []), ...(c.profile ? [c.profile.source, ...(c.profile.supporting ?? [])] : [])].every(json) && (!only || c.name === only),
 );
 
 const norm = (e: string) => e.replace(/\[0\]/g, '').replace(/\.ofType\(([^)]+)\)/g, (_m, t: string) => t.charAt(0).toUpperCase() + t.slice(1)).replace(/\.value(?=[A-Z])/g, '.value');
 const reg = packageRegistry();
 const stats = { runs: 0, verdict: 0, count: 0, locations: 0, skipped: 0, failedToRun: 0 };
 const disagreements: string[] = [];
+/** Every run whose verdict differs, with both sides' errors (for grouping disagreements by cause). */
+const verdictMisses: { name: string; java: string[]; ours: string[] }[] = [];
 
-function run(name: string, instanceFile: string, extra: (string | { source?: string; file?: string })[], expectedRef: string | { errorCount?: number }, profileUrl?: string): void {
+function run(name: string, instanceFile: string, extra: (string | { source?: string; file?: string })[], expectedRef: string | { errorCount?: number }, profileUrl?: string, displayMode?: string, flags: { securityChecks?: boolean; noHtmlInMarkdown?: boolean; noExampleUrls?: boolean } = {}): void {
   const expectedPath = typeof expectedRef === 'string' ? join(dir, 'outcomes', expectedRef) : undefined;
   if (expectedPath && !existsSync(expectedPath)) {
     stats.skipped++;
@@ -75,7 +80,8 @@ function run(name: string, instanceFile: string, extra: (string | { source?: str
   let ours: Issue[];
   try {
     const resource = JSON.parse(readFileSync(join(dir, instanceFile), 'utf8'));
-    ours = validateFull(resource, { profiles: profileUrl ? [profileUrl] : undefined, validator: new ProfileValidator(reg) });
+    // HL7's validator grades a wrong display as an error unless the case sets `wrong-displays`.
+    ours = validateFull(resource, { profiles: profileUrl ? [profileUrl] : undefined, validator: new ProfileValidator(reg), displayMismatch: displayMode === 'warning' ? 'warning' : 'error', ...flags });
   } catch (err) {
     if (err instanceof SyntaxError) {
       // Not JSON: the server answers 400 with one fatal issue.
@@ -99,6 +105,7 @@ function run(name: string, instanceFile: string, extra: (string | { source?: str
   if (v) stats.verdict++;
   if (c) stats.count++;
   if (l) stats.locations++;
+  if (!v) verdictMisses.push({ name, java: theirErrors.map((i) => `${i.expression?.[0]}: ${i.details?.text ?? ''}`), ours: ourErrors.map((i) => i.diagnostics) });
   if (!v || (verbose && !l)) {
     disagreements.push(
       `${name}: java ${theirErrors.length} error(s) [${theirErrors.map((i) => `${i.expression?.[0]}: ${i.details?.text?.slice(0, 120)}`).join(' ; ')}] ours ${ourErrors.length} [${ourErrors.map((i) => i.diagnostics.slice(0, 160)).join(' ; ')}]`,
@@ -108,11 +115,14 @@ function run(name: string, instanceFile: string, extra: (string | { source?: str
 
 const t0 = performance.now();
 for (const c of cases) {
-  run(c.name, c.file, [...(c.supporting ?? []), ...(c.profiles ?? [])], c.java!);
-  if (c.profile) {
+  const wd = (c as { 'wrong-displays'?: string })['wrong-displays'];
+  // Validator settings a case asks for, where ours has the same setting.
+  const flags = { securityChecks: (c as { 'security-checks'?: boolean })['security-checks'] === true, noHtmlInMarkdown: (c as { noHtmlInMarkdown?: boolean }).noHtmlInMarkdown === true, noExampleUrls: (c as { examples?: boolean }).examples === false };
+  run(c.name, c.file, [...(c.supporting ?? []), ...(c.supporting5 ?? []), ...(c.profiles ?? [])], c.java!, undefined, wd, flags);
+  if (c.profile && !(c.profile as { packages?: unknown }).packages) {
     const src = join(dir, c.profile.source);
     const url = existsSync(src) ? (JSON.parse(readFileSync(src, 'utf8')) as { url?: string }).url : undefined;
-    if (url) run(`${c.name} (profile)`, c.file, [...(c.supporting ?? []), ...(c.profiles ?? []), c.profile.source, ...(c.profile.supporting ?? [])], c.profile.java, url);
+    if (url) run(`${c.name} (profile)`, c.file, [...(c.supporting ?? []), ...(c.supporting5 ?? []), ...(c.profiles ?? []), c.profile.source, ...(c.profile.supporting ?? [])], c.profile.java, url, wd, flags);
   }
 }
 reg.clearAdded();
@@ -121,4 +131,4 @@ console.log(`${cases.length} cases selected, ${stats.runs} runs (${stats.skipped
 console.log(`verdict agreement ${pct(stats.verdict)}, same error count ${pct(stats.count)}, same error locations ${pct(stats.locations)}`);
 for (const d of disagreements) console.log('  ' + d.slice(0, 600));
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-writeFileSync(join(root, 'bench', 'results', 'validation-yardstick.json'), JSON.stringify({ selected: cases.length, ...stats, disagreements }, null, 2) + '\n');
+writeFileSync(join(root, 'bench', 'results', 'validation-yardstick.json'), JSON.stringify({ selected: cases.length, ...stats, disagreements, verdictMisses }, null, 2) + '\n');

@@ -29,7 +29,7 @@ const testProfiles: ConformanceResource[] = [
         { id: 'Patient.identifier:national.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:oid:1.2.3' },
         { id: 'Patient.identifier:national.value', path: 'Patient.identifier.value', min: 1 },
         { id: 'Patient.identifier:local', path: 'Patient.identifier', sliceName: 'local', min: 0, max: '*' },
-        { id: 'Patient.identifier:local.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:oid:9.9' },
+        { id: 'Patient.identifier:local.system', path: 'Patient.identifier.system', min: 1, fixedUri: 'urn:oid:1.2.9' },
         { id: 'Patient.name', path: 'Patient.name', min: 1 },
         { id: 'Patient.name.family', path: 'Patient.name.family', min: 1 },
         { id: 'Patient.maritalStatus', path: 'Patient.maritalStatus', binding: { strength: 'required', valueSet: 'http://hl7.org/fhir/ValueSet/marital-status' } },
@@ -82,7 +82,7 @@ const goodPatient = () => ({
   text: narrative,
   identifier: [
     { system: 'urn:oid:1.2.3', value: '42' },
-    { system: 'urn:oid:9.9', value: 'a' },
+    { system: 'urn:oid:1.2.9', value: 'a' },
   ],
   name: [{ family: 'Muller', given: ['Jean'] }],
   birthDate: '1970-01-01',
@@ -141,7 +141,7 @@ describe('cardinality, fixed values and slicing', () => {
     const p = goodPatient();
     delete (p.identifier[0] as { value?: string }).value;
     expectError(validateFull(p), 'Patient.identifier[0].value', /at least 1/);
-    p.identifier = [{ system: 'urn:oid:9.9', value: 'b' }];
+    p.identifier = [{ system: 'urn:oid:1.2.9', value: 'b' }];
     expectError(validateFull(p), 'Patient.identifier', /slice 'national'.*at least 1/);
   });
   it('closed slicing rejects an identifier in no slice', () => {
@@ -258,9 +258,13 @@ describe('references and contained resources', () => {
     const o = { ...bp(), contained: [{ resourceType: 'Medication', id: 'm' }], subject: { reference: '#m' } };
     expectError(validateFull(o), 'Observation.subject.reference', /Medication, which is not allowed/);
   });
-  it('inside a Bundle, urn:uuid references must resolve to an entry and resolved targets are type-checked', () => {
+  it('inside a document, urn:uuid references must resolve to an entry (a warning in other Bundles) and resolved targets are type-checked', () => {
     const obs = { ...bp(), subject: { reference: 'urn:uuid:00000000-0000-4000-8000-000000000001' } };
     const b = { resourceType: 'Bundle', type: 'collection', entry: [{ fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000002', resource: obs }] };
+    const collection = validateFull(b);
+    expect(errorsOf(collection), show(collection)).toEqual([]);
+    expect(collection.some((i) => i.severity === 'warning' && /does not resolve/.test(i.diagnostics)), show(collection)).toBe(true);
+    b.type = 'document';
     expectError(validateFull(b), 'Bundle.entry[0].resource.subject.reference', /does not resolve/);
     b.entry.push({ fullUrl: 'urn:uuid:00000000-0000-4000-8000-000000000001', resource: { resourceType: 'Device', text: narrative } as never });
     expectError(validateFull(b), 'Bundle.entry[0].resource.subject.reference', /Device, which is not allowed/);

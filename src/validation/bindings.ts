@@ -67,6 +67,8 @@ export class BindingChecker {
       if ((svc as unknown as { loaded?: boolean }).loaded) {
         this.scope = new Scope([this.layer, svc.static]);
         this.withService = true;
+        this.results.clear();
+        this.displayCache.clear();
       }
     }
     return this.scope;
@@ -86,6 +88,36 @@ export class BindingChecker {
       }
     }
     return false;
+  }
+
+  private readonly displayCache = new Map<string, string[] | null>();
+
+  /**
+   * Every display and designation the terminology module knows for a code (including supplements), or
+   * undefined when the code system or the code is not available here.
+   */
+  displays(system: string, code: string): string[] | undefined {
+    const key = `${system}\u0000${code}`;
+    let r = this.displayCache.get(key);
+    if (r === undefined) {
+      r = null;
+      try {
+        const scope = this.currentScope();
+        const cs = scope.codeSystem(system);
+        const concept = cs?.get(code);
+        if (concept) {
+          const list: string[] = [];
+          if (concept.display) list.push(concept.display);
+          for (const d of concept.designations) list.push(d.value);
+          for (const layer of scope.layers) for (const d of layer.supplements.get(system)?.get(code) ?? []) list.push(d.value);
+          r = list.length ? list : null;
+        }
+      } catch {
+        r = null;
+      }
+      this.displayCache.set(key, r);
+    }
+    return r ?? undefined;
   }
 
   /** Whether one code (with or without system) is in the value set. */

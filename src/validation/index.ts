@@ -82,6 +82,14 @@ export interface FullValidationOptions {
   declared?: boolean;
   /** A validator over another registry (tests, the CLI with extra packages). */
   validator?: ProfileValidator;
+  /** Severity of a Coding display the terminology module does not know for its code (default warning). */
+  displayMismatch?: 'warning' | 'error';
+  /** Refuse HTML-looking text in strings and markdown (off by default). */
+  securityChecks?: boolean;
+  /** Refuse unescaped HTML tags in markdown (off by default). */
+  noHtmlInMarkdown?: boolean;
+  /** Refuse example.org / example.com URLs (off by default). */
+  noExampleUrls?: boolean;
 }
 
 /**
@@ -92,7 +100,7 @@ export function validateFull(resource: unknown, opts: FullValidationOptions = {}
   const issues = validateResource(resource);
   const fatal = issues.some((i) => i.code === 'not-supported' || (i.severity === 'error' && i.expression === undefined));
   if (fatal) return issues;
-  (opts.validator ?? profileLayer()).validate(resource, { base: opts.base !== false, profiles: opts.profiles, declared: opts.declared }, issues);
+  (opts.validator ?? profileLayer()).validate(resource, { base: opts.base !== false, profiles: opts.profiles, declared: opts.declared, displayMismatch: opts.displayMismatch, securityChecks: opts.securityChecks, noHtmlInMarkdown: opts.noHtmlInMarkdown, noExampleUrls: opts.noExampleUrls }, issues);
   return issues;
 }
 

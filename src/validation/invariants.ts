@@ -17,6 +17,8 @@ import fhirpath from 'fhirpath';
 import r4model from 'fhirpath/fhir-context/r4';
 
 const REWRITES: Record<string, string> = {
+  // R4 says `> 2`; the rule's text (and R5) mean more than one enableWhen.
+  'que-12': 'enableWhen.count() > 1 implies enableBehavior.exists()',
   'ref-1': "reference.exists() implies (reference.startsWith('#').not() or reference = '#' or (reference.substring(1) in %rootResource.contained.id))",
   'bld-8': "fullUrl.exists() implies fullUrl.contains('/_history/').not()",
   'con-3':
@@ -57,7 +59,9 @@ export function evaluateInvariant(base: string, expression: string, data: unknow
   if (fn instanceof Error) return fn;
   try {
     const out = fn(data, { resource, rootResource });
-    if (out.length === 0) return true; // empty: the rule does not apply
+    // Empty: no answer. HL7's validator reads it as false (so does `per-1` when start and end have different
+    // precisions); we do the same.
+    if (out.length === 0) return false;
     return out.every((v) => v === true);
   } catch (err) {
     return err instanceof Error ? err : new Error(String(err));

@@ -10,6 +10,8 @@ import type { Issue, IssueCode, IssueSeverity } from '../fhir/outcome.ts';
 import type { PackageRegistry } from '../packages/registry.ts';
 import { BindingChecker, type Coded } from './bindings.ts';
 import { effectiveExpression, evaluateInvariant } from './invariants.ts';
+import { checkLimit, checkMaxLength } from './limits.ts';
+import { decodedLength, QuestionnaireChecker } from './questionnaire.ts';
 import { childIndex, StructureCache, stripVersion, type PElement, type Structure } from './structure.ts';
 
 type Json = Record<string, unknown>;
@@ -26,7 +28,46 @@ export interface ProfileOptions {
   profiles?: string[];
   /** Use the profiles each resource declares in meta.profile (default true). */
   declared?: boolean;
+  /** Severity of a Coding display that matches no known display or designation (default warning). */
+  displayMismatch?: 'warning' | 'error';
+  /** Refuse text that looks like HTML tags in string elements (HL7's "security checks"). */
+  securityChecks?: boolean;
+  /** Refuse unescaped HTML tags in markdown. */
+  noHtmlInMarkdown?: boolean;
+  /** Refuse example URLs (example.org, example.com...) in uri, url and canonical values and references. */
+  noExampleUrls?: boolean;
 }
+
+const EXAMPLE_URL_RE = /^https?:\/\/([a-z0-9-]+\.)*example\.(org|com|net)(\/|:|$)/i;
+
+/** Elements allowed in narrative XHTML (R4 narrative.html: basic formatting only). */
+const XHTML_ELEMENTS = new Set(
+  'a abbr acronym address b bdo big blockquote br caption cite code col colgroup dd del dfn div dl dt em h1 h2 h3 h4 h5 h6 hr i img ins kbd li map area ol p pre q s samp small span strike strong sub sup table tbody td tfoot th thead tr tt u ul var'.split(' '),
+);
+const TAG_RE = /<(\/?)([A-Za-z][A-Za-z0-9:_.-]*)((?:\s+[^\s=>/]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+))?)*)\s*\/?>/g;
+const ATTR_RE = /([^\s=>/]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?/g;
+
+/** Narrative rules (txt-1): only basic formatting elements, no event handler attributes, no script URLs. */
+export function xhtmlProblems(div: string): string[] {
+  const problems: string[] = [];
+  const body = div.replace(/<!--[\s\S]*?-->/g, '').replace(/<!\[CDATA\[[\s\S]*?\]\]>/g, '');
+  for (const m of body.matchAll(TAG_RE)) {
+    if (m[1]) continue;
+    const name = m[2]!.includes(':') ? m[2]!.slice(m[2]!.indexOf(':') + 1) : m[2]!;
+    if (!XHTML_ELEMENTS.has(name.toLowerCase())) problems.push(`the element <${m[2]}> is not allowed in narrative (txt-1)`);
+    for (const a of (m[3] ?? '').matchAll(ATTR_RE)) {
+      const an = a[1]!.toLowerCase();
+      const av = (a[2] ?? '').replace(/^["']|["']$/g, '').trim().toLowerCase();
+      if (an.startsWith('on')) problems.push(`the attribute ${a[1]} on <${m[2]}> is not allowed in narrative (txt-1: no event handlers)`);
+      else if ((an === 'href' || an === 'src') && av.startsWith('javascript:')) problems.push(`a javascript: URL on <${m[2]}> is not allowed in narrative (txt-1)`);
+    }
+  }
+  return problems;
+}
+
+/** Any tag-like text in markdown (unescaped `<name ...>` or `</name>`). */
+const MARKDOWN_TAG_RE = /<\/?[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?\/?>/;
+const HTML_TAG_RE = /<\/?(a|b|i|p|br|div|span|script|img|iframe|style|table|tr|td|em|strong|ul|ol|li|h[1-6]|font|form|input|object|embed|link|meta|svg)(\s[^>]*)?\/?>/i;
 
 interface Item {
   v: unknown;
@@ -54,6 +95,8 @@ interface Run {
   opts: ProfileOptions;
   /** fullUrl -> entry resource, for the outermost Bundle. */
   bundle?: Map<string, Located>;
+  /** Bundle.type of the outermost Bundle. */
+  bundleType?: string;
   /** Validation results of a resource against a profile (errors decide conformance). */
   results: WeakMap<object, Map<string, Issue[]>>;
   depth: number;
@@ -119,11 +162,13 @@ export class ProfileValidator {
   readonly registry: PackageRegistry;
   readonly structures: StructureCache;
   readonly bindings: BindingChecker;
+  readonly questionnaires: QuestionnaireChecker;
 
   constructor(registry: PackageRegistry) {
     this.registry = registry;
     this.structures = new StructureCache(registry);
     this.bindings = new BindingChecker(registry);
+    this.questionnaires = new QuestionnaireChecker(registry, this.bindings);
   }
 
   /** Validates a resource; issues are appended to `issues`. */
@@ -131,7 +176,10 @@ export class ProfileValidator {
     if (!isObject(resource) || typeof resource.resourceType !== 'string') return;
     const run: Run = { opts, results: new WeakMap(), depth: 0, profileMisses: new Map(), invariants: new WeakMap() };
     const rt = resource.resourceType;
-    if (rt === 'Bundle') run.bundle = this.indexBundle(resource, rt);
+    if (rt === 'Bundle') {
+      run.bundle = this.indexBundle(resource, rt);
+      run.bundleType = typeof resource.type === 'string' ? resource.type : undefined;
+    }
     const found: Issue[] = [];
     for (const p of opts.profiles ?? []) {
       if (!this.structures.get(p)) found.push(issue('error', 'not-found', rt, this.structures.problems.get(stripVersion(p)) ? `the profile ${p} cannot be used: ${this.structures.problems.get(stripVersion(p))}` : `the profile ${p} is not known to this server`));
@@ -204,6 +252,39 @@ export class ProfileValidator {
       out.push(issue('warning', 'invariant', path, 'Constraint failed: dom-6: a resource should have narrative for robust management (text.div)'));
     }
     if (Array.isArray(res.contained) && res.contained.length) this.dom3(res, path, out);
+    if (rt === 'QuestionnaireResponse' && run.opts.base) this.questionnaires.check(res, path, out);
+    if (rt === 'Bundle' && run.opts.base) this.bundleRules(res, path, out);
+    if (rt === 'SearchParameter' && run.opts.base && res.type === 'composite' && (Array.isArray(res.component) ? res.component.length : 0) < 2) {
+      out.push(issue('error', 'invalid', path, `a SearchParameter of type 'composite' must define two or more components`));
+    }
+  }
+
+  /** Bundle rules of R4 bundle.html that no invariant states: absolute fullUrls, single links, search results. */
+  private bundleRules(b: Json, path: string, out: Issue[]): void {
+    const links = Array.isArray(b.link) ? b.link : [];
+    const seen = new Set<string>();
+    links.forEach((l, i) => {
+      if (!isObject(l) || typeof l.relation !== 'string') return;
+      if (['self', 'first', 'previous', 'prev', 'next', 'last'].includes(l.relation)) {
+        if (seen.has(l.relation)) out.push(issue('error', 'invalid', `${path}.link[${i}]`, `the link relation '${l.relation}' may occur only once`));
+        seen.add(l.relation);
+      }
+    });
+    const entries = Array.isArray(b.entry) ? b.entry : [];
+    entries.forEach((e, i) => {
+      if (!isObject(e)) return;
+      if (typeof e.fullUrl === 'string' && !/^[a-z][a-z0-9+.\-]*:/i.test(e.fullUrl)) {
+        out.push(issue('error', 'invalid', `${path}.entry[${i}]`, `the fullUrl must be an absolute URL (not '${e.fullUrl}')`));
+      }
+      if (b.type === 'searchset' && isObject(e.resource)) {
+        const mode = isObject(e.search) ? e.search.mode : undefined;
+        if (mode === 'outcome' && e.resource.resourceType !== 'OperationOutcome') {
+          out.push(issue('error', 'invalid', `${path}.entry[${i}].resource`, `an entry with search mode 'outcome' must be an OperationOutcome, not a ${String(e.resource.resourceType)}`));
+        } else if (mode !== 'outcome' && e.resource.resourceType !== 'OperationOutcome' && typeof e.resource.id !== 'string') {
+          out.push(issue('error', 'required', `${path}.entry[${i}].resource`, `search results must have ids`));
+        }
+      }
+    });
   }
 
   /** Issues of a resource against one structure (cached per run: slicing by profile asks the same question). */
@@ -320,7 +401,35 @@ export class ProfileValidator {
     } else if (el.pattern !== undefined && v !== undefined) {
       if (!matchesPattern(v, el.pattern)) out.push(issue('error', 'value', item.path, `value ${show(v)} does not match the pattern ${show(el.pattern)} required by the profile`));
     }
+    if (v !== undefined) {
+      if (el.minValue) this.limit('min', el, item, out);
+      if (el.maxValue) this.limit('max', el, item, out);
+      if (el.maxLength !== undefined) {
+        const p = checkMaxLength(v, el.maxLength);
+        if (p) out.push(issue(p.severity, 'value', item.path, p.message));
+      }
+    }
     if (el.binding?.valueSet && v !== undefined) this.binding(el, item, out);
+    if ((item.type === 'uri' || item.type === 'url' || item.type === 'canonical') && typeof v === 'string' && v.charCodeAt(0) === 117 /* u */) {
+      if (v.startsWith('urn:uuid:') && !/^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(v)) out.push(issue('error', 'value', item.path, `'${v}' is not a valid urn:uuid (a UUID in lower-case hexadecimal)`));
+      else if (v.startsWith('urn:oid:') && !/^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$/.test(v)) out.push(issue('error', 'value', item.path, `'${v}' is not a valid urn:oid`));
+    }
+    if (ctx.run.opts.noExampleUrls && typeof v === 'string' && (item.type === 'uri' || item.type === 'url' || item.type === 'canonical') && EXAMPLE_URL_RE.test(v)) {
+      out.push(issue('error', 'value', item.path, `example URLs are not allowed here (${v})`));
+    }
+    if (item.type === 'xhtml' && typeof v === 'string') for (const p of xhtmlProblems(v)) out.push(issue('error', 'invariant', item.path, p));
+    if (typeof v === 'string' && ((item.type === 'string' && ctx.run.opts.securityChecks) || (item.type === 'markdown' && (ctx.run.opts.noHtmlInMarkdown || ctx.run.opts.securityChecks)))) {
+      const m = (item.type === 'markdown' ? MARKDOWN_TAG_RE : HTML_TAG_RE).exec(v);
+      if (m) out.push(issue('error', 'value', item.path, `the ${item.type} contains text that looks like an HTML tag (${m[0].slice(0, 40)}), which is not allowed here`));
+    }
+    if (item.type === 'Attachment' && isObject(v) && typeof v.data === 'string' && typeof v.size === 'number') {
+      const actual = decodedLength(v.data);
+      if (actual !== v.size) out.push(issue('error', 'value', item.path, `the stated attachment size ${v.size} does not match the size of its data (${actual} bytes)`));
+    }
+    if (item.type === 'Coding' && isObject(v) && typeof v.system === 'string' && !/^[a-z][a-z0-9+.\-]*:/i.test(v.system)) {
+      out.push(issue('error', 'value', `${item.path}.system`, `Coding.system must be an absolute URI, not a local reference ('${v.system}')`));
+    }
+    if (item.type === 'Coding' && isObject(v) && typeof v.display === 'string' && typeof v.code === 'string' && typeof v.system === 'string') this.display(v, item.path, ctx, out);
     this.constraintsOf(el, item, ctx, out);
     const type = item.type;
     if (type === 'Extension') this.extension(el, item, ctx, out);
@@ -518,11 +627,11 @@ export class ProfileValidator {
   private inSlice(el: PElement, slice: PElement, it: Item, ctx: Ctx): boolean {
     const discs = el.slicing!.discriminator;
     if (discs.length === 0) return false;
-    for (const d of discs) if (!this.discriminates(d.type, d.path, slice, it, ctx)) return false;
+    for (const d of discs) if (!this.discriminates(d.type, d.path, slice, it, ctx, discs.length > 1)) return false;
     return true;
   }
 
-  private discriminates(kind: string, path: string, slice: PElement, it: Item, ctx: Ctx): boolean {
+  private discriminates(kind: string, path: string, slice: PElement, it: Item, ctx: Ctx, multi = false): boolean {
     const target = this.defAt(slice, path);
     const values = this.valuesAt(it, path, ctx);
     switch (kind) {
@@ -533,7 +642,8 @@ export class ProfileValidator {
         if (expected === undefined && target?.binding?.strength === 'required' && target.binding.valueSet) {
           return values.some((v) => typeof v.v === 'string' && this.bindings.checkCode(target.binding!.valueSet!, { code: v.v }).ok === true);
         }
-        if (expected === undefined) return false;
+        // A slice that sets no value for one of several discriminators is not constrained by that one.
+        if (expected === undefined) return multi;
         return values.some((v) => matchesPattern(v.v, expected));
       }
       case 'exists': {
@@ -645,6 +755,31 @@ export class ProfileValidator {
     return cur;
   }
 
+  // ---- value limits, displays ----
+
+  private limit(kind: 'min' | 'max', el: PElement, item: Item, out: Issue[]): void {
+    const l = kind === 'min' ? el.minValue! : el.maxValue!;
+    const p = checkLimit(kind, item.type, item.v, l.type, l.value);
+    if (p) out.push(issue(p.severity, 'value', item.path, p.message));
+  }
+
+  /**
+   * A Coding's display must be one of the displays or designations the terminology module knows for its code
+   * (compared without case and extra whitespace). Codes of systems not available here are not judged.
+   * Graded per run (`displayMismatch`, default warning; HL7's validator grades it error unless configured).
+   */
+  private display(c: Json, path: string, ctx: Ctx, out: Issue[]): void {
+    const known = this.bindings.displays(c.system as string, c.code as string);
+    if (!known || known.length === 0) return;
+    const norm = (s: string) => s.replace(/\s+/g, ' ').trim().toLowerCase();
+    const d = norm(c.display as string);
+    if (known.some((k) => norm(k) === d)) return;
+    const choices = [...new Set(known)];
+    out.push(
+      issue(ctx.run.opts.displayMismatch ?? 'warning', 'invalid', `${path}.display`, `wrong display '${String(c.display)}' for ${String(c.system)}#${String(c.code)}: ${choices.length === 1 ? `the valid display is '${choices[0]}'` : `valid displays are ${choices.slice(0, 8).map((x) => `'${x}'`).join(', ')}${choices.length > 8 ? ` (and ${choices.length - 8} more)` : ''}`}`),
+    );
+  }
+
   // ---- bindings ----
 
   private binding(el: PElement, item: Item, out: Issue[]): void {
@@ -696,7 +831,7 @@ export class ProfileValidator {
     const modifier = el.name === 'modifierExtension';
     if (!s) {
       // Cross-version (http://hl7.org/fhir/5.0/...) and tooling extensions are defined outside any package here.
-      if (!modifier && /^http:\/\/hl7\.org\/fhir\/(\d+\.\d+|tools)\/StructureDefinition\//.test(url)) {
+      if (/^http:\/\/hl7\.org\/fhir\/(\d+\.\d+|tools)\/StructureDefinition\//.test(url)) {
         out.push(issue('information', 'not-found', item.path, `the extension ${url} is not loaded here: it was not checked`));
         return;
       }
@@ -720,6 +855,7 @@ export class ProfileValidator {
         if (c.type === 'fhirpath') return true;
         if (c.type === 'extension') return parentUrl === c.expression;
         const e = c.expression;
+        if ((e === 'CanonicalResource' || e === 'MetadataResource') && hostPath.indexOf('.') < 0) return this.isCanonicalResource(hostPath);
         return e === 'Element' || e === 'Base' || e === hostPath || e === hostType || (e === 'Resource' || e === 'DomainResource' ? hostPath.indexOf('.') < 0 : false) || hostPath.endsWith('.' + e) || this.pathMatches(e, hostPath);
       });
       if (!ok) out.push(issue('error', 'structure', item.path, `the extension ${url} is not allowed here (on ${hostPath}): its contexts are ${contexts.map((c) => c.expression).join(', ')}`));
@@ -730,6 +866,14 @@ export class ProfileValidator {
     if (!el.children.length) {
       this.value(s.root, { ...item, type: 'ExtensionDefinition' }, ctx, out);
     }
+  }
+
+  /** R5's CanonicalResource / MetadataResource contexts, for R4 types: resources with a `url` and a `status`. */
+  private isCanonicalResource(type: string): boolean {
+    const core = this.structures.ofType(type);
+    if (!core) return false;
+    const { byName } = childIndex(core.root);
+    return byName.has('url') && byName.has('status') && byName.has('version');
   }
 
   private pathMatches(contextExpr: string, hostPath: string): boolean {
@@ -779,7 +923,9 @@ export class ProfileValidator {
     if (ref.startsWith('#')) {
       if (ref !== '#' && !found) out.push(issue('error', 'invalid', `${path}.reference`, `the reference ${ref} points to no contained resource`));
     } else if (!found && ctx.run.bundle && /^urn:(uuid|oid):/.test(ref)) {
-      out.push(issue('error', 'invalid', `${path}.reference`, `the reference ${ref} does not resolve to an entry of the Bundle`));
+      // Documents and messages must be self-contained; other Bundles may point outside themselves.
+      const selfContained = ctx.run.bundleType === 'document' || ctx.run.bundleType === 'message';
+      out.push(issue(selfContained ? 'error' : 'warning', 'invalid', `${path}.reference`, `the reference ${ref} does not resolve to an entry of the Bundle`));
     }
     if (found) type = String(found.resource.resourceType);
     else {

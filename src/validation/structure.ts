@@ -64,6 +64,11 @@ export interface PElement {
   /** `fixedX` / `patternX` value and the JSON key it came from. */
   fixed?: unknown;
   pattern?: unknown;
+  /** minValue[x] / maxValue[x]: the value and the type suffix it came with (`Quantity`, `Date`...). */
+  minValue?: { type: string; value: unknown };
+  maxValue?: { type: string; value: unknown };
+  /** ElementDefinition.maxLength (characters of a primitive's string form). */
+  maxLength?: number;
   readonly binding?: { strength: string; valueSet?: string };
   readonly constraints: { key: string; severity: string; human: string; expression: string }[];
   readonly contentReference?: string;
@@ -106,9 +111,13 @@ function compileElement(raw: RawElement, id: string): PElement {
   const name = raw.path.slice(raw.path.lastIndexOf('.') + 1);
   let fixed: unknown;
   let pattern: unknown;
+  let minValue: PElement['minValue'];
+  let maxValue: PElement['maxValue'];
   for (const k in raw) {
     if (k.startsWith('fixed') && k.length > 5) fixed = raw[k];
     else if (k.startsWith('pattern') && k.length > 7) pattern = raw[k];
+    else if (k.startsWith('minValue') && k.length > 8) minValue = { type: k.slice(8), value: raw[k] };
+    else if (k.startsWith('maxValue') && k.length > 8) maxValue = { type: k.slice(8), value: raw[k] };
   }
   const constraints: PElement['constraints'] = [];
   for (const c of raw.constraint ?? []) if (c.expression) constraints.push({ key: c.key, severity: c.severity, human: c.human, expression: c.expression });
@@ -135,6 +144,9 @@ function compileElement(raw: RawElement, id: string): PElement {
       : undefined,
     fixed,
     pattern,
+    minValue,
+    maxValue,
+    maxLength: typeof raw.maxLength === 'number' && raw.maxLength > 0 ? raw.maxLength : undefined,
     binding: raw.binding,
     constraints,
     contentReference: raw.contentReference,
