@@ -372,6 +372,7 @@ const r3 = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(3));
 const rows: [string, string, string, string][] = [
   ['ingest, resources/s (wall)', f0(ing.perSecond), f0(peer?.perSecond), r3(ratio(ing.perSecond, peer?.perSecond))],
   ['ingest, CPU ms per 1000 resources', f0((ing.serverCpuSeconds / ing.resources) * 1e6), f0(peer ? (peer.cpuSeconds / peer.resources) * 1e6 : undefined), r3((results.ratios as { ingestCpuVsPeer?: number }).ingestCpuVsPeer)],
+  ['  the 2 batch Bundles, seconds', f2(ing.shared.seconds), '', ''],
   ['  patient transactions only, /s', f0(ing.transactions.perSecond), '', ''],
   ['  bundle latency p50 / p99, ms', `${f0(ing.transactions.bundleMs.p50)} / ${f0(ing.transactions.bundleMs.p99)}`, '', ''],
 ];
