@@ -20,6 +20,8 @@ import { SearchOracle, UCUM, ofold, stringsOf, type OValue } from './support/ora
 import { fhirModel } from '../src/fhir/model.ts';
 import { extractIndex } from '../src/search/indexer.ts';
 import { parseSearch } from '../src/search/parse.ts';
+import { expandSearchFilters } from '../src/search/valuesets.ts';
+import { terminologyService } from '../src/terminology/service.ts';
 import type { SearchRequest } from '../src/search/types.ts';
 import { compileMongoFilter, mongoIndexFields, resolveMongoChains, resolveMongoIncludes, type Document } from '../src/store/mongo/search-filter.ts';
 
@@ -29,6 +31,7 @@ const HAVE_DATA = existsSync(SYNTHEA);
 const PATIENT_BUNDLES = 8;
 const SEED = 20260301;
 const BASE = 'http://test/fhir';
+const ANATOMY = 'http://dsp.lu/fhir/CodeSystem/oracle-anatomy';
 
 /**
  * Known, documented differences between the server and the spec-rule oracle. Each entry: a test on the
@@ -78,9 +81,49 @@ const EXTRAS: Bundle = {
         identifier: [{ system: 'urn:oid:1.2.3', value: 'LU-42', type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'NI' }] } }],
         birthDate: '1990-02',
         gender: 'female',
+        text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml"><p>Zoë <b>Müller</b>-Schäfer</p><p>Allergie: pénicilline &amp; arachides</p></div>' },
       },
       request: { method: 'POST', url: 'Patient' },
     },
+    // A code system with a hierarchy (token :below / :above) and conditions coded in it.
+    {
+      resource: {
+        resourceType: 'CodeSystem',
+        url: ANATOMY,
+        status: 'active',
+        content: 'complete',
+        concept: [
+          { code: 'body', concept: [{ code: 'limb', concept: [{ code: 'arm', concept: [{ code: 'hand' }] }, { code: 'leg' }] }, { code: 'head' }] },
+          { code: 'finger', property: [{ code: 'parent', valueCode: 'hand' }] },
+        ],
+      },
+      request: { method: 'POST', url: 'CodeSystem' },
+    },
+    ...['body', 'limb', 'arm', 'hand', 'leg', 'head', 'finger', 'arm'].map((code) => ({
+      resource: { resourceType: 'Condition', subject: { reference: 'urn:uuid:6d1a0c7e-0000-4000-8000-0000000000aa' }, code: { coding: [{ system: ANATOMY, code }] } },
+      request: { method: 'POST', url: 'Condition' },
+    })),
+    // A location hierarchy (reference :below / :above) with positions (near), and encounters there.
+    ...[
+      ['l0', undefined, [49.6116, 6.1319]],
+      ['l1', 'l0', [49.62, 6.14]],
+      ['l2', 'l1', undefined],
+      ['l3', 'l0', [49.4958, 5.9806]],
+      ['l4', 'l2', undefined],
+    ].map(([id, parent, pos]) => ({
+      fullUrl: `urn:uuid:6d1a0c7e-0000-4000-8000-0000000001${id}`,
+      resource: {
+        resourceType: 'Location',
+        name: `Oracle ${id}`,
+        ...(parent ? { partOf: { reference: `urn:uuid:6d1a0c7e-0000-4000-8000-0000000001${parent}` } } : {}),
+        ...(pos ? { position: { latitude: (pos as number[])[0], longitude: (pos as number[])[1] } } : {}),
+      },
+      request: { method: 'POST', url: 'Location' },
+    })),
+    ...['l1', 'l2', 'l3', 'l4'].map((id) => ({
+      resource: { resourceType: 'Encounter', status: 'finished', class: { code: 'AMB' }, location: [{ location: { reference: `urn:uuid:6d1a0c7e-0000-4000-8000-0000000001${id}` } }] },
+      request: { method: 'POST', url: 'Encounter' },
+    })),
     {
       resource: {
         resourceType: 'Observation',
@@ -157,7 +200,7 @@ describe.skipIf(!HAVE_DATA)('search oracle (Synthea, SQLite over HTTP and Mongo 
     expect(all.length).toBeGreaterThan(1000);
     expect(queries.length).toBeGreaterThanOrEqual(200);
     const cats = new Set(queries.map((q) => q.category.split(' ')[0]));
-    for (const c of ['string', 'token', 'reference', 'date', 'number', 'quantity', 'uri', 'composite', 'chain', '_has', 'include', 'sort'])
+    for (const c of ['string', 'token', 'reference', 'date', 'number', 'quantity', 'uri', 'composite', 'chain', '_has', 'include', 'sort', 'text', 'near', 'subsumption', 'hierarchy'])
       expect(cats, c).toContain(c);
     const nonEmpty = queries.filter((q) => q.expected!.matches.size > 0).length;
     expect(nonEmpty / queries.length).toBeGreaterThan(0.75);
@@ -236,6 +279,12 @@ async function httpSearch(q: GenQuery): Promise<{ ids: string[]; included: Set<s
 
 const find = async (filter: Document, projection: Document) => new Query(filter).find<Document>(docs, projection).all() as Document[];
 
+/** Every match of a request through the Mongo filters (for the hierarchy walks of reference :below / :above). */
+async function mingoSearchAll(request: SearchRequest): Promise<Resource[]> {
+  const c = compileMongoFilter(await resolveMongoChains(request, find));
+  return (new Query(c.countFilter).find<Document>(docs).all() as Document[]).map((d) => d.resource as Resource);
+}
+
 async function mongoSearch(q: GenQuery): Promise<{ ids: string[]; included: Set<string>; total?: number }> {
   const ids: string[] = [];
   const included = new Set<string>();
@@ -245,6 +294,7 @@ async function mongoSearch(q: GenQuery): Promise<{ ids: string[]; included: Set<
     if (page > 200) throw new Error('more than 200 pages');
     const request: SearchRequest = parseSearch(q.type, [...q.params, ['_count', String(q.count)]], { strict: true }).request;
     if (cursor) request.cursor = cursor;
+    await expandSearchFilters(request, () => terminologyService().scope(t.ctx.store), mingoSearchAll);
     const resolved = await resolveMongoChains(request, find);
     const c = compileMongoFilter(resolved);
     const found = new Query(c.filter).find<Document>(docs).sort(c.sort).limit(c.limit).all() as Document[];
@@ -336,7 +386,6 @@ function generate(o: SearchOracle, resources: Resource[], seed: number): GenQuer
     }
     return out;
   };
-  void resources;
 
   /** A criterion `[name, value]` for parameter `code` drawn from `r` (undefined when none can be made). */
   const criterion = (r: Resource, code: string, allowModifiers = true): [string, string, string] | undefined => {
@@ -583,7 +632,7 @@ function generate(o: SearchOracle, resources: Resource[], seed: number): GenQuer
       const ups = refCands.filter(([t2, c2]) => t2 === type && having(t2, c2).length);
       if (ups.length) {
         const [, c2] = pick(ups);
-        const t2 = o.resolveRef(pick(o.values(target, c2) ?? []).data ?? '') as Resource | undefined;
+        const t2 = o.resolveRef((pick(o.values(target, c2)) as OValue | undefined)?.data ?? '') as Resource | undefined;
         if (t2?.id && o.byKey.has(`${t2.resourceType}/${t2.id}`)) {
           name = `_has:${type}:${c2}:${name}`;
           type = t2.resourceType;
@@ -612,6 +661,43 @@ function generate(o: SearchOracle, resources: Resource[], seed: number): GenQuer
     if (chance(0.3)) params.push(['_include:iterate', `${srcType}:${pick(paramsOfType(srcType, ['reference']))}`]);
     return { type: target.resourceType, params, kind: 'include', category: 'include rev', count: 0 };
   });
+
+  // _text / _content: word prefixes drawn from a resource's own words, sometimes two words, sometimes OR.
+  const wordy = (code: '_text' | '_content') => resources.filter((r) => !SKIP_TYPES.has(r.resourceType) && o.words(r, code).size > 0);
+  const prefixOf = (w: string) => w.slice(0, Math.min(w.length, 2 + Math.floor(rand() * 6)));
+  for (const code of ['_text', '_content'] as const) {
+    const pool = wordy(code);
+    quota(code === '_text' ? 8 : 14, () => {
+      const r = pick(pool);
+      const words = [...o.words(r, code)];
+      let value = prefixOf(pick(words));
+      if (chance(0.3)) value += ` ${prefixOf(pick(words))}`;
+      if (chance(0.2)) value += `,${prefixOf(pick([...o.words(pick(pool), code)]))}`;
+      return { type: chance(0.8) ? r.resourceType : pick(types.filter((x) => !SKIP_TYPES.has(x))), params: [[code, value]], kind: 'set', category: `text ${code}`, count: 0 };
+    }, 0.1);
+  }
+  // near: around a stored position (sometimes moved a little), distances from 100 m to 500 km.
+  const located = (o.byType.get('Location') ?? []).filter((r) => typeof (r as { position?: { latitude?: number } }).position?.latitude === 'number');
+  quota(12, () => {
+    const p = (pick(located) as unknown as { position: { latitude: number; longitude: number } }).position;
+    const lat = (p.latitude + (chance(0.5) ? (rand() - 0.5) * 0.2 : 0)).toFixed(4);
+    const lon = (p.longitude + (chance(0.5) ? (rand() - 0.5) * 0.2 : 0)).toFixed(4);
+    const dist = pick(['', '|0.1|km', '|1', '|5|km', '|20|km', '|50000|m', '|100|[mi_i]', '|500|km']);
+    return { type: 'Location', params: [['near', `${lat}|${lon}${dist}`]], kind: 'set', category: 'near', count: 0 };
+  }, 0.2);
+  // token :below / :above in the loaded CodeSystem.
+  quota(8, () => {
+    const code = pick(['body', 'limb', 'arm', 'hand', 'leg', 'head', 'finger']);
+    const dir = pick(['below', 'above']);
+    return { type: 'Condition', params: [[`code:${dir}`, `${ANATOMY}|${code}`]], kind: 'set', category: `subsumption token :${dir}`, count: 0 };
+  }, 0.2);
+  // reference :below / :above over Location.partOf: the extra hierarchy and Synthea's locations.
+  quota(10, () => {
+    const l = pick(located.length && chance(0.3) ? located : (o.byType.get('Location') ?? []).filter((r) => (r as { name?: string }).name?.startsWith('Oracle')));
+    const dir = pick(['below', 'above']);
+    const [type, code] = pick([['Encounter', 'location'], ['Location', 'partof']] as const);
+    return { type, params: [[`${code}:${dir}`, chance(0.5) ? `Location/${l.id}` : l.id!]], kind: 'set', category: `hierarchy reference :${dir}`, count: 0 };
+  }, 0.2);
 
   // Sorted searches, paged: one or two keys, ascending or descending, on a filtered set.
   quota(16, () => {

@@ -4,12 +4,14 @@
  * search-filter shape. Fixtures are indexed with extractIndex, queries parsed with parseSearch.
  */
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
-import type { FhirResource, Resource } from 'fhir/r4';
+import type { CodeSystem, FhirResource, Resource } from 'fhir/r4';
 import { Query } from 'mingo';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { extractIndex } from '../src/search/indexer.ts';
 import { parseSearch } from '../src/search/parse.ts';
 import type { SearchRequest } from '../src/search/types.ts';
+import { expandSearchFilters } from '../src/search/valuesets.ts';
+import { ResourceSet, Scope } from '../src/terminology/registry.ts';
 import { FhirError } from '../src/fhir/outcome.ts';
 import { compileSearch, deleteIndex, installSearchSchema, resolveIncludes, writeIndex } from '../src/store/sqlite/search-sql.ts';
 import {
@@ -22,6 +24,18 @@ import {
 
 const LOINC = 'http://loinc.org';
 const UCUM = 'http://unitsofmeasure.org';
+const BODY = 'http://example.org/fhir/CodeSystem/body';
+/** A hierarchy for token :above / :below: A > B > C, A > D (nested concepts and a `parent` property). */
+const bodySystem: CodeSystem = {
+  resourceType: 'CodeSystem',
+  url: BODY,
+  status: 'active',
+  content: 'complete',
+  concept: [
+    { code: 'A', concept: [{ code: 'B', concept: [{ code: 'C' }] }] },
+    { code: 'D', property: [{ code: 'parent', valueCode: 'A' }] },
+  ],
+};
 
 const fixtures: FhirResource[] = [
   {
@@ -38,6 +52,7 @@ const fixtures: FhirResource[] = [
     telecom: [{ system: 'email', value: 'jp@x.lu' }],
     address: [{ city: 'Luxembourg', country: 'LU' }],
     managingOrganization: { reference: 'Organization/org1' },
+    text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml"><p>Jean-Paul <b>Müller</b>: diabète &amp; hypertension</p></div>' },
   },
   {
     resourceType: 'Patient',
@@ -99,6 +114,23 @@ const fixtures: FhirResource[] = [
   },
   { resourceType: 'RiskAssessment', id: 'r1', status: 'final', subject: { reference: 'Patient/p1' }, prediction: [{ probabilityDecimal: 0.25 }] },
   { resourceType: 'ValueSet', id: 'vs1', status: 'active', url: 'http://example.org/fhir/ValueSet/abc', name: 'Abc' },
+  // _text / _content, near, hierarchies and subsumption.
+  {
+    resourceType: 'DocumentReference',
+    id: 'd1',
+    status: 'current',
+    content: [{ attachment: { contentType: 'text/plain', title: 'Lettre de sortie cardiologie', data: 'SGVsbG8gd29ybGQ=' } }],
+  },
+  { resourceType: 'Location', id: 'loc1', name: 'Luxembourg', position: { latitude: 49.6116, longitude: 6.1319 } },
+  { resourceType: 'Location', id: 'loc2', name: 'Esch-sur-Alzette', position: { latitude: 49.4958, longitude: 5.9806 } },
+  { resourceType: 'Location', id: 'loc3', name: 'Paris', position: { latitude: 48.8566, longitude: 2.3522 } },
+  { resourceType: 'Location', id: 'loc4', name: 'Ward 4', partOf: { reference: 'Location/loc1' } },
+  { resourceType: 'Location', id: 'loc5', name: 'Room 5', partOf: { reference: 'Location/loc4' } },
+  { resourceType: 'Encounter', id: 'e1', status: 'finished', class: { code: 'AMB' }, location: [{ location: { reference: 'Location/loc5' } }] },
+  { resourceType: 'Encounter', id: 'e2', status: 'finished', class: { code: 'AMB' }, location: [{ location: { reference: 'Location/loc2' } }] },
+  { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p2' }, code: { coding: [{ system: BODY, code: 'B' }] } },
+  { resourceType: 'Condition', id: 'c2', subject: { reference: 'Patient/p2' }, code: { coding: [{ system: BODY, code: 'C' }] } },
+  { resourceType: 'Condition', id: 'c3', subject: { reference: 'Patient/p2' }, code: { coding: [{ system: BODY, code: 'D' }] } },
 ];
 /** A deleted resource: a tombstone that no search may return. */
 const deleted: FhirResource = { resourceType: 'Patient', id: 'p4', name: [{ family: 'Müller' }], gender: 'male' };
@@ -141,6 +173,7 @@ function parse(type: string | undefined, qs: string, strict = true): SearchReque
 
 interface Page {
   ids: string[];
+  resources: Resource[];
   next?: string;
   total?: number;
   included: string[];
@@ -153,7 +186,7 @@ function sqlitePage(request: SearchRequest): Page {
   const rows = db.prepare(c.sql).all(...(c.params as SQLInputValue[])) as Record<string, unknown>[];
   const page = rows.slice(0, request.count);
   const resources = page.map((r) => JSON.parse(r.content as string) as Resource);
-  const out: Page = { ids: resources.map((r) => r.id!), included: resolveIncludes(db, request, resources).map(key).sort() };
+  const out: Page = { ids: resources.map((r) => r.id!), resources, included: resolveIncludes(db, request, resources).map(key).sort() };
   if (rows.length > request.count) out.next = c.cursorAfter(page[page.length - 1]);
   if (c.countSql) out.total = (db.prepare(c.countSql).get(...(c.countParams as SQLInputValue[])) as { n: number }).n;
   return out;
@@ -168,7 +201,7 @@ async function mongoPage(request: SearchRequest): Promise<Page> {
   const found = new Query(c.filter).find<Document>(docs).sort(c.sort).limit(c.limit).all() as Document[];
   const page = found.slice(0, request.count);
   const resources = page.map((d) => d.resource as Resource);
-  const out: Page = { ids: resources.map((r) => r.id!), included: (await resolveMongoIncludes(request, resources, find)).map(key).sort() };
+  const out: Page = { ids: resources.map((r) => r.id!), resources, included: (await resolveMongoIncludes(request, resources, find)).map(key).sort() };
   if (found.length > request.count) out.next = c.cursorAfter(page[page.length - 1]!);
   if (request.total !== 'none') out.total = new Query(c.countFilter).find(docs).all().length;
   return out;
@@ -301,11 +334,69 @@ const table: Row[] = [
   ['Observation', '_sort=-date', ['o2', 'o4', 'o1', 'o3'], 'ordered'],
   ['Patient', '_sort=identifier', ['p3', 'p1', 'p2'], 'ordered'],
   ['Patient', '_sort=-identifier', ['p2', 'p1', 'p3'], 'ordered'],
+  // _text: narrative words (tags stripped, entities decoded, folded), word prefixes, all words of a value
+  ['Patient', '_text=diab', ['p1']],
+  ['Patient', '_text=HYPER diabete', ['p1']],
+  ['Patient', '_text=muller', ['p1']],
+  ['Patient', '_text=xyz,paul', ['p1']],
+  ['Patient', '_text=div', []],
+  ['Patient', '_text=diab&_text=zzz', []],
+  ['Patient', '_text=tension', []],
+  // _content: every string value (references, systems, ids, base64 data left out)
+  ['Patient', '_content=luxem', ['p1']],
+  ['Patient', '_content=esch alz', ['p2']],
+  ['Patient', '_content=muller', ['p1', 'p2']],
+  ['Patient', '_content=org1', []],
+  ['Patient', '_content=lu', ['p1']],
+  ['DocumentReference', '_content=cardio', ['d1']],
+  ['DocumentReference', '_content=SGVsbG8', []],
+  ['Observation', 'subject:Patient._text=hypertension', ['o1', 'o3']],
+  // near (R4 location.html#positional): km by default, 10 km when no distance is given
+  ['Location', 'near=49.6116|6.1319|1|km', ['loc1']],
+  ['Location', 'near=49.6116|6.1319', ['loc1']],
+  ['Location', 'near=49.6116|6.1319|20', ['loc1', 'loc2']],
+  ['Location', 'near=49.6116|6.1319|20000|m', ['loc1', 'loc2']],
+  ['Location', 'near=49.6116|6.1319|280|km', ['loc1', 'loc2']],
+  ['Location', 'near=49.6116|6.1319|300|km', ['loc1', 'loc2', 'loc3']],
+  ['Location', 'near=49.6116|6.1319|200|[mi_i]', ['loc1', 'loc2', 'loc3']],
+  ['Location', 'near=48.8566|2.3522|1,49.4958|5.9806|1', ['loc2', 'loc3']],
+  // reference :below / :above on strict hierarchies (R4 search.html#recursive)
+  ['Location', 'partof:below=loc1', ['loc4', 'loc5']],
+  ['Encounter', 'location:below=Location/loc1', ['e1']],
+  ['Encounter', 'location:below=Location/loc4', ['e1']],
+  ['Encounter', 'location:above=Location/loc5', ['e1']],
+  ['Encounter', 'location:below=Location/loc2', ['e2']],
+  ['Encounter', 'location:below=Location/loc3', []],
+  ['Patient', 'organization:below=Organization/org1', ['p1', 'p3']],
+  ['Patient', 'organization:below=Organization/org2', ['p3']],
+  ['Patient', 'organization:above=Organization/org2', ['p1', 'p3']],
+  ['Patient', 'organization:above=Organization/org1', ['p1']],
+  // token :below / :above (subsumption in a CodeSystem held with its hierarchy)
+  ['Condition', `code:below=${BODY}|A`, ['c1', 'c2', 'c3']],
+  ['Condition', `code:below=${BODY}|B`, ['c1', 'c2']],
+  ['Condition', `code:below=${BODY}|D`, ['c3']],
+  ['Condition', `code:above=${BODY}|C`, ['c1', 'c2']],
+  ['Condition', `code:above=${BODY}|D`, ['c3']],
+  ['Condition', `code:below=${BODY}|B,${BODY}|D`, ['c1', 'c2', 'c3']],
 ];
 
+const bodyScope = (() => {
+  const set = new ResourceSet();
+  set.add(bodySystem);
+  return new Scope([set]);
+})();
+
+/** Subsumption and hierarchies filled in (as the interaction layer does) with the same store's searches. */
+function expanding(page: (r: SearchRequest) => Page | Promise<Page>): (r: SearchRequest) => Promise<Page> {
+  return async (request) => {
+    await expandSearchFilters(request, async () => bodyScope, async (r) => (await page({ ...r, count: 1000 })).resources);
+    return page(request);
+  };
+}
+
 const stores: [string, (r: SearchRequest) => Page | Promise<Page>][] = [
-  ['sqlite', sqlitePage],
-  ['mongo (mingo)', mongoPage],
+  ['sqlite', expanding(sqlitePage)],
+  ['mongo (mingo)', expanding(mongoPage)],
 ];
 
 describe.each(stores)('search on %s', (_name, run) => {
@@ -410,6 +501,53 @@ describe('parseSearch', () => {
       expect(status(() => parseSearch(type, [[k, v]], { strict: false })), `${k}=${v}`).toBe(400);
       expect(() => parseSearch(type, [[k, v]], { strict: false })).toThrow(new RegExp(k.split(/[:.]/)[0]!.replace('_', '_?')));
     }
+  });
+
+  it('refuses malformed _text, _content, near and :above / :below values with a 400 naming the parameter', () => {
+    for (const [type, k, v] of [
+      ['Location', 'near', 'abc'],
+      ['Location', 'near', '49.6'],
+      ['Location', 'near', '91|6'],
+      ['Location', 'near', '49.6|181'],
+      ['Location', 'near', '49.6|6.1|-5'],
+      ['Location', 'near', '49.6|6.1|5|parsec'],
+      ['Location', 'near:missing', 'true'],
+      ['Patient', '_text', '!!!'],
+      ['Patient', '_content:exact', 'x'],
+      ['Condition', 'code:below', 'A'],
+      ['Condition', 'code:above', `${BODY}|`],
+      ['Observation', 'subject:below', 'Patient/p1'],
+      ['QuestionnaireResponse', 'questionnaire:below', 'http://example.org/Questionnaire/q|1'],
+      ['QuestionnaireResponse', 'questionnaire:above', 'http://example.org/Questionnaire/q'],
+    ] as [string, string, string][]) {
+      expect(status(() => parseSearch(type, [[k, v]], { strict: true })), `${type}?${k}=${v}`).toBe(400);
+      expect(() => parseSearch(type, [[k, v]], { strict: true })).toThrow(new RegExp(k.split(':')[0]!));
+    }
+    // A canonical reference: :below matches the URL whatever the version (indexed without it).
+    const f = parseSearch('QuestionnaireResponse', [['questionnaire:below', 'http://example.org/Questionnaire/q']], { strict: true }).request.filters[0];
+    expect(f).toMatchObject({ kind: 'param', anyOf: [{ type: 'reference', references: ['Questionnaire/q'] }] });
+    const g = parseSearch('QuestionnaireResponse', [['questionnaire:below', 'urn:uuid:1234']], { strict: true }).request.filters[0];
+    expect(g).toMatchObject({ kind: 'param', anyOf: [{ type: 'reference', references: ['urn:uuid:1234'] }] });
+    expect(parseSearch('Location', [['near', '49.6|6.1|2|[mi_i]']], { strict: true }).request.filters[0]).toEqual({
+      kind: 'near',
+      param: 'near',
+      anyOf: [{ latitude: 49.6, longitude: 6.1, distanceKm: 2 * 1.609344 }],
+    });
+  });
+
+  it('refuses subsumption in a code system without a held hierarchy (400 naming the parameter)', async () => {
+    const none = async () => [] as Resource[];
+    for (const v of ['http://snomed.info/sct|73211009', 'http://example.org/unknown|A']) {
+      const request = parseSearch('Condition', [['code:below', v]], { strict: true }).request;
+      const err = await expandSearchFilters(request, async () => bodyScope, none).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FhirError);
+      expect((err as FhirError).status).toBe(400);
+      expect((err as FhirError).message).toMatch(/code:below/);
+    }
+    const fragment = new ResourceSet();
+    fragment.add({ resourceType: 'CodeSystem', url: 'http://example.org/fragment', status: 'active', content: 'fragment', concept: [{ code: 'x' }] } as CodeSystem);
+    const request = parseSearch('Condition', [['code:above', 'http://example.org/fragment|x']], { strict: true }).request;
+    await expect(expandSearchFilters(request, async () => new Scope([fragment]), none)).rejects.toThrow(/code:above.*fragment/);
   });
 
   it('applies _count defaults and caps, _sort keys, escaping and include specs', () => {

@@ -105,13 +105,12 @@ export function predicateCond(p: Predicate, param = ''): Cond {
     case 'token': {
       if (p.modifier === 'text') return { op: 'prefix', field: 'text', value: fold(p.text ?? p.code ?? '') };
       if (p.modifier === 'of-type') return eq('ofType', p.ofType ?? '');
-      if (p.modifier === 'in' || p.modifier === 'not-in') {
-        if (!p.valueSetCodes) throw notSupported(`${param}:${p.modifier}: the value set ${p.valueSet ?? ''} was not expanded`);
+      if (p.modifier === 'in' || p.modifier === 'not-in' || p.modifier === 'above' || p.modifier === 'below') {
+        if (!p.valueSetCodes) throw notSupported(`${param}:${p.modifier}: the ${p.valueSet ? `value set ${p.valueSet}` : 'subsumption'} was not expanded`);
         if (!p.valueSetCodes.length) return { op: 'false' };
         return or(...p.valueSetCodes.map((c) => (c.system ? and(eq('system', c.system), eq('code', c.code)) : eq('code', c.code))));
       }
-      if (p.modifier === 'above' || p.modifier === 'below' || p.modifier === 'code-text')
-        throw notSupported(`${param}:${p.modifier} is not supported (no terminology subsumption)`);
+      if (p.modifier === 'code-text') throw notSupported(`${param}:${p.modifier} is not supported`);
       const conds: Cond[] = [];
       if (p.system === '') conds.push({ op: 'isNull', field: 'system' });
       else if (p.system !== undefined) conds.push(eq('system', p.system));
@@ -127,7 +126,11 @@ export function predicateCond(p: Predicate, param = ''): Cond {
         if (!conds.length) throw badRequest(`${param}:identifier: empty identifier`);
         return and(...conds);
       }
-      if (p.modifier === 'above' || p.modifier === 'below') throw notSupported(`${param}:${p.modifier} is not supported`);
+      if (p.modifier === 'above' || p.modifier === 'below') {
+        // Resolved by the caller (src/search/valuesets.ts) into the nodes of the hierarchy, or a canonical URL.
+        if (!p.references) throw notSupported(`${param}:${p.modifier}: the hierarchy was not resolved`);
+        return p.references.length ? or(...p.references.map((r) => eq('reference', r))) : { op: 'false' };
+      }
       if (p.reference) return eq('reference', p.reference);
       if (p.targetId) {
         return p.targetType ? and(eq('targetType', p.targetType), eq('targetId', p.targetId)) : eq('targetId', p.targetId);

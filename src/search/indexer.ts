@@ -25,6 +25,7 @@ import {
 } from './normalize.ts';
 import { onRegistryChange, searchParamsFor, splitUnion, stripOuterParens, type SearchParamDef } from './registry.ts';
 import type { IndexValue } from './types.ts';
+import { specialIndexValues } from './text.ts';
 
 /** A value reached by an expression: its JSON and its FHIR type. */
 interface Node {
@@ -526,7 +527,10 @@ function jsonKeys(resourceType: string, expression: string): string[] | undefine
 export function extractIndex(resource: Resource): IndexValue[] {
   memo = new WeakMap();
   try {
-    return extractWithMemo(resource);
+    const values = extractWithMemo(resource);
+    // `_text`, `_content` and `near` have no FHIRPath expression to evaluate (src/search/text.ts).
+    for (const v of specialIndexValues(resource)) values.push(v);
+    return values;
   } finally {
     memo = undefined;
   }

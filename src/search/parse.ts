@@ -16,6 +16,8 @@ import { badRequest } from '../fhir/outcome.ts';
 import { fhirModel } from '../fhir/model.ts';
 import { UCUM, dateRange, normalizeReference, numberRange, ucumCanonical } from './normalize.ts';
 import { searchParam, type SearchParamDef } from './registry.ts';
+import { parseNear, searchWords } from './text.ts';
+import { HIERARCHY_PARAMS } from './hierarchy.ts';
 import type { Filter, IncludeSpec, Predicate, Prefix, SearchRequest, SortKey } from './types.ts';
 
 export interface ParseOptions {
@@ -122,6 +124,8 @@ function parseValuePredicate(def: SearchParamDef, modifier: string | undefined, 
         if (parts[1]) pred.code = unescape(parts[1]);
         if (!pred.system && !pred.code) throw badRequest(`Invalid token in search parameter ${key}: ${raw}`);
       } else pred.code = unescape(parts[0]!);
+      if ((modifier === 'above' || modifier === 'below') && (!pred.system || !pred.code))
+        throw badRequest(`Search parameter ${key} needs system|code: subsumption is tested within one code system`);
       if (modifier === 'not' || modifier === 'above' || modifier === 'below') pred.modifier = modifier;
       return pred;
     }
@@ -133,7 +137,7 @@ function parseValuePredicate(def: SearchParamDef, modifier: string | undefined, 
           ? { type: 'reference', modifier: 'identifier', identifierSystem: parts[0] || undefined, identifierValue: parts[1] || undefined }
           : { type: 'reference', modifier: 'identifier', identifierValue: parts[0] };
       }
-      if (modifier === 'above' || modifier === 'below') return { type: 'reference', modifier, reference: v };
+      if (modifier === 'above' || modifier === 'below') return parseReferenceHierarchy(def, modifier, v, key);
       const model = fhirModel();
       if (modifier) {
         // :[type]
@@ -254,6 +258,7 @@ function parseParam(key: string, value: string, types: string[], fullKey: string
   const modifier = colon < 0 ? undefined : key.slice(colon + 1);
   const def = lookup(types, code);
   if (!def) throw new Unknown(code);
+  if (code === '_text' || code === '_content' || (code === 'near' && def.type === 'special')) return parseTextOrNear(code, modifier, value, fullKey);
   // A parameter without an expression (`_text`, `_content`) has no index values: matching it would silently
   // answer nothing, so it is handled as unsupported (400 when strict, else ignored and reported).
   if (!def.expression && code !== '_id' && code !== '_lastUpdated') throw new Unknown(code);
@@ -279,6 +284,50 @@ function parseParam(key: string, value: string, types: string[], fullKey: string
   const filter: Filter = { kind: 'param', param: code, type: def.type, anyOf };
   if (modifier === 'not' || modifier === 'not-in') filter.not = true;
   return filter;
+}
+
+/** `_text`, `_content` (words, src/search/text.ts) and `near` (`lat|long|distance|units`). */
+function parseTextOrNear(code: string, modifier: string | undefined, value: string, fullKey: string): Filter | null {
+  if (modifier !== undefined) throw badRequest(`Unknown modifier :${modifier} on search parameter ${code}`);
+  const values = splitEscaped(value, ',').filter((v) => v.length > 0);
+  if (!values.length) return null;
+  if (code === 'near') return { kind: 'near', param: code, anyOf: values.map((v) => parseNear(v, fullKey)) };
+  return { kind: 'text', param: code as '_text' | '_content', anyOf: values.map((v) => searchWords(unescape(v), fullKey)) };
+}
+
+/**
+ * Reference `:above` / `:below` (R4 search.html#recursive, #versions). A `Type/id` (or id) of a type with a
+ * strict hierarchy (HIERARCHY_PARAMS) keeps the start node in `targetType` / `targetId`; the caller resolves
+ * the hierarchy into `references` before the store runs. An absolute URL that is not a resource of this
+ * server is a canonical: `:below` matches it with any version.
+ */
+function parseReferenceHierarchy(def: SearchParamDef, modifier: 'above' | 'below', v: string, key: string): Predicate {
+  const model = fhirModel();
+  const isType = (t: string) => model.isResourceType(t);
+  const absolute = /^[a-z][a-z0-9+.-]*:/i.test(v);
+  let n = v.includes('/') || absolute ? normalizeReference(v.split('|')[0]!, isType) : undefined;
+  if (!n) {
+    const targets = def.targets.filter(isType);
+    if (targets.length !== 1) throw badRequest(`Search parameter ${key}: give the target as Type/id (${def.code} points to several types)`);
+    n = { reference: `${targets[0]}/${v}`, targetType: targets[0], targetId: v };
+  }
+  if (n.targetType && n.targetId && (HIERARCHY_PARAMS[n.targetType] || !absolute)) {
+    if (!HIERARCHY_PARAMS[n.targetType])
+      throw badRequest(
+        `Search parameter ${key}: ${n.targetType} has no strict hierarchy to search (:above / :below on references follow ${Object.entries(HIERARCHY_PARAMS)
+          .map(([t, c]) => `${t}.${c}`)
+          .join(', ')})`,
+      );
+    return { type: 'reference', modifier, reference: n.reference, targetType: n.targetType, targetId: n.targetId };
+  }
+  if (absolute) {
+    if (modifier === 'above') throw badRequest(`Search parameter ${key}: :above is not defined by R4 for canonical references (only :below, over versions)`);
+    const [url, version] = v.split('|') as [string, string | undefined];
+    if (version) throw badRequest(`Search parameter ${key}: version-specific canonical search is not supported (canonical references are indexed without their version)`);
+    // Indexed as the indexer normalises it: `Type/id` when the URL ends so, else the URL itself.
+    return { type: 'reference', modifier, canonicalBelow: { url }, references: [n.reference] };
+  }
+  throw badRequest(`Search parameter ${key}: ${v} is neither Type/id nor a canonical URL`);
 }
 
 function parseInclude(key: string, value: string, reverse: boolean, types: string[]): IncludeSpec {

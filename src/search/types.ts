@@ -34,7 +34,11 @@ export type IndexValue =
   | (IndexBase & { type: 'number'; low: number; high: number; value: number })
   | (IndexBase & { type: 'quantity'; value: number; low: number; high: number; system?: string; code?: string; unit?: string; canonicalValue?: number; canonicalCode?: string })
   | (IndexBase & { type: 'uri'; value: string })
-  | (IndexBase & { type: 'composite'; components: IndexValue[] });
+  | (IndexBase & { type: 'composite'; components: IndexValue[] })
+  /** `_text` (narrative) and `_content` (whole resource): the distinct folded words (src/search/text.ts). */
+  | (IndexBase & { type: 'text'; words: string[] })
+  /** `near` (Location.position): WGS84 degrees. */
+  | (IndexBase & { type: 'position'; latitude: number; longitude: number });
 
 export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
 
@@ -44,10 +48,17 @@ export type Predicate =
   /**
    * `system` undefined: any system; `system` '' (from `|code`): no system. `:text` puts the folded text in
    * `text`; `:of-type` puts `typeSystem|typeCode|value` in `ofType`; `:in` / `:not-in` name the value set in
-   * `valueSet` and the caller expands it into `valueSetCodes` before compiling (stores reject unexpanded ones).
+   * `valueSet` and the caller expands it into `valueSetCodes` before compiling (stores reject unexpanded ones);
+   * `:above` / `:below` (subsumption) keep `system` and `code` and are expanded the same way.
    */
   | { type: 'token'; system?: string; code?: string; text?: string; ofType?: string; modifier?: 'not' | 'text' | 'of-type' | 'in' | 'not-in' | 'above' | 'below' | 'code-text'; valueSet?: string; valueSetCodes?: { system?: string; code: string }[] }
-  | { type: 'reference'; reference?: string; targetType?: string; targetId?: string; identifierSystem?: string; identifierValue?: string; modifier?: 'identifier' | 'above' | 'below' }
+  /**
+   * `:above` / `:below` (R4 search.html#versions and #recursive) keep the search value in `reference` until the
+   * caller resolves them (src/search/valuesets.ts) into `references` (any of these `Type/id` or canonical
+   * values); stores reject unresolved ones. `canonicalBelow` (canonical targets): `url` matches `url` and
+   * `url|<any version>`, `url|v` matches `url|v` and `url|v.<more>`.
+   */
+  | { type: 'reference'; reference?: string; targetType?: string; targetId?: string; identifierSystem?: string; identifierValue?: string; modifier?: 'identifier' | 'above' | 'below'; references?: string[]; canonicalBelow?: { url: string; version?: string } }
   | { type: 'date'; prefix: Prefix; low: string; high: string }
   | { type: 'number'; prefix: Prefix; low: number; high: number; value: number }
   | { type: 'quantity'; prefix: Prefix; low: number; high: number; value: number; system?: string; code?: string; canonicalValue?: number; canonicalLow?: number; canonicalHigh?: number; canonicalCode?: string }
@@ -75,7 +86,20 @@ export type Filter =
    * Compartment membership (R4 compartmentdefinition.html): resources of type T whose reference parameters
    * `paramsByType[T]` point at `targetType/targetId` (any of them).
    */
-  | { kind: 'compartment'; targetType: string; targetId: string; paramsByType: Record<string, string[]> };
+  | { kind: 'compartment'; targetType: string; targetId: string; paramsByType: Record<string, string[]> }
+  /**
+   * `_text` / `_content`: `anyOf` are ORed (comma); each is a list of folded words that must all start a word
+   * of the resource's text (src/search/text.ts).
+   */
+  | { kind: 'text'; param: '_text' | '_content'; anyOf: string[][] }
+  /** `near` (R4 location.html#positional): within `distanceKm` (great-circle, haversine) of a point. */
+  | { kind: 'near'; param: string; anyOf: NearPoint[] };
+
+export interface NearPoint {
+  latitude: number;
+  longitude: number;
+  distanceKm: number;
+}
 
 export interface SortKey {
   param: string;

@@ -1,39 +1,118 @@
 /**
- * `:in` / `:not-in` (R4 search.html#token): the parser names the value set; before the store compiles the
- * request, its codes are filled in from the terminology module (the MVC content, packages and ValueSets stored
- * on the server), nested chains and `_has` included.
+ * Search values that need other data before the store query runs, filled in here (nested chains and `_has`
+ * included), so that both stores only ever see plain code and reference lists:
+ *
+ * - token `:in` / `:not-in` (R4 search.html#token): the value set's codes, from the terminology module (the MVC
+ *   content, packages and ValueSets stored on the server);
+ * - token `:below` / `:above` (subsumption): the code and its descendants / ancestors in a CodeSystem held
+ *   with its hierarchy (`content = complete`); a system not held, or held only as a fragment, is a 400;
+ * - reference `:below` / `:above` on a strict hierarchy (R4 search.html#recursive, src/search/hierarchy.ts): the
+ *   start node and the nodes below / above it in the store.
  */
+import type { Resource } from 'fhir/r4';
 import type { Store } from '../store/port.ts';
 import { FhirError, badRequest } from '../fhir/outcome.ts';
 import { terminologyService } from '../terminology/service.ts';
 import { fullExpansion } from '../terminology/engine.ts';
-import type { Filter, SearchRequest } from './types.ts';
+import type { Scope } from '../terminology/registry.ts';
+import { hierarchyNodes, type SearchAll } from './hierarchy.ts';
+import type { Filter, Predicate, SearchRequest } from './types.ts';
 
 /** Expansions above this size are refused rather than turned into one huge SQL IN list. */
 export const MAX_VALUESET_CODES = 10_000;
 
-function tokenPredicatesNeedingCodes(filters: Filter[], out: { valueSet?: string; valueSetCodes?: { system?: string; code: string }[] }[]): void {
+type TokenPredicate = Extract<Predicate, { type: 'token' }>;
+type ReferencePredicate = Extract<Predicate, { type: 'reference' }>;
+
+interface Pending {
+  tokens: { p: TokenPredicate; param: string }[];
+  references: { p: ReferencePredicate; param: string }[];
+}
+
+function collect(filters: Filter[], out: Pending): void {
   for (const f of filters) {
     if (f.kind === 'param') {
-      for (const p of f.anyOf) if (p.type === 'token' && (p.modifier === 'in' || p.modifier === 'not-in') && !p.valueSetCodes) out.push(p);
-    } else if (f.kind === 'chain' || f.kind === 'has') tokenPredicatesNeedingCodes(f.where, out);
+      for (const p of f.anyOf) {
+        if (p.type === 'token' && p.modifier && ['in', 'not-in', 'above', 'below'].includes(p.modifier) && !p.valueSetCodes) out.tokens.push({ p, param: f.param });
+        if (p.type === 'reference' && (p.modifier === 'above' || p.modifier === 'below') && !p.references) out.references.push({ p, param: f.param });
+      }
+    } else if (f.kind === 'chain' || f.kind === 'has') collect(f.where, out);
   }
 }
 
-export async function expandValueSetFilters(store: Store, request: SearchRequest): Promise<void> {
-  const pending: { valueSet?: string; valueSetCodes?: { system?: string; code: string }[] }[] = [];
-  tokenPredicatesNeedingCodes(request.filters, pending);
-  if (!pending.length) return;
-  const scope = await terminologyService().scope(store);
-  for (const p of pending) {
-    const ref = p.valueSet ?? '';
-    const [url, version] = ref.split('|');
-    const vs = scope.valueSet(url, version);
-    if (!vs) throw badRequest(`:in / :not-in: the value set ${ref} is not known to this server`);
-    const expansion = fullExpansion(scope, vs);
-    if (expansion.items.size > MAX_VALUESET_CODES) {
-      throw new FhirError(400, `:in / :not-in: ${ref} has ${expansion.items.size} codes; the limit is ${MAX_VALUESET_CODES}`, 'too-costly');
+/** The code and its descendants (`below`) or ancestors (`above`) in a CodeSystem held with its hierarchy. */
+export function subsumptionCodes(scope: Scope, system: string, code: string, direction: 'above' | 'below', key: string): { system?: string; code: string }[] {
+  const cs = scope.codeSystem(system);
+  if (!cs) throw badRequest(`${key}: the code system ${system} is not known to this server, so subsumption cannot be tested`);
+  if (cs.content !== 'complete' || cs.synthetic)
+    throw badRequest(`${key}: the code system ${system} is held here as a ${cs.synthetic ? 'fragment built from value sets' : cs.content} without its hierarchy, so subsumption cannot be tested`);
+  const codes = new Set<string>([code]);
+  const start = cs.get(code)?.code;
+  if (start) {
+    codes.add(start);
+    if (direction === 'below') for (const d of cs.descendants(start)) codes.add(d);
+    else {
+      const stack = [start];
+      while (stack.length) {
+        for (const p of cs.get(stack.pop()!)?.parents ?? []) {
+          if (codes.has(p)) continue;
+          codes.add(p);
+          stack.push(p);
+        }
+      }
     }
-    p.valueSetCodes = [...expansion.items.values()].map((i) => ({ system: i.system, code: i.code }));
   }
+  if (codes.size > MAX_VALUESET_CODES) throw new FhirError(400, `${key}: ${system}|${code} has ${codes.size} codes ${direction} it; the limit is ${MAX_VALUESET_CODES}`, 'too-costly');
+  const systems = [...new Set([system, cs.url].filter(Boolean))];
+  return systems.flatMap((s) => [...codes].map((c) => ({ system: s, code: c })));
+}
+
+/**
+ * Fills in `valueSetCodes` (token `:in`, `:not-in`, `:above`, `:below`) and `references` (reference `:above`,
+ * `:below`) with the terminology `scope` and a search over the stored resources.
+ */
+export async function expandSearchFilters(request: SearchRequest, scope: () => Promise<Scope>, searchAll: SearchAll): Promise<void> {
+  const pending: Pending = { tokens: [], references: [] };
+  collect(request.filters, pending);
+  if (pending.tokens.length) {
+    const s = await scope();
+    for (const { p, param } of pending.tokens) {
+      if (p.modifier === 'above' || p.modifier === 'below') {
+        p.valueSetCodes = subsumptionCodes(s, p.system!, p.code!, p.modifier, `${param}:${p.modifier}`);
+        continue;
+      }
+      const ref = p.valueSet ?? '';
+      const [url, version] = ref.split('|');
+      const vs = s.valueSet(url!, version);
+      if (!vs) throw badRequest(`:in / :not-in: the value set ${ref} is not known to this server`);
+      const expansion = fullExpansion(s, vs);
+      if (expansion.items.size > MAX_VALUESET_CODES) {
+        throw new FhirError(400, `:in / :not-in: ${ref} has ${expansion.items.size} codes; the limit is ${MAX_VALUESET_CODES}`, 'too-costly');
+      }
+      p.valueSetCodes = [...expansion.items.values()].map((i) => ({ system: i.system, code: i.code }));
+    }
+  }
+  for (const { p, param } of pending.references) {
+    if (!p.targetType || !p.targetId) throw badRequest(`${param}:${p.modifier}: no start node`);
+    p.references = await hierarchyNodes(searchAll, p.targetType, p.targetId, p.modifier as 'above' | 'below', `${param}:${p.modifier}`);
+  }
+}
+
+/** Every live match of a request on a store (all pages). */
+export function storeSearchAll(store: Store): SearchAll {
+  return async (request) => {
+    const out: Resource[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await store.search({ ...request, cursor });
+      out.push(...page.resources);
+      cursor = page.next;
+    } while (cursor);
+    return out;
+  };
+}
+
+/** expandSearchFilters with the store's terminology scope and searches (called before every search). */
+export async function expandValueSetFilters(store: Store, request: SearchRequest): Promise<void> {
+  await expandSearchFilters(request, () => terminologyService().scope(store), storeSearchAll(store));
 }

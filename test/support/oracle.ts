@@ -17,6 +17,7 @@ import { createRequire } from 'node:module';
 import type { Resource, SearchParameter } from 'fhir/r4';
 import fhirpath from 'fhirpath';
 import r4model from 'fhirpath/fhir-context/r4';
+import { DOMParser } from '@xmldom/xmldom';
 import { readDefinitionBundle } from '../../src/fhir/model.ts';
 
 const require = createRequire(import.meta.url);
@@ -180,6 +181,50 @@ export function stringsOf(v: OValue): string[] {
   return texts;
 }
 
+/**
+ * Text search (the server's documented rule, implemented separately): the narrative's text nodes (an XML
+ * parser, every text node apart) and, for `_content`, every string of the resource outside `id`, `reference`,
+ * `system`, `url`, `data` and `meta`; words are the runs of letters and digits of the folded text. A search
+ * value matches when each of its words starts one of the resource's words.
+ */
+const SKIPPED_KEYS = ['id', 'reference', 'system', 'url', 'data', 'meta', 'resourceType'];
+
+function narrativeTexts(div: string): string[] {
+  const out: string[] = [];
+  const doc = new DOMParser({ onError: () => undefined }).parseFromString(div, 'text/xml');
+  const walk = (n: { nodeType: number; nodeValue: string | null; childNodes?: ArrayLike<unknown> }) => {
+    if (n.nodeType === 3 || n.nodeType === 4) out.push(n.nodeValue ?? '');
+    const kids = n.childNodes;
+    if (kids) for (let i = 0; i < kids.length; i++) walk(kids[i] as typeof n);
+  };
+  walk(doc as unknown as Parameters<typeof walk>[0]);
+  return out;
+}
+
+export function owords(texts: string[]): Set<string> {
+  const out = new Set<string>();
+  for (const t of texts) for (const w of ofold(t).split(/[^\p{L}\p{N}]+/u)) if (w) out.add(w);
+  return out;
+}
+
+function contentTexts(value: unknown, key: string | undefined, out: string[]): void {
+  if (key !== undefined && SKIPPED_KEYS.includes(key)) return;
+  if (typeof value === 'string') {
+    out.push(...(key === 'div' ? narrativeTexts(value) : [value]));
+  } else if (Array.isArray(value)) {
+    for (const v of value) contentTexts(v, key, out);
+  } else if (value && typeof value === 'object') {
+    for (const k of Object.keys(value)) contentTexts((value as O)[k], k, out);
+  }
+}
+
+/** Great-circle distance (km) on a sphere of the mean Earth radius. */
+export function odistanceKm(lat1: number, lon1: number, lat2: number, lon2: number): number {
+  const r = Math.PI / 180;
+  const x = Math.sin(((lat2 - lat1) * r) / 2) ** 2 + Math.cos(lat1 * r) * Math.cos(lat2 * r) * Math.sin(((lon2 - lon1) * r) / 2) ** 2;
+  return 2 * 6371.0088 * Math.atan2(Math.sqrt(x), Math.sqrt(1 - x));
+}
+
 export interface OracleResult {
   /** `Type/id` of the matches. */
   matches: Set<string>;
@@ -193,6 +238,7 @@ export class SearchOracle {
   private readonly spsByType = new Map<string, Map<string, SearchParameter>>();
   private readonly defs = new Map<string, Def | null>();
   private readonly cache = new Map<string, OValue[]>();
+  private readonly wordCache = new Map<string, Set<string>>();
   private readonly baseUrl: string;
 
   constructor(resources: Resource[], baseUrl: string) {
@@ -518,8 +564,32 @@ export class SearchOracle {
       });
     }
     const [code, modifier] = name.split(':') as [string, string | undefined];
+    if (code === '_text' || code === '_content') {
+      const have = [...this.words(resource, code)];
+      return value.split(',').some((alt) => [...owords([alt])].every((w) => have.some((h) => h.startsWith(w))));
+    }
+    if (code === 'near' && type === 'Location') {
+      const pos = (resource as { position?: { latitude?: number; longitude?: number } }).position;
+      if (typeof pos?.latitude !== 'number' || typeof pos.longitude !== 'number') return false;
+      return value.split(',').some((alt) => {
+        const [lat, lon, dist, unit] = alt.split('|');
+        const km = dist ? Number(dist) * ({ km: 1, m: 0.001, '[mi_i]': 1.609344, mi: 1.609344 } as Record<string, number>)[unit || 'km']! : 10;
+        return odistanceKm(Number(lat), Number(lon), pos.latitude!, pos.longitude!) <= km;
+      });
+    }
     const sp = this.param(type, code);
     if (!sp) throw new Error(`unknown parameter ${type}.${code}`);
+    if ((modifier === 'below' || modifier === 'above') && sp.type === 'token') {
+      const alternatives = value.split(',').flatMap((alt) => this.subsumed(alt, modifier));
+      return this.values(resource, code).some((v) => this.tokens(v).some((t) => alternatives.some(([s, c]) => t.system === s && t.code === c)));
+    }
+    if ((modifier === 'below' || modifier === 'above') && sp.type === 'reference') {
+      const nodes = new Set(value.split(',').flatMap((alt) => this.hierarchy(alt.includes('/') ? alt : `${sp.target![0]}/${alt}`, modifier)));
+      return this.values(resource, code).some((v) => {
+        const t = typeof v.data === 'string' ? v.data : str((v.data as O).reference);
+        return t !== undefined && nodes.has(this.refKey(t));
+      });
+    }
     if (modifier === 'missing') {
       const present = sp.type === 'composite' ? this.compositeValues(resource, code).length > 0 : this.values(resource, code).length > 0;
       return present === (value === 'false');
@@ -536,6 +606,97 @@ export class SearchOracle {
     const vals = this.values(resource, code);
     const any = alternatives.some((alt) => vals.some((v) => this.valueMatch(sp, modifier, alt, v)));
     return modifier === 'not' ? !any : any;
+  }
+
+  /** `_text` / `_content` words of a resource (cached). */
+  words(resource: Resource, code: '_text' | '_content'): Set<string> {
+    const key = `${resource.resourceType}/${resource.id}\u0000${code}`;
+    let w = this.wordCache.get(key);
+    if (!w) {
+      const texts: string[] = [];
+      const div = (resource as { text?: { div?: string } }).text?.div;
+      if (code === '_text') {
+        if (div) texts.push(...narrativeTexts(div));
+      } else contentTexts(resource, undefined, texts);
+      this.wordCache.set(key, (w = owords(texts)));
+    }
+    return w;
+  }
+
+  /**
+   * `system|code` and the codes below (or above) it in a loaded CodeSystem: nested concepts and the `parent` /
+   * `child` properties give the links.
+   */
+  subsumed(query: string, direction: 'above' | 'below'): [string, string][] {
+    const [system, code] = query.split('|') as [string, string];
+    const cs = (this.byType.get('CodeSystem') ?? []).find((c) => (c as { url?: string }).url === system) as
+      | { concept?: { code: string; concept?: unknown[]; property?: { code: string; valueCode?: string }[] }[] }
+      | undefined;
+    if (!cs) throw new Error(`oracle: no CodeSystem ${system}`);
+    const parents = new Map<string, Set<string>>();
+    const link = (child: string, parent: string) => {
+      if (!parents.has(child)) parents.set(child, new Set());
+      parents.get(child)!.add(parent);
+    };
+    type C = { code: string; concept?: C[]; property?: { code: string; valueCode?: string }[] };
+    const walk = (list: C[] | undefined, parent?: string) => {
+      for (const c of list ?? []) {
+        if (parent) link(c.code, parent);
+        for (const p of c.property ?? []) {
+          if (p.code === 'parent' && p.valueCode) link(c.code, p.valueCode);
+          if (p.code === 'child' && p.valueCode) link(p.valueCode, c.code);
+        }
+        walk(c.concept, c.code);
+      }
+    };
+    walk(cs.concept as C[]);
+    const isBelow = (c: string, top: string, seen = new Set<string>()): boolean => {
+      if (c === top) return true;
+      if (seen.has(c)) return false;
+      seen.add(c);
+      return [...(parents.get(c) ?? [])].some((p) => isBelow(p, top, seen));
+    };
+    const all = new Set<string>([code]);
+    for (const [c, ps] of parents) {
+      all.add(c);
+      for (const p of ps) all.add(p);
+    }
+    return [...all].filter((c) => (direction === 'below' ? isBelow(c, code) : isBelow(code, c))).map((c) => [system, c]);
+  }
+
+  /**
+   * `Type/id` and the resources of that type below (or above) it, through the type's parameter that points
+   * at a parent of the same type (`partof`, `part-of` or `parent` with that single target).
+   */
+  hierarchy(start: string, direction: 'above' | 'below'): string[] {
+    const type = start.split('/')[0]!;
+    const sp = this.paramsOf(type).find((p) => ['partof', 'part-of', 'parent'].includes(p.code) && p.type === 'reference' && p.target?.length === 1 && p.target[0] === type);
+    if (!sp) throw new Error(`oracle: ${type} has no hierarchy`);
+    const parentOf = (r: Resource) =>
+      this.values(r, sp.code)
+        .map((v) => str((v.data as O).reference))
+        .filter((x): x is string => !!x)
+        .map((x) => this.refKey(x));
+    const out = new Set([start]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const r of this.byType.get(type) ?? []) {
+        const key = `${type}/${r.id}`;
+        const ps = parentOf(r);
+        if (direction === 'below' && !out.has(key) && ps.some((p) => out.has(p))) {
+          out.add(key);
+          grew = true;
+        }
+        if (direction === 'above' && out.has(key)) {
+          for (const p of ps)
+            if (!out.has(p)) {
+              out.add(p);
+              grew = true;
+            }
+        }
+      }
+    }
+    return [...out];
   }
 
   /** Keys of the resources an `_include` / `_revinclude` spec adds for `from`. */

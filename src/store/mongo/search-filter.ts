@@ -13,6 +13,8 @@
  *            qty:  [{ p, v, lo, hi, s, c, u, cv, cc }], // quantity, cv/cc: UCUM canonical value/code
  *            uri:  [{ p, v }],
  *            comp: [{ p, c0: {...}, c1: {...} }],       // composite: components in their kind's short fields
+ *          txt:  [words], cnt: [words],               // _text / _content: distinct folded words (text.ts)
+ *          geo:  { near: { lat, lon } },              // near: Location.position
  *            slo:  { <param>: lowest sort value }, shi: { <param>: highest sort value } } }
  *
  * Filters use `$elemMatch` on these arrays so that one element satisfies all conditions of a value, served
@@ -24,10 +26,11 @@ import { badRequest, notSupported } from '../../fhir/outcome.ts';
 import { keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
 import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PagePosition } from '../cursor.ts';
 import { searchParam } from '../../search/registry.ts';
-import type { Filter, IncludeSpec, IndexValue, ParamType, Predicate, SearchRequest } from '../../search/types.ts';
+import type { Filter, IncludeSpec, IndexValue, NearPoint, ParamType, Predicate, SearchRequest } from '../../search/types.ts';
+import { EARTH_RADIUS_KM, latitudeBand } from '../../search/text.ts';
 
 export type Document = Record<string, unknown>;
-type Kind = Exclude<IndexValue['type'], 'composite'>;
+type Kind = Exclude<IndexValue['type'], 'composite' | 'text' | 'position'>;
 
 /** Array name under `idx` and short field names per value kind. */
 const KINDS: Record<Kind, { array: string; fields: Record<string, string> }> = {
@@ -58,12 +61,15 @@ export interface MongoIndexFields {
     qty?: MongoIndexElement[];
     uri?: MongoIndexElement[];
     comp?: MongoIndexElement[];
+    txt?: string[];
+    cnt?: string[];
+    geo?: Record<string, { lat: number; lon: number }>;
     slo: Record<string, Scalar>;
     shi: Record<string, Scalar>;
   };
 }
 
-function shortFields(v: Exclude<IndexValue, { type: 'composite' }>): Document {
+function shortFields(v: Exclude<IndexValue, { type: 'composite' | 'text' | 'position' }>): Document {
   const out: Document = {};
   const rec = v as unknown as Record<string, unknown>;
   for (const [long, short] of Object.entries(KINDS[v.type].fields)) {
@@ -99,10 +105,19 @@ export function mongoIndexFields(values: IndexValue[]): MongoIndexFields {
   const idx: MongoIndexFields['idx'] = { slo: {}, shi: {} };
   const arrays = idx as unknown as Record<string, MongoIndexElement[] | undefined>;
   for (const v of values) {
+    if (v.type === 'text') {
+      if (v.param === '_text') idx.txt = v.words;
+      else idx.cnt = v.words;
+      continue;
+    }
+    if (v.type === 'position') {
+      (idx.geo ??= {})[v.param] = { lat: v.latitude, lon: v.longitude };
+      continue;
+    }
     if (v.type === 'composite') {
       const el: MongoIndexElement = { p: v.param };
       v.components.forEach((c, i) => {
-        if (c.type !== 'composite') el[`c${i}`] = shortFields(c);
+        if (c.type !== 'composite' && c.type !== 'text' && c.type !== 'position') el[`c${i}`] = shortFields(c);
       });
       (idx.comp ??= []).push(el);
       continue;
@@ -139,6 +154,10 @@ export const mongoSearchIndexes: { key: Document; name: string; partialFilterExp
   { key: { 'idx.qty.p': 1, 'idx.qty.cc': 1, 'idx.qty.cv': 1 }, name: 'search_qty_canonical' },
   { key: { 'idx.uri.p': 1, 'idx.uri.v': 1 }, name: 'search_uri' },
   { key: { 'idx.comp.p': 1 }, name: 'search_comp' },
+  // Word prefixes (`^word` regular expressions) are served by the multikey word indexes.
+  { key: { 'idx.txt': 1 }, name: 'search_text' },
+  { key: { 'idx.cnt': 1 }, name: 'search_content' },
+  { key: { 'idx.geo.near.lat': 1 }, name: 'search_near_lat' },
   { key: { 'idx.slo.$**': 1 }, name: 'search_sort_low' },
   { key: { 'idx.shi.$**': 1 }, name: 'search_sort_high' },
 ];
@@ -250,10 +269,32 @@ function compileFilter(f: Filter, types: string[]): Document {
         .map(([t, params]) => ({ resourceType: t, 'idx.ref': { $elemMatch: { p: { $in: params }, tt: f.targetType, ti: f.targetId } } }));
       return alts.length ? { $or: alts } : NEVER;
     }
+    case 'text': {
+      const field = f.param === '_text' ? 'idx.txt' : 'idx.cnt';
+      const alts = f.anyOf.map((words) => ({ $and: words.map((w) => ({ [field]: { $regex: '^' + escapeRegex(w) } })) }));
+      return alts.length === 1 ? alts[0]! : { $or: alts };
+    }
+    case 'near':
+      return { $or: f.anyOf.map((pt) => nearMatch(f.param, pt)) };
     case 'chain':
     case 'has':
       throw new Error('chained and _has filters must be resolved first (resolveMongoChains)');
   }
+}
+
+/**
+ * Within `distanceKm` of a point: the latitude band (indexed) and the haversine distance as an aggregation
+ * expression, the same formula as src/search/text.ts haversineKm.
+ */
+function nearMatch(param: string, pt: NearPoint): Document {
+  const lat = `$idx.geo.${param}.lat`;
+  const lon = `$idx.geo.${param}.lon`;
+  const [lo, hi] = latitudeBand(pt.latitude, pt.distanceKm);
+  const rad = (x: unknown) => ({ $degreesToRadians: x });
+  const half = (a: string, b: number) => ({ $sin: { $divide: [rad({ $subtract: [a, b] }), 2] } });
+  const a = { $add: [{ $pow: [half(lat, pt.latitude), 2] }, { $multiply: [{ $cos: rad(pt.latitude) }, { $cos: rad(lat) }, { $pow: [half(lon, pt.longitude), 2] }] }] };
+  const distance = { $multiply: [2 * EARTH_RADIUS_KM, { $asin: { $min: [1, { $sqrt: a }] } }] };
+  return { [`idx.geo.${param}.lat`]: { $gte: lo, $lte: hi }, $expr: { $lte: [distance, pt.distanceKm] } };
 }
 
 export interface CompiledMongoSearch {

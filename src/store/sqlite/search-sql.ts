@@ -33,10 +33,11 @@ import { keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } fro
 import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PagePosition } from '../cursor.ts';
 import { searchParam } from '../../search/registry.ts';
 import { normalizeReference } from '../../search/normalize.ts';
+import { EARTH_RADIUS_KM, latitudeBand } from '../../search/text.ts';
 import { fhirModel } from '../../fhir/model.ts';
 import type { Filter, IncludeSpec, IndexValue, ParamType, Predicate, SearchRequest } from '../../search/types.ts';
 
-type Kind = Exclude<IndexValue['type'], 'composite'>;
+type Kind = Exclude<IndexValue['type'], 'composite' | 'text' | 'position'>;
 type SqlParam = string | number | null;
 
 const TABLES: Record<Kind, { table: string; cols: Record<string, string> }> = {
@@ -57,7 +58,12 @@ const TABLES: Record<Kind, { table: string; cols: Record<string, string> }> = {
 const KINDS = Object.keys(TABLES) as Kind[];
 
 /** Version of the index schema, kept in `PRAGMA user_version` by the store. */
-export const SEARCH_SCHEMA_VERSION = 4;
+export const SEARCH_SCHEMA_VERSION = 5;
+/**
+ * Older schema versions the store opens as they are: 4 lacks only the `_text` / `_content` / `near` tables,
+ * which installSearchSchema creates empty (`POST [base]/$reindex` fills them).
+ */
+export const UPGRADABLE_SEARCH_SCHEMAS: readonly number[] = [4];
 
 /** Creates the index tables and their indexes (idempotent). */
 export function installSearchSchema(db: DatabaseSync): void {
@@ -94,7 +100,75 @@ export function installSearchSchema(db: DatabaseSync): void {
     'CREATE INDEX IF NOT EXISTS idx_quantity_canon ON idx_quantity (pid, canonical_code, canonical_value)',
     'CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, value)',
   );
+  stmts.push(...SPECIAL_TABLES);
   for (const s of stmts) db.exec(s);
+}
+
+// _text, _content and near ----------------------------------------------------------------------------------
+
+/**
+ * `idx_text`: one FTS5 row per resource (rowid = the resource's rid), column `t` the words of `_text`, `c` those
+ * of `_content`, as the indexer folded and cut them (src/search/text.ts), joined by spaces: the unicode61
+ * tokenizer finds the same words again. Contentless (the words are not stored twice), with deletes.
+ * `idx_position`: `near` points, served by the (pid, latitude) index for the latitude band of a search.
+ */
+const SPECIAL_TABLES = [
+  `CREATE VIRTUAL TABLE IF NOT EXISTS idx_text USING fts5(t, c, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 0')`,
+  'CREATE TABLE IF NOT EXISTS idx_position (rid INTEGER NOT NULL, pid INTEGER NOT NULL, latitude REAL NOT NULL, longitude REAL NOT NULL, PRIMARY KEY (rid, pid)) WITHOUT ROWID',
+  'CREATE INDEX IF NOT EXISTS idx_position_lat ON idx_position (pid, latitude)',
+];
+
+/** The FTS5 shadow tables of `idx_text` (written by SQLite only: `DELETE FROM idx_text` empties them). */
+export function isSearchShadowTable(name: string): boolean {
+  return /^idx_text_(data|idx|docsize|config|content)$/.test(name);
+}
+
+interface SpecialStatements {
+  text: StatementSync;
+  position: StatementSync;
+}
+const specialPrepared = new WeakMap<DatabaseSync, SpecialStatements>();
+
+function specialRemoveStatements(db: DatabaseSync): StatementSync[] {
+  return [db.prepare('DELETE FROM idx_text WHERE rowid = ?'), db.prepare('DELETE FROM idx_position WHERE rid = ?')];
+}
+
+/** Writes the `_text` / `_content` row and `near` points of one resource (after its old rows were removed). */
+function writeSpecialIndex(p: Prepared, rid: number, resourceType: string, values: IndexValue[]): void {
+  let st = specialPrepared.get(p.db);
+  if (!st) {
+    st = {
+      text: p.db.prepare('INSERT INTO idx_text (rowid, t, c) VALUES (?, ?, ?)'),
+      position: p.db.prepare('INSERT OR REPLACE INTO idx_position (rid, pid, latitude, longitude) VALUES (?, ?, ?, ?)'),
+    };
+    specialPrepared.set(p.db, st);
+  }
+  let t: string | null = null;
+  let c: string | null = null;
+  for (const v of values) {
+    if (v.type === 'text') {
+      if (v.param === '_text') t = v.words.join(' ');
+      else c = v.words.join(' ');
+    } else if (v.type === 'position') st.position.run(rid, paramId(p, resourceType, v.param, 'position' as Kind), v.latitude, v.longitude);
+  }
+  if (t !== null || c !== null) st.text.run(rid, t, c);
+}
+
+/** FTS5 query: the words of each alternative all prefix-matched in column `col`, alternatives ORed. */
+function ftsQuery(col: 't' | 'c', anyOf: string[][]): string {
+  return anyOf.map((words) => '(' + words.map((w) => `${col} : "${w.replace(/"/g, '""')}"*`).join(' AND ') + ')').join(' OR ');
+}
+
+function nearCondition(f: Extract<Filter, { kind: 'near' }>, alias: string, types: string[], q: Sql, sub: string): string {
+  const alts = f.anyOf.map((pt) => {
+    const [lo, hi] = latitudeBand(pt.latitude, pt.distanceKm);
+    const lat0 = q.p(pt.latitude);
+    const lon0 = q.p(pt.longitude);
+    // Haversine, as in src/search/text.ts haversineKm (SQLite's math functions).
+    const d = `2 * ${EARTH_RADIUS_KM} * asin(min(1, sqrt(power(sin(radians(${sub}.latitude - ${lat0}) / 2), 2) + cos(radians(${lat0})) * cos(radians(${sub}.latitude)) * power(sin(radians(${sub}.longitude - ${lon0}) / 2), 2))))`;
+    return `(${sub}.latitude BETWEEN ${q.p(lo)} AND ${q.p(hi)} AND ${d} <= ${q.p(pt.distanceKm)})`;
+  });
+  return `${alias}.rowid IN (SELECT ${sub}.rid FROM idx_position ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${alts.join(' OR ')}))`;
 }
 
 /** Inserts one index row: (rid, pid, n) and the value's columns in TABLES order (no per-row mapping). */
@@ -149,7 +223,7 @@ function statements(db: DatabaseSync): Prepared {
       db,
       insert: insertStatements(db, ''),
       insertPart: insertStatements(db, '_part'),
-      remove: KINDS.flatMap((k) => [TABLES[k].table, `${TABLES[k].table}_part`]).map((t) => db.prepare(`DELETE FROM ${t} WHERE rid = ?`)),
+      remove: [...KINDS.flatMap((k) => [TABLES[k].table, `${TABLES[k].table}_part`]).map((t) => db.prepare(`DELETE FROM ${t} WHERE rid = ?`)), ...specialRemoveStatements(db)],
       rowid: db.prepare('SELECT rowid AS rid FROM resources WHERE resource_type = ? AND id = ?'),
       findParam: db.prepare('SELECT pid FROM search_params WHERE resource_type = ? AND code = ?'),
       addParam: db.prepare('INSERT INTO search_params (resource_type, code, kind) VALUES (?, ?, ?)'),
@@ -227,17 +301,20 @@ export function writeIndex(db: DatabaseSync, resourceType: string, id: string, v
   const r = rid ?? rowidOf(p, resourceType, id);
   if (!fresh) for (const st of p.remove) st.run(r);
   let n = 0;
+  let special: IndexValue[] | undefined;
   for (const v of values) {
     n++;
-    if (v.type === 'composite') {
+    if (v.type === 'text' || v.type === 'position') (special ??= []).push(v);
+    else if (v.type === 'composite') {
       for (let i = 0; i < v.components.length; i++) {
         const c = v.components[i]!;
-        if (c.type === 'composite') continue;
+        if (c.type === 'composite' || c.type === 'text' || c.type === 'position') continue;
         const st = i === 0 ? p.insert[c.type] : p.insertPart[c.type];
         INSERT_ROW[c.type](st, r, paramId(p, resourceType, `${v.param}$${i}`, c.type), n, c);
       }
     } else INSERT_ROW[v.type](p.insert[v.type], r, paramId(p, resourceType, v.param, v.type), n, v);
   }
+  if (special) writeSpecialIndex(p, r, resourceType, special);
 }
 
 /** Removes every index row of one resource (on delete); `rid` as in writeIndex. */
@@ -329,6 +406,8 @@ function selectsRowids(f: Filter): boolean {
       return !f.missing;
     case 'chain':
     case 'compartment':
+    case 'text':
+    case 'near':
       return true;
     default:
       return false;
@@ -428,6 +507,11 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
       const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${sub}.pid IN (${pids}) AND ${sub}.target_id = ${q.p(f.targetId)} AND ${sub}.target_type = ${q.p(f.targetType)}`;
       return `${alias}.rowid IN (${inner})`;
     }
+    case 'text':
+      // The FTS row is the resource's (rowid = rid): the type is fixed by the outer query.
+      return `${alias}.rowid IN (SELECT rowid FROM idx_text WHERE idx_text MATCH ${q.p(ftsQuery(f.param === '_text' ? 't' : 'c', f.anyOf))})`;
+    case 'near':
+      return nearCondition(f, alias, types, q, sub);
     case 'has': {
       const s = `s${depth}`;
       const where = f.where.map((w) => compileFilter(w, s, [f.sourceType], q, depth + 1));

@@ -34,6 +34,8 @@ import {
   compileSearch,
   deleteIndex,
   installSearchSchema,
+  UPGRADABLE_SEARCH_SCHEMAS,
+  isSearchShadowTable,
   paramIds,
   resetSearchCaches,
   resolveIncludes,
@@ -97,7 +99,7 @@ const SCHEMA_VERSION = SEARCH_SCHEMA_VERSION;
 /** Refuses a database written with another schema version (an empty one is rebuilt). */
 function checkSchemaVersion(db: DatabaseSync, path: string): void {
   const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
-  if (version === SCHEMA_VERSION) return;
+  if (version === SCHEMA_VERSION || UPGRADABLE_SEARCH_SCHEMAS.includes(version)) return;
   const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all() as { name: string }[];
   if (!tables.length) return;
   const hasRows = tables.some((t) => db.prepare(`SELECT 1 FROM "${t.name}" LIMIT 1`).get() !== undefined);
@@ -120,8 +122,27 @@ function toRecord(row: ResourceRow & { method?: string }): VersionRecord {
     method: (row.method ?? (row.deleted ? 'DELETE' : 'PUT')) as WriteMethod,
     deleted: row.deleted === 1,
   };
-  if (row.content !== null) record.resource = JSON.parse(row.content) as Resource;
+  if (row.content !== null) withStoredJson(record, row.content);
   return record;
+}
+
+/**
+ * Gives a record its stored text and a `resource` parsed from it on first use: a plain JSON read sends the
+ * text and never parses it. `resource` stays an own enumerable property (spread, structuredClone and
+ * JSON.stringify see it) and can be assigned.
+ */
+function withStoredJson(record: VersionRecord, content: string): void {
+  let parsed: Resource | undefined;
+  record.json = content;
+  Object.defineProperty(record, 'resource', {
+    enumerable: true,
+    configurable: true,
+    get: () => (parsed ??= JSON.parse(content) as Resource),
+    set: (value: Resource | undefined) => {
+      Object.defineProperty(record, 'resource', { value, writable: true, enumerable: true, configurable: true });
+      delete record.json;
+    },
+  });
 }
 
 /** Prepared statements of one connection. */
@@ -310,7 +331,8 @@ export class SqliteStore implements Store {
         .all() as { name: string }[];
       this.writer.exec('BEGIN IMMEDIATE');
       try {
-        for (const t of tables) this.writer.exec(`DELETE FROM "${t.name}"`);
+        // The full-text table is emptied through itself; its shadow tables may not be written directly.
+        for (const t of tables) if (!isSearchShadowTable(t.name)) this.writer.exec(`DELETE FROM "${t.name}"`);
         this.writer.exec('COMMIT');
       } catch (err) {
         if (this.writer.isTransaction) this.writer.exec('ROLLBACK');
