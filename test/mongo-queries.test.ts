@@ -369,3 +369,34 @@ describe('mongo search filters (mingo): negated filter and paging both ways', ()
     });
   }
 });
+
+describe('mongo search filters (mingo): _text, _content and near', () => {
+  const resources: Resource[] = [
+    { resourceType: 'Location', id: 'lux', name: 'Luxembourg-Ville', position: { latitude: 49.6116, longitude: 6.1319 } } as Resource,
+    { resourceType: 'Location', id: 'wiltz', name: 'Wiltz', position: { latitude: 49.9658, longitude: 5.9325 } } as Resource,
+    { resourceType: 'Location', id: 'nowhere', name: 'Sans position' } as Resource,
+  ];
+  const docs = resources.map((r) => ({ _id: `${r.resourceType}/${r.id}`, resourceType: r.resourceType, id: r.id, deleted: false, ...mongoIndexFields(extractIndex(r)) }));
+  const run = (filters: SearchRequest['filters']) => {
+    const c = compileMongoFilter({ resourceTypes: ['Location'], filters, sort: [], count: 100, total: 'none', include: [] });
+    return (new Query(c.filter).find<{ id: string }>(docs).all() as { id: string }[]).map((d) => d.id).sort();
+  };
+
+  it('stores words and the position as plain fields', () => {
+    expect(docs[0]!.idx.cnt).toEqual(expect.arrayContaining(['luxembourg', 'ville']));
+    expect(docs[0]!.idx.geo).toEqual({ near: { lat: 49.6116, lon: 6.1319 } });
+    expect(docs[2]!.idx.geo).toBeUndefined();
+  });
+
+  it('matches word prefixes (all words of a value) and distances, with the filter fields indexed', async () => {
+    expect(run([{ kind: 'text', param: '_content', anyOf: [['lux', 'vil']] }])).toEqual(['lux']);
+    expect(run([{ kind: 'text', param: '_content', anyOf: [['lux', 'wil']] }])).toEqual([]);
+    expect(run([{ kind: 'text', param: '_content', anyOf: [['wil'], ['sans']] }])).toEqual(['nowhere', 'wiltz']);
+    // Luxembourg-Ville to Wiltz: about 42 km.
+    expect(run([{ kind: 'near', param: 'near', anyOf: [{ latitude: 49.6116, longitude: 6.1319, distanceKm: 40 }] }])).toEqual(['lux']);
+    expect(run([{ kind: 'near', param: 'near', anyOf: [{ latitude: 49.6116, longitude: 6.1319, distanceKm: 45 }] }])).toEqual(['lux', 'wiltz']);
+    const { mongoSearchIndexes: indexes } = await import('../src/store/mongo/search-filter.ts');
+    const keys = indexes.flatMap((i) => Object.keys(i.key));
+    for (const k of ['idx.txt', 'idx.cnt', 'idx.geo.near.lat']) expect(keys).toContain(k);
+  });
+});
