@@ -252,6 +252,16 @@ describe('who may call them', () => {
     expect((await gp.get('/fhir/Patient/anna')).status).toBe(200);
   });
 
+  it('the CapabilityStatement lists them on Patient', async () => {
+    const cs = await t.anon.get('/fhir/metadata');
+    const patient = cs.body.rest[0].resource.find((r: { type: string }) => r.type === 'Patient');
+    const names = patient.operation.map((o: { name: string }) => o.name);
+    for (const op of ['access-grant', 'access-revoke', 'access-block', 'access-unblock', 'hide', 'unhide', 'object-encounter', 'withdraw-objection', 'close', 'reopen', 'emergency-access', 'cross-border', 'access-policy', 'access-log']) expect(names).toContain(op);
+    // Not offered on other types.
+    const obs = cs.body.rest[0].resource.find((r: { type: string }) => r.type === 'Observation');
+    expect(obs.operation.map((o: { name: string }) => o.name)).not.toContain('hide');
+  });
+
   it('$access-policy tells each link and where it comes from', async () => {
     const p = (await anna.get('/fhir/Patient/anna/$access-policy')).body as Parameters;
     expect(value(p, 'closed')!.valueBoolean).toBe(false);

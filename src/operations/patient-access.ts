@@ -279,10 +279,9 @@ function provision(kind: PolicyKind, target: Target, shape: Shape): Consent['pro
 const ref = (reference: string): Reference => ({ reference });
 
 /** The patient's effective policy, with where each part comes from. */
-export async function policyParameters(session: StoreSession, patientId: string, now = Date.now()): Promise<ParametersParameter[]> {
+export async function policyParameters(session: StoreSession, patientId: string, now = Date.now(), writer?: ConsentWriter): Promise<ParametersParameter[]> {
   const policy: PatientPolicy = await loadPolicy(session, patientId, now);
-  const writer = new ConsentWriter(session, patientId, undefined, now);
-  const consents = (await writer.active()).filter((c) => active(c.provision?.period, now, true));
+  const consents = (await (writer ?? new ConsentWriter(session, patientId, undefined, now)).active()).filter((c) => active(c.provision?.period, now, true));
   const byKind = (kind: PolicyKind) => consents.filter((c) => policyKind(c) === kind);
   const out: ParametersParameter[] = [{ name: 'patient', valueReference: ref(`Patient/${patientId}`) }];
   if (policy.unknown) out.push({ name: 'unknown-policy', valueBoolean: true });
@@ -450,7 +449,7 @@ for (const [name, change] of Object.entries(CHANGES)) {
         return [
           { name: 'outcome', valueCode: outcome },
           ...[...new Set(w.touched)].map((c) => ({ name: 'consent', valueReference: ref(c) })),
-          ...(await policyParameters(s, patientId, w.now)),
+          ...(await policyParameters(s, patientId, w.now, w)),
         ] as ParametersParameter[];
       };
       return ok(session ? await run(session) : await ctx.store.transaction(run));
