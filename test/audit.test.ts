@@ -12,7 +12,7 @@ import { buildAuditEvent } from '../src/audit/event.ts';
 import { extractIndex } from '../src/search/indexer.ts';
 import { ROOT, startServerProcess, tempDir } from './support/process.ts';
 import { existsSync } from 'node:fs';
-import { HEAD_ID, HEAD_TYPE, readHead } from '../src/audit/chain.ts';
+import { HEAD_TYPE, headId, readHead } from '../src/audit/chain.ts';
 import { parseSearch } from '../src/search/parse.ts';
 import { makeApp } from './support/app.ts';
 
@@ -96,9 +96,11 @@ describe('lean audit writes', () => {
     expect(existsSync(head)).toBe(false);
   });
 
-  it('a removed chain head is reported', async () => {
-    const { store } = await trail(3);
-    await store.delete(HEAD_TYPE, HEAD_ID, { method: 'DELETE' });
+  it('a removed chain head is reported: the newest one, or all of them', async () => {
+    const { store } = await trail(3); // commits after entries 1 and 3: heads 1 and 3
+    await store.delete(HEAD_TYPE, headId(3), { method: 'DELETE' });
+    expect((await verifyAuditChain(store)).problems.join('\n')).toMatch(/does not end where the head says \(entry 1\)/);
+    await store.delete(HEAD_TYPE, headId(1), { method: 'DELETE' });
     expect((await verifyAuditChain(store)).problems.join('\n')).toMatch(/chain head .* is missing/);
   });
 

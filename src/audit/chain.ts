@@ -3,8 +3,8 @@
  * sequence number, the previous entry's hash and its own hash: SHA-256 over the previous hash, the sequence
  * number and the JSON text of the event without its chain extension and without the store's
  * `meta.versionId` / `meta.lastUpdated` (so `meta.tag` flags are covered). The chain head (last sequence
- * number and hash) is a `Basic` resource in the same store, written in the same transaction as the entries,
- * so that a truncated trail is detected as well.
+ * number and hash) is a `Basic` resource in the same store, a new one written in the same transaction as
+ * the entries, so that a truncated trail (or a removed head) is detected as well.
  *
  * Entries are queued by the request handlers and written in group commits: every entry queued during one
  * turn of the event loop goes into one store transaction (entries + head), which the HTTP layer awaits
@@ -21,9 +21,17 @@ import { extractIndex } from '../search/indexer.ts';
 
 export const CHAIN_URL = 'https://dsp.lu/fhir/StructureDefinition/audit-chain';
 export const GENESIS = '0'.repeat(64);
-/** The chain head's resource in the audit store. */
+/** The chain head's resources in the audit store: one per group commit, the newest (highest id) counts. */
 export const HEAD_TYPE = 'Basic';
-export const HEAD_ID = 'audit-chain-head';
+
+/**
+ * The id of the head written with entry `seq`: zero-padded, so the newest head is the highest id. A new head
+ * per commit is an INSERT next to the previous one, where updating one head row would also clear its search
+ * index rows on every commit (measured: ~30 µs per entry at 7 entries per commit, a quarter of the write).
+ */
+export function headId(seq: number): string {
+  return `audit-head-${String(seq).padStart(15, '0')}`;
+}
 
 export interface ChainLink {
   seq: number;
@@ -95,17 +103,18 @@ function headResource(head: Head): Basic {
   if (head.indexedThrough) ext.push({ url: 'indexedThrough', valueInstant: head.indexedThrough });
   return {
     resourceType: 'Basic',
-    id: HEAD_ID,
+    id: headId(head.seq),
     code: { coding: [{ system: CHAIN_URL, code: 'head' }], text: 'audit trail chain head' },
     extension: [{ url: CHAIN_URL, extension: ext }],
   };
 }
 
-/** The chain head kept in the audit store; undefined when there is none (or it is unreadable). */
+/** The newest chain head kept in the audit store; undefined when there is none (or it is unreadable). */
 export async function readHead(store: Store): Promise<Head | undefined> {
-  const rec = await store.current(HEAD_TYPE, HEAD_ID);
-  if (!rec?.resource) return undefined;
-  const ext = (rec.resource as Basic).extension?.find((e) => e.url === CHAIN_URL)?.extension ?? [];
+  const page = await store.search({ resourceTypes: [HEAD_TYPE], filters: [], sort: [{ param: '_id', descending: true }], count: 1, total: 'none', include: [] });
+  const newest = page.resources[0] as Basic | undefined;
+  if (!newest) return undefined;
+  const ext = newest.extension?.find((e) => e.url === CHAIN_URL)?.extension ?? [];
   const seq = ext.find((e) => e.url === 'seq')?.valueInteger;
   const hash = ext.find((e) => e.url === 'hash')?.valueString;
   if (seq === undefined || !hash) return undefined;
@@ -217,7 +226,7 @@ export class AuditLog {
       if (!this.queue.length) return;
       const batch = this.queue;
       this.queue = [];
-      const head: Head = { ...(await this.loadHead()) };
+      const head: Head = { ...(this.head ?? (await this.loadHead())) };
       const linked: AuditEvent[] = [];
       for (const e of batch) {
         const seq = head.seq + 1;
@@ -232,7 +241,7 @@ export class AuditLog {
       await this.store.transaction(async (s) => {
         times.length = 0; // a store may run the work again (MongoDB transaction retries)
         for (const e of linked) times.push((await s.put(e, { method: 'POST', index: [] })).lastUpdated);
-        await s.put(headResource(head), { method: 'PUT', index: [] });
+        await s.put(headResource(head), { method: 'POST', index: [] });
       });
       this.head = head;
       this.written += linked.length;
@@ -332,7 +341,7 @@ export async function verifyAuditChain(store: Store, _legacyHeadFile?: string): 
   }
   const head = await readHead(store);
   if (!head) {
-    if (expected > 1) problems.push(`the chain head (${HEAD_TYPE}/${HEAD_ID}) is missing from the audit store`);
+    if (expected > 1) problems.push(`the chain head (${HEAD_TYPE}/${headId(expected - 1)}) is missing from the audit store`);
   } else if (head.seq !== expected - 1 || head.hash !== prev) {
     problems.push(head.seq > expected - 1 ? `the trail is truncated: the head records ${head.seq} entries, the store ends at ${expected - 1}` : `the trail does not end where the head says (entry ${head.seq})`);
   }

@@ -28,6 +28,14 @@ interface Negotiated {
   pretty: boolean;
 }
 
+/** The query parameters of a request target, in order (what `new URL(...).searchParams` gives, without building a URL). */
+function queryOf(target: string): [string, string][] {
+  const q = target.indexOf('?');
+  if (q < 0) return [];
+  const hash = target.indexOf('#', q);
+  return [...new URLSearchParams(hash < 0 ? target.slice(q + 1) : target.slice(q + 1, hash))];
+}
+
 function firstQuery(query: [string, string][], name: string): string | undefined {
   return query.find(([k]) => k === name)?.[1];
 }
@@ -85,18 +93,20 @@ export function createApp({ ctx, logger }: AppOptions): express.Express {
   // SMART discovery and the Backend Services token endpoint (src/access/http.ts).
   registerAuthRoutes(app, ctx, FHIR_BASE_PATH);
 
-  app.use(FHIR_BASE_PATH, (req: Request, res: Response, next: NextFunction) => {
-    const started = process.hrtime.bigint();
-    res.on('finish', () => {
-      // Paths and statuses only: query strings and bodies may carry health data.
-      logger?.info({ method: req.method, path: req.baseUrl + req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'request');
+  // The request log costs a listener and a clock read per request: only installed when it is written.
+  if (logger?.isLevelEnabled('info')) {
+    app.use(FHIR_BASE_PATH, (req: Request, res: Response, next: NextFunction) => {
+      const started = process.hrtime.bigint();
+      res.on('finish', () => {
+        // Paths and statuses only: query strings and bodies may carry health data.
+        logger.info({ method: req.method, path: req.baseUrl + req.path, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'request');
+      });
+      next();
     });
-    next();
-  });
+  }
 
   app.use(FHIR_BASE_PATH, (req: Request, res: Response, next: NextFunction) => {
-    const url = new URL(req.originalUrl, 'http://localhost');
-    const query = [...url.searchParams] as [string, string][];
+    const query = queryOf(req.originalUrl);
     let neg: Negotiated = { format: 'json', pretty: false };
     if (wantsRawBinary(req, query)) {
       // No token, no data: authentication comes first on every path (src/access/http.ts).
