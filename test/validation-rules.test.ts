@@ -1,7 +1,8 @@
 /**
  * Rule families of the profile layer added for issue 4: minValue/maxValue, maxLength, Coding displays,
  * QuestionnaireResponse against its Questionnaire, Bundle rules, narrative (txt-1), Coding.system, urn:uuid
- * format, attachment size, corrected invariants (que-12) and invariants that evaluate to empty (per-1).
+ * format, attachment size, corrected invariants (que-12), invariants that evaluate to empty (vs-1 on a Period),
+ * ImplementationGuide global profiles.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Issue } from '../src/fhir/outcome.ts';
@@ -221,7 +222,7 @@ describe('Bundle, narrative and value rules', () => {
     d.content[0]!.attachment.size = 5;
     expect(errorsOf(validateFull(d)), show(validateFull(d))).toEqual([]);
   });
-  it('que-12 as corrected (two enableWhen need enableBehavior); per-1 with different precisions fails as in HL7', () => {
+  it('que-12 as corrected (two enableWhen need enableBehavior); an invariant that evaluates to empty passes (vs-1 on a Period)', () => {
     const q = {
       resourceType: 'Questionnaire',
       text: narrative,
@@ -232,7 +233,27 @@ describe('Bundle, narrative and value rules', () => {
       ],
     };
     expectIssue(validateFull(q), 'error', 'Questionnaire.item[1]', /que-12/);
-    const e = { resourceType: 'Encounter', text: narrative, status: 'finished', class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' }, period: { start: '2023-06-21', end: '2023-06-21T06:20:00Z' } };
-    expectIssue(validateFull(e), 'error', 'Encounter.period', /per-1/);
+    const hr = {
+      resourceType: 'Observation',
+      meta: { profile: [CORE + 'heartrate'] },
+      text: narrative,
+      status: 'final',
+      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
+      code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+      subject: { reference: 'Patient/1' },
+      effectivePeriod: { start: '2024-01-01T10:00:00Z', end: '2024-01-01T11:00:00Z' },
+      valueQuantity: { value: 60, unit: '/min', system: UCUM, code: '/min' },
+    };
+    expect(errorsOf(validateFull(hr)), show(validateFull(hr))).toEqual([]);
+  });
+  it('an ImplementationGuide global profile applies to every resource of its type', () => {
+    const reg = packageRegistry();
+    reg.add({ resourceType: 'ImplementationGuide', url: 'http://example.org/fhir/ImplementationGuide/ig', status: 'active', global: [{ type: 'Patient', profile: BASE + 'limits-patient' }] } as ConformanceResource);
+    try {
+      expectIssue(validateFull({ resourceType: 'Patient', text: narrative, birthDate: '1850' }), 'error', 'Patient.birthDate', /less than the minimum value 1900-01-01/);
+    } finally {
+      reg.clearAdded();
+      for (const p of profiles) reg.add(p);
+    }
   });
 });

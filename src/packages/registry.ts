@@ -337,6 +337,31 @@ export class PackageRegistry {
     return this.resolve(canonical, 'CodeSystem');
   }
 
+  private globals?: { generation: number; byType: Map<string, string[]> };
+
+  /**
+   * Profiles that ImplementationGuide.global makes apply to every resource of a type, from the guides known
+   * so far (added in code, our profiles folder, package files already read); cached per generation.
+   */
+  globalProfiles(type: string): string[] {
+    if (!this.globals || this.globals.generation !== this.generation) {
+      const byType = new Map<string, string[]>();
+      for (const map of [this.added, this.byUrl])
+        for (const list of map.values())
+          for (const e of list) {
+            if (e.resource.resourceType !== 'ImplementationGuide' || !Array.isArray(e.resource.global)) continue;
+            for (const g of e.resource.global as { type?: string; profile?: string }[]) {
+              if (!g.type || !g.profile) continue;
+              const l = byType.get(g.type) ?? [];
+              if (!l.includes(g.profile)) l.push(g.profile);
+              byType.set(g.type, l);
+            }
+          }
+      this.globals = { generation: this.generation, byType };
+    }
+    return this.globals.byType.get(type) ?? [];
+  }
+
   /** Every resource of a type held by one package (by name), reading the package fully. */
   resourcesOf(packageName: string, type?: string): ConformanceResource[] {
     for (const src of this.sources)

@@ -59,9 +59,8 @@ export function evaluateInvariant(base: string, expression: string, data: unknow
   if (fn instanceof Error) return fn;
   try {
     const out = fn(data, { resource, rootResource });
-    // Empty: no answer. HL7's validator reads it as false (so does `per-1` when start and end have different
-    // precisions); we do the same.
-    if (out.length === 0) return false;
+    // Empty: the rule does not apply (vs-1 on an effectivePeriod, for instance: `($this as dateTime)` is empty).
+    if (out.length === 0) return true;
     return out.every((v) => v === true);
   } catch (err) {
     return err instanceof Error ? err : new Error(String(err));

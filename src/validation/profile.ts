@@ -228,6 +228,7 @@ export class ProfileValidator {
         }
       });
     }
+    if (run.opts.declared !== false) for (const g of this.registry.globalProfiles(rt)) if (!urls.includes(stripVersion(g))) urls.push(stripVersion(g));
     const structures: Structure[] = [];
     for (const u of urls) {
       const s = this.structures.get(u);
