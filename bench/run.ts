@@ -23,7 +23,7 @@ import { type PeerIngest, peerIngest } from './lib/peer.ts';
 import { type Child, freePort, startChild } from './lib/proc.ts';
 import { type LatencySummary, rng, summarize } from './lib/stats.ts';
 
-const TARGETS = { ingestMin: 2000, ingestAim: 5000, readsMin: 5000, p99MaxMs: 10 };
+const TARGETS = { ingestMin: 2000, ingestAim: 5000, readsMin: 5000, p99MaxMs: 10, validateCodeP99MaxMs: 5 };
 
 const { values: opts } = parseArgs({
   options: {
@@ -213,11 +213,21 @@ async function ingest(client: Client, server: Child, ids: Map<string, string[]>)
   };
 }
 
-async function reads(client: Client, server: Child, ids: { Patient: string[]; Observation: string[] }, seed: number): Promise<ReadResult> {
+/**
+ * Terminology over HTTP (issue 5): ValueSet/$validate-code on a required R4 binding, codes drawn at random
+ * (one in five is not in the value set, so both answers are measured). Same load generator as the reads.
+ */
+const GENDER_CODES = ['male', 'female', 'other', 'unknown', 'mail'];
+function validateCodePath(random: () => number): string {
+  const code = GENDER_CODES[Math.floor(random() * GENDER_CODES.length)];
+  return `/fhir/ValueSet/$validate-code?url=${encodeURIComponent('http://hl7.org/fhir/ValueSet/administrative-gender')}&system=${encodeURIComponent('http://hl7.org/fhir/administrative-gender')}&code=${code}`;
+}
+
+async function reads(client: Client, server: Child, ids: { Patient: string[]; Observation: string[] }, seed: number, paths?: (random: () => number) => string): Promise<ReadResult> {
   const random = rng(seed);
   const types = (['Patient', 'Observation'] as const).filter((t) => ids[t].length);
-  if (!types.length) throw new Error('no Patient or Observation ids to read');
-  const pick = () => {
+  if (!types.length && !paths) throw new Error('no Patient or Observation ids to read');
+  const pick = paths ? () => paths(random) : () => {
     const t = types[Math.floor(random() * types.length)];
     const list = ids[t];
     return `/fhir/${t}/${list[Math.floor(random() * list.length)]}`;
@@ -267,7 +277,7 @@ async function startAndWait(args: string[], env: NodeJS.ProcessEnv, port: number
 
 const results: Record<string, unknown> = { date: new Date().toISOString(), machine, settings: { ...settings, patientBundles: patientBundles.length } };
 let peer: PeerIngest | undefined;
-let server: { ingest: IngestResult; reads?: ReadResult; peakRssMb: number } | undefined;
+let server: { ingest: IngestResult; reads?: ReadResult; validateCode?: ReadResult; peakRssMb: number } | undefined;
 let peerReads: ReadResult | undefined;
 
 try {
@@ -318,6 +328,11 @@ try {
     server.reads = await reads(client, child, { Patient: ids.get('Patient')!, Observation: ids.get('Observation')! }, 42);
     phases.reads = [phaseStart, mono()];
     console.log(`  ${server.reads.count} reads in ${server.reads.seconds.toFixed(2)} s = ${Math.round(server.reads.perSecond)}/s, p99 ${server.reads.p99.toFixed(2)} ms`);
+    console.log(`bench: server ValueSet/$validate-code (${settings.concurrency} in flight)`);
+    phaseStart = mono();
+    server.validateCode = await reads(client, child, { Patient: [], Observation: [] }, 43, validateCodePath);
+    phases.validateCode = [phaseStart, mono()];
+    console.log(`  ${server.validateCode.count} calls in ${server.validateCode.seconds.toFixed(2)} s = ${Math.round(server.validateCode.perSecond)}/s, p99 ${server.validateCode.p99.toFixed(2)} ms`);
   }
   server.peakRssMb = child.peakRssMb();
   client.close();
@@ -344,6 +359,7 @@ await cleanup();
 const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? Math.round((a / b) * 1000) / 1000 : undefined);
 const ing = server!.ingest;
 const rd = server!.reads;
+const vc = server!.validateCode;
 const targets = {
   ingest: { target: `>= ${TARGETS.ingestMin}/s (aim ${TARGETS.ingestAim})`, value: Math.round(ing.perSecond), met: ing.perSecond >= TARGETS.ingestMin, aimMet: ing.perSecond >= TARGETS.ingestAim },
   ...(rd
@@ -352,6 +368,7 @@ const targets = {
         readP99: { target: `< ${TARGETS.p99MaxMs} ms`, value: Math.round(rd.p99 * 100) / 100, met: rd.p99 < TARGETS.p99MaxMs },
       }
     : {}),
+  ...(vc ? { validateCodeP99: { target: `< ${TARGETS.validateCodeP99MaxMs} ms`, value: Math.round(vc.p99 * 100) / 100, met: vc.p99 < TARGETS.validateCodeP99MaxMs } } : {}),
 };
 Object.assign(results, {
   peer: peer && { ingest: { resources: peer.resources, seconds: peer.seconds, cpuSeconds: peer.cpuSeconds, perSecond: peer.perSecond }, reads: peerReads },
@@ -361,6 +378,7 @@ Object.assign(results, {
     ingestCpuVsPeer: peer ? ratio(peer.cpuSeconds / peer.resources, ing.serverCpuSeconds / ing.resources) : undefined,
     readsVsPeer: ratio(rd?.perSecond, peerReads?.perSecond),
     readP99VsPeer: ratio(rd?.p99, peerReads?.p99),
+    validateCodeVsPeerReads: ratio(vc?.perSecond, peerReads?.perSecond),
   },
   targets,
 });
@@ -383,6 +401,13 @@ if (rd) {
     ['read p95, ms', f2(rd.p95), f2(peerReads?.p95), r3(ratio(rd.p95, peerReads?.p95))],
     ['read p99, ms', f2(rd.p99), f2(peerReads?.p99), r3(ratio(rd.p99, peerReads?.p99))],
     ['read max, ms', f2(rd.max), f2(peerReads?.max), ''],
+  );
+}
+if (vc) {
+  // No terminology peer: the bare point read is the floor any HTTP answer of this machine can reach.
+  rows.push(
+    ['$validate-code/s (peer: reads)', f0(vc.perSecond), f0(peerReads?.perSecond), r3(ratio(vc.perSecond, peerReads?.perSecond))],
+    ['$validate-code p50 / p99, ms', `${f2(vc.p50)} / ${f2(vc.p99)}`, peerReads ? `${f2(peerReads.p50)} / ${f2(peerReads.p99)}` : '-', r3(ratio(vc.p99, peerReads?.p99))],
   );
 }
 const widths = [36, 14, 14, 16];

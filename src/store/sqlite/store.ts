@@ -422,6 +422,21 @@ function searchIn(s: Statements, request: SearchRequest): SearchResult {
   return result;
 }
 
+/**
+ * History statements prepared once per connection: their SQL has a few shapes only (which filters are set),
+ * and preparing costs more than running them (the terminology layer asks for the newest entry of three types
+ * on every terminology operation).
+ */
+const historyStatements = new WeakMap<DatabaseSync, Map<string, StatementSync>>();
+
+function preparedOn(db: DatabaseSync, sql: string): StatementSync {
+  let cache = historyStatements.get(db);
+  if (!cache) historyStatements.set(db, (cache = new Map()));
+  let st = cache.get(sql);
+  if (!st) cache.set(sql, (st = db.prepare(sql)));
+  return st;
+}
+
 function historyIn(db: DatabaseSync, query: HistoryQuery): HistoryPage {
   const where: string[] = [];
   const params: SQLInputValue[] = [];
@@ -451,10 +466,10 @@ function historyIn(db: DatabaseSync, query: HistoryQuery): HistoryPage {
     pageParams.push(seq);
   }
   const sql = `SELECT * FROM history ${pageWhere.length ? `WHERE ${pageWhere.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
-  const rows = db.prepare(sql).all(...pageParams, query.count + 1) as unknown as HistoryRow[];
+  const rows = preparedOn(db, sql).all(...pageParams, query.count + 1) as unknown as HistoryRow[];
   const page = rows.slice(0, query.count);
   const result: HistoryPage = { entries: page.map(toRecord) };
   if (rows.length > query.count) result.next = encodeCursor({ seq: page[page.length - 1].seq });
-  result.total = (db.prepare(`SELECT count(*) AS n FROM history ${filter}`).get(...params) as { n: number }).n;
+  result.total = (preparedOn(db, `SELECT count(*) AS n FROM history ${filter}`).get(...params) as { n: number }).n;
   return result;
 }
