@@ -512,6 +512,8 @@ describe('parseSearch', () => {
       ['Location', 'near', '49.6|6.1|-5'],
       ['Location', 'near', '49.6|6.1|5|parsec'],
       ['Location', 'near:missing', 'true'],
+      ['Location', '_sort', 'near'],
+      ['Patient', '_sort', '-_content'],
       ['Patient', '_text', '!!!'],
       ['Patient', '_content:exact', 'x'],
       ['Condition', 'code:below', 'A'],
@@ -521,7 +523,7 @@ describe('parseSearch', () => {
       ['QuestionnaireResponse', 'questionnaire:above', 'http://example.org/Questionnaire/q'],
     ] as [string, string, string][]) {
       expect(status(() => parseSearch(type, [[k, v]], { strict: true })), `${type}?${k}=${v}`).toBe(400);
-      expect(() => parseSearch(type, [[k, v]], { strict: true })).toThrow(new RegExp(k.split(':')[0]!));
+      expect(() => parseSearch(type, [[k, v]], { strict: true })).toThrow(new RegExp(k === '_sort' ? v.replace('-', '') : k.split(':')[0]!));
     }
     // A canonical reference: :below matches the URL whatever the version (indexed without it).
     const f = parseSearch('QuestionnaireResponse', [['questionnaire:below', 'http://example.org/Questionnaire/q']], { strict: true }).request.filters[0];

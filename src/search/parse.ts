@@ -399,6 +399,7 @@ export function parseSearch(
               continue;
             }
             if (def.type === 'composite' || def.type === 'special') throw badRequest(`Cannot sort on ${param} (${def.type})`);
+            if (param === '_text' || param === '_content') throw badRequest(`Cannot sort on ${param} (text search)`);
           }
           request.sort.push({ param, descending } satisfies SortKey);
         }

@@ -113,7 +113,7 @@ export function installSearchSchema(db: DatabaseSync): void {
  * `idx_position`: `near` points, served by the (pid, latitude) index for the latitude band of a search.
  */
 const SPECIAL_TABLES = [
-  `CREATE VIRTUAL TABLE IF NOT EXISTS idx_text USING fts5(t, c, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 0')`,
+  `CREATE VIRTUAL TABLE IF NOT EXISTS idx_text USING fts5(t, c, content='', contentless_delete=1, detail=column, tokenize='unicode61 remove_diacritics 0')`,
   'CREATE TABLE IF NOT EXISTS idx_position (rid INTEGER NOT NULL, pid INTEGER NOT NULL, latitude REAL NOT NULL, longitude REAL NOT NULL, PRIMARY KEY (rid, pid)) WITHOUT ROWID',
   'CREATE INDEX IF NOT EXISTS idx_position_lat ON idx_position (pid, latitude)',
 ];
@@ -259,7 +259,7 @@ export function resetSearchCaches(db: DatabaseSync): void {
  */
 export function paramIds(db: DatabaseSync): ParamIds {
   const p = statements(db);
-  return (resourceType, code) => {
+  const ids: ParamIds = (resourceType, code) => {
     let byCode = p.pids.get(resourceType);
     let pid = byCode?.get(code);
     if (pid === undefined) {
@@ -271,6 +271,8 @@ export function paramIds(db: DatabaseSync): ParamIds {
     }
     return pid;
   };
+  ids.countUpTo = (sql, params) => (db.prepare(sql).get(...(params as SQLInputValue[])) as { n: number }).n;
+  return ids;
 }
 
 function paramId(p: Prepared, resourceType: string, code: string, kind: Kind): number {
@@ -327,14 +329,23 @@ export function deleteIndex(db: DatabaseSync, resourceType: string, id: string, 
 
 // Compilation ---------------------------------------------------------------------------------------------
 
-/** The id of a (resource type, parameter code) in `search_params`, when it has one. */
-export type ParamIds = (resourceType: string, code: string) => number | undefined;
+/**
+ * The id of a (resource type, parameter code) in `search_params`, when it has one. `countUpTo` (from
+ * paramIds(db)) runs a bounded `SELECT count(*) AS n` for the selectivity estimates of compileSearch.
+ */
+export interface ParamIds {
+  (resourceType: string, code: string): number | undefined;
+  countUpTo?: (sql: string, params: SqlParam[]) => number;
+}
 
 class Sql {
   readonly params: SqlParam[] = [];
   readonly pids: ParamIds | undefined;
-  constructor(pids?: ParamIds) {
+  /** Filters compiled as a correlated `EXISTS` probe of the row instead of `rowid IN (...)` (planProbes). */
+  readonly probe: Set<Filter>;
+  constructor(pids?: ParamIds, probe: Set<Filter> = new Set()) {
     this.pids = pids;
+    this.probe = probe;
   }
   /** Numbered placeholders: fragments may be built in any order. */
   p(v: SqlParam): string {
@@ -481,6 +492,10 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
         const c = predicateCond(p, f.param);
         return render(kind === 'reference' ? onTargetColumns(c) : c, (field) => `${sub}.${cols[field] ?? badField(field)}`, q);
       });
+      if (q.probe.has(f) && !f.not)
+        // The row's own index rows through the primary key (rid, pid, n); `+` keeps the planner off the
+        // parameter's (pid, value) index.
+        return `EXISTS (SELECT 1 FROM ${table} ${sub} WHERE ${sub}.rid = ${alias}.rowid AND ${pidIs(`+${sub}.pid`, types, f.param, q)} AND (${conds.join(' OR ')}))`;
       const inner = `SELECT ${sub}.rid FROM ${table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${conds.join(' OR ')})`;
       return `${alias}.rowid ${f.not ? 'NOT IN' : 'IN'} (${inner})`;
     }
@@ -515,6 +530,12 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
     case 'has': {
       const s = `s${depth}`;
       const where = f.where.map((w) => compileFilter(w, s, [f.sourceType], q, depth + 1));
+      if (q.probe.has(f)) {
+        // Semi-join per row: the references to this row from the source parameter ((pid, target_id,
+        // target_type) index), each source probed by rowid; stops at the first source that matches.
+        const source = `SELECT 1 FROM resources ${s} WHERE ${s}.rowid = ${sub}.rid AND ${s}.resource_type = ${q.p(f.sourceType)} AND ${s}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
+        return `EXISTS (SELECT 1 FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, [f.sourceType], f.param, q)} AND ${sub}.target_id IS NOT NULL AND ${sub}.target_id = ${alias}.id AND ${sub}.target_type = ${alias}.resource_type AND EXISTS (${source}))`;
+      }
       const sources = `SELECT ${s}.rowid FROM resources ${s} WHERE ${typesClause(s, [f.sourceType], q, f.where)} AND ${s}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
       const targetTypes = types.length ? ` AND ${sub}.target_type IN (${q.list(types)})` : ` AND ${sub}.target_type IS NOT NULL`;
       const inner = `SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, [f.sourceType], f.param, q)}${targetTypes} AND ${sub}.rid IN (${sources})`;
@@ -595,6 +616,54 @@ function sortExpression(param: string, descending: boolean, types: string[], q: 
   return `(SELECT ${agg}(x.${col[kind]}) FROM ${TABLES[kind].table} x WHERE x.rid = r.rowid AND ${pidIs('+x.pid', types, param, q)})`;
 }
 
+/**
+ * Index rows a filter may have and still count as selective (drive the query with `rowid IN (...)`); a filter
+ * with more is probed per row with `EXISTS`. `DSP_SEARCH_PROBE_BOUND` overrides it (0: probe every filter
+ * that can be probed, as the tests do to cover both forms on small data).
+ */
+const PROBE_BOUND = (() => {
+  const v = Number(process.env.DSP_SEARCH_PROBE_BOUND);
+  return process.env.DSP_SEARCH_PROBE_BOUND && Number.isInteger(v) && v >= 0 ? v : 2000;
+})();
+
+/** Whether a filter has a probe form (positive, not composite). */
+function probeable(f: Filter): boolean {
+  return (f.kind === 'param' && !f.not && f.type !== 'composite') || f.kind === 'has';
+}
+
+/**
+ * Chooses the filters compiled as per-row `EXISTS` probes. `rowid IN (...)` materialises the whole match set
+ * of a filter, then probes and sorts it: right for a selective filter (a few rows), slow for a common one (a
+ * frequent code: 50,000 rows to return 20). A bounded count of the filter's index rows (at most PROBE_BOUND
+ * read) tells them apart. With a selective filter the query is driven by it and the common ones are probed
+ * on its rows; with none and the default order (type, id), SQLite walks the type's (resource_type, id)
+ * index in order, probes each row and stops at count + 1 matches. Sorted searches without a selective filter
+ * keep the `IN` form (every match needs its sort key anyway). `_has` counts as selective when one of its
+ * source filters is; probed, its source filters are probed too (the sources come one by one).
+ */
+function planProbes(request: SearchRequest, pids: ParamIds | undefined): Set<Filter> {
+  const probe = new Set<Filter>();
+  if (!pids?.countUpTo || request.count <= 0) return probe;
+  const common = (f: Filter, types: string[]): boolean => {
+    if (f.kind === 'has') return !f.where.some((w) => probeable(w) && !common(w, [f.sourceType]));
+    if (PROBE_BOUND === 0) return true;
+    const eq = new Sql(pids);
+    const expr = compileFilter(f, 'r', types, eq, 1);
+    const head = 'r.rowid IN (';
+    if (!expr.startsWith(head)) return false;
+    return pids.countUpTo!(`SELECT count(*) AS n FROM (${expr.slice(head.length, -1)} LIMIT ${PROBE_BOUND})`, eq.params) >= PROBE_BOUND;
+  };
+  const probeAll = (f: Filter) => {
+    probe.add(f);
+    if (f.kind === 'has') for (const w of f.where) if (probeable(w)) probeAll(w);
+  };
+  const candidates = request.filters.filter(probeable);
+  const commons = candidates.filter((f) => common(f, request.resourceTypes));
+  const driven = commons.length < candidates.length || request.filters.some((f) => f.kind === 'id' || (!probeable(f) && selectsRowids(f)));
+  if (driven || !request.sort.length) for (const f of commons) probeAll(f);
+  return probe;
+}
+
 export interface CompiledSearch {
   /** Selects resource_type, id, version, last_updated, deleted, content (+ s0..sN sort values). */
   sql: string;
@@ -620,11 +689,11 @@ export interface CompiledSearch {
 export function compileSearch(request: SearchRequest, opts: { includeContent?: boolean; paramIds?: ParamIds } = {}): CompiledSearch {
   const types = request.resourceTypes;
   const whereOf = (q: Sql) => {
-    const where: string[] = [typesClause('r', types, q, request.filters), 'r.deleted = 0'];
+    const where: string[] = [typesClause('r', types, q, request.filters.filter((f) => !q.probe.has(f))), 'r.deleted = 0'];
     for (const f of request.filters) where.push(compileFilter(f, 'r', types, q, 1));
     return where.join(' AND ');
   };
-  const q = new Sql(opts.paramIds);
+  const q = new Sql(opts.paramIds, planProbes(request, opts.paramIds));
   const sortCols = request.sort.map((k, i) => `${sortExpression(k.param, k.descending, types, q)} AS s${i}`);
   const content = opts.includeContent === false ? 'NULL AS content' : 'r.content';
   const select = `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}${sortCols.map((c) => ', ' + c).join('')} FROM resources r WHERE ${whereOf(q)}`;
