@@ -171,6 +171,43 @@ describe('lean audit writes', () => {
   });
 });
 
+describe('the access check hands its record to the read', () => {
+  it('a restricted read or vread reads the instance from the store once, and answers as before', async () => {
+    const t = await makeApp();
+    await t.http.put('/fhir/Patient/ben').send({ resourceType: 'Patient', id: 'ben' });
+    await t.http.put('/fhir/Observation/o-ben').send({ resourceType: 'Observation', id: 'o-ben', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/ben' } });
+    await t.http.put('/fhir/Observation/o-ben').send({ resourceType: 'Observation', id: 'o-ben', status: 'amended', code: { text: 'x' }, subject: { reference: 'Patient/ben' } });
+    const store = t.ctx.store;
+    const calls: string[] = [];
+    const current = store.current.bind(store);
+    const version = store.version.bind(store);
+    store.current = (type, id) => (calls.push(`current ${type}/${id}`), current(type, id));
+    store.version = (type, id, v) => (calls.push(`version ${type}/${id}/${v}`), version(type, id, v));
+    try {
+      const ben = await t.as({ role: 'patient', id: 'Patient/ben' });
+      const read = await ben.get('/fhir/Observation/o-ben');
+      expect(read.status).toBe(200);
+      expect(read.body).toMatchObject({ id: 'o-ben', status: 'amended', meta: { versionId: '2' } });
+      expect(calls.filter((c) => c.includes('Observation/o-ben'))).toEqual(['current Observation/o-ben']);
+      calls.length = 0;
+      const v1 = await ben.get('/fhir/Observation/o-ben/_history/1');
+      expect(v1.status).toBe(200);
+      expect(v1.body).toMatchObject({ status: 'final', meta: { versionId: '1' } });
+      expect(calls.filter((c) => c.includes('Observation/o-ben'))).toEqual(['current Observation/o-ben', 'version Observation/o-ben/1']);
+      calls.length = 0;
+      const v2 = await ben.get('/fhir/Observation/o-ben/_history/2');
+      expect(v2.body).toMatchObject({ status: 'amended' });
+      expect(calls.filter((c) => c.includes('Observation/o-ben'))).toEqual(['current Observation/o-ben']);
+      // Someone else's record is still refused.
+      const anna = await t.as({ role: 'patient', id: 'Patient/anna' });
+      expect((await anna.get('/fhir/Observation/o-ben')).status).toBe(404);
+    } finally {
+      store.current = current;
+      store.version = version;
+    }
+  });
+});
+
 describe('dsp-fhir token and dsp-fhir audit verify (processes)', () => {
   it('a token from the CLI works; verify passes, then fails after tampering', async () => {
     const dataDir = tempDir();
