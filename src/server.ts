@@ -14,6 +14,7 @@ import { createLogger, type Logger } from './logger.ts';
 import { loadExamples } from './examples.ts';
 import { syncSearchParameters } from './search/reindex.ts';
 import { terminologyService } from './terminology/service.ts';
+import { cancelValidationWarmUp, warmUpValidationInBackground } from './validation/index.ts';
 
 export async function openStore(config: Config): Promise<Store> {
   let store: Store;
@@ -66,12 +67,19 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `${config.tls ? 'https' : 'http'}://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}/fhir`;
   logger.info({ url, store: store.kind }, 'dsp-fhir-server listening');
+  // The validator's one-off costs (packages, snapshots, value sets: several seconds) are paid in the
+  // background once listening, so the first $validate or validating write is fast. DSP_VALIDATION_WARMUP=off skips it.
+  if ((process.env.DSP_VALIDATION_WARMUP ?? '').toLowerCase() !== 'off') {
+    const warm = warmUpValidationInBackground();
+    void warm.finished.then(() => logger.info({ ms: warm.ms, steps: warm.steps, ...(warm.error ? { error: warm.error } : {}) }, warm.done ? 'validation warm-up done' : 'validation warm-up stopped'));
+  }
   return {
     ctx,
     server,
     url,
     logger,
     async close() {
+      cancelValidationWarmUp();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await store.close();
     },

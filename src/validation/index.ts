@@ -9,6 +9,8 @@
  * as well and contributes what the walker does not check (required-binding code enumerations) plus a safety
  * net; its errors at, above or below a location the walker already reported are dropped as duplicates.
  */
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { FhirError, type Issue } from '../fhir/outcome.ts';
 import { packageRegistry, type PackageRegistry } from '../packages/registry.ts';
 import { ProfileValidator } from './profile.ts';
@@ -60,6 +62,89 @@ export function assertValidResource(resource: unknown): void {
 export function warmUpValidation(resourceTypes: readonly string[] = ['Patient', 'Bundle']): void {
   baseWalker();
   for (const rt of resourceTypes) schemaValidator(rt);
+}
+
+// ---- warm-up at server start ----
+
+export interface WarmUpState {
+  started: boolean;
+  done: boolean;
+  cancelled: boolean;
+  /** Wall time from start to end (ms), including the waits that let requests through between steps. */
+  ms?: number;
+  /** Steps completed, in order. */
+  steps: string[];
+  error?: string;
+  /** Settles when the warm-up ends (done, cancelled or failed). */
+  finished: Promise<void>;
+}
+
+let warmUp: WarmUpState | undefined;
+
+/** The state of the background warm-up (undefined before warmUpValidationInBackground). */
+export function validationWarmUpState(): WarmUpState | undefined {
+  return warmUp;
+}
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Pays the validator's one-off costs (R4 model, schema validators, package indexes, snapshots of the IPS and
+ * LU profiles, value sets) in the background, step by step: each step yields to the event loop first, so
+ * the server listens and answers while it runs (a request arriving during a step waits for that step only).
+ * The work is a full validation of `sample` (default: the LU Patient Summary example and the dataset's
+ * Patient Summary, which reach the IPS entry profiles) after the base layer. Idempotent: a second call returns the running/finished state.
+ */
+export function warmUpValidationInBackground(sample?: unknown): WarmUpState {
+  if (warmUp) return warmUp;
+  let settle!: () => void;
+  const state: WarmUpState = { started: true, done: false, cancelled: false, steps: [], finished: new Promise<void>((r) => (settle = r)) };
+  warmUp = state;
+  const t0 = performance.now();
+  const steps: [string, () => void][] = [
+    ['base', () => warmUpValidation(['Bundle', 'Patient', 'Composition', 'Observation'])],
+    ['profiles', () => {
+      const layer = profileLayer();
+      for (const u of ['http://dsp.lu/fhir/StructureDefinition/lu-patient-summary', 'http://hl7.org/fhir/uv/ips/StructureDefinition/Bundle-uv-ips']) layer.structures.get(u);
+    }],
+    ['sample', () => {
+      for (const doc of sample !== undefined ? [sample] : defaultSamples()) validateFull(doc);
+    }],
+  ];
+  void (async () => {
+    try {
+      for (const [name, run] of steps) {
+        await nextTurn();
+        if (state.cancelled) return;
+        run();
+        state.steps.push(name);
+      }
+      state.done = true;
+    } catch (err) {
+      state.error = (err as Error).message;
+    } finally {
+      state.ms = Math.round(performance.now() - t0);
+      settle();
+    }
+  })();
+  return state;
+}
+
+/** Stops a running warm-up after its current step (server shutdown). */
+export function cancelValidationWarmUp(): void {
+  if (warmUp && !warmUp.done) warmUp.cancelled = true;
+}
+
+/** The LU Patient Summary example and the dataset's Patient Summary, both declaring LU Patient Summary. */
+function defaultSamples(): unknown[] {
+  const out: unknown[] = [];
+  for (const f of ['lu-patient-summary-marie-schmit.json', '05-patient-summary-claire-wagner.json']) {
+    const file = fileURLToPath(new URL(`../../examples/${f}`, import.meta.url));
+    if (!existsSync(file)) continue;
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    out.push({ ...doc, meta: { profile: ['http://dsp.lu/fhir/StructureDefinition/lu-patient-summary'] } });
+  }
+  return out;
 }
 
 // ---- profiles (see docs/validation.md, "Profiles") ----

@@ -12,7 +12,7 @@ import { BindingChecker, type Coded } from './bindings.ts';
 import { effectiveExpression, evaluateInvariant } from './invariants.ts';
 import { checkLimit, checkMaxLength } from './limits.ts';
 import { decodedLength, QuestionnaireChecker } from './questionnaire.ts';
-import { childIndex, StructureCache, stripVersion, type PElement, type Structure } from './structure.ts';
+import { childIndex, StructureCache, stripVersion, type InvariantPlan, type PElement, type Structure } from './structure.ts';
 
 type Json = Record<string, unknown>;
 
@@ -157,6 +157,19 @@ function steps(path: string): string[] {
 }
 
 const REF_RE = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+
+/** An element's invariants prepared once: expression actually evaluated, base path, memo key. */
+function prepareInvariants(el: PElement): InvariantPlan[] {
+  const base = el.path.replace(/\[x\]/g, '');
+  const plans: InvariantPlan[] = [];
+  for (const c of el.constraints) {
+    const expr = effectiveExpression(c.key, c.expression);
+    if (!expr) continue;
+    plans.push({ key: c.key, severity: c.severity, human: c.human, expr, base, memoKey: base + '\u0000' + expr, containedOnly: c.key === 'dom-2' || c.key === 'dom-4' || c.key === 'dom-5', atRoot: el.path.indexOf('.') < 0 });
+  }
+  el.invariants = plans;
+  return plans;
+}
 
 export class ProfileValidator {
   readonly registry: PackageRegistry;
@@ -477,25 +490,24 @@ export class ProfileValidator {
 
   /** The invariants of an element definition, evaluated on one value. */
   private constraintsOf(el: PElement, item: Item, ctx: Ctx, out: Issue[]): void {
+    const plans = el.invariants ?? prepareInvariants(el);
+    if (plans.length === 0) return;
     const v = item.v;
-    for (const c of el.constraints) {
-      const expr = effectiveExpression(c.key, c.expression);
-      if (!expr) continue;
+    const isObj = typeof v === 'object' && v !== null;
+    let memo: Map<string, boolean | Error> | undefined;
+    for (const c of plans) {
       // dom-2/4/5 only look at contained resources: nothing to evaluate without them.
-      if ((c.key === 'dom-2' || c.key === 'dom-4' || c.key === 'dom-5') && isObject(v) && v.contained === undefined) continue;
-      const base = el.path.replace(/\[x\]/g, '');
-      const resource = el.path.indexOf('.') < 0 && isObject(v) && v.resourceType ? v : ctx.resource;
+      if (c.containedOnly && isObj && (v as Json).contained === undefined) continue;
+      const resource = c.atRoot && isObject(v) && v.resourceType ? v : ctx.resource;
       let ok: boolean | Error | undefined;
-      let memo: Map<string, boolean | Error> | undefined;
-      const memoKey = base + '\u0000' + expr;
-      if (typeof v === 'object' && v !== null) {
-        memo = ctx.run.invariants.get(v);
-        if (!memo) ctx.run.invariants.set(v, (memo = new Map()));
-        ok = memo.get(memoKey);
+      if (isObj) {
+        memo ??= ctx.run.invariants.get(v as object);
+        if (!memo) ctx.run.invariants.set(v as object, (memo = new Map()));
+        ok = memo.get(c.memoKey);
       }
       if (ok === undefined) {
-        ok = evaluateInvariant(base, expr, v, resource, ctx.root);
-        memo?.set(memoKey, ok);
+        ok = evaluateInvariant(c.base, c.expr, v, resource, ctx.root);
+        memo?.set(c.memoKey, ok);
       }
       if (ok instanceof Error) {
         out.push(issue('warning', 'processing', item.path, `the invariant ${c.key} could not be evaluated (${ok.message.split('\n')[0]})`));

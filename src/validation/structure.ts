@@ -74,9 +74,26 @@ export interface PElement {
   readonly contentReference?: string;
   /** The element a contentReference points to (same structure). */
   ref?: PElement;
+  /** Lazily built: the invariants to evaluate (see profile.ts). */
+  invariants?: InvariantPlan[];
   /** Lazily built: children by name (choices by prefix). */
   byName?: Map<string, PElement>;
   choices?: PElement[];
+}
+
+export interface InvariantPlan {
+  key: string;
+  severity: string;
+  human: string;
+  /** The expression evaluated (rewritten where the published one is wrong). */
+  expr: string;
+  /** Element path without `[x]`, the FHIRPath base type context. */
+  base: string;
+  memoKey: string;
+  /** dom-2/4/5: only meaningful when the resource has contained resources. */
+  containedOnly: boolean;
+  /** On a resource root: %resource is the value itself. */
+  atRoot: boolean;
 }
 
 export interface Structure {
