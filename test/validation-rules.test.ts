@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { Issue } from '../src/fhir/outcome.ts';
 import { packageRegistry, type ConformanceResource } from '../src/packages/registry.ts';
 import { validateFull } from '../src/validation/index.ts';
+import { useNativeInvariants } from '../src/validation/invariants.ts';
 import { checkLimit, instantOf } from '../src/validation/limits.ts';
 import { xhtmlProblems } from '../src/validation/profile.ts';
 
@@ -245,6 +246,8 @@ describe('Bundle, narrative and value rules', () => {
       valueQuantity: { value: 60, unit: '/min', system: UCUM, code: '/min' },
     };
     expect(errorsOf(validateFull(hr)), show(validateFull(hr))).toEqual([]);
+    const { effectivePeriod: _p, ...rest } = hr;
+    expectIssue(validateFull({ ...rest, effectiveDateTime: '2024-01' }), 'error', 'Observation.effective.ofType(dateTime)', /vs-1/);
   });
   it('an ImplementationGuide global profile applies to every resource of its type', () => {
     const reg = packageRegistry();
@@ -256,4 +259,25 @@ describe('Bundle, narrative and value rules', () => {
       for (const p of profiles) reg.add(p);
     }
   });
+});
+
+describe('native invariant evaluation', () => {
+  it('gives the same invariant outcomes as fhirpath.js on the IPS examples', () => {
+    const key = (issues: Issue[]) => issues.filter((i) => /Constraint failed|could not be evaluated/.test(i.diagnostics)).map((i) => `${i.severity} ${i.diagnostics}`).sort();
+    const examples = packageRegistry().examplesOf('hl7.fhir.uv.ips');
+    expect(examples.length).toBeGreaterThan(40);
+    // Broken copies too, so that failing outcomes are compared as well as passing ones.
+    const broken = examples.map((e) => JSON.parse(JSON.stringify(e.resource).replace(/"system":"[^"]*"/g, '"unit":"x"').replace(/"resource":\{/g, '"resource":{"text":{"status":"generated"},')) as unknown);
+    try {
+      for (const r of [...examples.map((e) => e.resource), ...broken]) {
+        useNativeInvariants(true);
+        const native = key(validateFull(r));
+        useNativeInvariants(false);
+        const reference = key(validateFull(r));
+        expect(native).toEqual(reference);
+      }
+    } finally {
+      useNativeInvariants(true);
+    }
+  }, 120_000);
 });
