@@ -659,8 +659,12 @@ function planProbes(request: SearchRequest, pids: ParamIds | undefined): Set<Fil
   };
   const candidates = request.filters.filter(probeable);
   const commons = candidates.filter((f) => common(f, request.resourceTypes));
-  const driven = commons.length < candidates.length || request.filters.some((f) => f.kind === 'id' || (!probeable(f) && selectsRowids(f)));
-  if (driven || !request.sort.length) for (const f of commons) probeAll(f);
+  // Probing costs a read of the driving rows: only under drivers known to be small (estimated, `_id`, a
+  // patient's compartment). Under a chain (its size unknown: a common family name has thousands of
+  // Observations) the common filters keep `IN`, whose set SQLite screens with a Bloom filter before reading.
+  const small = commons.length < candidates.length || request.filters.some((f) => f.kind === 'id' || f.kind === 'compartment');
+  const other = request.filters.some((f) => !probeable(f) && f.kind !== 'id' && f.kind !== 'compartment' && selectsRowids(f));
+  if (small || (!other && !request.sort.length)) for (const f of commons) probeAll(f);
   return probe;
 }
 
@@ -689,8 +693,14 @@ export interface CompiledSearch {
 export function compileSearch(request: SearchRequest, opts: { includeContent?: boolean; paramIds?: ParamIds } = {}): CompiledSearch {
   const types = request.resourceTypes;
   const whereOf = (q: Sql) => {
-    const where: string[] = [typesClause('r', types, q, request.filters.filter((f) => !q.probe.has(f))), 'r.deleted = 0'];
-    for (const f of request.filters) where.push(compileFilter(f, 'r', types, q, 1));
+    const where: string[] = [typesClause('r', types, q, request.filters.filter((f) => !q.probe.has(f)))];
+    const probes: string[] = [];
+    for (const f of request.filters) (q.probe.has(f) ? probes : where).push(compileFilter(f, 'r', types, q, 1));
+    // Probes first, then the row: walking the (resource_type, id) index, SQLite reads a `resources` row
+    // (large: its content is inline) only when a WHERE term needs a column of it, and it tests plain terms
+    // such as `deleted = 0` before sub-query terms. CASE fixes the order: the row is read for matches only.
+    if (probes.length) where.push(`CASE WHEN ${probes.join(' AND ')} THEN r.deleted = 0 ELSE 0 END`);
+    else where.push('r.deleted = 0');
     return where.join(' AND ');
   };
   const q = new Sql(opts.paramIds, planProbes(request, opts.paramIds));
