@@ -34,10 +34,20 @@ export function codedContent(xml: string | Element, opts: { skip?: (el: Element)
     const name = el.localName;
     const body = inBody || name === 'entry' || name === 'recordTarget';
     if (body) {
-      const code = el.getAttribute('code');
-      const cs = el.getAttribute('codeSystem');
-      if (code && cs && name !== 'languageCode') inc(out.codes, `${code}|${CODE_SYSTEM_ALIASES[cs] ?? cs}`);
       const value = el.getAttribute('value');
+      // A coded element and its translations count as one set: the same code under two alias OIDs of one code
+      // system (ICD-10) is one code, and RIM-002 forbids writing it twice. PQ translations (PQR) are quantities.
+      if (name !== 'translation' && name !== 'languageCode') {
+        const keys = new Set<string>();
+        const collect = (e: Element) => {
+          const code = e.getAttribute('code');
+          const cs = e.getAttribute('codeSystem');
+          if (code && cs && !(e.localName === 'translation' && e.getAttribute('value'))) keys.add(`${code}|${CODE_SYSTEM_ALIASES[cs] ?? cs}`);
+          for (let c = e.firstChild; c; c = c.nextSibling) if (c.nodeType === 1 && (c as Element).localName === 'translation') collect(c as Element);
+        };
+        collect(el);
+        for (const k of keys) inc(out.codes, k);
+      } else if (name === 'translation' && value && el.getAttribute('codeSystem') === '2.16.840.1.113883.6.8' && el.getAttribute('code')) inc(out.quantities, `${Number(value)}|${el.getAttribute('code')}`);
       const type = el.getAttributeNS('http://www.w3.org/2001/XMLSchema-instance', 'type')?.replace(/^.*:/, '');
       if (value && el.getAttribute('unit') !== null && el.getAttribute('unit') !== '') inc(out.quantities, `${Number(value)}|${el.getAttribute('unit')}`);
       else if (value && (type === 'PQ' || name === 'numerator' || name === 'denominator' || name === 'doseQuantity')) inc(out.quantities, `${Number(value)}|1`);

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { AllergyIntolerance, Binary, Bundle, Composition, Condition, MedicationStatement } from 'fhir/r4';
+import type { AllergyIntolerance, Binary, Bundle, Composition, Condition, Medication, MedicationStatement } from 'fhir/r4';
 import { bundleToCda } from '../src/crossborder/to-cda.ts';
 import { cdaToBundle } from '../src/crossborder/from-cda.ts';
 import { parseXml, kids, attr, path as xpath, type Element } from '../src/crossborder/cda/xml.ts';
@@ -155,16 +155,86 @@ describe('FHIR -> CDA (Claire Wagner example)', () => {
     expect(xml).toContain('Désignation');
   });
 
-  it.skipIf(!canValidate)('passes the official eHDSI validator (XSD + schematron 8.0.0) with zero errors', () => {
+  it.skipIf(!canValidate)('passes the official eHDSI validator (XSD + schematron 8.0.0) with zero errors, also re-coded with Luxembourg codes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'xb-'));
     const f = join(dir, 'claire.xml');
     writeFileSync(f, xml);
-    const r = spawnSync(validator, ['--json', f], { encoding: 'utf8', timeout: 600_000 });
-    const res = JSON.parse(r.stdout.trim().split('\n')[0]!);
-    expect(res.errors, JSON.stringify(res.errors).slice(0, 2000)).toEqual([]);
-    expect(res.xsdErrors).toBe(0);
-    expect(res.ok).toBe(true);
+    const lu = join(dir, 'claire-lu-codes.xml');
+    writeFileSync(lu, bundleToCda(luCodedExample()));
+    const r = spawnSync(validator, ['--json', f, lu], { encoding: 'utf8', timeout: 600_000 });
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    for (const line of lines) {
+      const res = JSON.parse(line);
+      expect(res.errors, `${res.file}: ${JSON.stringify(res.errors).slice(0, 2000)}`).toEqual([]);
+      expect(res.xsdErrors).toBe(0);
+      expect(res.ok).toBe(true);
+    }
   }, 600_000);
+});
+
+/**
+ * The example re-coded with Luxembourg national codes only (the code systems and ConceptMaps of terminology/lu,
+ * seeded from the LU pivot sample): mapped codes become the MVC code with the national one in <translation>,
+ * a national code no ConceptMap maps becomes nullFlavor OTH with originalText and the code in <translation>.
+ */
+export function luCodedExample(): Bundle {
+  const b = structuredClone(example);
+  const res = (b.entry ?? []).map((e) => e.resource!);
+  const meds = res.filter((r): r is Medication => r.resourceType === 'Medication');
+  const statements = res.filter((r): r is MedicationStatement => r.resourceType === 'MedicationStatement');
+  const conditions = res.filter((r): r is Condition => r.resourceType === 'Condition');
+  meds[0]!.form = { coding: [{ system: 'urn:oid:1.3.182.5.36', code: '59', display: 'cp' }], text: 'Comprimé' };
+  meds[0]!.ingredient![0]!.itemCodeableConcept = { coding: [{ system: 'urn:oid:1.3.182.5.35', code: '18996', display: 'ténofovir disoproxil fumarate' }], text: 'Ténofovir' };
+  statements[0]!.dosage![0]!.route = { coding: [{ system: 'urn:oid:1.3.182.5.31', code: '38', display: 'orale' }], text: 'Voie orale' };
+  // VIDAL route 27 (intramusculaire) has no MVC pair in the LU ConceptMaps.
+  statements[1]!.dosage![0]!.route = { coding: [{ system: 'urn:oid:1.3.182.5.31', code: '27', display: 'intramusculaire' }], text: 'Voie intramusculaire' };
+  conditions[0]!.code = { coding: [{ system: 'urn:oid:1.3.182.5.29', code: 'B20', display: 'immunodéficience humaine virale [VIH]' }], text: 'VIH' };
+  return b;
+}
+
+describe('FHIR -> CDA with Luxembourg codes (ConceptMaps of the terminology module)', () => {
+  let doc: Element;
+  let xml: string;
+  beforeAll(() => {
+    xml = bundleToCda(luCodedExample());
+    doc = parseXml(xml);
+  });
+  const translations = (e: Element) => kids(e, 'translation').map((t) => `${attr(t, 'code')}|${attr(t, 'codeSystem')}`);
+
+  it('maps a national code to its MVC code and keeps the national code in <translation>', () => {
+    // The two medication routes (the immunization has its own, untouched).
+    const routes = all(doc, 'routeCode').filter((r) => kids(r, 'translation').some((t) => attr(t, 'codeSystem') === '1.3.182.5.31'));
+    expect(routes).toHaveLength(2);
+    expect([attr(routes[0]!, 'code'), attr(routes[0]!, 'codeSystem')]).toEqual(['20053000', '0.4.0.127.0.16.1.1.2.1']);
+    expect(translations(routes[0]!)).toEqual(['38|1.3.182.5.31']);
+    const form = all(doc, 'formCode')[0]!;
+    expect([attr(form, 'code'), attr(form, 'codeSystem')]).toEqual(['10219000', '0.4.0.127.0.16.1.1.2.1']);
+    expect(translations(form)).toEqual(['59|1.3.182.5.36']);
+    const substance = all(all(doc, 'ingredientSubstance')[0]!, 'code')[0]!;
+    expect([attr(substance, 'code'), attr(substance, 'codeSystem')]).toEqual(['J05AF07', '2.16.840.1.113883.6.73']);
+    expect(translations(substance)).toEqual(['18996|1.3.182.5.35']);
+    const problem = all(doc, 'value').find((v) => kids(v, 'translation').some((t) => attr(t, 'codeSystem') === '1.3.182.5.29'))!;
+    expect([attr(problem, 'code'), attr(problem, 'codeSystem')]).toEqual(['B20', '1.3.6.1.4.1.12559.11.10.1.3.1.44.2']);
+    // Every code written carries a displayName (the MVC one from the map, the national one from the coding).
+    for (const c of [routes[0]!, form, substance, problem]) for (const x of [c, ...kids(c, 'translation')]) expect(attr(x, 'displayName'), attr(x, 'code')).toBeTruthy();
+  });
+
+  it('writes a national code with no MVC equivalent as nullFlavor OTH with originalText and the code in <translation>', () => {
+    const route = all(doc, 'routeCode').filter((r) => kids(r, 'translation').some((t) => attr(t, 'codeSystem') === '1.3.182.5.31'))[1]!;
+    expect(attr(route, 'nullFlavor')).toBe('OTH');
+    expect(attr(route, 'code')).toBeUndefined();
+    expect(translations(route)).toEqual(['27|1.3.182.5.31']);
+    const ref = attr(xpath(route, 'originalText', 'reference'), 'value')!;
+    expect(ids(doc).has(ref.slice(1))).toBe(true);
+  });
+
+  it('comes back to FHIR with the MVC and the national codings', () => {
+    const back = cdaToBundle(xml, { lang: 'fr' });
+    const ms = back.entry!.filter((e) => e.resource?.resourceType === 'MedicationStatement').map((e) => e.resource as MedicationStatement);
+    expect(ms[0]!.dosage![0]!.route!.coding!.map((c) => `${c.system}|${c.code}`)).toEqual(['http://standardterms.edqm.eu|20053000', 'urn:oid:1.3.182.5.31|38']);
+    expect(ms[1]!.dosage![0]!.route!.coding!.map((c) => `${c.system}|${c.code}`)).toEqual(['urn:oid:1.3.182.5.31|27']);
+  });
 });
 
 function kid0(el: Element, name: string): Element | undefined {
@@ -184,6 +254,37 @@ describe('FHIR -> CDA -> FHIR (example)', () => {
     expect(ms[0]!.effectivePeriod?.start).toBe('2019-05-02');
   });
 });
+
+/**
+ * Round trips that cannot pass the official validator because the source itself breaks a rule and no faithful
+ * rewrite exists (the writer neither invents data nor drops it silently). Each names the rule the output still
+ * breaks, why, and a check that the source has the defect. Fixed since the first measurement (44 of 50): units
+ * written with the wrong case (`ml` -> `mL`, the original kept as a PQR translation), a health status outside
+ * eHDSIResolutionOutcome (nullFlavor OTH with the original in translation), translations repeated under two
+ * ICD-10 OIDs (RIM-002, written once).
+ */
+const SOURCE_DEFECTS: Record<string, { rule: RegExp; why: string; inSource: (doc: Element) => boolean }> = {
+  '2-5678-W1.xml': {
+    rule: /^\(eHDSIMedicationItem\): A unit attribute value SHALL be drawn from the eHDSIUnit value set/,
+    why: 'a dose unit `mg/2.5.ml` (a concentration written as a dose unit) is neither in eHDSIUnit nor a case variant of one of its units',
+    inSource: (doc) => all(doc, 'doseQuantity').some((q) => attr(q, 'unit') === 'mg/2.5.ml'),
+  },
+  'RTD_W4_known_absence.xml': {
+    rule: /^dtr1-10a?-II: @root SHALL/,
+    why: 'the patient identifier root `PRT00000009` is an RUID (dtr1-10-II / dtr1-10a-II); it is written back as it came rather than dropped',
+    inSource: (doc) => attr(xpath(doc, 'recordTarget', 'patientRole', 'id'), 'root') === 'PRT00000009',
+  },
+  '9999001M_L3_pivot.xml': {
+    rule: /^\(eHDSILegalAuthenticator\): element hl7:given\[not\(@nullFlavor\)\] is mandatory/,
+    why: 'the legal authenticator has no given name in the source',
+    inSource: (doc) => !all(xpath(doc, 'legalAuthenticator', 'assignedEntity', 'assignedPerson')!, 'given').some((g) => !attr(g, 'nullFlavor') && g.textContent?.trim()),
+  },
+  'test_cda_PS_SEH_of_AMBU_MIN_fixedDates-pivot.xml': {
+    rule: /^\(eHDSIRecordTarget\): element hl7:birthTime\[not\(@nullFlavor\)\] is mandatory/,
+    why: 'the patient has no birth date in the source',
+    inSource: (doc) => !attr(xpath(doc, 'recordTarget', 'patientRole', 'patient', 'birthTime'), 'value'),
+  },
+};
 
 describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
   const files = samples();
@@ -215,10 +316,11 @@ describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
 
   /**
    * What the round trip does not carry, by design of the eHDSI 8.0.0 rules or of this module (docs/crossborder.md):
-   * the allergy/problem structural codes of older waves are rewritten to the 8.0.0 ones; IHE instruction acts
-   * (PINSTRUCT/FINSTRUCT), package/asContent quantities, manufacturer data, outcome-of-pregnancy and
-   * functional-status organizers of older samples, and codes in entries whose 8.0.0 template forbids them are
-   * not mapped. The test pins the sample-wide loss so that a regression (a code lost that was kept) fails.
+   * outcome-of-pregnancy and result organizers of older samples, vital signs other than blood pressure, codes of
+   * absent/unknown entries of older waves, the header's confidentiality and participants' function codes, and
+   * codes in entries whose 8.0.0 template forbids them. IHE instruction acts, packages, generic medicine classes,
+   * comments and allergy-level severities are carried. The count treats the codes of one coded element (the CD
+   * and its translations) as a set. The test pins the sample-wide loss so that a regression fails.
    */
   it('keeps codes, values, units and dates of the clinical entries (loss pinned per sample)', () => {
     let sourceCodes = 0;
@@ -233,9 +335,12 @@ describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
       lostCodes += lost;
       if (lost || m.quantities.length || m.dates.length) report.push(`${f.slice(samplesDir.length + 1)}: ${JSON.stringify(m)}`);
     }
-    // The full list is printed for the report; the assertion is on the overall rate.
+    // The full list is printed per sample; the assertion pins the measured figure (204 of 2,559 on 2026-11-22,
+    // 8.0 %; 364 of 2,621 before the instruction acts, packages, generic classes, comments and severities of
+    // older waves were carried, with a code repeated inside one coded element then counted twice).
     console.log(`round trip: ${lostCodes} of ${sourceCodes} coded items lost\n${report.join('\n')}`);
-    expect(lostCodes / sourceCodes).toBeLessThan(0.15);
+    expect(sourceCodes).toBeGreaterThan(2500);
+    expect(lostCodes).toBeLessThanOrEqual(204);
     // Samples written to the 8.0.0 rules lose nothing.
     for (const name of ['openncp-mock-W8/2-5678-W8.xml', 'openncp-mock-W1-W7/2-5678-W7.xml']) {
       const f = join(samplesDir, name);
@@ -253,12 +358,27 @@ describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
       writeFileSync(p, results.get(f)!.xml);
       return p;
     });
-    const r = spawnSync(validator, ['--json', ...names], { encoding: 'utf8', timeout: 1_200_000 });
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { file: string; ok: boolean; errors: { message: string }[] });
+    const r = spawnSync(validator, ['--json', ...names], { encoding: 'utf8', timeout: 1_800_000 });
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { file: string; ok: boolean; xsdErrors: number; errors: { message: string; location?: string }[] });
     expect(lines.length).toBe(names.length);
-    const failed = lines.filter((l) => !l.ok).map((l) => `${l.file}: ${l.errors.map((e) => e.message).join(' | ').slice(0, 600)}`);
+    const failed: string[] = [];
+    for (const l of lines) {
+      expect(l.xsdErrors, l.file).toBe(0);
+      const defect = Object.entries(SOURCE_DEFECTS).find(([name]) => l.file.endsWith(name))?.[1];
+      // Errors a source defect explains are allowed, and only those: the defect is asserted on the source too.
+      const unexplained = l.errors.filter((e) => !defect?.rule.test(e.message));
+      if (unexplained.length) failed.push(`${l.file}: ${unexplained.map((e) => `${e.location}: ${e.message}`).join(' | ').slice(0, 800)}`);
+    }
     expect(failed, failed.join('\n')).toEqual([]);
-  }, 1_200_000);
+  }, 1_800_000);
+
+  it('the source defects that explain the remaining validator errors are in the sources', () => {
+    for (const [name, d] of Object.entries(SOURCE_DEFECTS)) {
+      const f = files.find((x) => x.endsWith(name));
+      expect(f, name).toBeDefined();
+      expect(d.inSource(parseXml(readFileSync(f!, 'utf8'))), `${name}: ${d.why}`).toBe(true);
+    }
+  });
 });
 
 describe('interfaces', () => {

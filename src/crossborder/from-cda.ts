@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import type {
   Address, AllergyIntolerance, Bundle, BundleEntry, CodeableConcept, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, Extension, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, ObservationComponent,
-  Organization, Patient, PatientContact, ClinicalImpression, Practitioner, Procedure, Quantity, Reference, Resource, Dosage, Timing,
+  Organization, Patient, PatientContact, ClinicalImpression, Practitioner, Procedure, Quantity, Reference, Resource, Dosage, Timing, Annotation,
 } from 'fhir/r4';
 import { FhirError, unprocessable } from '../fhir/outcome.ts';
 import { oidToUri } from '../terminology/codesystems.ts';
@@ -221,6 +221,17 @@ function statusOf(el: Element): string | undefined {
   return attr(kid(el, 'statusCode'), 'code');
 }
 
+/** IHE comment acts (LOINC 48767-8 "Annotation comment") under an entry: FHIR `note`. */
+function comments(el: Element, ctx: Ctx): Annotation[] {
+  const out: Annotation[] = [];
+  for (const act of rel(el, 'SUBJ')) {
+    if (act.localName !== 'act' || attr(kid(act, 'code'), 'code') !== '48767-8') continue;
+    const t = entryText(act, ctx) ?? textOf(kid(act, 'text'));
+    if (t) out.push({ text: t });
+  }
+  return out;
+}
+
 function rel(el: Element, typeCode?: string): Element[] {
   return kids(el, 'entryRelationship')
     .filter((r) => !typeCode || attr(r, 'typeCode') === typeCode)
@@ -251,8 +262,27 @@ function medication(sa: Element, ctx: Ctx): Resource[] {
   const nm = textOf(kid(mm, 'name'));
   const medCode: CodeableConcept | undefined = productCode ? { ...productCode, ...(nm && !productCode.text ? { text: nm } : {}) } : nm ? { text: nm } : undefined;
   const form = fromCD(kid(mm, 'formCode', ns), ctx);
-  const generic = fromCD(path(mm, `${ns === PHARM_NS ? 'pharm' : 'epsos'}:asSpecializedKind`, `${ns === PHARM_NS ? 'pharm' : 'epsos'}:generalizedMaterialKind`, `${ns === PHARM_NS ? 'pharm' : 'epsos'}:code`), ctx);
-  const med: Medication = { resourceType: 'Medication', ...(generic ? { extension: cdaExt('generalizedMaterialKind', generic) } : {}), ...(medCode ? { code: medCode } : {}), ...(form ? { form } : {}), ...(ingredients.length ? { ingredient: ingredients } : {}) };
+  const px = ns === PHARM_NS ? 'pharm' : 'epsos';
+  // The generic product: generalizedMaterialKind (8.0.0), or generalizedMedicineClass of older waves (the same
+  // ATC class, written back as generalizedMaterialKind).
+  const kinds = kids(mm, 'asSpecializedKind', ns);
+  const generic =
+    fromCD(kinds.map((k) => path(k, `${px}:generalizedMaterialKind`, `${px}:code`)).find((x) => x), ctx) ??
+    fromCD(kinds.map((k) => path(k, `${px}:generalizedMedicineClass`, `${px}:code`)).find((x) => x), ctx);
+  // The package (asContent): its form code is kept in the extension cda-code `packageForm`, its size
+  // (asContent/quantity in 8.0.0, capacityQuantity of older waves) is Medication.amount (per one package).
+  const pack = path(mm, `${px}:asContent`, `${px}:containerPackagedProduct`) ?? path(mm, `${px}:asContent`, `${px}:containerPackagedMedicine`);
+  const packForm = fromCD(kid(pack, 'formCode', ns), ctx);
+  const capacity = quantity(kid(kid(mm, 'asContent', ns), 'quantity', ns)) ?? quantity(kid(pack, 'capacityQuantity', ns));
+  const medExt = [...(generic ? cdaExt('generalizedMaterialKind', generic) : []), ...(packForm ? cdaExt('packageForm', packForm) : [])];
+  const med: Medication = {
+    resourceType: 'Medication',
+    ...(medExt.length ? { extension: medExt } : {}),
+    ...(medCode ? { code: medCode } : {}),
+    ...(form ? { form } : {}),
+    ...(capacity ? { amount: { numerator: capacity, denominator: { value: 1, unit: '1', system: 'http://unitsofmeasure.org', code: '1' } } } : {}),
+    ...(ingredients.length ? { ingredient: ingredients } : {}),
+  };
   const medRef = add(ctx, med);
   const ets = kids(sa, 'effectiveTime');
   const period = ets.find((e) => xsiType(e) === 'IVL_TS' || kid(e, 'low') || kid(e, 'high')) ?? ets.find((e) => !xsiType(e));
@@ -279,6 +309,17 @@ function medication(sa: Element, ctx: Ctx): Resource[] {
   }
   const txt = entryText(sa, ctx);
   if (txt) dosage.text = txt;
+  // IHE instruction acts: patient instructions (PINSTRUCT) are Dosage.patientInstruction; every instruction act
+  // is also an additionalInstruction with its act code (PINSTRUCT / FINSTRUCT, as coded in the source) and text,
+  // written back as the same act.
+  for (const act of rel(sa, 'SUBJ')) {
+    const ac = fromCD(kid(act, 'code'), ctx);
+    const k = ac?.coding?.[0]?.code;
+    if (act.localName !== 'act' || (k !== 'PINSTRUCT' && k !== 'FINSTRUCT')) continue;
+    const it = entryText(act, ctx);
+    if (k === 'PINSTRUCT' && it && !dosage.patientInstruction) dosage.patientInstruction = it;
+    (dosage.additionalInstruction ??= []).push({ coding: ac!.coding, ...(it ? { text: it } : {}) });
+  }
   const reasons = rel(sa, 'RSON').map((o) => fromCD(kid(o, 'value'), ctx)).filter((x): x is CodeableConcept => !!x);
   const st = statusOf(sa);
   const start = low(period);
@@ -348,8 +389,21 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
         if (code && SEVERITY[code]) reaction.severity = SEVERITY[code];
         else if (sv) reaction.extension = cdaExt('severity', sv);
       }
+      const rn = comments(r, ctx);
+      if (rn.length) reaction.note = rn;
       (a.reaction ??= []).push(reaction);
     }
+    // Older waves put the severity on the allergy observation itself: it belongs to the (first) reaction in FHIR.
+    const sevObs = rel(obs, 'SUBJ').find((s) => attr(kid(s, 'code'), 'code') === 'SEV');
+    const first = a.reaction?.[0];
+    if (sevObs && first && !first.severity && !readCdaExt(first, 'severity')) {
+      const sv = fromCD(kid(sevObs, 'value'), ctx);
+      const code = sv?.coding?.[0]?.code;
+      if (code && SEVERITY[code]) first.severity = SEVERITY[code];
+      else if (sv) first.extension = cdaExt('severity', sv);
+    }
+    const notes = comments(obs, ctx);
+    if (notes.length) a.note = notes;
     for (const s of [...rel(obs, 'SUBJ'), ...rel(obs, 'REFR')]) {
       const c = attr(kid(s, 'code'), 'code');
       const v = fromCD(kid(s, 'value'), ctx);
@@ -412,6 +466,8 @@ function condition(act: Element, ctx: Ctx, past: boolean): Resource[] {
         else ext.push(...cdaExt('certainty', v));
       }
     }
+    const notes = comments(obs, ctx);
+    if (notes.length) c.note = notes;
     clinical ??= past || end || statusOf(act) === 'completed' ? 'resolved' : 'active';
     c.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: clinical }] };
     if (ext.length) c.extension = ext;

@@ -11,14 +11,14 @@ import { randomUUID } from 'node:crypto';
 import type {
   Address, AllergyIntolerance, Bundle, CodeableConcept, Coding, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, Organization, Patient,
-  Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, Consent, Ratio, Range, Timing, ClinicalImpression,
+  Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
 } from 'fhir/r4';
 import { badRequest, unprocessable } from '../fhir/outcome.ts';
 import { uriToOid, describeCodeSystem, isOid } from '../terminology/codesystems.ts';
 import { serialize, type X } from './cda/xml.ts';
 import { fhirToTs } from './dates.ts';
 import { labels, paragraph, table, type Cell } from './narrative.ts';
-import { designation, inValueSet, toCD, VS } from './transcode.ts';
+import { designation, inValueSet, toCD, valueSetMembers, VS } from './transcode.ts';
 import { readCdaExt } from './from-cda.ts';
 
 const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
@@ -64,7 +64,7 @@ function uuidRoot(v: string): string {
   return v.replace(/^urn:uuid:/i, '').toUpperCase();
 }
 
-/** II for a FHIR Identifier (urn:oid system -> root; urn:uuid value -> root; unknown system -> nullFlavor). */
+/** II for a FHIR Identifier (urn:oid system -> root; urn:uuid value -> root; unknown system -> nullFlavor NI). */
 function ii(id: Identifier | undefined, tag = 'id'): X {
   if (!id?.value) return el(tag, { nullFlavor: 'NI' });
   if (id.system === 'urn:ietf:rfc:3986') {
@@ -73,7 +73,10 @@ function ii(id: Identifier | undefined, tag = 'id'): X {
   }
   const oid = id.system ? uriToOid(id.system) : undefined;
   if (oid && (isOid(oid) || /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/.test(oid))) return el(tag, { root: oid.toUpperCase(), extension: id.value });
-  return el(tag, { nullFlavor: 'NI', extension: id.value });
+  // A source root that is an RUID (the third form of the CDA uid type, e.g. `PRT00000009`) goes back as it came.
+  if (oid && /^[A-Za-z][A-Za-z0-9-]*$/.test(oid) && id.system?.startsWith('urn:oid:')) return el(tag, { root: oid, extension: id.value });
+  // Otherwise the namespace cannot be written: dtr1-1-ANY allows no extension next to a nullFlavor.
+  return el(tag, { nullFlavor: 'NI' });
 }
 
 function idForResource(r: Resource | undefined, root: string): X {
@@ -148,11 +151,42 @@ function fixed(tag: string, code: string, system: string, display: string, extra
   return el(tag, { ...extra, code, codeSystem: d.oid ?? system, codeSystemName: d.cdaName, displayName: display });
 }
 
+let unitsByLowerCase: Map<string, string> | undefined;
+/**
+ * The eHDSIUnit spelling of a UCUM unit written with the wrong case (`ml` for `mL`), or undefined when the unit
+ * is in eHDSIUnit already or has no case-insensitive equivalent there. UCUM units are case-sensitive, but no
+ * two units of eHDSIUnit differ by case only except where listed, so a unique match is the unit meant.
+ */
+export function normalUnit(unit: string): string | undefined {
+  if (!unitsByLowerCase) {
+    unitsByLowerCase = new Map();
+    const dup = new Set<string>();
+    for (const k of valueSetMembers(VS.unit) ?? []) {
+      if (!k.startsWith('http://unitsofmeasure.org|')) continue;
+      const u = k.slice('http://unitsofmeasure.org|'.length);
+      const l = u.toLowerCase();
+      if (unitsByLowerCase.has(l)) dup.add(l);
+      unitsByLowerCase.set(l, u);
+    }
+    for (const l of dup) unitsByLowerCase.delete(l);
+  }
+  if (inValueSet(VS.unit, 'http://unitsofmeasure.org', unit) !== false) return undefined;
+  const u = unitsByLowerCase.get(unit.toLowerCase());
+  return u && u !== unit ? u : undefined;
+}
+
 function pq(tag: string, q: Quantity | undefined, xsiType?: string): X {
   if (!q || q.value === undefined) return el(tag, { ...(xsiType ? { 'xsi:type': xsiType } : {}), nullFlavor: 'UNK' });
   const ucum = !q.system || q.system === 'http://unitsofmeasure.org';
-  const unit = ucum ? (q.code ?? q.unit ?? '1') : '1';
+  let unit = ucum ? (q.code ?? q.unit ?? '1') : '1';
   const tr = !ucum && q.code ? [el('translation', { value: q.value, code: q.code, codeSystem: uriToOid(q.system!) ?? '2.999' })] : [];
+  // A UCUM unit outside eHDSIUnit only by its case is written in the eHDSIUnit form, the original kept as a
+  // PQR translation (same value, the unit as written in the source).
+  const fixedCase = ucum ? normalUnit(unit) : undefined;
+  if (fixedCase) {
+    tr.push(el('translation', { value: q.value, code: unit, codeSystem: '2.16.840.1.113883.6.8', codeSystemName: 'UCUM', displayName: unit }));
+    unit = fixedCase;
+  }
   return el(tag, { ...(xsiType ? { 'xsi:type': xsiType } : {}), value: q.value, unit }, ...tr);
 }
 
@@ -609,6 +643,41 @@ function ratio(r: Ratio | undefined): X {
   return el('pharm:quantity', undefined, pq('numerator', r.numerator, 'PQ'), pq('denominator', r.denominator ?? { value: 1, code: '1' }, 'PQ'));
 }
 
+/**
+ * The package of a product (pharm:asContent): size (pharm:quantity) from Medication.amount, form from the extension
+ * cda-code `packageForm` (eHDSIPackage).
+ */
+function packageOf(med: Medication | undefined): X | undefined {
+  const form = readCdaExt(med, 'packageForm');
+  const size = med?.amount?.numerator;
+  // eHDSIPSManufacturedMaterial needs a non-null package quantity: without a size the package is not written.
+  if (size?.value === undefined) return undefined;
+  return el(
+    'pharm:asContent',
+    { classCode: 'CONT' },
+    pq('pharm:quantity', size, 'PQ'),
+    el('pharm:containerPackagedProduct', { classCode: 'CONT', determinerCode: 'KIND' }, form ? toCD(displayed(form), { tag: 'pharm:formCode', valueSet: VS.package }) : el('pharm:formCode', { nullFlavor: 'UNK' })),
+  );
+}
+
+/** IHE and CCD templates of the instruction acts. */
+const INSTRUCTION_TEMPLATES: Record<string, [string, string]> = { PINSTRUCT: ['1.3.6.1.4.1.19376.1.5.3.1.4.3', '2.16.840.1.113883.10.20.1.49'], FINSTRUCT: ['1.3.6.1.4.1.19376.1.5.3.1.4.3.1', '2.16.840.1.113883.10.20.1.43'] };
+
+/** IHE instruction acts (patient / fulfillment instructions) from Dosage.additionalInstruction coded PINSTRUCT / FINSTRUCT, else patientInstruction. */
+function instructionActs(dose: Dosage | undefined): X[] {
+  const coded = (dose?.additionalInstruction ?? []).map((ai) => ({ ai, c: ai.coding?.find((c) => c.code === 'PINSTRUCT' || c.code === 'FINSTRUCT') })).filter((x) => x.c?.system);
+  const items = coded.map(({ ai, c }) => ({ code: c!, text: ai.text }));
+  if (!items.some((i) => i.code.code === 'PINSTRUCT') && dose?.patientInstruction) items.push({ code: { system: 'urn:oid:1.3.6.1.4.1.19376.1.5.3.2', code: 'PINSTRUCT' }, text: dose.patientInstruction });
+  return items.map(({ code, text }) => {
+    const d = describeCodeSystem(code.system!);
+    return el(
+      'entryRelationship',
+      { typeCode: 'SUBJ', inversionInd: 'true' },
+      el('act', { classCode: 'ACT', moodCode: 'INT' }, ...INSTRUCTION_TEMPLATES[code.code!]!.map(tid), el('code', { code: code.code, codeSystem: d.oid ?? '1.3.6.1.4.1.19376.1.5.3.2', displayName: code.code === 'PINSTRUCT' ? 'Patient instructions' : 'Fulfillment instructions' }), text ? el('text', undefined, text) : undefined, el('statusCode', { code: 'completed' })),
+    );
+  });
+}
+
 function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built {
   const L = ctx.L;
   const rows: Cell[][] = [];
@@ -666,6 +735,7 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
               code?.coding?.length ? toCD(displayed(code), { tag: 'code', ref: `${rowId}-name` }) : undefined,
               el('name', undefined, textOfConcept(code, ctx.lang) || ms.medicationReference?.display || 'Unknown'),
               med?.form ? toCD(displayed(med.form), { tag: 'pharm:formCode', valueSet: VS.doseForm, ref: formId }) : undefined,
+              packageOf(med),
               generic
                 ? el('pharm:asSpecializedKind', { classCode: 'GEN' }, el('pharm:generalizedMaterialKind', { classCode: 'MMAT', determinerCode: 'KIND' }, toCD(displayed(generic), { tag: 'pharm:code', valueSet: VS.activeIngredient })))
                 : undefined,
@@ -680,6 +750,7 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
             ),
           ),
         ),
+        ...instructionActs(dose),
         ...(ms.reasonCode ?? []).map((r) =>
           el('entryRelationship', { typeCode: 'RSON' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.41')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '64572001', 'http://snomed.info/sct', 'Disease'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), toCD(displayed(r), { tag: 'value', xsiType: 'CE', valueSet: VS.illness, noOriginalText: true }))),
         ),
@@ -696,6 +767,7 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
   const L = ctx.L;
   const rows: Cell[][] = [];
   const out: X[] = [];
+  const notes: X[] = [];
   for (const a of list) {
     const rowId = nid(ctx, sid);
     const reaction = a.reaction?.[0];
@@ -711,7 +783,7 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
     const kept = keptType?.coding?.find((c) => inValueSet(VS.adverseEventType, c.system, c.code));
     const typeCode = kept?.code ?? (a.type === 'intolerance' ? '782197009' : a.type === 'allergy' ? '609328004' : '420134006');
     // An original type code outside eHDSIAdverseEventType (older waves) travels as translation.
-    const typeTranslations = (keptType?.coding ?? []).filter((c) => c !== kept && c.code && c.system).map((c) => codedTranslation(c));
+    const typeTranslations = distinctTranslations({ system: 'http://snomed.info/sct', code: kept?.code ?? (a.type === 'intolerance' ? '782197009' : a.type === 'allergy' ? '609328004' : '420134006') }, keptType?.coding ?? []);
     const typeDisplay: Record<string, string> = { '782197009': 'Intolerance to substance', '609328004': 'Allergic disposition', '420134006': 'Propensity to adverse reaction' };
     const drug = a.category?.includes('medication');
     const sevKept = readCdaExt(reaction, 'severity')?.coding?.[0];
@@ -767,6 +839,7 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
                           el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('statusCode', { code: 'completed' }), el('value', { 'xsi:type': 'CD', code: sev[0], codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: sev[1] })),
                         )
                       : undefined,
+                    ...commentActs(reaction?.note, ctx, sid, notes),
                   ),
                 )
               : undefined,
@@ -779,18 +852,20 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
             clin?.code
               ? el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.34')), fixed('code', '33999-4', 'http://loinc.org', 'Status'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', clin.code, 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', clin.display ?? clin.code, { 'xsi:type': 'CE' })))
               : undefined,
+            ...commentActs(a.note, ctx, sid, notes),
           ),
         ),
       ),
     );
   }
-  return { narrative: [table([L.agent, L.reaction, L.severity, L.criticality, L.onset], rows)], entries: out };
+  return { narrative: [table([L.agent, L.reaction, L.severity, L.criticality, L.onset], rows), ...notes], entries: out };
 }
 
 function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Built {
   const L = ctx.L;
   const rows: Cell[][] = [];
   const out: X[] = [];
+  const notes: X[] = [];
   for (const c of list) {
     const rowId = nid(ctx, sid);
     const clin = c.clinicalStatus?.coding?.[0]?.code;
@@ -831,21 +906,52 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
               ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), toCD(displayed(c.severity), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true })))
               : undefined,
             ...statusObservations(c, `${rowId}-name`),
+            ...commentActs(c.note, ctx, sid, notes),
           ),
         ),
       ),
     );
   }
-  return { narrative: [table([L.name, L.onset, L.end, L.status], rows)], entries: out };
+  return { narrative: [table([L.name, L.onset, L.end, L.status], rows), ...notes], entries: out };
+}
+
+/**
+ * IHE comment acts (LOINC 48767-8) for FHIR notes; eHDSIComment wants the text as a reference, so each note is a
+ * paragraph of the section narrative (collected in `paras`).
+ */
+function commentActs(notes: Annotation[] | undefined, ctx: Ctx, sid: string, paras: X[]): X[] {
+  return (notes ?? [])
+    .filter((n) => n.text)
+    .map((n) => {
+      const id = `${nid(ctx, sid)}-note`;
+      paras.push(paragraph(n.text, id));
+      return el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('act', { classCode: 'ACT', moodCode: 'EVN' }, tid('2.16.840.1.113883.10.20.1.40'), tid('1.3.6.1.4.1.19376.1.5.3.1.4.2'), fixed('code', '48767-8', 'http://loinc.org', 'Annotation comment'), el('text', undefined, el('reference', { value: `#${id}` })), el('statusCode', { code: 'completed' })));
+    });
 }
 
 /** A coded element from a kept CDA code: the code when it is in the value set, else the default with the original as translation. */
 function keptCode(kept: CodeableConcept | undefined, valueSet: string, dflt: Coding, tag = 'code'): X {
   const inVs = kept?.coding?.find((c) => inValueSet(valueSet, c.system, c.code));
   const primary = inVs ?? dflt;
-  const extra = (kept?.coding ?? []).filter((c) => c !== inVs && c.code && c.system && !(c.system === primary.system && c.code === primary.code));
   const d = describeCodeSystem(primary.system!);
-  return el(tag, { code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: withDisplay(primary)!.display }, ...extra.map(codedTranslation));
+  return el(tag, { code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: withDisplay(primary)!.display }, ...distinctTranslations(primary, kept?.coding ?? []));
+}
+
+/**
+ * <translation>s for the codings other than the primary one, each code|code system once (RIM-002): a source that
+ * repeats a code under an alias OID of the same code system (ICD-10 2.16.840.1.113883.6.3 and the eHDSI ICD-10
+ * OID) comes back once.
+ */
+function distinctTranslations(primary: Coding | undefined, codings: Coding[]): X[] {
+  const key = (c: Coding) => `${describeCodeSystem(c.system!).oid ?? c.system}|${c.code}`;
+  const seen = new Set<string>(primary?.system && primary.code ? [key(primary)] : []);
+  const out: X[] = [];
+  for (const c of codings) {
+    if (!c.code || !c.system || seen.has(key(c))) continue;
+    seen.add(key(c));
+    out.push(codedTranslation(c));
+  }
+  return out;
 }
 
 function codedTranslation(c: Coding): X {
@@ -861,7 +967,7 @@ function statusObservations(c: Condition, ref: string): X[] {
     out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.9')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.1.1'), tid('2.16.840.1.113883.10.20.1.57'), tid('2.16.840.1.113883.10.20.1.50'), fixed('code', '33999-4', 'http://loinc.org', 'Status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(status), { tag: 'value', xsiType: 'CE', valueSet: VS.statusCode, noOriginalText: true }))));
   const health = readCdaExt(c, 'healthStatus');
   if (health?.coding?.length)
-    out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.10')), fixed('code', '11323-3', 'http://loinc.org', 'Health status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(health), { tag: 'value', xsiType: 'CE', noOriginalText: true }))));
+    out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.10')), fixed('code', '11323-3', 'http://loinc.org', 'Health status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(health), { tag: 'value', xsiType: 'CE', valueSet: VS.resolutionOutcome, noOriginalText: true }))));
   return out;
 }
 

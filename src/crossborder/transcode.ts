@@ -4,13 +4,16 @@
  * gives OIDs and codeSystemNames, the designations give displays in the reader's language.
  *
  * FHIR -> CDA: the first coding that is in the element's MVC value set becomes the CD; the other codings travel
- * in <translation>. With no MVC code the CD gets nullFlavor="OTH", originalText and every original coding as a
- * <translation>. CDA -> FHIR: the CD and its translations all become codings (nothing is dropped), the
+ * in <translation>. When no coding is an MVC code, each (Luxembourg) coding is mapped through the terminology
+ * module's ConceptMaps ($translate: terminology/lu, national -> MVC) and the first target in the value set
+ * becomes the CD, the national coding its <translation> (as OpenNCP transcodes). With no MVC code at all the CD
+ * gets nullFlavor="OTH", originalText and every original coding as a <translation>. CDA -> FHIR: the CD and its translations all become codings (nothing is dropped), the
  * originalText becomes CodeableConcept.text, a nullFlavor is kept in an extension.
  */
 import type { CodeableConcept, Coding, Extension } from 'fhir/r4';
 import { describeCodeSystem, oidToUri, canonicalSystem } from '../terminology/codesystems.ts';
 import { terminologyService } from '../terminology/service.ts';
+import { translate } from '../terminology/engine.ts';
 import { chooseDisplay } from '../terminology/language.ts';
 import type { Scope } from '../terminology/registry.ts';
 import { attr, kid, kids, textOf, type Element, type X } from './cda/xml.ts';
@@ -111,6 +114,42 @@ export function designation(system: string, code: string, lang: string | undefin
   return r.fallback ? undefined : r.value;
 }
 
+const NOT_MAPPED = new Set(['unmatched', 'disjoint']);
+const mapped = new Map<string, Coding[]>();
+
+/**
+ * The codings a national coding maps to through the ConceptMaps of the terminology module (forward $translate,
+ * every map whose source system matches), cached per system|code. Targets are returned with their displays.
+ */
+export function mapCoding(c: Coding): Coding[] {
+  if (!c.system || !c.code) return [];
+  const key = `${canonicalSystem(c.system)}|${c.code}`;
+  let out = mapped.get(key);
+  if (out) return out;
+  out = [];
+  const r = translate(scope(), { codings: [{ system: c.system, code: c.code }], reverse: false });
+  for (const m of r.matches) {
+    if (NOT_MAPPED.has(m.equivalence) || !m.concept.system || !m.concept.code) continue;
+    if (out.some((o) => o.system === m.concept.system && o.code === m.concept.code)) continue;
+    out.push({ system: m.concept.system, code: m.concept.code, ...(m.concept.display ? { display: m.concept.display } : {}) });
+  }
+  mapped.set(key, out);
+  return out;
+}
+
+/** The MVC coding for an element none of whose codings is in its value set: the first ConceptMap target that is. */
+export function transcodeToMvc(codings: Coding[], valueSet: string | undefined): Coding | undefined {
+  for (const c of codings) {
+    for (const t of mapCoding(c)) {
+      if (!describeCodeSystem(t.system!).oid) continue;
+      const inVs = valueSet ? inValueSet(valueSet, t.system, t.code) : undefined;
+      if (inVs === false) continue;
+      return t.display ? t : { ...t, ...(designation(t.system!, t.code!, 'en') ? { display: designation(t.system!, t.code!, 'en') } : {}) };
+    }
+  }
+  return undefined;
+}
+
 // -- FHIR -> CDA -------------------------------------------------------------------------------------------------
 
 export interface CdOptions {
@@ -144,10 +183,13 @@ export function toCD(cc: CodeableConcept | Coding | undefined, o: CdOptions): X 
   const nf = concept.extension?.find((e) => e.url === EXT_NULLFLAVOR)?.valueCode;
   let primary: Coding | undefined;
   if (o.valueSet) {
-    primary = codings.find((c) => inValueSet(o.valueSet!, c.system, c.code) === true);
+    primary = codings.find((c) => inValueSet(o.valueSet!, c.system, c.code) === true) ?? transcodeToMvc(codings, o.valueSet);
     if (!primary && codings.length && valueSetMembers(o.valueSet) === null) primary = codings.find((c) => codingAttrs(c));
-  } else primary = codings.find((c) => codingAttrs(c));
-  if (nf && !primary) primary = undefined;
+  } else {
+    // Unbound element: the first coding with an OID, replaced by its MVC target when a ConceptMap maps it.
+    const first = codings.find((c) => codingAttrs(c));
+    primary = first ? (transcodeToMvc([first], undefined) ?? first) : undefined;
+  }
   // Translations are distinct (RIM-002) and never repeat the primary code.
   const oidKey = (c: Coding) => `${describeCodeSystem(c.system!).oid ?? c.system}|${c.code}`;
   const seen = new Set<string>(primary ? [oidKey(primary)] : []);
