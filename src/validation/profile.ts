@@ -334,16 +334,31 @@ export class ProfileValidator {
         if (c.isChoice) continue;
         const want = c.fixed ?? c.pattern;
         if (c.min >= 1 && want !== undefined) checks.push({ key: c.name, want });
+        else if (c.min >= 1 && c.min > c.baseMin) checks.push({ key: c.name, want: undefined });
         for (const sl of c.slices) {
           const w = sl.fixed ?? sl.pattern;
           if (sl.min >= 1 && w !== undefined) checks.push({ key: c.name, want: w });
         }
+        // A required binding on a coded element: a code certainly outside the value set means no conformance.
+        if (c.binding?.strength === 'required' && c.binding.valueSet && (c.types[0]?.code === 'CodeableConcept' || c.types[0]?.code === 'Coding')) {
+          checks.push({ key: c.name, want: undefined, valueSet: stripVersion(c.binding.valueSet), coded: c.types[0].code });
+        }
       }
       s.quick = checks;
     }
-    for (const { key, want } of checks) {
+    for (const { key, want, valueSet, coded } of checks) {
       const v = res[key];
+      if (valueSet) {
+        if (v === undefined) continue;
+        for (const one of Array.isArray(v) ? v : [v]) {
+          if (!isObject(one)) continue;
+          const codings = coded === 'Coding' ? [one] : Array.isArray(one.coding) ? one.coding.filter(isObject) : [];
+          if (codings.length && codings.every((cd) => this.bindings.checkCode(valueSet, cd as Coded).ok === false)) return true;
+        }
+        continue;
+      }
       if (v === undefined) return true;
+      if (want === undefined) continue;
       const ok = Array.isArray(v) ? v.some((x) => matchesPattern(x, want)) : matchesPattern(v, want);
       if (!ok) return true;
     }

@@ -103,7 +103,7 @@ export interface Structure {
   readonly root: PElement;
   readonly byId: Map<string, PElement>;
   /** Required fixed/pattern values at the top level (a quick conformance pre-check), built on first use. */
-  quick?: { key: string; want: unknown }[];
+  quick?: { key: string; want: unknown; valueSet?: string; coded?: string }[];
 }
 
 const SYSTEM_TYPES: Record<string, string> = {
