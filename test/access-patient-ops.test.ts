@@ -336,6 +336,33 @@ describe('$access-log: who accessed my record', () => {
     expect((await anna.get('/fhir/Patient/anna/$access-log?bogus=1')).status).toBe(400);
   });
 
+  it('reads, searches and writes by system clients and administrators are in the trail of each patient they touched', async () => {
+    const whoFor = async (patient: Http, id: string) => {
+      const log = await patient.get(`/fhir/Patient/${id}/$access-log?_count=20`);
+      expect(log.status).toBe(200);
+      return (log.body as Bundle).entry!.map((e) => e.resource as { agent: { who: { reference: string } }[]; entity?: { what?: { reference?: string } }[] });
+    };
+    expect((await system.get('/fhir/Observation/o-normal')).status).toBe(200);
+    let events = await whoFor(anna, 'anna');
+    expect(events[0].agent[0].who.reference).toBe('Device/lab');
+    expect(events[0].entity?.some((e) => e.what?.reference === 'Observation/o-normal')).toBe(true);
+    // A search over several records names every patient whose data it returned, and no other.
+    const search = await system.get('/fhir/Observation?_count=100');
+    expect(search.status).toBe(200);
+    const subjects = new Set((search.body as Bundle).entry!.map((e) => (e.resource as { subject?: { reference?: string } }).subject?.reference));
+    expect(subjects.has('Patient/anna') && subjects.has('Patient/ben')).toBe(true);
+    expect((await whoFor(anna, 'anna'))[0].agent[0].who.reference).toBe('Device/lab');
+    expect((await whoFor(ben, 'ben'))[0].agent[0].who.reference).toBe('Device/lab');
+    // A write with Prefer: return=minimal (no body in the answer) is attributed from the request body.
+    const created = await t.http.post('/fhir/Observation').set('Prefer', 'return=minimal').send({ resourceType: 'Observation', status: 'final', code: { text: 'weight' }, subject: { reference: 'Patient/ben' } });
+    expect(created.status).toBe(201);
+    events = await whoFor(ben, 'ben');
+    expect(events[0].agent[0].who.reference).toBe('Practitioner/test-admin');
+    // Ben's trail does not get anna's reads.
+    await system.get('/fhir/Observation/o-normal');
+    expect((await whoFor(ben, 'ben'))[0].agent[0].who.reference).toBe('Practitioner/test-admin');
+  });
+
   it('ben sees none of anna’s log; an administrator sees it', async () => {
     expect((await ben.get('/fhir/Patient/anna/$access-log')).status).toBe(404);
     const admin = await t.http.get('/fhir/Patient/anna/$access-log?_count=5');

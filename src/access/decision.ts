@@ -13,7 +13,7 @@ import { createHmac } from 'node:crypto';
 import type { DocumentReference, Resource } from 'fhir/r4';
 import type { StoreSession } from '../store/port.ts';
 import type { Filter, SearchRequest } from '../search/types.ts';
-import { extractIndex } from '../search/indexer.ts';
+import { extractReferences } from '../search/indexer.ts';
 import { searchParam } from '../search/registry.ts';
 import { compartmentFilter, compartmentTypes } from '../fhir/compartments.ts';
 import { FhirError, notFound } from '../fhir/outcome.ts';
@@ -59,7 +59,7 @@ function refsOf(resource: Resource): { param: string; ref: string }[] {
   if (known) return known;
   const out: { param: string; ref: string }[] = [];
   refMemo.set(resource, out);
-  for (const v of extractIndex(resource)) {
+  for (const v of extractReferences(resource)) {
     if (v.type === 'reference' && v.targetType && v.targetId) out.push({ param: v.param, ref: `${v.targetType}/${v.targetId}` });
   }
   return out;

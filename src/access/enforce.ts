@@ -11,12 +11,13 @@ import { FhirError } from '../fhir/outcome.ts';
 import { fhirModel } from '../fhir/model.ts';
 import { applyFhirPathPatch, applyJsonPatch } from '../fhir/patch.ts';
 import { buildAuditEvent } from '../audit/event.ts';
-import { AccessScope, type Interaction, forbidden, isPatientData } from './decision.ts';
+import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
 import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
 import { operationRegistry } from '../operations/registry.ts';
 import { PATIENT_ACCESS_OPERATIONS } from '../operations/patient-access.ts';
 import { accessRuntime } from './service.ts';
 import { ncpOperationAllowed, ncpView } from '../crossborder/ncp.ts';
+import { mayWriteTerminology, terminologyResourcesWritten } from '../terminology/service.ts';
 
 type Route = (ctx: Context, req: FhirRequest, session?: StoreSession) => Promise<FhirResponse>;
 
@@ -70,6 +71,24 @@ function operationScopes(name: string, info: Classified, req: FhirRequest): { ty
   return [{ type: info.type ?? '*', perms: [op.affectsState ? 'u' : 'r'] }];
 }
 
+/** Whether an operation changes stored data (the patient's access operations, $reindex); reading ones never clear caches. */
+function operationWrites(name: string): boolean {
+  const patientOp = PATIENT_ACCESS_OPERATIONS.find((o) => o.name === name);
+  if (patientOp) return patientOp.affectsState;
+  return operationRegistry.list().find((o) => o.name === name)?.affectsState ?? true;
+}
+
+/** Patients whose records a response or request body belongs to: a resource, or the entries of a Bundle. */
+function patientsTouched(body: unknown, into: Set<string>): void {
+  const r = body as Resource | undefined;
+  if (!r || typeof r !== 'object' || typeof r.resourceType !== 'string') return;
+  if (r.resourceType === 'Bundle') {
+    for (const e of (r as Bundle).entry ?? []) if (e?.resource && e.resource.resourceType !== 'Bundle' && isPatientData(e.resource.resourceType)) for (const p of patientsOf(e.resource)) into.add(p);
+    return;
+  }
+  if (isPatientData(r.resourceType) && (r.resourceType !== 'Patient' || r.id)) for (const p of patientsOf(r)) into.add(p);
+}
+
 function requireAnyScope(principal: Principal, type: string, perms: Permission[]): void {
   if (perms.some((p) => hasScope(principal, type, p))) return;
   requireScope(principal, type, perms[0]);
@@ -120,6 +139,17 @@ function statusOf(err: unknown): number {
 }
 
 export async function enforce(ctx: Context, req: FhirRequest, session: StoreSession | undefined, route: Route): Promise<FhirResponse> {
+  // A top-level write that may touch a CodeSystem, ValueSet or ConceptMap renews the terminology layer once it
+  // has committed (or failed): src/terminology/service.ts.
+  if (session || !mayWriteTerminology(req)) return enforceRequest(ctx, req, session, route);
+  try {
+    return await enforceRequest(ctx, req, session, route);
+  } finally {
+    terminologyResourcesWritten();
+  }
+}
+
+async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSession | undefined, route: Route): Promise<FhirResponse> {
   // In-process callers (example loading, CLI tools) carry no principal; the network never reaches here
   // without one (src/http/app.ts answers 401 first).
   if (!req.principal) return route(ctx, req, session);
@@ -142,9 +172,13 @@ export async function enforce(ctx: Context, req: FhirRequest, session: StoreSess
     status = res.status;
     // A changed Patient or Consent can change any decision: the shared policy cache starts over.
     // CareTeam, EpisodeOfCare and PractitionerRole declare care relationships (policy.ts).
-    if (WRITES.has(info.interaction) && (POLICY_TYPES.has(info.type ?? '') || info.interaction === 'batch')) rt.policies.clear();
+    const writes = WRITES.has(info.interaction) && (info.interaction !== 'operation' || operationWrites(info.operation!));
+    if (writes && (POLICY_TYPES.has(info.type ?? '') || info.interaction === 'batch')) rt.policies.clear();
     // Any other write can make a resource restricted (a label, an objected visit): that record's cached exclusions go.
-    else if (WRITES.has(info.interaction)) rt.policies.written(info.interaction, info.type, res.body);
+    else if (writes) rt.policies.written(info.interaction, info.type, res.body);
+    // Administrators and system clients pass no per-resource check: the patients their request touched are
+    // taken from what was read or written, so that the access is in each patient's own audit trail too.
+    if (scope.unrestricted) patientsTouched(res.body ?? (WRITES.has(info.interaction) ? (req.body as Resource | undefined) : undefined), scope.facts.patients);
     return res;
   } catch (err) {
     status = statusOf(err);

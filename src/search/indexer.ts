@@ -536,6 +536,35 @@ export function extractIndex(resource: Resource): IndexValue[] {
   }
 }
 
+/**
+ * Only the reference values of a resource (`Type/id` targets per parameter), optionally of the named
+ * parameters only: what access decisions need (compartment membership, authors) without the cost of
+ * the other parameters, the text words and the positions.
+ */
+export function extractReferences(resource: Resource, params?: ReadonlySet<string>): IndexValue[] {
+  memo = new WeakMap();
+  try {
+    const out: IndexValue[] = [];
+    const root: Node[] = [{ value: resource, type: resource.resourceType }];
+    const obj = resource as unknown as Record<string, unknown>;
+    const convert = CONVERTERS.reference!;
+    for (const p of compiledFor(resource.resourceType)) {
+      if (p.def.type !== 'reference' || p.components || (params && !params.has(p.def.code))) continue;
+      if (p.keys && !p.keys.some((k) => obj[k] !== undefined && obj[k] !== null)) continue;
+      let nodes: Node[];
+      try {
+        nodes = p.evaluate(root);
+      } catch {
+        continue;
+      }
+      for (const n of nodes) convert(p.def.code, n, out);
+    }
+    return out;
+  } finally {
+    memo = undefined;
+  }
+}
+
 function extractWithMemo(resource: Resource): IndexValue[] {
   const out: IndexValue[] = [];
   const root: Node[] = [{ value: resource, type: resource.resourceType }];
