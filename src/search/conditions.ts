@@ -19,7 +19,6 @@
  *   implicit range [low, high), gt/ge/lt/le/sa/eb against the exact search value, ap = within ±10%;
  * - ne = not eq, on the value (a resource with no value does not match ne).
  */
-import { decodeCursor as decodeOpaque, encodeCursor as encodeOpaque } from '../store/cursor.ts';
 import { fold } from './normalize.ts';
 import type { Predicate, Prefix } from './types.ts';
 import { badRequest, notSupported } from '../fhir/outcome.ts';
@@ -193,26 +192,3 @@ export function keysetCond(keys: KeysetKey[]): Cond {
   return build(0);
 }
 
-/** Cursor: base64url JSON of the last row's sort values, resource type and id. */
-export interface CursorData {
-  v: (Scalar | null)[];
-  t: string;
-  i: string;
-}
-
-export function encodeCursor(c: CursorData): string {
-  return encodeOpaque(c);
-}
-
-/** Decodes a search cursor (the generic codec of src/store/cursor.ts), checking its shape against the sort. */
-export function decodeCursor(cursor: string, sortKeys: number): CursorData {
-  const c = decodeOpaque<Partial<CursorData>>(cursor);
-  const valid =
-    Array.isArray(c.v) &&
-    c.v.length === sortKeys &&
-    typeof c.t === 'string' &&
-    typeof c.i === 'string' &&
-    c.v.every((v) => v === null || typeof v === 'string' || typeof v === 'number');
-  if (!valid) throw badRequest('The paging cursor is invalid or has expired');
-  return c as CursorData;
-}
