@@ -9,7 +9,9 @@
  *    R4 search parameter): the rate is resources per second of wall time, indexing included.
  * 2. Searches: in-process through `dispatch()` (routing, parsing, SQL, Bundle assembly; no HTTP, no
  *    serialisation), as the internal principal. Each kind runs --iterations times with values drawn (fixed
- *    seed) from the loaded data, after a warm-up; p50 / p95 / mean in milliseconds.
+ *    seed) from a fixed sample of the loaded data (the same rows in every run on one database), after a
+ *    warm-up; p50 / p95 / mean in milliseconds. `--explain` prints each kind's query plan as the store runs it
+ *    (parameter ids and selectivity estimates of the connection).
  *
  * Prints a table and writes bench/results/search-<N>.json. Options: --resources N (default 100000),
  * --iterations N (default 200), --batch N (default 2000), --db FILE (default: a temp file, deleted after),
@@ -29,7 +31,7 @@ import { extractIndex } from '../src/search/indexer.ts';
 import { dispatch } from '../src/fhir/router.ts';
 import type { Context } from '../src/fhir/interactions.ts';
 import { parseSearch } from '../src/search/parse.ts';
-import { compileSearch } from '../src/store/sqlite/search-sql.ts';
+import { compileSearch, paramIds } from '../src/store/sqlite/search-sql.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -143,12 +145,12 @@ function sample() {
   const rows = (sql: string) => db.prepare(sql).all() as { content: string }[];
   const parse = <T>(sql: string) => rows(sql).map((r) => JSON.parse(r.content) as T);
   const patients = parse<{ id: string; name?: { family?: string }[]; identifier?: { system?: string; value?: string }[] }>(
-    "SELECT content FROM resources WHERE resource_type = 'Patient' AND deleted = 0 ORDER BY random() LIMIT 500",
+    "SELECT content FROM resources WHERE resource_type = 'Patient' AND deleted = 0 ORDER BY (rid * 7919) % 10007, rid LIMIT 500",
   );
   const observations = parse<{ code: { coding: { system: string; code: string }[] }; effectiveDateTime?: string }>(
-    "SELECT content FROM resources WHERE resource_type = 'Observation' AND deleted = 0 ORDER BY random() LIMIT 500",
+    "SELECT content FROM resources WHERE resource_type = 'Observation' AND deleted = 0 ORDER BY (rid * 7919) % 10007, rid LIMIT 500",
   );
-  const encounters = parse<{ period?: { start?: string } }>("SELECT content FROM resources WHERE resource_type = 'Encounter' AND deleted = 0 ORDER BY random() LIMIT 300");
+  const encounters = parse<{ period?: { start?: string } }>("SELECT content FROM resources WHERE resource_type = 'Encounter' AND deleted = 0 ORDER BY (rid * 7919) % 10007, rid LIMIT 300");
   db.close();
   return { patients, observations, encounters };
 }
@@ -248,8 +250,9 @@ async function run(type: string, query: [string, string][]): Promise<{ ms: numbe
 
 function explain(type: string, query: [string, string][]): string {
   const { request } = parseSearch(type, query, { strict: true });
-  const c = compileSearch(request);
   const db = new DatabaseSync(dbPath, { readOnly: true });
+  // With the connection's parameter ids and selectivity estimates, as the store compiles it.
+  const c = compileSearch(request, { paramIds: paramIds(db) });
   const plan = db.prepare(`EXPLAIN QUERY PLAN ${c.sql}`).all(...(c.params as never[])) as { detail: string }[];
   db.close();
   return plan.map((p) => `    ${p.detail}`).join('\n');
