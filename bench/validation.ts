@@ -124,7 +124,10 @@ results.verdictDifferences = diffs;
 const m = (k: string) => (results[k] as { medianMs: number }).medianMs;
 results.ratioBase = +(m('medplum-base') / m('ours-base')).toFixed(2);
 results.ratioEntries = +(m('medplum-entries') / m('ours-entries')).toFixed(2);
-console.log(`speed ratio medplum/ours: base ${results.ratioBase}x, per-entry profiles ${results.ratioEntries}x`);
+// Our full profile validation against medplum's base-only validation of the same Bundle (medplum cannot load
+// the IPS Bundle profile): how much the profiles, invariants and bindings cost relative to a structural peer.
+results.ratioFullToMedplumBase = +(m('ours-full') / m('medplum-base')).toFixed(2);
+console.log(`speed ratio medplum/ours: base ${results.ratioBase}x, per-entry profiles ${results.ratioEntries}x; ours-full / medplum-base ${results.ratioFullToMedplumBase}x (median)`);
 console.log(`verdict differences (per entry): ${diffs.length}`);
 for (const d of diffs) console.log('  ' + d.slice(0, 400));
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });

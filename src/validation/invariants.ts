@@ -9,7 +9,7 @@
  * - dom-3 (contained resources are referenced): checked in code (profile.ts), the published expression is
  *   slow and misses `#` back-references inside contained resources;
  * - dom-6 (narrative, a best-practice warning): checked in code (`div` is a FHIRPath keyword fhirpath.js rejects);
- * - ref-1, bld-8, con-3: rewritten below;
+ * - ref-1, bdl-8, con-3, que-12: rewritten below;
  * - txt-1, txt-2 (htmlChecks), eld-19, eld-20, sdf-0 (regular expressions the published text gets wrong):
  *   not evaluated (the xhtml rules are the walker's `<div` check).
  */
@@ -20,7 +20,7 @@ const REWRITES: Record<string, string> = {
   // R4 says `> 2`; the rule's text (and R5) mean more than one enableWhen.
   'que-12': 'enableWhen.count() > 1 implies enableBehavior.exists()',
   'ref-1': "reference.exists() implies (reference.startsWith('#').not() or reference = '#' or (reference.substring(1) in %rootResource.contained.id))",
-  'bld-8': "fullUrl.exists() implies fullUrl.contains('/_history/').not()",
+  'bdl-8': "fullUrl.exists() implies fullUrl.contains('/_history/').not()",
   'con-3':
     "clinicalStatus.exists() or verificationStatus.coding.where(system='http://terminology.hl7.org/CodeSystem/condition-ver-status' and code = 'entered-in-error').exists() or category.coding.where(system='http://terminology.hl7.org/CodeSystem/condition-category' and code='problem-list-item').empty()",
 };
@@ -197,8 +197,9 @@ const HAND_WRITTEN: Record<string, Native> = {
     const id = ref.slice(1);
     return contained.some((c) => isObj(c) && c.id === id);
   },
-  // bdl-8 (as published; the `bld-8` rewrite above is the same text).
-  [REWRITES['bld-8']!]: (d) => !(isObj(d) && typeof d.fullUrl === 'string' && d.fullUrl.includes('/_history/')),
+  // bdl-8 (rewritten above; the published text is equivalent).
+  [REWRITES['bdl-8']!]: (d) => !(isObj(d) && typeof d.fullUrl === 'string' && d.fullUrl.includes('/_history/')),
+  "fullUrl.contains('/_history/').not()": (d) => !(isObj(d) && typeof d.fullUrl === 'string' && d.fullUrl.includes('/_history/')),
   // vs-1 (vital signs): a dateTime effective value is precise to the day; other types are not concerned.
   "($this as dateTime).toString().length() >= 8": (d) => typeof d !== 'string' || d.length >= 8,
   // obs-7: a component code may not repeat the Observation's own code when the Observation has a value.
