@@ -1,10 +1,14 @@
 /**
  * The terminology service: the static content of terminology/ (loaded once, at first use or at server start
  * with `terminologyService().load()`), plus the CodeSystem, ValueSet and ConceptMap resources stored through the
- * FHIR API. Stored resources are read into a layer that is rebuilt when the newest history entry of their type
- * changes (one cheap history query per type per operation), so a resource written through the API is used by
- * the next operation without any hook in the write path. Stored resources win over static ones with the same
- * URL and version.
+ * FHIR API. Stored resources are read into a layer per store that is rebuilt when
+ * - this process wrote one of those types: `terminologyResourcesWritten()` bumps a generation counter, called by
+ *   the request path (src/access/enforce.ts) once a write that may touch them has committed; the check on every
+ *   terminology call is one integer comparison;
+ * - or, at most every `DSP_TERMINOLOGY_RECHECK_MS` milliseconds (default 5000; 0 = on every call), the newest
+ *   history entry of one of the three types changed: writes made by another process on the same database, or
+ *   straight through the store port (tooling, tests) rather than through dispatch().
+ * Stored resources win over static ones with the same URL and version.
  */
 import { existsSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
@@ -54,6 +58,45 @@ export class PackageTerminologySet extends ResourceSet {
 }
 
 const TYPES = ['CodeSystem', 'ValueSet', 'ConceptMap'] as const;
+const TYPE_SET: ReadonlySet<string> = new Set(TYPES);
+
+/** Bumped after every committed write that may have changed a stored CodeSystem, ValueSet or ConceptMap. */
+let writeGeneration = 0;
+
+/** Call once a write that may have changed stored CodeSystems, ValueSets or ConceptMaps has committed (or failed). */
+export function terminologyResourcesWritten(): void {
+  writeGeneration++;
+}
+
+/**
+ * Whether a request (top level, not a Bundle entry) may write a CodeSystem, ValueSet or ConceptMap: a create,
+ * update, patch or delete on one of those types, or a Bundle POSTed at the system level with an entry of those
+ * types. Operations never do (the terminology ones read; no other operation writes these types).
+ */
+export function mayWriteTerminology(req: { method: string; path: string; body?: unknown }): boolean {
+  if (req.method === 'GET' || req.method === 'HEAD') return false;
+  const path = req.path.startsWith('/') ? req.path.slice(1) : req.path;
+  if (path === '' || path === '/') {
+    const entries = (req.body as { resourceType?: unknown; entry?: unknown } | undefined)?.entry;
+    if (!Array.isArray(entries)) return false;
+    for (const e of entries as { resource?: { resourceType?: unknown }; request?: { url?: unknown } }[]) {
+      if (typeof e?.resource?.resourceType === 'string' && TYPE_SET.has(e.resource.resourceType)) return true;
+      const url = e?.request?.url;
+      if (typeof url === 'string' && TYPE_SET.has(url.replace(/^\/+/, '').split(/[/?]/, 1)[0]!)) return true;
+    }
+    return false;
+  }
+  const slash = path.indexOf('/');
+  if (!TYPE_SET.has(slash < 0 ? path : path.slice(0, slash))) return false;
+  return !/(^|\/)\$[^/]*$/.test(path);
+}
+
+/** How often (ms) the store's history is asked whether the stored terminology changed behind this process. */
+function recheckMs(): number {
+  const raw = process.env.DSP_TERMINOLOGY_RECHECK_MS;
+  const n = raw === undefined || raw === '' ? 5000 : Number(raw);
+  return Number.isFinite(n) && n >= 0 ? n : 5000;
+}
 
 /** Default folder: <project>/terminology, or TERMINOLOGY_DIR. Extra folders: TERMINOLOGY_EXTRA_DIRS (path-separated). */
 export function defaultTerminologyDirs(): string[] {
@@ -64,8 +107,14 @@ export function defaultTerminologyDirs(): string[] {
 }
 
 interface StoreLayer {
+  /** `writeGeneration` when the build started: a write committed during the build makes it stale at once. */
+  generation: number;
+  /** Newest history entry of each type when the layer was built or last checked. */
   marks: string;
-  set: ResourceSet;
+  /** performance.now() of the last history check. */
+  checkedAt: number;
+  /** undefined: the store holds no terminology resources. */
+  set: ResourceSet | undefined;
 }
 
 export class TerminologyService {
@@ -75,6 +124,10 @@ export class TerminologyService {
   private loaded = false;
   private readonly dirs: string[];
   private readonly storeLayers = new WeakMap<Store, StoreLayer>();
+  /** A layer being read (concurrent calls after a write share one read). */
+  private readonly building = new WeakMap<Store, { generation: number; promise: Promise<StoreLayer> }>();
+  /** See DSP_TERMINOLOGY_RECHECK_MS. */
+  recheckMs = recheckMs();
   loadStats = { resources: 0, fragments: 0, ms: 0 };
 
   constructor(dirs: string[] = defaultTerminologyDirs()) {
@@ -99,29 +152,36 @@ export class TerminologyService {
     this.static.add(resource);
   }
 
-  /** The layer of terminology resources held in the store, refreshed when the store's history moved. */
+  /**
+   * The layer of terminology resources held in the store. Free on the common path (a generation comparison
+   * and a clock read); the three one-row history queries run only when the recheck interval has passed, and the
+   * layer is read again only when this process wrote one of the types or the history moved.
+   */
   async storeLayer(store: Store): Promise<ResourceSet | undefined> {
-    const heads: string[] = [];
-    for (const t of TYPES) {
-      const page = await store.history({ resourceType: t, count: 1 });
-      const e = page.entries[0];
-      heads.push(e ? `${e.id}/${e.versionId}/${e.lastUpdated}` : '-');
-    }
-    const marks = heads.join(' ');
-    if (marks === '- - -') return undefined;
     const cached = this.storeLayers.get(store);
-    if (cached && cached.marks === marks) return cached.set;
-    const set = new ResourceSet();
-    for (const t of TYPES) {
-      let cursor: string | undefined;
-      do {
-        const r = await store.search({ resourceTypes: [t], filters: [], sort: [], count: 500, total: 'none', include: [], ...(cursor ? { cursor } : {}) });
-        for (const res of r.resources) set.add(res);
-        cursor = r.next;
-      } while (cursor);
+    if (cached && cached.generation === writeGeneration) {
+      const now = performance.now();
+      if (now - cached.checkedAt < this.recheckMs) return cached.set;
+      const marks = await historyMarks(store);
+      if (marks === cached.marks && cached.generation === writeGeneration) {
+        cached.checkedAt = now;
+        return cached.set;
+      }
     }
-    this.storeLayers.set(store, { marks, set });
-    return set;
+    let building = this.building.get(store);
+    if (!building || building.generation !== writeGeneration) {
+      const generation = writeGeneration;
+      const promise = buildLayer(store, generation).finally(() => {
+        if (this.building.get(store)?.promise === promise) this.building.delete(store);
+      });
+      building = { generation, promise };
+      this.building.set(store, building);
+    }
+    const layer = await building.promise;
+    // A newer layer (built after a later write) is never replaced by an older one.
+    const current = this.storeLayers.get(store);
+    if (!current || current.generation <= layer.generation) this.storeLayers.set(store, layer);
+    return layer.set;
   }
 
   /** A scope for one operation: request resources (tx-resource), then the store, then the static content. */
@@ -147,6 +207,35 @@ export class TerminologyService {
     this.load();
     return new Scope([this.static, this.packages]);
   }
+}
+
+/** The newest history entry of each terminology type, as one string ('- - -' when there is none). */
+async function historyMarks(store: Store): Promise<string> {
+  const heads: string[] = [];
+  for (const t of TYPES) {
+    const page = await store.history({ resourceType: t, count: 1 });
+    const e = page.entries[0];
+    heads.push(e ? `${e.id}/${e.versionId}/${e.lastUpdated}` : '-');
+  }
+  return heads.join(' ');
+}
+
+async function buildLayer(store: Store, generation: number): Promise<StoreLayer> {
+  // Marks first: a write landing while the resources are read moves the history past them, and the next check
+  // reads the layer again.
+  const marks = await historyMarks(store);
+  const checkedAt = performance.now();
+  if (marks === '- - -') return { generation, marks, checkedAt, set: undefined };
+  const set = new ResourceSet();
+  for (const t of TYPES) {
+    let cursor: string | undefined;
+    do {
+      const r = await store.search({ resourceTypes: [t], filters: [], sort: [], count: 500, total: 'none', include: [], ...(cursor ? { cursor } : {}) });
+      for (const res of r.resources) set.add(res);
+      cursor = r.next;
+    } while (cursor);
+  }
+  return { generation, marks, checkedAt, set };
 }
 
 let singleton: TerminologyService | undefined;
