@@ -335,12 +335,12 @@ describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
       lostCodes += lost;
       if (lost || m.quantities.length || m.dates.length) report.push(`${f.slice(samplesDir.length + 1)}: ${JSON.stringify(m)}`);
     }
-    // The full list is printed per sample; the assertion pins the measured figure (204 of 2,559 on 2026-11-22,
-    // 8.0 %; 364 of 2,621 before the instruction acts, packages, generic classes, comments and severities of
-    // older waves were carried, with a code repeated inside one coded element then counted twice).
+    // The full list is printed per sample; the assertion pins the measured figure (196 of 2,559 on 2026-11-22,
+    // 7.7 %; 364 of 2,621 before the instruction acts, packages, generic classes, comments, severities of
+    // older waves and immunization sites were carried, with a code repeated inside one coded element then counted twice).
     console.log(`round trip: ${lostCodes} of ${sourceCodes} coded items lost\n${report.join('\n')}`);
     expect(sourceCodes).toBeGreaterThan(2500);
-    expect(lostCodes).toBeLessThanOrEqual(204);
+    expect(lostCodes).toBeLessThanOrEqual(196);
     // Samples written to the 8.0.0 rules lose nothing.
     for (const name of ['openncp-mock-W8/2-5678-W8.xml', 'openncp-mock-W1-W7/2-5678-W7.xml']) {
       const f = join(samplesDir, name);

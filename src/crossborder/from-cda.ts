@@ -122,6 +122,8 @@ function organization(el: Element | undefined, ctx: Ctx): Reference | undefined 
   if (known) return { reference: known, ...(nm ? { display: nm } : {}) };
   // An organization's telecom is never 'home' (org-3): a CDA use H on it is dropped.
   const tels = telecoms(el).map((t) => (t.use === 'home' ? { system: t.system, value: t.value } : t));
+  // An empty organization element (no id, name, telecom or address) is no organization (org-1).
+  if (!id && !nm && !tels.length && !address(kid(el, 'addr'))) return undefined;
   const org: Organization = { resourceType: 'Organization', ...(id ? { identifier: [id] } : {}), ...(nm ? { name: nm } : {}), ...(tels.length ? { telecom: tels } : {}), ...(address(kid(el, 'addr')) ? { address: [address(kid(el, 'addr'))!] } : {}) };
   const ref = add(ctx, org);
   ctx.orgs.set(key, ref.reference!);
@@ -533,8 +535,13 @@ function immunization(sa: Element, ctx: Ctx): Resource[] {
   if (lot) im.lotNumber = lot;
   const route = fromCD(kid(sa, 'routeCode'), ctx);
   if (route) im.route = route;
+  const site = fromCD(kid(sa, 'approachSiteCode'), ctx);
+  if (site) im.site = site;
   const dq = quantity(kid(sa, 'doseQuantity'));
   if (dq) im.doseQuantity = dq;
+  // The administration unit (a coded unit of the dose, e.g. the LU "VACCINATION DOSE" codes) has no FHIR element.
+  const unit = fromCD(kid(sa, 'administrationUnitCode'), ctx);
+  if (unit) im.extension = cdaExt('administrationUnit', unit);
   const manu = textOf(path(sa, 'consumable', 'manufacturedProduct', 'manufacturerOrganization', 'name'));
   if (manu) im.manufacturer = { display: manu };
   const perf = kid(sa, 'performer');
@@ -756,7 +763,9 @@ export function cdaDocumentToBundle(doc: Element, opts: FromCdaOptions = {}): Bu
     ...(docLang ? { language: docLang } : {}),
     ...(id ? { identifier: id } : {}),
     type: 'document',
-    timestamp: date,
+    // Bundle.timestamp is an instant (when the Bundle was assembled): the document time when it is one, else
+    // the time of this conversion (a date-only effectiveTime stays in Composition.date, no time is invented).
+    timestamp: date && /T\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(date) ? date : new Date().toISOString(),
     entry: [{ fullUrl: `urn:uuid:${compId}`, resource: composition }, ...ctx.entries],
   };
 }

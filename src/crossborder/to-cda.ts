@@ -1049,7 +1049,9 @@ function immunizations(list: Immunization[], sid: string, ctx: Ctx): Built {
         el('statusCode', { code: 'completed' }),
         ts('effectiveTime', im.occurrenceDateTime),
         im.route ? toCD(displayed(im.route), { tag: 'routeCode', valueSet: VS.route }) : undefined,
+        im.site ? toCD(displayed(im.site), { tag: 'approachSiteCode', valueSet: VS.bodySite }) : undefined,
         im.doseQuantity ? pq('doseQuantity', im.doseQuantity) : undefined,
+        readCdaExt(im, 'administrationUnit') ? toCD(displayed(readCdaExt(im, 'administrationUnit')), { tag: 'administrationUnitCode' }) : undefined,
         el(
           'consumable',
           { typeCode: 'CSM' },
