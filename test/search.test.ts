@@ -13,7 +13,7 @@ import type { SearchRequest } from '../src/search/types.ts';
 import { expandSearchFilters } from '../src/search/valuesets.ts';
 import { ResourceSet, Scope } from '../src/terminology/registry.ts';
 import { FhirError } from '../src/fhir/outcome.ts';
-import { compileSearch, deleteIndex, installSearchSchema, resolveIncludes, writeIndex } from '../src/store/sqlite/search-sql.ts';
+import { compileSearch, deleteIndex, installSearchSchema, paramIds, resolveIncludes, writeIndex } from '../src/store/sqlite/search-sql.ts';
 import {
   compileMongoFilter,
   mongoIndexFields,
@@ -182,7 +182,9 @@ interface Page {
 const key = (r: Resource) => `${r.resourceType}/${r.id}`;
 
 function sqlitePage(request: SearchRequest): Page {
-  const c = compileSearch(request);
+  // With parameter ids and their row counts the store chooses, per filter, between driving the query and
+  // probing each row (test/search-probe.test.ts forces the probe form with DSP_SEARCH_PROBE_BOUND=0).
+  const c = compileSearch(request, { paramIds: paramIds(db) });
   const rows = db.prepare(c.sql).all(...(c.params as SQLInputValue[])) as Record<string, unknown>[];
   const page = rows.slice(0, request.count);
   const resources = page.map((r) => JSON.parse(r.content as string) as Resource);
