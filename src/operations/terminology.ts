@@ -31,6 +31,8 @@ const MAX_EXPANSION = 1000;
 
 // -- parameters ---------------------------------------------------------------------------------------------
 
+const NONE: ParametersParameter[] = [];
+
 /** Input parameters from the query (GET / form) or a Parameters body (POST). */
 export class OpParams {
   readonly list: ParametersParameter[];
@@ -48,8 +50,18 @@ export class OpParams {
     }
     this.list = list;
   }
+  private byName?: Map<string, ParametersParameter[]>;
+  /** The parameters of one name, in order (indexed once per request: every option is looked up by name). */
   all(name: string): ParametersParameter[] {
-    return this.list.filter((p) => p.name === name);
+    if (!this.byName) {
+      this.byName = new Map();
+      for (const p of this.list) {
+        const l = this.byName.get(p.name);
+        if (l) l.push(p);
+        else this.byName.set(p.name, [p]);
+      }
+    }
+    return this.byName.get(name) ?? NONE;
   }
   has(...names: string[]): boolean {
     return names.some((n) => this.all(n).length > 0);
@@ -57,6 +69,8 @@ export class OpParams {
   str(...names: string[]): string | undefined {
     for (const n of names) {
       for (const p of this.all(n)) {
+        // Query parameters are valueString: no walk over the keys.
+        if (typeof p.valueString === 'string') return p.valueString;
         for (const [k, v] of Object.entries(p)) if (k.startsWith('value') && (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')) return String(v);
       }
     }

@@ -115,6 +115,8 @@ interface StoreLayer {
   checkedAt: number;
   /** undefined: the store holds no terminology resources. */
   set: ResourceSet | undefined;
+  /** The scope over this layer and the static content (made on first use; Scope holds no per-call state). */
+  scope?: Scope;
 }
 
 export class TerminologyService {
@@ -184,8 +186,23 @@ export class TerminologyService {
     return layer.set;
   }
 
+  /**
+   * The scope without request resources, when the store's layer is known to be fresh (no write since it was
+   * read, recheck interval not passed): no await, no allocation. undefined: call `scope()`.
+   */
+  freshScope(store: Store): Scope | undefined {
+    const cached = this.storeLayers.get(store);
+    if (!this.loaded || !cached || cached.generation !== writeGeneration || performance.now() - cached.checkedAt >= this.recheckMs) return undefined;
+    if (!cached.scope) cached.scope = new Scope(cached.set ? [cached.set, this.static, this.packages] : [this.static, this.packages]);
+    return cached.scope;
+  }
+
   /** A scope for one operation: request resources (tx-resource), then the store, then the static content. */
   async scope(store: Store | undefined, extra: Resource[] = []): Promise<Scope> {
+    if (store && !extra.length) {
+      const fresh = this.freshScope(store);
+      if (fresh) return fresh;
+    }
     this.load();
     const layers: ResourceSet[] = [];
     if (extra.length) {

@@ -1,0 +1,171 @@
+/**
+ * `node_modules/.bin/node bench/terminology-http.ts [options]`: latency of the terminology operations over HTTP
+ * (issue 5: p99 < 5 ms) against peers answered by the same server in the same run.
+ *
+ * The server runs in its own process (src/cli/main.ts serve, empty data folder, no examples, logging off) with
+ * every MVC value set, the LU ConceptMaps and the other static content loaded; the client (this process) sends
+ * GET requests over keep-alive connections, `--concurrency` in flight (default 1: sequential). The request kinds
+ * are interleaved (request i is kind i mod 5), so every kind sees the same machine load:
+ *   validate-code  ValueSet/$validate-code on eHDSIIllnessandDisorder 8.0.0 (14,158 ICD-10 codes), codes drawn
+ *                  from its expansion, one in seven absent (result=false);
+ *   translate      ConceptMap/$translate, LU VIDAL substance -> ATC (forward);
+ *   translate-rev  ConceptMap/$translate, ATC -> VIDAL (reverse=true);
+ *   read           peer: GET Patient/{id} (a plain point read);
+ *   metadata       peer: GET metadata.
+ * Prints p50/p95/p99 per kind and the p99 ratio to the plain read; writes bench/results/terminology-http.json.
+ *
+ * Options: --requests N (per kind, default 3000), --warmup N (per kind, default 300), --concurrency C,
+ * --kinds a,b (a subset of the kinds above; the read is always kept as the peer), --synchronous FULL|NORMAL (the server's DSP_SQLITE_SYNCHRONOUS, which the audit commit every response waits
+ * for follows; default FULL),
+ * --cpu-prof (server profile in bench/results/profile/; `node bench/profile-summary.ts --phase measured
+ * --results bench/results/terminology-http.json` keeps the measured requests), --out FILE.
+ */
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
+import { loadSigningKey, signDevToken } from '../src/access/tokens.ts';
+import { PROJECT_ROOT, RESULTS_DIR } from './lib/data.ts';
+import { Client, waitUntilUp } from './lib/http.ts';
+import { freePort, startChild } from './lib/proc.ts';
+import { rng, summarize, type LatencySummary } from './lib/stats.ts';
+
+const { values: opts } = parseArgs({
+  options: {
+    requests: { type: 'string', default: '3000' },
+    warmup: { type: 'string', default: '300' },
+    concurrency: { type: 'string', default: '1' },
+    kinds: { type: 'string' },
+    synchronous: { type: 'string', default: process.env.DSP_SQLITE_SYNCHRONOUS ?? 'FULL' },
+    'cpu-prof': { type: 'boolean', default: false },
+    out: { type: 'string', default: join(RESULTS_DIR, 'terminology-http.json') },
+  },
+});
+const perKind = Number(opts.requests);
+const warmup = Number(opts.warmup);
+const concurrency = Number(opts.concurrency);
+for (const [k, v] of [['requests', perKind], ['warmup', warmup], ['concurrency', concurrency]] as const) {
+  if (!Number.isInteger(v) || v < (k === 'warmup' ? 0 : 1)) {
+    console.error(`bench: --${k} must be a positive integer`);
+    process.exit(1);
+  }
+}
+
+const synchronous = opts.synchronous.toUpperCase();
+if (synchronous !== 'FULL' && synchronous !== 'NORMAL') {
+  console.error('bench: --synchronous must be FULL or NORMAL');
+  process.exit(1);
+}
+
+const VS = 'http://terminology.ehdsi.eu/ValueSet/eHDSIIllnessandDisorder';
+const ICD10 = 'http://hl7.org/fhir/sid/icd-10';
+const VIDAL_SUBSTANCES = 'urn:oid:1.3.182.5.35';
+const ATC = 'http://www.whocc.no/atc';
+const q = (params: Record<string, string>) => new URLSearchParams(params).toString();
+
+const work = mkdtempSync(join(tmpdir(), 'dsp-bench-tx-'));
+const port = await freePort();
+const profDir = join(RESULTS_DIR, 'profile');
+if (opts['cpu-prof']) mkdirSync(profDir, { recursive: true });
+const child = startChild(
+  [...(opts['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), 'src/cli/main.ts', 'serve'],
+  { ...process.env, PORT: String(port), DSP_HOST: '127.0.0.1', DSP_DATA_DIR: join(work, 'server'), DSP_LOAD_EXAMPLES: 'false', DSP_LOG_LEVEL: 'silent', DSP_SQLITE_SYNCHRONOUS: synchronous },
+  PROJECT_ROOT,
+);
+const token = await signDevToken(await loadSigningKey(join(work, 'server', 'signing-key.jwk.json')), 'dsp-fhir', { role: 'admin', id: 'Practitioner/bench' });
+const client = new Client(port, concurrency);
+client.defaultHeaders.authorization = `Bearer ${token}`;
+
+try {
+  await waitUntilUp(client, '/fhir/metadata', 60_000, child.alive);
+  // The first terminology call loads the static content (seconds): not measured.
+  const t0 = performance.now();
+  const exp = await client.send('GET', `/fhir/ValueSet/$expand?${q({ url: VS, valueSetVersion: '8.0.0', count: '1000', offset: '3000' })}`);
+  if (exp.status !== 200) throw new Error(`$expand answered ${exp.status}: ${exp.body.slice(0, 300)}`);
+  console.log(`bench: terminology loaded by the first call in ${Math.round(performance.now() - t0)} ms`);
+  const codes = ((JSON.parse(exp.body) as { expansion?: { contains?: { code?: string }[] } }).expansion?.contains ?? []).map((c) => c.code!).filter(Boolean);
+  if (codes.length < 100) throw new Error(`the expansion gave ${codes.length} codes`);
+  const patient = await client.send('POST', '/fhir/Patient', JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Bench' }] }), { prefer: 'return=representation' });
+  if (patient.status !== 201) throw new Error(`POST Patient answered ${patient.status}`);
+  const patientId = (JSON.parse(patient.body) as { id: string }).id;
+
+  const random = rng(7);
+  const substances = ['3728', '18996', '18204', '18416'];
+  const atc = ['J05AF01', 'J05AF07', 'J05AG01', 'J05AF06'];
+  const kinds: { name: string; peer?: boolean; path: () => string }[] = [
+    {
+      name: 'validate-code',
+      path: () => {
+        const code = random() < 1 / 7 ? `X${Math.floor(random() * 1000)}.9` : codes[Math.floor(random() * codes.length)];
+        return `/fhir/ValueSet/$validate-code?${q({ url: VS, valueSetVersion: '8.0.0', system: ICD10, code })}`;
+      },
+    },
+    { name: 'translate', path: () => `/fhir/ConceptMap/$translate?${q({ system: VIDAL_SUBSTANCES, code: substances[Math.floor(random() * 4)], targetsystem: ATC })}` },
+    { name: 'translate-rev', path: () => `/fhir/ConceptMap/$translate?${q({ system: ATC, code: atc[Math.floor(random() * 4)], reverse: 'true' })}` },
+    { name: 'read', peer: true, path: () => `/fhir/Patient/${patientId}` },
+    { name: 'metadata', peer: true, path: () => '/fhir/metadata' },
+  ];
+  if (opts.kinds) {
+    const want = new Set(opts.kinds.split(','));
+    for (let i = kinds.length - 1; i >= 0; i--) if (!want.has(kinds[i].name)) kinds.splice(i, 1);
+    if (!kinds.some((k) => k.name === 'read')) kinds.push({ name: 'read', peer: true, path: () => `/fhir/Patient/${patientId}` });
+  }
+  const samples = kinds.map(() => [] as number[]);
+  let errors = 0;
+  let firstError = '';
+  const run = async (total: number, keep: boolean) => {
+    let next = 0;
+    const worker = async () => {
+      while (next < total) {
+        const k = next++ % kinds.length;
+        const path = kinds[k].path();
+        const r = await client.send('GET', path);
+        if (r.status !== 200) {
+          errors++;
+          firstError ||= `GET ${path} answered ${r.status}: ${r.body.slice(0, 200)}`;
+        }
+        if (keep) samples[k].push(r.ms);
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  };
+  await run(warmup * kinds.length, false);
+  const cpu0 = child.cpuSeconds();
+  const load0 = loadavg()[0];
+  const mono = () => Number(process.hrtime.bigint() / 1000n);
+  const measured0 = mono();
+  const m0 = performance.now();
+  await run(perKind * kinds.length, true);
+  const phasesMonotonicUs = { measured: [measured0, mono()] };
+  const seconds = (performance.now() - m0) / 1000;
+  const cpu = child.cpuSeconds() - cpu0;
+  if (errors) throw new Error(`${errors} errors, first: ${firstError}`);
+
+  const summary: Record<string, LatencySummary> = {};
+  kinds.forEach((k, i) => (summary[k.name] = summarize(samples[i])));
+  const read = summary.read;
+  const f = (x: number) => x.toFixed(2);
+  console.log(`bench: ${perKind} requests per kind, ${concurrency} in flight, synchronous=${synchronous}, ${seconds.toFixed(1)} s, ${Math.round((perKind * kinds.length) / seconds)} requests/s, server CPU ${Math.round((cpu * 1e6) / (perKind * kinds.length))} us per request (all kinds), load average ${load0.toFixed(1)} -> ${loadavg()[0].toFixed(1)} on ${availableParallelism()} cores`);
+  console.log('| kind | p50 ms | p95 ms | p99 ms | max ms | p99 / read p99 |');
+  console.log('|---|---:|---:|---:|---:|---:|');
+  for (const k of kinds) {
+    const s = summary[k.name];
+    console.log(`| ${k.name}${k.peer ? ' (peer)' : ''} | ${f(s.p50)} | ${f(s.p95)} | ${f(s.p99)} | ${f(s.max)} | ${(s.p99 / read.p99).toFixed(2)} |`);
+  }
+  const worst = Math.max(...['validate-code', 'translate', 'translate-rev'].map((k) => summary[k]?.p99 ?? 0));
+  console.log(`target p99 < 5 ms for $validate-code and $translate: ${worst < 5 ? 'met' : 'NOT met'} (worst p99 ${f(worst)} ms)`);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  let commit = '';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: PROJECT_ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    /* no git */
+  }
+  writeFileSync(opts.out, JSON.stringify({ date: new Date().toISOString(), commit, perKind, concurrency, synchronous, seconds, serverCpuSeconds: cpu, loadavg: [load0, loadavg()[0]], summary, targetMet: worst < 5, phasesMonotonicUs }, null, 2));
+} finally {
+  client.close();
+  const code = await child.stop();
+  if (code !== 0 && code !== null) console.error(`bench: the server exited with code ${code}\n${child.output()}`);
+  rmSync(work, { recursive: true, force: true });
+}
