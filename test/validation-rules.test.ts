@@ -1,7 +1,7 @@
 /**
  * Rule families of the profile layer added for issue 4: minValue/maxValue, maxLength, Coding displays,
  * QuestionnaireResponse against its Questionnaire, Bundle rules, narrative (txt-1), Coding.system, urn:uuid
- * format, attachment size, corrected invariants (que-12), invariants that evaluate to empty (vs-1 on a Period),
+ * format, attachment size, corrected invariants (que-12, per-1 with mixed precisions), invariants that evaluate to empty (vs-1 on a Period),
  * ImplementationGuide global profiles.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -248,6 +248,15 @@ describe('Bundle, narrative and value rules', () => {
     expect(errorsOf(validateFull(hr)), show(validateFull(hr))).toEqual([]);
     const { effectivePeriod: _p, ...rest } = hr;
     expectIssue(validateFull({ ...rest, effectiveDateTime: '2024-01' }), 'error', 'Observation.effective.ofType(dateTime)', /vs-1/);
+  });
+  it('per-1: start after end, or the same day at different precisions, fails (as HL7); ordered periods pass', () => {
+    const enc = (period: Record<string, string>) => ({ resourceType: 'Encounter', text: narrative, status: 'finished', class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' }, period });
+    for (const ok of [{ start: '2023-06-21', end: '2023-06-22T06:20:00Z' }, { start: '2023-06-21T08:00:00+02:00', end: '2023-06-21T06:20:00Z' }, { start: '2023-06', end: '2023-06' }, { start: '2023-06-21' }]) {
+      const issues = validateFull(enc(ok));
+      expect(issues.filter((i) => /per-1/.test(i.diagnostics)), JSON.stringify(ok)).toEqual([]);
+    }
+    expectIssue(validateFull(enc({ start: '2023-06-21', end: '2023-06-21T06:20:00Z' })), 'error', 'Encounter.period', /per-1/);
+    expectIssue(validateFull(enc({ start: '2023-06-22T00:00:00Z', end: '2023-06-21T23:00:00Z' })), 'error', 'Encounter.period', /per-1/);
   });
   it('an ImplementationGuide global profile applies to every resource of its type', () => {
     const reg = packageRegistry();

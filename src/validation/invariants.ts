@@ -200,6 +200,26 @@ const HAND_WRITTEN: Record<string, Native> = {
   // bdl-8 (rewritten above; the published text is equivalent).
   [REWRITES['bdl-8']!]: (d) => !(isObj(d) && typeof d.fullUrl === 'string' && d.fullUrl.includes('/_history/')),
   "fullUrl.contains('/_history/').not()": (d) => !(isObj(d) && typeof d.fullUrl === 'string' && d.fullUrl.includes('/_history/')),
+  // per-1: start <= end. Values of different precisions are compared at the shorter one; when they are equal
+  // there the order is uncertain and the rule fails, as in HL7's validator (FHIRPath gives empty there).
+  'start.hasValue().not() or end.hasValue().not() or (start <= end)': (d) => {
+    if (!isObj(d) || typeof d.start !== 'string' || typeof d.end !== 'string') return true;
+    const a = d.start;
+    const b = d.end;
+    const timeA = a.length > 10;
+    const timeB = b.length > 10;
+    if (timeA && timeB) {
+      const ta = Date.parse(a);
+      const tb = Date.parse(b);
+      return Number.isNaN(ta) || Number.isNaN(tb) || ta <= tb;
+    }
+    // A date (YYYY, YYYY-MM, YYYY-MM-DD) on either side: compare at the shorter precision.
+    const n = Math.min(timeA ? 10 : a.length, timeB ? 10 : b.length);
+    const pa = a.slice(0, n);
+    const pb = b.slice(0, n);
+    if (pa !== pb) return pa < pb;
+    return a.length === b.length; // the same date on both sides passes; a different precision is uncertain
+  },
   // vs-1 (vital signs): a dateTime effective value is precise to the day; other types are not concerned.
   "($this as dateTime).toString().length() >= 8": (d) => typeof d !== 'string' || d.length >= 8,
   // obs-7: a component code may not repeat the Observation's own code when the Observation has a value.
