@@ -59,7 +59,7 @@ function operationScopes(name: string, info: Classified, req: FhirRequest): { ty
     if (level === 'instance') return [{ type: info.type!, perms: ['r'] }];
     // Type level: validating before a write is part of writing (c / u) or reading that type.
     const body = req.body as { resourceType?: unknown; parameter?: { name?: string; resource?: { resourceType?: unknown } }[] } | undefined;
-    const inner = body?.resourceType === 'Parameters' ? body.parameter?.find((p) => p?.name === 'resource')?.resource?.resourceType : body?.resourceType;
+    const inner = body?.resourceType === 'Parameters' ? (Array.isArray(body.parameter) ? body.parameter.find((p) => p?.name === 'resource')?.resource?.resourceType : undefined) : body?.resourceType;
     const t = info.type ?? (typeof inner === 'string' ? inner : '*');
     return [{ type: t, perms: ['r', 'c', 'u'] }];
   }
