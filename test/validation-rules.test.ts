@@ -250,7 +250,7 @@ describe('Bundle, narrative and value rules', () => {
     expectIssue(validateFull({ ...rest, effectiveDateTime: '2024-01' }), 'error', 'Observation.effective.ofType(dateTime)', /vs-1/);
   });
   it('per-1: start after end, or the same day at different precisions, fails (as HL7); ordered periods pass', () => {
-    const enc = (period: Record<string, string>) => ({ resourceType: 'Encounter', text: narrative, status: 'finished', class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' }, period });
+    const enc = (period: { start: string; end?: string }) => ({ resourceType: 'Encounter', text: narrative, status: 'finished', class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' }, period });
     for (const ok of [{ start: '2023-06-21', end: '2023-06-22T06:20:00Z' }, { start: '2023-06-21T08:00:00+02:00', end: '2023-06-21T06:20:00Z' }, { start: '2023-06', end: '2023-06' }, { start: '2023-06-21' }]) {
       const issues = validateFull(enc(ok));
       expect(issues.filter((i) => /per-1/.test(i.diagnostics)), JSON.stringify(ok)).toEqual([]);
