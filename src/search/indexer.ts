@@ -550,14 +550,7 @@ export function extractReferences(resource: Resource, params?: ReadonlySet<strin
     const convert = CONVERTERS.reference!;
     for (const p of compiledFor(resource.resourceType)) {
       if (p.def.type !== 'reference' || p.components || (params && !params.has(p.def.code))) continue;
-      if (p.keys && !p.keys.some((k) => obj[k] !== undefined && obj[k] !== null)) continue;
-      let nodes: Node[];
-      try {
-        nodes = p.evaluate(root);
-      } catch {
-        continue;
-      }
-      for (const n of nodes) convert(p.def.code, n, out);
+      for (const n of nodesOf(p, root, obj)) convert(p.def.code, n, out);
     }
     return out;
   } finally {
@@ -570,13 +563,7 @@ function extractWithMemo(resource: Resource): IndexValue[] {
   const root: Node[] = [{ value: resource, type: resource.resourceType }];
   const obj = resource as unknown as Record<string, unknown>;
   for (const p of compiledFor(resource.resourceType)) {
-    if (p.keys && !p.keys.some((k) => obj[k] !== undefined && obj[k] !== null)) continue;
-    let nodes: Node[];
-    try {
-      nodes = p.evaluate(root);
-    } catch {
-      continue;
-    }
+    const nodes = nodesOf(p, root, obj);
     if (!nodes.length) continue;
     if (p.components) {
       extractComposite(p, nodes, out);
@@ -587,6 +574,16 @@ function extractWithMemo(resource: Resource): IndexValue[] {
     for (const n of nodes) convert(p.def.code, n, out);
   }
   return dedupe(out);
+}
+
+/** A parameter's nodes in a resource; none when its first path step is absent or the expression fails. */
+function nodesOf(p: CompiledParam, root: Node[], obj: Record<string, unknown>): Node[] {
+  if (p.keys && !p.keys.some((k) => obj[k] !== undefined && obj[k] !== null)) return [];
+  try {
+    return p.evaluate(root);
+  } catch {
+    return [];
+  }
 }
 
 function extractComposite(p: CompiledParam, nodes: Node[], out: IndexValue[]): void {
