@@ -5,7 +5,7 @@
  * The server runs in its own process (src/cli/main.ts serve, empty data folder, no examples, logging off) with
  * every MVC value set, the LU ConceptMaps and the other static content loaded; the client (this process) sends
  * GET requests over keep-alive connections, `--concurrency` in flight (default 1: sequential). The request kinds
- * are interleaved (request i is kind i mod 5), so every kind sees the same machine load:
+ * are interleaved in a shuffled order (the same number of each), so every kind sees the same machine load:
  *   validate-code  ValueSet/$validate-code on eHDSIIllnessandDisorder 8.0.0 (14,158 ICD-10 codes), codes drawn
  *                  from its expansion, one in seven absent (result=false);
  *   translate      ConceptMap/$translate, LU VIDAL substance -> ATC (forward);
@@ -114,11 +114,22 @@ try {
   const samples = kinds.map(() => [] as number[]);
   let errors = 0;
   let firstError = '';
+  // Kinds in a shuffled order (the same count of each): a fixed rotation would always put the same kind after
+  // the expensive metadata answer (its garbage collection and socket work land on the next request).
+  const order = (total: number) => {
+    const o = Array.from({ length: total }, (_, i) => i % kinds.length);
+    for (let i = o.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [o[i], o[j]] = [o[j], o[i]];
+    }
+    return o;
+  };
   const run = async (total: number, keep: boolean) => {
+    const seq = order(total);
     let next = 0;
     const worker = async () => {
       while (next < total) {
-        const k = next++ % kinds.length;
+        const k = seq[next++];
         const path = kinds[k].path();
         const r = await client.send('GET', path);
         if (r.status !== 200) {
@@ -158,7 +169,7 @@ try {
   mkdirSync(RESULTS_DIR, { recursive: true });
   let commit = '';
   try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: PROJECT_ROOT, encoding: 'utf8' }).trim();
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: PROJECT_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   } catch {
     /* no git */
   }
