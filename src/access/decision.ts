@@ -65,17 +65,28 @@ function refsOf(resource: Resource): { param: string; ref: string }[] {
   return out;
 }
 
-function compartmentParams(compartment: string, type: string): string[] {
-  const f = compartmentFilter(compartment, '-', [type]);
-  return f.kind === 'compartment' ? (f.paramsByType[type] ?? []) : [];
+const paramMemo = new Map<string, ReadonlySet<string>>();
+
+/** The parameters through which a resource type belongs to a compartment (computed once per pair). */
+function compartmentParams(compartment: string, type: string): ReadonlySet<string> {
+  const key = `${compartment}|${type}`;
+  let params = paramMemo.get(key);
+  if (!params) {
+    const f = compartmentFilter(compartment, '-', [type]);
+    params = new Set(f.kind === 'compartment' ? (f.paramsByType[type] ?? []) : []);
+    paramMemo.set(key, params);
+  }
+  return params;
 }
 
 /** Patients whose record a resource belongs to (its Patient compartment membership). */
 export function patientsOf(resource: Resource): string[] {
   if (resource.resourceType === 'Patient') return [resource.id!];
-  const params = new Set(compartmentParams('Patient', resource.resourceType));
+  const params = compartmentParams('Patient', resource.resourceType);
   const ids = new Set<string>();
-  for (const r of refsOf(resource)) if (params.has(r.param) && r.ref.startsWith('Patient/')) ids.add(r.ref.slice(8));
+  // Only the compartment's parameters are evaluated unless every reference is known already.
+  const refs = refMemo.get(resource) ?? extractReferences(resource, params).map((v) => (v.type === 'reference' && v.targetType && v.targetId ? { param: v.param, ref: `${v.targetType}/${v.targetId}` } : undefined));
+  for (const r of refs) if (r && params.has(r.param) && r.ref.startsWith('Patient/')) ids.add(r.ref.slice(8));
   return [...ids];
 }
 
@@ -83,7 +94,7 @@ export function patientsOf(resource: Resource): string[] {
 export function authorsOf(resource: Resource): Set<string> {
   // A Patient resource is nobody's contribution (its general-practitioner is not its author).
   if (resource.resourceType === 'Patient') return new Set();
-  const practitionerParams = new Set(compartmentParams('Practitioner', resource.resourceType));
+  const practitionerParams = compartmentParams('Practitioner', resource.resourceType);
   const out = new Set<string>();
   for (const r of refsOf(resource)) {
     if (r.param === 'author' || r.param === 'recorder' || r.param === 'asserter' || (practitionerParams.has(r.param) && /^(Practitioner|PractitionerRole)\//.test(r.ref))) out.add(r.ref);
