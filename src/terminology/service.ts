@@ -94,8 +94,11 @@ export function mayWriteTerminology(req: { method: string; path: string; body?: 
 /** How often (ms) the store's history is asked whether the stored terminology changed behind this process. */
 function recheckMs(): number {
   const raw = process.env.DSP_TERMINOLOGY_RECHECK_MS;
-  const n = raw === undefined || raw === '' ? 5000 : Number(raw);
-  return Number.isFinite(n) && n >= 0 ? n : 5000;
+  if (raw === undefined || raw.trim() === '') return 5000;
+  const n = Number(raw);
+  // The service is made at server start (src/server.ts): a bad value stops it there, naming the variable.
+  if (!Number.isInteger(n) || n < 0) throw new Error(`DSP_TERMINOLOGY_RECHECK_MS must be a whole number of milliseconds >= 0, not '${raw}'`);
+  return n;
 }
 
 /** Default folder: <project>/terminology, or TERMINOLOGY_DIR. Extra folders: TERMINOLOGY_EXTRA_DIRS (path-separated). */
