@@ -15,12 +15,12 @@ import type {
   Organization, Patient, PatientContact, ClinicalImpression, Practitioner, Procedure, Quantity, Reference, Resource, Dosage, Timing, Annotation,
 } from 'fhir/r4';
 import { FhirError, unprocessable } from '../fhir/outcome.ts';
-import { oidToUri } from '../terminology/codesystems.ts';
+import { isOid } from '../terminology/codesystems.ts';
 import { attr, hasTemplate, kid, kids, parseXml, path, textOf, xsiType, CDA_NS, PHARM_NS, type Element, type XmlLimits, at } from './cda/xml.ts';
 import { tsToFhir } from './dates.ts';
 import { registerCrossborderExtensions } from './extensions.ts';
-import { narrativeIds, narrativeToXhtml } from './narrative.ts';
-import { fromCD, EXT_NULLFLAVOR, type ReadContext } from './transcode.ts';
+import { labels, narrativeIds, narrativeToXhtml } from './narrative.ts';
+import { cdaUidToUri, fromCD, EXT_NULLFLAVOR, type ReadContext } from './transcode.ts';
 
 export const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
 /** A CDA coded element FHIR has no element for, kept for the way back: extension with a name and the concept. */
@@ -67,8 +67,10 @@ function identifier(el: Element | undefined): Identifier | undefined {
   const root = attr(el, 'root');
   const ext = attr(el, 'extension');
   if (!root) return ext ? { value: ext } : undefined;
-  if (!ext) return { system: 'urn:ietf:rfc:3986', value: isUuid(root) ? `urn:uuid:${root.toLowerCase()}` : `urn:oid:${root}` };
-  return { system: isUuid(root) ? `urn:uuid:${root.toLowerCase()}` : `urn:oid:${root}`, value: ext };
+  // An OID root is urn:oid:, a UUID urn:uuid:, anything else (an RUID) is kept under the project namespace (cdaUidToUri).
+  const ns = isUuid(root) ? `urn:uuid:${root.toLowerCase()}` : isOid(root) ? `urn:oid:${root}` : cdaUidToUri(root);
+  if (!ext) return { system: 'urn:ietf:rfc:3986', value: ns };
+  return { system: ns, value: ext };
 }
 
 function humanName(el: Element | undefined): HumanName | undefined {
@@ -114,17 +116,22 @@ function quantity(el: Element | undefined): Quantity | undefined {
 }
 
 function organization(el: Element | undefined, ctx: Ctx): Reference | undefined {
-  if (!el) return undefined;
+  // A nullFlavored organization (unknown) is none, whatever parts it still carries.
+  if (!el || attr(el, 'nullFlavor')) return undefined;
   const id = identifier(kid(el, 'id'));
-  const nm = textOf(kid(el, 'name'));
+  const nm = attr(kid(el, 'name'), 'nullFlavor') ? undefined : textOf(kid(el, 'name'));
   const key = `${id?.system}|${id?.value}|${nm}`;
   const known = ctx.orgs.get(key);
   if (known) return { reference: known, ...(nm ? { display: nm } : {}) };
   // An organization's telecom is never 'home' (org-3): a CDA use H on it is dropped.
   const tels = telecoms(el).map((t) => (t.use === 'home' ? { system: t.system, value: t.value } : t));
-  // An empty organization element (no id, name, telecom or address) is no organization (org-1).
-  if (!id && !nm && !tels.length && !address(kid(el, 'addr'))) return undefined;
-  const org: Organization = { resourceType: 'Organization', ...(id ? { identifier: [id] } : {}), ...(nm ? { name: nm } : {}), ...(tels.length ? { telecom: tels } : {}), ...(address(kid(el, 'addr')) ? { address: [address(kid(el, 'addr'))!] } : {}) };
+  // An organization element with neither id nor name says whose telecom or address it is to no one: it is no
+  // Organization (org-1 wants a name or an identifier, and none is invented). Only header elements carry one.
+  if (!id && !nm) return undefined;
+  // Nor is an organization's address ever 'home' (org-2): a CDA use H on it is dropped.
+  const adr = address(kid(el, 'addr'));
+  if (adr?.use === 'home') delete adr.use;
+  const org: Organization = { resourceType: 'Organization', ...(id ? { identifier: [id] } : {}), ...(nm ? { name: nm } : {}), ...(tels.length ? { telecom: tels } : {}), ...(adr ? { address: [adr] } : {}) };
   const ref = add(ctx, org);
   ctx.orgs.set(key, ref.reference!);
   return { ...ref, ...(nm ? { display: nm } : {}) };
@@ -134,7 +141,12 @@ function practitioner(assigned: Element | undefined, ctx: Ctx): Reference | unde
   if (!assigned) return undefined;
   const person = kid(assigned, 'assignedPerson');
   const org = kid(assigned, 'representedOrganization');
-  if (!person) return organization(org, ctx);
+  if (!person) {
+    // A software author (assignedAuthoringDevice) is named on the reference; its organization, when it has one, is the author.
+    const dev = kid(assigned, 'assignedAuthoringDevice');
+    const software = textOf(kid(dev, 'softwareName')) ?? textOf(kid(dev, 'manufacturerModelName'));
+    return organization(org, ctx) ?? (software ? { display: software } : undefined);
+  }
   const n = humanName(kid(person, 'name'));
   const id = identifier(kid(assigned, 'id'));
   const code = fromCD(kid(assigned, 'code'), ctx);
@@ -156,6 +168,9 @@ function practitioner(assigned: Element | undefined, ctx: Ctx): Reference | unde
   return { ...ref, ...(display ? { display } : {}) };
 }
 
+/** CDA nullFlavor -> data-absent-reason code (anything else, or no element at all: unknown). */
+const DATA_ABSENT: Record<string, string> = { UNK: 'unknown', ASKU: 'asked-unknown', NAV: 'temp-unknown', NASK: 'not-asked', MSK: 'masked', NA: 'not-applicable' };
+
 function patient(doc: Element, ctx: Ctx): Patient {
   const role = path(doc, 'recordTarget', 'patientRole');
   if (!role) throw unprocessable([{ severity: 'error', code: 'required', diagnostics: `ClinicalDocument has no recordTarget/patientRole${at(doc)}` }]);
@@ -174,6 +189,8 @@ function patient(doc: Element, ctx: Ctx): Patient {
     const cls = attr(ae, 'classCode');
     const n = humanName(path(ae, 'associatedPerson', 'name'));
     const org = textOf(path(ae, 'scopingOrganization', 'name'));
+    // A participant with no name, telecom, address or organization tells nothing about whom to contact (pat-1).
+    if (!n && !telecoms(ae).length && !address(kid(ae, 'addr')) && !org) continue;
     contacts.push({
       relationship: [...(rel ? [rel] : []), ...(cls ? [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-RoleClass', code: cls }] }] : [])],
       ...(n ? { name: n } : {}),
@@ -188,7 +205,8 @@ function patient(doc: Element, ctx: Ctx): Patient {
     ...(names.length ? { name: names } : {}),
     ...(telecoms(role).length ? { telecom: telecoms(role) } : {}),
     ...(gender ? { gender } : { gender: 'unknown' }),
-    ...(birth ? { birthDate: birth.slice(0, 10) } : {}),
+    // The birth date is required (IPS, LU PS): a source without one says so with data-absent-reason.
+    ...(birth ? { birthDate: birth.slice(0, 10) } : { _birthDate: { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: DATA_ABSENT[attr(kid(p, 'birthTime'), 'nullFlavor') ?? ''] ?? 'unknown' }] } }),
     ...(addrs.length ? { address: addrs } : {}),
     ...(contacts.length ? { contact: contacts } : {}),
     ...(langs.length ? { communication: langs.map((l) => ({ language: { coding: [{ system: 'urn:ietf:bcp:47', code: l }] } })) } : {}),
@@ -357,7 +375,9 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
     const value = fromCD(kid(obs, 'value'), ctx);
     const obsCode = fromCD(kid(obs, 'code'), ctx);
     if (isAbsent(value)) {
-      out.push({ resourceType: 'AllergyIntolerance', code: value, patient: ctx.patientRef, ...(value?.coding?.[0]?.code === 'no-known-allergies' ? { verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] }, clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] } } : {}) } as AllergyIntolerance);
+      // no-known-allergies: a confirmed, active statement (as IPS writes it); no-allergy-info: the concern's status.
+      const known = value?.coding?.[0]?.code === 'no-known-allergies';
+      out.push({ resourceType: 'AllergyIntolerance', code: value, patient: ctx.patientRef, clinicalStatus: allergyClinical(known ? 'active' : concernClinical(act, obs)), ...(known ? { verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] } } : {}) } as AllergyIntolerance);
       continue;
     }
     const agent = fromCD(path(obs, 'participant', 'participantRole', 'playingEntity', 'code'), ctx) ?? value ?? { text: entryText(obs, ctx) ?? 'unknown' };
@@ -421,12 +441,31 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
         else ext.push(...cdaExt('status', v));
       }
     }
-    // ait-1: a clinical status is required unless the record is entered-in-error; the CDA concern is active.
-    if (!a.clinicalStatus && a.verificationStatus?.coding?.[0]?.code !== 'entered-in-error') a.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: statusOf(act) === 'completed' ? 'inactive' : 'active' }] };
+    // ait-1: a clinical status is required unless the record is entered-in-error: with no allergy status
+    // observation it comes from the concern act (concernClinical).
+    if (!a.clinicalStatus && a.verificationStatus?.coding?.[0]?.code !== 'entered-in-error') a.clinicalStatus = allergyClinical(concernClinical(act, obs));
     if (ext.length) a.extension = ext;
     out.push(a);
   }
   return out;
+}
+
+function allergyClinical(code: string): CodeableConcept {
+  return { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code }] };
+}
+
+/**
+ * The allergy's clinical status when the CDA has no allergy status observation (eHDSI 3.34), as the IPS / eHDSI
+ * mappings read the concern: its statusCode (active or suspended -> active, completed or aborted -> inactive),
+ * else an end (effectiveTime high of the concern or the observation) -> resolved; with nothing said, active: an
+ * entry of the allergy list is a current concern, and ait-1 admits no absent status.
+ */
+function concernClinical(act: Element, obs: Element): string {
+  const st = statusOf(act);
+  if (st === 'active' || st === 'suspended') return 'active';
+  if (st === 'completed' || st === 'aborted') return 'inactive';
+  if (high(kid(act, 'effectiveTime')) ?? high(kid(obs, 'effectiveTime'))) return 'resolved';
+  return 'active';
 }
 
 const PROBLEM_STATUS: Record<string, string> = { '55561003': 'active', '73425007': 'inactive', '413322009': 'resolved', '277022003': 'remission', '255227004': 'recurrence' };
@@ -489,7 +528,8 @@ function procedure(p: Element, ctx: Ctx): Resource[] {
     subject: ctx.patientRef,
   };
   if (!isAbsent(code)) {
-    if (kid(et, 'low') || kid(et, 'high')) r.performedPeriod = { ...(low(et) ? { start: low(et) } : {}), ...(high(et) ? { end: high(et) } : {}) };
+    // A period with only nullFlavored bounds is no period (an empty object is not FHIR).
+    if ((kid(et, 'low') || kid(et, 'high')) && (low(et) || high(et))) r.performedPeriod = { ...(low(et) ? { start: low(et) } : {}), ...(high(et) ? { end: high(et) } : {}) };
     else if (time(et)) r.performedDateTime = time(et);
   }
   const sites = kids(p, 'targetSiteCode').map((s) => fromCD(s, ctx)).filter((x): x is CodeableConcept => !!x);
@@ -753,7 +793,7 @@ export function cdaDocumentToBundle(doc: Element, opts: FromCdaOptions = {}): Bu
     ...(laRef ? { attester: [{ mode: 'legal', ...(time(kid(la, 'time')) ? { time: time(kid(la, 'time')) } : {}), party: laRef }] } : {}),
     ...(custodian ? { custodian } : {}),
     ...(parent ? { relatesTo: [{ code: 'transforms', targetIdentifier: parent }] } : {}),
-    ...(se ? { event: [{ period: { ...(low(se) && kid(se, 'low') ? { start: low(se) } : {}), ...(high(se) ? { end: high(se) } : {}) } }] } : {}),
+    ...(se && ((low(se) && kid(se, 'low')) || high(se)) ? { event: [{ period: { ...(low(se) && kid(se, 'low') ? { start: low(se) } : {}), ...(high(se) ? { end: high(se) } : {}) } }] } : {}),
     section: sections,
   };
   if (docLang) composition.language = docLang;
@@ -776,7 +816,9 @@ function readSection(sec: Element, ctx: Ctx): CompositionSection[] {
   const key = KEY[loinc];
   narrativeIds(kid(sec, 'text'), ctx.narrative);
   const div = narrativeToXhtml(kid(sec, 'text'));
-  const title = textOf(kid(sec, 'title'));
+  // Composition.section.title is required (IPS, LU PS): a section without one is titled by its code, the
+  // section label in the reader's language (narrative.ts), else the code's display.
+  const title = textOf(kid(sec, 'title')) ?? (key ? labels(ctx.lang ?? 'en')[key] : undefined) ?? code?.coding?.[0]?.display ?? code?.text;
   const refs: Reference[] = [];
   for (const e of kids(sec, 'entry')) {
     for (const r of key ? sectionResources(key, e, ctx) : []) refs.push(add(ctx, r));

@@ -14,11 +14,11 @@ import type {
   Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
 } from 'fhir/r4';
 import { badRequest, unprocessable } from '../fhir/outcome.ts';
-import { uriToOid, describeCodeSystem, isOid } from '../terminology/codesystems.ts';
+import { uriToOid, isOid } from '../terminology/codesystems.ts';
 import { serialize, type X } from './cda/xml.ts';
 import { fhirToTs } from './dates.ts';
 import { labels, paragraph, table, type Cell } from './narrative.ts';
-import { designation, inValueSet, toCD, valueSetMembers, VS } from './transcode.ts';
+import { describeCodeSystem, designation, inValueSet, keptCdaUid, toCD, valueSetMembers, VS } from './transcode.ts';
 import { readCdaExt } from './from-cda.ts';
 
 const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
@@ -70,7 +70,10 @@ function ii(id: Identifier | undefined, tag = 'id'): X {
   if (id.system === 'urn:ietf:rfc:3986') {
     if (/^urn:uuid:/i.test(id.value)) return el(tag, { root: uuidRoot(id.value) });
     if (/^urn:oid:/i.test(id.value)) return el(tag, { root: id.value.slice(8) });
+    if (keptCdaUid(id.value)) return el(tag, { root: keptCdaUid(id.value) });
   }
+  // A source root that is neither OID nor UUID (an RUID such as `PRT00000009`) goes back as it came.
+  if (keptCdaUid(id.system)) return el(tag, { root: keptCdaUid(id.system), extension: id.value });
   const oid = id.system ? uriToOid(id.system) : undefined;
   if (oid && (isOid(oid) || /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/.test(oid))) return el(tag, { root: oid.toUpperCase(), extension: id.value });
   // A source root that is an RUID (the third form of the CDA uid type, e.g. `PRT00000009`) goes back as it came.
@@ -80,7 +83,7 @@ function ii(id: Identifier | undefined, tag = 'id'): X {
 }
 
 function idForResource(r: Resource | undefined, root: string): X {
-  const id = (r as { identifier?: Identifier[] } | undefined)?.identifier?.find((i) => i.value && (i.system?.startsWith('urn:oid:') || i.system === 'urn:ietf:rfc:3986'));
+  const id = (r as { identifier?: Identifier[] } | undefined)?.identifier?.find((i) => i.value && (i.system?.startsWith('urn:oid:') || i.system === 'urn:ietf:rfc:3986' || keptCdaUid(i.system)));
   if (id) return ii(id);
   if (r?.id && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(r.id)) return el('id', { root: r.id.toUpperCase() });
   return el('id', { root, extension: r?.id });
@@ -179,7 +182,7 @@ function pq(tag: string, q: Quantity | undefined, xsiType?: string): X {
   if (!q || q.value === undefined) return el(tag, { ...(xsiType ? { 'xsi:type': xsiType } : {}), nullFlavor: 'UNK' });
   const ucum = !q.system || q.system === 'http://unitsofmeasure.org';
   let unit = ucum ? (q.code ?? q.unit ?? '1') : '1';
-  const tr = !ucum && q.code ? [el('translation', { value: q.value, code: q.code, codeSystem: uriToOid(q.system!) ?? '2.999' })] : [];
+  const tr = !ucum && q.code ? [el('translation', { value: q.value, code: q.code, codeSystem: describeCodeSystem(q.system!).oid ?? '2.999' })] : [];
   // A UCUM unit outside eHDSIUnit only by its case is written in the eHDSIUnit form, the original kept as a
   // PQR translation (same value, the unit as written in the source).
   const fixedCase = ucum ? normalUnit(unit) : undefined;

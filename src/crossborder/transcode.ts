@@ -11,7 +11,7 @@
  * originalText becomes CodeableConcept.text, a nullFlavor is kept in an extension.
  */
 import type { CodeableConcept, Coding, Extension } from 'fhir/r4';
-import { describeCodeSystem, oidToUri, canonicalSystem } from '../terminology/codesystems.ts';
+import { describeCodeSystem as describeTableSystem, oidToUri, canonicalSystem, isOid } from '../terminology/codesystems.ts';
 import { terminologyService } from '../terminology/service.ts';
 import { translate } from '../terminology/engine.ts';
 import { chooseDisplay } from '../terminology/language.ts';
@@ -63,6 +63,40 @@ export const VS = {
   certainty: `${MVC}64`,
   bodySite: `${MVC}65`,
 } as const;
+
+/**
+ * CDA uids (codeSystem, II root) that are neither an OID nor a UUID (`CNPEM`, `CPARA-REACAO`, `NA`, the RUID
+ * `PRT00000009`): FHIR gets them under this project namespace, the value as given (percent-encoded), because
+ * `urn:oid:` demands an OID; the way back to CDA writes the value unchanged (docs/crossborder.md).
+ */
+export const CDA_UID_NS = 'https://dsp.lu/fhir/cda-uid/';
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The FHIR system (or identifier namespace) for a CDA uid: OID -> the table's URI or urn:oid, UUID -> urn:uuid, else CDA_UID_NS. */
+export function cdaUidToUri(uid: string): string {
+  const t = uid.trim();
+  if (isOid(t)) return oidToUri(t);
+  if (UUID_RE.test(t)) return `urn:uuid:${t.toLowerCase()}`;
+  return CDA_UID_NS + encodeURIComponent(t);
+}
+
+/** The CDA uid kept under CDA_UID_NS (undefined for any other URI). */
+export function keptCdaUid(uri: string | undefined): string | undefined {
+  if (!uri?.startsWith(CDA_UID_NS)) return undefined;
+  try {
+    return decodeURIComponent(uri.slice(CDA_UID_NS.length)) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** describeCodeSystem of the terminology module, plus the uids kept under CDA_UID_NS and urn:uuid systems. */
+export function describeCodeSystem(system: string): { uri: string; oid?: string; cdaName?: string } {
+  const kept = keptCdaUid(system);
+  if (kept) return { uri: system, oid: kept };
+  if (/^urn:uuid:/i.test(system) && UUID_RE.test(system.slice(9))) return { uri: system, oid: system.slice(9).toUpperCase() };
+  return describeTableSystem(system);
+}
 
 /** Extension carrying a CDA nullFlavor of a coded element (or value) that FHIR has no slot for. */
 export const EXT_NULLFLAVOR = 'http://dsp.lu/fhir/StructureDefinition/cda-nullflavor';
@@ -226,7 +260,7 @@ function codingOf(el: Element, ctx: ReadContext): Coding | undefined {
   const code = attr(el, 'code');
   const cs = attr(el, 'codeSystem');
   if (!code) return undefined;
-  const system = cs ? oidToUri(cs) : undefined;
+  const system = cs ? cdaUidToUri(cs) : undefined;
   const shown = system ? designation(system, code, ctx.lang) : undefined;
   const display = shown ?? attr(el, 'displayName');
   return {

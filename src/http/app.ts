@@ -15,6 +15,7 @@ import { type Format, contentTypeOf, formatOf, mediaType, parseBody, responseFor
 import { applySubsetting, parseSummary } from '../formats/summary.ts';
 import { authenticate, flushAudit, registerAuthRoutes } from '../access/http.ts';
 import { accessRuntime } from '../access/service.ts';
+import { operationRegistry, type Operation } from '../operations/registry.ts';
 
 export const FHIR_BASE_PATH = '/fhir';
 
@@ -158,6 +159,33 @@ function wantsRawBinary(req: Request, query: [string, string][]): boolean {
   });
 }
 
+/** The registered operation of a `$name` path that takes or answers raw (non-FHIR) XML. */
+function rawXmlOperation(path: string): Operation | undefined {
+  const m = /\/\$([A-Za-z][A-Za-z0-9-]*)\/?$/.exec(path);
+  const op = m ? operationRegistry.get(m[1]!) : undefined;
+  return op?.rawXml ? op : undefined;
+}
+
+/**
+ * Accept names application/xml itself (not application/fhir+xml, not a wildcard) as the most preferred type
+ * and no `_format` is given: the client wants the XML document, not a FHIR resource.
+ */
+function wantsRawXml(req: Request, query: [string, string][]): boolean {
+  if (firstQuery(query, '_format')) return false;
+  const accept = req.get('accept');
+  if (!accept) return false;
+  const ranges = accept
+    .split(',')
+    .map((part, i) => {
+      const [type, ...params] = part.split(';').map((x) => x.trim());
+      const q = params.find((p) => p.startsWith('q='));
+      return { type: (type ?? '').toLowerCase(), q: q ? Number(q.slice(2)) : 1, i };
+    })
+    .filter((r) => r.q > 0)
+    .sort((x, y) => y.q - x.q || x.i - y.i);
+  return ranges[0]?.type === 'application/xml';
+}
+
 async function sendRawBinary(ctx: Context, req: Request, res: Response, query: [string, string][], principal: Principal): Promise<void> {
   const headers: Record<string, string | undefined> = {};
   for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
@@ -189,11 +217,17 @@ async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated
   }
   const contentType = mediaType(req.get('content-type'));
   const rawBody = Buffer.isBuffer(req.body) && req.body.length ? (req.body as Buffer) : undefined;
+  const rawOp = rawXmlOperation(req.path);
   let body: unknown;
   let params = query;
   if (contentType === 'application/x-www-form-urlencoded') {
     // POST _search: form parameters join the URL's.
     params = [...query, ...new URLSearchParams(rawBody?.toString('utf8') ?? '')];
+  } else if (rawOp?.rawXml?.body && contentType === 'application/xml') {
+    // A non-FHIR XML document for an operation that reads one (the CDA of $from-cda): its text, unparsed; the
+    // operation parses it with its guarded parser (DOCTYPE refused, depth and size limits). The size limit of
+    // every body (413) applied when it was read.
+    body = rawBody?.toString('utf8');
   } else {
     body = parseBody(rawBody, contentType, { maxDepth: ctx.config.limits.maxDepth });
   }
@@ -213,7 +247,19 @@ async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated
   const summary = parseSummary(firstQuery(query, '_summary'));
   const elements = firstQuery(query, '_elements');
   // The audit trail of the request is written before the answer leaves (src/access/http.ts).
-  const result: FhirResponse = await flushAudit(ctx, dispatch(ctx, fhirReq));
+  const result: FhirResponse = await flushAudit(ctx, dispatch(ctx, fhirReq), fhirReq);
+  // The document itself, not a Binary, for an operation answering a non-FHIR XML document (the CDA of $to-cda)
+  // when the client asks for application/xml by name.
+  if (rawOp?.rawXml?.response && result.status === 200 && result.body?.resourceType === 'Binary' && wantsRawXml(req, query)) {
+    const binary = result.body as Binary;
+    const bytes = Buffer.from(binary.data ?? '', 'base64');
+    res.status(200);
+    for (const [k, v] of Object.entries(result.headers)) res.setHeader(k, v);
+    res.setHeader('Content-Type', `${binary.contentType ?? 'application/xml'}; charset=utf-8`);
+    res.setHeader('Content-Length', bytes.length);
+    res.end(method === 'HEAD' ? undefined : bytes);
+    return;
+  }
   // A plain JSON read: the stored text is the body as it is (no parse, no serialisation).
   const stored = neg.format === 'json' && !neg.pretty && !summary && elements === undefined ? storedJson(result) : undefined;
   if (stored !== undefined) {

@@ -9,7 +9,9 @@
  *   [base]/Binary/{id}/$from-cda` for a stored Binary: the FHIR document Bundle. `lang` (query or Parameters,
  *   else Accept-Language) selects the language of displays.
  *
- * The HTTP layer parses XML bodies as FHIR XML, so a bare CDA body is not accepted here: it travels in a Binary.
+ * Raw XML (registry flag `rawXml`): `POST Bundle/$from-cda` with `Content-Type: application/xml` takes the CDA
+ * itself as the body (the HTTP layer hands it over as text; application/fhir+xml stays a FHIR resource), and
+ * `$to-cda` with `Accept: application/xml` answers the CDA text itself instead of the Binary.
  */
 import type { Binary, Bundle, Parameters, Resource } from 'fhir/r4';
 import { badRequest, gone, notFound, FhirError } from '../fhir/outcome.ts';
@@ -55,6 +57,7 @@ operationRegistry.register({
   resourceTypes: ['Bundle'],
   levels: ['type', 'instance'],
   affectsState: false,
+  rawXml: { response: true },
   async handler(ctx, req, target, session) {
     let bundle: Bundle;
     if (target.level === 'instance') bundle = await stored<Bundle>(session ?? ctx.store, 'Bundle', target.id!);
@@ -78,6 +81,7 @@ operationRegistry.register({
   resourceTypes: ['Bundle', 'Binary'],
   levels: ['type', 'instance'],
   affectsState: false,
+  rawXml: { body: true },
   async handler(ctx, req, target, session) {
     let xml: string;
     if (target.level === 'instance') {
@@ -85,9 +89,10 @@ operationRegistry.register({
       xml = cdaText(await stored<Binary>(session ?? ctx.store, 'Binary', target.id!), 'Binary');
     } else {
       if (target.resourceType !== 'Bundle') throw badRequest('Type-level $from-cda is Bundle/$from-cda');
-      if (req.method !== 'POST') throw new FhirError(405, 'Bundle/$from-cda needs the CDA in a POST body (a Binary or Parameters)', 'not-supported');
-      const body = req.body as Resource | undefined;
-      if (body?.resourceType === 'Binary') xml = cdaText(body as Binary, 'Binary');
+      if (req.method !== 'POST') throw new FhirError(405, 'Bundle/$from-cda needs the CDA in a POST body (application/xml, a Binary or Parameters)', 'not-supported');
+      const body = req.body as Resource | string | undefined;
+      if (typeof body === 'string') xml = body;
+      else if (body?.resourceType === 'Binary') xml = cdaText(body as Binary, 'Binary');
       else {
         const p = param(body, 'document');
         if (!p) throw badRequest('The body must be a Binary holding the CDA, or Parameters with `document`', ['Parameters.parameter']);
@@ -98,6 +103,6 @@ operationRegistry.register({
       }
     }
     const lang = language(req);
-    return ok(cdaToBundle(xml, { ...(lang ? { lang } : {}), limits: { maxBytes: ctx.config?.limits?.maxBodyBytes ?? undefined } }));
+    return ok(cdaToBundle(xml, { ...(lang ? { lang } : {}), limits: { maxBytes: ctx.config?.limits?.maxBodyBytes ?? undefined, maxDepth: ctx.config?.limits?.maxDepth ?? undefined } }));
   },
 });

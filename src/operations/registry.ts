@@ -28,6 +28,12 @@ export interface Operation {
   /** True when it changes nothing (allowed with GET). */
   affectsState: boolean;
   handler: (ctx: Context, req: FhirRequest, target: OperationTarget, session?: StoreSession) => Promise<FhirResponse>;
+  /**
+   * Non-FHIR XML documents (the cross-border CDA): `body` - an `application/xml` request body reaches the handler
+   * as its text (the handler parses it under its own guards); `response` - with `Accept: application/xml` the
+   * HTTP layer sends the Binary the handler answers as raw bytes. `application/fhir+xml` stays FHIR XML.
+   */
+  rawXml?: { body?: boolean; response?: boolean };
 }
 
 class OperationRegistry {
@@ -35,6 +41,10 @@ class OperationRegistry {
 
   register(op: Operation): void {
     this.ops.set(op.name, op);
+  }
+
+  get(name: string): Operation | undefined {
+    return this.ops.get(name);
   }
 
   list(): Operation[] {
@@ -62,7 +72,9 @@ class OperationRegistry {
       throw new FhirError(400, `Operation $${name} does not apply to ${target.resourceType}`, 'not-supported');
     }
     // Bodies are parsed but not yet validated: an operation receives a resource (usually Parameters) or nothing.
-    if (req.body !== undefined) {
+    // An operation that takes raw XML gets an application/xml body as text (the HTTP layer left it unparsed).
+    const rawText = typeof req.body === 'string' && !!op.rawXml?.body && req.contentType === 'application/xml';
+    if (req.body !== undefined && !rawText) {
       const body = req.body as { resourceType?: unknown; parameter?: unknown } | null;
       if (body === null || typeof body !== 'object' || Array.isArray(body) || typeof body.resourceType !== 'string') {
         throw badRequest(`The body of $${name} must be a FHIR resource (usually Parameters)`);
