@@ -15,6 +15,10 @@ import { existsSync } from 'node:fs';
 import { HEAD_TYPE, headId, readHead } from '../src/audit/chain.ts';
 import { parseSearch } from '../src/search/parse.ts';
 import { makeApp } from './support/app.ts';
+import { accessRuntime } from '../src/access/service.ts';
+import { dispatch } from '../src/fhir/router.ts';
+import type { FhirRequest } from '../src/fhir/request.ts';
+import { type Principal, parseScopes } from '../src/access/principal.ts';
 
 function event(i: number): AuditEvent {
   return buildAuditEvent({ principal: { role: 'practitioner', ref: 'Practitioner/p', scopes: [], method: 'development' }, interaction: 'read', action: 'R', status: 200, entity: `Observation/o${i}`, patients: ['anna'], emergency: false });
@@ -168,6 +172,51 @@ describe('lean audit writes', () => {
     const head = await t.http.head('/fhir/Observation/o-lean');
     expect(head.status).toBe(200);
     expect(head.headers['content-length']).toBe(reads[0].headers['content-length']);
+  });
+});
+
+describe('answers that wait for their audit entry', () => {
+  it('a read of patient data waits for its entry; reads of shared data are audited without waiting, and an AuditEvent search sees them', async () => {
+    const t = await makeApp();
+    const rt = await accessRuntime(t.ctx);
+    await t.http.put('/fhir/Observation/o-wait').send({ resourceType: 'Observation', id: 'o-wait', status: 'final', code: { text: 'weight' }, subject: { reference: 'Patient/p-wait' } });
+    await t.http.put('/fhir/Practitioner/pr-wait').send({ resourceType: 'Practitioner', id: 'pr-wait' });
+    await t.http.put('/fhir/CodeSystem/cs-wait').send({ resourceType: 'CodeSystem', id: 'cs-wait', url: 'http://example.org/cs-wait', status: 'active', content: 'complete', concept: [{ code: 'a' }] });
+    for (let i = 0; i < 3; i++) {
+      const before = rt.audit.written;
+      expect((await t.http.get('/fhir/Observation/o-wait')).status).toBe(200);
+      // Committed before the answer left.
+      expect(rt.audit.written).toBe(before + 1);
+    }
+    const shared = await Promise.all([
+      t.http.get('/fhir/Practitioner/pr-wait'),
+      t.http.get('/fhir/CodeSystem/$lookup?system=http://example.org/cs-wait&code=a'),
+      t.http.get('/fhir/CodeSystem/cs-wait'),
+    ]);
+    for (const r of shared) expect(r.status).toBe(200);
+    const found = await t.http.get('/fhir/AuditEvent?_count=100');
+    const entities = (found.body.entry as { resource: AuditEvent }[]).flatMap((e) => (e.resource.entity ?? []).map((x) => x.what?.reference ?? ''));
+    expect(entities).toContain('Practitioner/pr-wait');
+    expect(entities).toContain('CodeSystem/cs-wait');
+    const queries = (found.body.entry as { resource: AuditEvent }[]).flatMap((e) => (e.resource.entity ?? []).map((x) => (x.query ? Buffer.from(x.query, 'base64').toString() : '')));
+    expect(queries.some((q) => q.startsWith('CodeSystem/$lookup'))).toBe(true);
+    const { ok } = await verifyAuditChain(rt.auditStore);
+    expect(ok).toBe(true);
+    // Which requests are marked (library API: the flag the HTTP layer reads).
+    const principal: Principal = { role: 'admin', ref: 'Practitioner/test-admin', scopes: parseScopes('system/*.cruds'), method: 'oauth' };
+    const marked = async (path: string, query: [string, string][] = []) => {
+      const req: FhirRequest = { method: 'GET', path, query, headers: {}, baseUrl: 'http://test/fhir', principal };
+      await dispatch(t.ctx, req).catch(() => undefined);
+      return req.auditNoWait === true;
+    };
+    expect(await marked('Practitioner/pr-wait')).toBe(true);
+    expect(await marked('CodeSystem/$lookup', [['system', 'http://example.org/cs-wait'], ['code', 'a']])).toBe(true);
+    expect(await marked('ValueSet')).toBe(true);
+    expect(await marked('Observation/o-wait')).toBe(false);
+    expect(await marked('Patient/p-wait/Observation')).toBe(false);
+    expect(await marked('Observation', [['code', 'x']])).toBe(false);
+    expect(await marked('Binary/none')).toBe(false);
+    expect(await marked('AuditEvent')).toBe(false);
   });
 });
 

@@ -200,8 +200,18 @@ async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSess
           outcomeText: failure,
         }),
       );
+      // A read of shared, non-patient data (terminology, conformance, directory resources) is audited like
+      // every request, but its answer need not wait for the entry's commit (docs/decisions.md).
+      if (!session && status < 500 && scope.facts.patients.size === 0 && !scope.facts.emergency && readsSharedData(info)) req.auditNoWait = true;
     }
   }
+}
+
+/** Reads, searches and operations whose target is a type holding no patient's data. */
+function readsSharedData(info: Classified): boolean {
+  if (!info.type || info.compartment || info.type === 'AuditEvent' || info.type === 'Binary' || info.type === 'Bundle' || isPatientData(info.type)) return false;
+  if (info.interaction === 'operation') return OPEN_OPERATIONS.has(info.operation!) && info.operation !== 'validate';
+  return info.interaction === 'read' || info.interaction === 'vread' || info.interaction === 'search' || info.interaction === 'history';
 }
 
 /** Records the access check read, handed to the interaction so that it does not read them again. */

@@ -7,6 +7,7 @@ import type { TLSSocket } from 'node:tls';
 import express, { type Express, type Request, type Response } from 'express';
 import type { Context } from '../fhir/interactions.ts';
 import { FhirError } from '../fhir/outcome.ts';
+import type { FhirRequest } from '../fhir/request.ts';
 import { type Principal, parseScopes } from './principal.ts';
 import { accessRuntime } from './service.ts';
 import { buildAuditEvent } from '../audit/event.ts';
@@ -42,13 +43,19 @@ export async function authenticate(ctx: Context, req: Request): Promise<Principa
   }
 }
 
-/** Awaits the interaction, then the audit trail's flush (also when the interaction failed). */
-export async function flushAudit<T>(ctx: Context, work: Promise<T>): Promise<T> {
+/**
+ * Awaits the interaction, then the audit trail's flush (also when the interaction failed). A request that read
+ * only shared, non-patient data (`auditNoWait`, set by the access decision point) starts the flush without
+ * waiting for it: its entry joins the same group commit, the answer does not wait for the disk.
+ */
+export async function flushAudit<T>(ctx: Context, work: Promise<T>, req?: FhirRequest): Promise<T> {
   const rt = await accessRuntime(ctx);
   try {
     return await work;
   } finally {
-    await rt.audit.flush();
+    const flushed = rt.audit.flush();
+    if (req?.auditNoWait) flushed.catch(() => undefined);
+    else await flushed;
   }
 }
 

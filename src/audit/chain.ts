@@ -272,6 +272,8 @@ export class AuditLog {
    * Resolves once every entry committed so far has its search index rows (AuditEvent searches wait for it).
    */
   async indexed(): Promise<void> {
+    // Entries recorded but not yet committed (answers that did not wait for their flush) are written first.
+    await this.flush().catch(() => undefined);
     await this.writing;
     await this.loadHead();
     await this.runIndexer();

@@ -32,6 +32,11 @@ export interface FhirRequest {
   access?: SearchGuard;
   /** The body already passed base validation (a transaction validates every entry first). */
   validated?: boolean;
+  /**
+   * Set by the access decision point: the request read shared, non-patient data only, so its answer need not
+   * wait for its audit entry's commit (the entry is written by the same group commit all the same).
+   */
+  auditNoWait?: boolean;
 }
 
 /** What search() asks the access decision point: narrowing before the query, include checks, sealed cursors. */
