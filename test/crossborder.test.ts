@@ -381,6 +381,25 @@ describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
   });
 });
 
+describe.skipIf(!hasShared)('documents that are not Patient Summary pivot CDAs', () => {
+  /** The Dutch national sources next to the pivots are HL7 v3 batch messages (MCCI_IN200101), not CDA documents. */
+  it('refuses the national HL7 v3 batch messages with 422, naming what they are', () => {
+    const dir = join(samplesDir, 'nl-nictiz');
+    const files = readdirSync(dir).filter((d) => d.startsWith('national-source')).flatMap((d) => readdirSync(join(dir, d)).map((f) => join(dir, d, f)));
+    expect(files.length).toBeGreaterThan(10);
+    for (const f of files) {
+      try {
+        cdaToBundle(readFileSync(f));
+        expect.unreachable(f);
+      } catch (e) {
+        expect(e, f).toBeInstanceOf(FhirError);
+        expect((e as FhirError).status, f).toBe(422);
+        expect((e as FhirError).message, f).toMatch(/<MCCI_IN200101> is an HL7 v3 batch message, not a CDA ClinicalDocument/);
+      }
+    }
+  });
+});
+
 describe('raw application/xml bodies for $from-cda and $to-cda (HTTP)', () => {
   it('POST Bundle/$from-cda takes the CDA itself as application/xml; $to-cda answers the CDA text for Accept: application/xml', async () => {
     const { makeApp } = await import('./support/app.ts');

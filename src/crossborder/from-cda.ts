@@ -752,6 +752,11 @@ export function cdaToBundle(xml: string | Buffer, opts: FromCdaOptions = {}): Bu
 export function cdaDocumentToBundle(doc: Element, opts: FromCdaOptions = {}): Bundle {
   registerCrossborderExtensions();
   if (doc.localName !== 'ClinicalDocument' || doc.namespaceURI !== CDA_NS) {
+    // HL7 v3 batch / interaction wrappers (MCCI_IN200101 and the like) are messages carrying national documents,
+    // not a pivot CDA: refused, with what they are named.
+    if (doc.namespaceURI === CDA_NS && /^[A-Z]{4}_IN\d{6}$/.test(doc.localName ?? '')) {
+      throw new FhirError(422, [{ severity: 'error', code: 'not-supported', diagnostics: `The root element <${doc.localName}> is an HL7 v3 ${doc.localName === 'MCCI_IN200101' ? 'batch ' : ''}message, not a CDA ClinicalDocument: only a Patient Summary pivot CDA document is converted` }]);
+    }
     throw new FhirError(422, [{ severity: 'error', code: 'structure', diagnostics: `The root element is <${doc.tagName}> in namespace ${doc.namespaceURI ?? 'none'}: expected a CDA ClinicalDocument (urn:hl7-org:v3)` }]);
   }
   const code = attr(kid(doc, 'code'), 'code');
