@@ -357,7 +357,11 @@ export class ProfileValidator {
         }
         continue;
       }
-      if (v === undefined) return true;
+      // A primitive present only through its extensions (`_birthDate` with data-absent-reason) is present.
+      if (v === undefined) {
+        if (want !== undefined || res[`_${key}`] === undefined) return true;
+        continue;
+      }
       if (want === undefined) continue;
       const ok = Array.isArray(v) ? v.some((x) => matchesPattern(x, want)) : matchesPattern(v, want);
       if (!ok) return true;
