@@ -369,36 +369,65 @@ export class AccessScope {
     if (pinned) return this.narrowToPatient(pinned, types);
     // The national contact point names no id: it identifies the patient (crossborder/ncp.ts).
     if (this.principal.role === 'ncp') return ncpNarrow(this, this.session, types, filters, (id, t) => this.narrowToPatient(id, t));
-    // Unpinned: every record the principal fully accesses.
-    const ids = await this.fullRecords();
-    if (ids.length === 0) return { types, filters: [never()] };
-    if (ids.length === 1) return this.narrowToPatient(ids[0], types);
+    // Unpinned: every record the principal fully accesses, minus what it may not see in them.
+    const spanned = await this.unpinned(types);
+    if (!spanned) return { types, filters: [never()] };
+    if ('single' in spanned) return this.narrowToPatient(spanned.single, types);
+    const { ids, excluded } = spanned;
     const out: Filter[] = [];
-    if (types.length === 1 && types[0] === 'Patient') out.push({ kind: 'id', ids });
+    if (types.length === 1 && types[0] === 'Patient') out.push({ kind: 'id', ids: [...ids] });
     else {
       const param = ['patient', 'subject'].find((p) => types.every((t) => searchParam(t, p)?.type === 'reference'));
       if (!param) throw forbidden('This search spans several records: name the patient (patient=Patient/...)');
-      out.push({ kind: 'chain', param, targetTypes: ['Patient'], where: [{ kind: 'id', ids }] });
+      out.push({ kind: 'chain', param, targetTypes: ['Patient'], where: [{ kind: 'id', ids: [...ids] }] });
     }
     for (const id of ids) this.facts.patients.add(id);
+    if (excluded.length) out.push({ kind: 'not-refs', refs: [...excluded] });
+    return { types, filters: out };
+  }
+
+  /**
+   * The records an unpinned search spans and the resources excluded in them (sorted `Type/id`), or the one
+   * record it spans, or undefined for none. Computed from the cached links, policies and restrictions, and
+   * kept in the PolicyCache per (role, principal, types) for as long as the oldest of those inputs is, so a
+   * repeated search costs one synchronous look-up instead of a policy and a restriction look-up per record.
+   */
+  private async unpinned(types: string[]): Promise<{ ids: readonly string[]; excluded: readonly string[] } | { single: string } | undefined> {
+    const pr = this.principal;
+    const cache = this.policyCache;
+    // Only the role and the reference decide (an unpinned search has no patient context; 'full' needs no
+    // emergency purpose): see modeFor and exclusions.
+    const key = `${pr.role}\u0000${pr.ref}\u0000${types.join(',')}`;
+    const hit = cache?.spanned(key);
+    if (hit) return hit.ids.length === 0 ? undefined : hit.ids.length === 1 ? { single: hit.ids[0] } : hit;
+    const generation = cache?.generation;
+    const started = Date.now();
+    const { candidates, ids } = await this.fullRecords();
+    if (ids.length <= 1) {
+      // narrowToPatient reads this record's restrictions itself (per request, cached per patient).
+      cache?.keepSpanned(key, generation!, started, `${pr.role}\u0000${pr.ref}`, candidates, [], { ids, excluded: [] });
+      return ids.length ? { single: ids[0] } : undefined;
+    }
     const excluded = new Set<string>();
     for (const id of ids) for (const e of await this.exclusions(id, 'full', types)) excluded.add(e);
-    if (excluded.size) out.push({ kind: 'not-refs', refs: [...excluded].sort() });
-    return { types, filters: out };
+    const value = { ids, excluded: [...excluded].sort() };
+    // Restrictions are read only for professionals (patient-side principals see every label of the record).
+    cache?.keepSpanned(key, generation!, started, `${pr.role}\u0000${pr.ref}`, candidates, this.isPatientSide() ? [] : ids, value);
+    return value;
   }
 
   /**
    * Records a professional or assistant fully accesses (médecin référent, grants, assistant appointments).
    * The candidates (several searches) are kept in the PolicyCache per principal, cleared with the policies;
-   * each candidate's mode is decided again per request (policies are cached too).
+   * each candidate's mode is decided from the (cached) policies; `unpinned` keeps the outcome with the span.
    */
-  private async fullRecords(): Promise<string[]> {
+  private async fullRecords(): Promise<{ candidates: string[]; ids: string[] }> {
     const pr = this.principal;
-    if (pr.role !== 'practitioner' && pr.role !== 'assistant') return [];
+    if (pr.role !== 'practitioner' && pr.role !== 'assistant') return { candidates: [], ids: [] };
     const candidates = this.policyCache ? await this.policyCache.linked(`${pr.role}\u0000${pr.ref}`, () => this.linkCandidates()) : await this.linkCandidates();
     const out: string[] = [];
     for (const id of candidates) if ((await this.modeFor(id)) === 'full') out.push(id);
-    return out.sort();
+    return { candidates: [...candidates], ids: out.sort() };
   }
 
   /** Patients with whom this professional or assistant may have a link (a superset; modeFor decides). */
@@ -563,6 +592,12 @@ export async function restrictionsOf(session: StoreSession, patientId: string, p
   return [...byRef.values()];
 }
 
+/** What an unpinned search of a principal spans: the records (sorted ids) and the excluded `Type/id` (sorted). */
+interface Spanned {
+  ids: readonly string[];
+  excluded: readonly string[];
+}
+
 interface Cached<T> {
   at: number;
   value: Promise<T>;
@@ -580,7 +615,10 @@ export class PolicyCache {
   private readonly entries = new Map<string, Cached<PatientPolicy>>();
   private readonly restricted = new Map<string, Cached<Restriction[]>>();
   private readonly links = new Map<string, Cached<Set<string>>>();
+  private readonly spans = new Map<string, { at: number; generation: number; value: Spanned }>();
   private readonly ttlMs: number;
+  /** Bumped whenever an entry is dropped before its time (clear, written): older spans are void. */
+  generation = 0;
   constructor(ttlMs: number) {
     this.ttlMs = ttlMs;
   }
@@ -605,10 +643,42 @@ export class PolicyCache {
   linked(principalKey: string, load: () => Promise<Set<string>>): Promise<Set<string>> {
     return this.cached(this.links, principalKey, load);
   }
+  /**
+   * The records an unpinned search of a principal spans and its exclusions (key: role, reference, types), when
+   * they were computed from entries that are all still valid: nothing was dropped since (generation) and the
+   * oldest of them is younger than the TTL.
+   */
+  spanned(key: string): Spanned | undefined {
+    const hit = this.spans.get(key);
+    if (!hit) return undefined;
+    if (hit.generation === this.generation && Date.now() - hit.at < this.ttlMs) return hit.value;
+    this.spans.delete(key);
+    return undefined;
+  }
+  /**
+   * Keeps a span computed from the principal's links, the policies of `policiesOf` and the restrictions of
+   * `restrictionsOf`, as of `generation` and `started` (read before the computation began). Not kept when one
+   * of those entries is missing or was loaded after `started` (a miss or a TTL expiry during the computation:
+   * the request may have used an older value than the entry's time says); the next request keeps it.
+   */
+  keepSpanned(key: string, generation: number, started: number, principalKey: string, policiesOf: string[], restrictionsOf: string[], value: Spanned): void {
+    if (generation !== this.generation) return;
+    const stamps = [this.links.get(principalKey)?.at, ...policiesOf.map((id) => this.entries.get(id)?.at), ...restrictionsOf.map((id) => this.restricted.get(id)?.at)];
+    let at = Infinity;
+    for (const t of stamps) {
+      if (t === undefined || t >= started) return;
+      at = Math.min(at, t);
+    }
+    if (Date.now() - at >= this.ttlMs) return;
+    if (this.spans.size > 10_000) this.spans.clear();
+    this.spans.set(key, { at, generation, value });
+  }
   clear(): void {
+    this.generation++;
     this.entries.clear();
     this.restricted.clear();
     this.links.clear();
+    this.spans.clear();
   }
   /**
    * After a successful write of something other than a policy: a resource that becomes restricted (labelled,
@@ -620,6 +690,9 @@ export class PolicyCache {
     if (interaction === 'delete') return;
     if (type && (interaction === 'operation' ? DIRECTORY_TYPES.has(type) : !isPatientData(type))) return;
     const r = body as Resource | undefined;
+    // Spans include exclusions computed from the restrictions dropped here: void them all.
+    this.generation++;
+    this.spans.clear();
     if (type && interaction !== 'operation' && r && typeof r === 'object' && r.resourceType === type && typeof r.id === 'string') {
       for (const p of patientsOf(r)) this.restricted.delete(p);
       return;
