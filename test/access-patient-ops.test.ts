@@ -363,6 +363,20 @@ describe('$access-log: who accessed my record', () => {
     expect((await whoFor(ben, 'ben'))[0].agent[0].who.reference).toBe('Practitioner/test-admin');
   });
 
+  it('a refused read of a resource of the record is in the patient’s trail (the caller got a plain 404)', async () => {
+    const denied = await none.get('/fhir/Observation/o-normal');
+    expect(denied.status).toBe(404);
+    const log = await anna.get('/fhir/Patient/anna/$access-log?_count=5');
+    const latest = (log.body as Bundle).entry![0].resource as { agent: { who: { reference: string } }[]; outcome: string; entity?: { what?: { reference?: string } }[] };
+    expect(latest.agent[0].who.reference).toBe('Practitioner/dr-none');
+    expect(latest.outcome).toBe('4');
+    expect(latest.entity?.some((e) => e.what?.reference === 'Observation/o-normal')).toBe(true);
+    // A read of an id that does not exist names nobody.
+    expect((await none.get('/fhir/Observation/does-not-exist')).status).toBe(404);
+    const after = await anna.get('/fhir/Patient/anna/$access-log?_count=1');
+    expect(((after.body as Bundle).entry![0].resource as { entity?: { what?: { reference?: string } }[] }).entity?.some((e) => e.what?.reference === 'Observation/does-not-exist')).toBe(false);
+  });
+
   it('ben sees none of anna’s log; an administrator sees it', async () => {
     expect((await ben.get('/fhir/Patient/anna/$access-log')).status).toBe(404);
     const admin = await t.http.get('/fhir/Patient/anna/$access-log?_count=5');

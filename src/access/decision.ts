@@ -259,7 +259,13 @@ export class AccessScope {
   async checkInstance(type: string, id: string, resource: Resource | undefined): Promise<void> {
     if (this.unrestricted) return;
     this.facts.entity = `${type}/${id}`;
-    if (!resource || !(await this.canSee(resource))) throw notFound(`${type}/${id} is not known`);
+    if (!resource) throw notFound(`${type}/${id} is not known`);
+    if (!(await this.canSee(resource))) {
+      // The caller gets the same 404 as for a missing resource; the refused attempt is in the audit trail of
+      // the patients whose record it belongs to (which only they and administrators read).
+      if (isPatientData(resource.resourceType)) for (const p of patientsOf(resource)) this.facts.patients.add(p);
+      throw notFound(`${type}/${id} is not known`);
+    }
   }
 
   /** Binary: visible through its securityContext (the resource it belongs to). */
