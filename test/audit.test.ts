@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import type { AuditEvent } from 'fhir/r4';
+import type { AuditEvent, Resource } from 'fhir/r4';
 import { SqliteStore } from '../src/store/sqlite/store.ts';
 import { AuditLog, allAuditEvents, chainOf, verifyAuditChain } from '../src/audit/chain.ts';
 import { buildAuditEvent } from '../src/audit/event.ts';
@@ -172,6 +172,35 @@ describe('lean audit writes', () => {
     const head = await t.http.head('/fhir/Observation/o-lean');
     expect(head.status).toBe(200);
     expect(head.headers['content-length']).toBe(reads[0].headers['content-length']);
+  });
+});
+
+describe('commits that need not be durable', () => {
+  it('entries recorded with durable: false are committed, chained and kept across a reopen; the store stays FULL for the next commit', async () => {
+    const dir = tempDir('dsp-audit-');
+    const path = join(dir, 'audit.sqlite');
+    let store = new SqliteStore({ path });
+    await store.init();
+    const log = new AuditLog(store);
+    for (let i = 0; i < 3; i++) log.record(event(i), { durable: false });
+    await log.flush();
+    log.record(event(3));
+    log.record(event(4), { durable: false });
+    await log.flush();
+    expect(log.written).toBe(5);
+    // A lazy commit of the store itself, then a normal one: both visible.
+    await store.transaction((s) => s.put({ resourceType: 'Observation', id: 'lazy', status: 'final', code: { text: 'x' } } as Resource, { method: 'PUT', index: [] }), { durable: false });
+    await store.put({ resourceType: 'Observation', id: 'durable', status: 'final', code: { text: 'y' } } as Resource, { method: 'PUT', index: [] });
+    await store.close();
+    store = new SqliteStore({ path });
+    await store.init();
+    expect((await store.current('Observation', 'lazy'))?.resource).toBeDefined();
+    expect((await store.current('Observation', 'durable'))?.resource).toBeDefined();
+    const report = await verifyAuditChain(store);
+    expect(report.problems).toEqual([]);
+    expect(report.ok).toBe(true);
+    expect(report.entries).toBe(5);
+    await store.close();
   });
 });
 

@@ -187,6 +187,10 @@ async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSess
   } finally {
     if (info.interaction !== 'capabilities') {
       const names = [...new Set(req.query.map(([k]) => k))].join('&');
+      // A read of shared, non-patient data (terminology, conformance, directory resources) is audited like
+      // every request, but its answer need not wait for the entry's commit, nor that commit for the disk
+      // (docs/decisions.md).
+      const noWait = !session && status < 500 && scope.facts.patients.size === 0 && !scope.facts.emergency && readsSharedData(info);
       rt.audit.record(
         buildAuditEvent({
           principal: req.principal,
@@ -199,10 +203,9 @@ async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSess
           emergency: scope.facts.emergency,
           outcomeText: failure,
         }),
+        { durable: !noWait },
       );
-      // A read of shared, non-patient data (terminology, conformance, directory resources) is audited like
-      // every request, but its answer need not wait for the entry's commit (docs/decisions.md).
-      if (!session && status < 500 && scope.facts.patients.size === 0 && !scope.facts.emergency && readsSharedData(info)) req.auditNoWait = true;
+      if (noWait) req.auditNoWait = true;
     }
   }
 }

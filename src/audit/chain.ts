@@ -170,6 +170,8 @@ interface Unindexed {
 export class AuditLog {
   private readonly store: Store;
   private queue: AuditEvent[] = [];
+  /** The queue holds an entry whose answer waits for a durable commit. */
+  private durableQueued = false;
   private head: Head | undefined;
   private writing: Promise<void> = Promise.resolve();
   private window: Promise<void> | undefined;
@@ -189,8 +191,14 @@ export class AuditLog {
     this.store = store;
   }
 
-  record(event: AuditEvent): void {
+  /**
+   * Queues an entry for the next group commit. `durable: false` (answers about shared, non-patient data that
+   * do not wait for their entry): a commit holding only such entries skips the fsync; any other entry in the
+   * same commit makes it durable.
+   */
+  record(event: AuditEvent, options?: { durable?: boolean }): void {
     this.queue.push(event);
+    if (options?.durable !== false) this.durableQueued = true;
   }
 
   private async loadHead(): Promise<Head> {
@@ -228,7 +236,9 @@ export class AuditLog {
     const run = this.writing.then(async () => {
       if (!this.queue.length) return;
       const batch = this.queue;
+      const durable = this.durableQueued;
       this.queue = [];
+      this.durableQueued = false;
       const head: Head = { ...(this.head ?? (await this.loadHead())) };
       const linked: AuditEvent[] = [];
       for (const e of batch) {
@@ -245,7 +255,7 @@ export class AuditLog {
         times.length = 0; // a store may run the work again (MongoDB transaction retries)
         for (const e of linked) times.push((await s.put(e, { method: 'POST', index: [] })).lastUpdated);
         await s.put(headResource(head), { method: 'POST', index: [] });
-      });
+      }, { durable });
       this.head = head;
       this.written += linked.length;
       for (let i = 0; i < linked.length; i++) this.unindexed.push({ id: linked[i].id!, event: linked[i], lastUpdated: times[i] });

@@ -95,6 +95,15 @@ export interface StoreSession {
   search(request: SearchRequest): Promise<SearchResult>;
 }
 
+export interface TransactionOptions {
+  /**
+   * `false`: this commit need not be on disk when it returns (the embedded store commits it without an fsync;
+   * a later durable commit makes it durable). Only for data whose loss on a power failure is acceptable
+   * (audit entries of answers about shared, non-patient data). Default: durable as the store is configured.
+   */
+  durable?: boolean;
+}
+
 export interface Store extends StoreSession {
   readonly kind: 'sqlite' | 'mongodb';
   init(): Promise<void>;
@@ -103,7 +112,7 @@ export interface Store extends StoreSession {
    * Runs `work` atomically: all of its writes commit together or none do. Adapters serialise or isolate
    * concurrent transactions so that conditional writes stay correct.
    */
-  transaction<T>(work: (session: StoreSession) => Promise<T>): Promise<T>;
+  transaction<T>(work: (session: StoreSession) => Promise<T>, options?: TransactionOptions): Promise<T>;
   history(query: HistoryQuery): Promise<HistoryPage>;
   /** Number of live resources (of one type, or all). */
   count(resourceType?: string): Promise<number>;

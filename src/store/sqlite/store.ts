@@ -22,6 +22,7 @@ import type {
   SearchResult,
   Store,
   StoreSession,
+  TransactionOptions,
   VersionRecord,
   WriteMethod,
   WriteOptions,
@@ -268,20 +269,28 @@ export class SqliteStore implements Store {
     return this.transaction((session) => session.delete(resourceType, id, options));
   }
 
-  transaction<T>(work: (session: StoreSession) => Promise<T>): Promise<T> {
+  transaction<T>(work: (session: StoreSession) => Promise<T>, options?: TransactionOptions): Promise<T> {
     return this.mutex.run(async () => {
       const db = this.writer;
-      db.exec('BEGIN IMMEDIATE');
-      const session = this.session();
+      // A commit that need not be durable skips the WAL fsync (synchronous=NORMAL for this one commit); the
+      // next FULL commit syncs the WAL, its frames included.
+      const lazy = options?.durable === false && (this.options.synchronous ?? 'FULL') === 'FULL';
+      if (lazy) db.exec('PRAGMA synchronous = NORMAL');
       try {
-        const result = await work(session);
-        db.exec('COMMIT');
-        return result;
-      } catch (err) {
-        if (db.isTransaction) db.exec('ROLLBACK');
-        // Parameter ids created by the rolled-back work are gone with it.
-        resetSearchCaches(db);
-        throw err;
+        db.exec('BEGIN IMMEDIATE');
+        const session = this.session();
+        try {
+          const result = await work(session);
+          db.exec('COMMIT');
+          return result;
+        } catch (err) {
+          if (db.isTransaction) db.exec('ROLLBACK');
+          // Parameter ids created by the rolled-back work are gone with it.
+          resetSearchCaches(db);
+          throw err;
+        }
+      } finally {
+        if (lazy) db.exec('PRAGMA synchronous = FULL');
       }
     });
   }
