@@ -3,10 +3,11 @@
  * its client (here an NCP peer, which reads essential data only); no certificate and no token is a 401.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer, request, type Server } from 'node:https';
+import { createServer, type Server } from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { makeApp, type TestApp } from './support/app.ts';
+import { httpsGet } from './support/tls.ts';
 import { defaultAuth } from '../src/access/service.ts';
 import { createDevPki, type DevPki } from '../src/cli/pki.ts';
 
@@ -15,17 +16,7 @@ let t: TestApp;
 let server: Server;
 let port: number;
 
-function get(path: string, withCert: boolean): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, ca: pki.caCert, servername: 'localhost', ...(withCert ? { cert: pki.clientCert, key: pki.clientKey } : {}) }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode!, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
+const get = (path: string, withCert: boolean) => httpsGet(`https://127.0.0.1:${port}${path}`, pki, withCert);
 
 beforeAll(async () => {
   pki = createDevPki('ncp-be');

@@ -6,29 +6,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { request } from 'node:https';
 import { request as plainRequest } from 'node:http';
 import { createDevPki, type DevPki } from '../src/cli/pki.ts';
 import { startServerProcess, tempDir, type ServerProcess } from './support/process.ts';
+import { httpsGet } from './support/tls.ts';
 
 let pki: DevPki;
 let running: ServerProcess;
 
-function get(url: string, withCert: boolean): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const req = request(
-      { host: u.hostname, port: u.port, path: u.pathname, ca: pki.caCert, servername: 'localhost', ...(withCert ? { cert: pki.clientCert, key: pki.clientKey } : {}) },
-      (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => resolve({ status: res.statusCode!, body }));
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
-}
+const get = (url: string, withCert: boolean) => httpsGet(url, pki, withCert);
 
 beforeAll(async () => {
   pki = createDevPki('ncp-fr');
