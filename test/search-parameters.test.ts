@@ -92,4 +92,25 @@ describe('SearchParameter resources', () => {
     expect(jobs.parameter!.length).toBeGreaterThan(0);
     expect((await http.post('/fhir/$reindex?type=Nope')).status).toBe(400);
   });
+
+  it('in a batch, the entries after a SearchParameter are indexed with it at once', async () => {
+    const { http } = await makeApp();
+    const batch: Bundle = {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        { resource: sp, request: { method: 'PUT', url: 'SearchParameter/lu-commune' } },
+        { resource: patient('d', 'Mersch'), request: { method: 'PUT', url: 'Patient/d' } },
+        { resource: patient('e', 'Clervaux'), request: { method: 'PUT', url: 'Patient/e' } },
+      ],
+    };
+    const res = await http.post('/fhir').send(batch);
+    expect(res.status).toBe(200);
+    expect((res.body as Bundle).entry!.map((e) => e.response!.status)).toEqual(['201', '201', '201']);
+    // No wait for a re-index job: the patients were written after the parameter was in the registry.
+    const found = await http.get('/fhir/Patient?lu-commune=mersch');
+    expect(found.status).toBe(200);
+    expect(ids(found.body as Bundle)).toEqual(['d']);
+    await waitForJobs(http);
+  });
 });

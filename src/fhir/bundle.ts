@@ -15,14 +15,15 @@ import { FhirError, badRequest, preconditionFailed, tooLarge } from './outcome.t
 import { type FhirRequest, type FhirResponse, type HttpMethod, prefer } from './request.ts';
 import { type Context, ID_PATTERN, assertResourceType, conditionalMatches, create } from './interactions.ts';
 
-/** Entries processed between two yields to the event loop. */
-const YIELD_EVERY = 100;
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 import { dispatch } from './router.ts';
 import { enforce } from '../access/enforce.ts';
 import { fhirModel } from './model.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { syncSearchParameters } from '../search/reindex.ts';
+
+/** Entries processed between two yields to the event loop. */
+const YIELD_EVERY = 100;
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 const METHODS = new Set<HttpMethod>(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
@@ -146,9 +147,9 @@ async function batch(ctx: Context, req: FhirRequest, entries: BundleEntry[]): Pr
       out[i] = errorEntry(err);
     }
   }
-  const run = async (p: PlannedEntry, session?: StoreSession) => {
+  const run = async (p: PlannedEntry) => {
     try {
-      out[p.index] = responseEntry(await dispatch(entryCtx, entryRequest(req, p, p.entry.resource), session), req.baseUrl);
+      out[p.index] = responseEntry(await dispatch(entryCtx, entryRequest(req, p, p.entry.resource)), req.baseUrl);
     } catch (err) {
       out[p.index] = errorEntry(err);
     }
@@ -170,15 +171,14 @@ async function batch(ctx: Context, req: FhirRequest, entries: BundleEntry[]): Pr
       await grouping.grouped(async (step) => {
         for (const [n, g] of group.entries()) {
           if (n % YIELD_EVERY === YIELD_EVERY - 1) await yieldToEventLoop();
-          await step((session) => run(g, session).then(() => {
-            // run() turns a failure into an error entry; the savepoint must still be rolled back.
-            if (Number(out[g.index]!.response!.status) >= 400) throw new EntryFailed();
-          })).catch((err: unknown) => {
-            if (!(err instanceof EntryFailed)) throw err;
-          });
+          // A failing entry's savepoint is rolled back by step(), which hands the error on.
+          try {
+            out[g.index] = responseEntry(await step((session) => dispatch(entryCtx, entryRequest(req, g, g.entry.resource), session)), req.baseUrl);
+          } catch (err) {
+            out[g.index] = errorEntry(err);
+          }
         }
       });
-      if (group.some((g) => g.path.split('/')[0] === 'SearchParameter')) await syncSearchParameters(ctx.store);
     } catch (err) {
       // The group's COMMIT failed: none of its entries was stored.
       for (const g of group) out[g.index] = errorEntry(err);
@@ -187,8 +187,6 @@ async function batch(ctx: Context, req: FhirRequest, entries: BundleEntry[]): Pr
   }
   return { status: 200, headers: {}, body: responseBundle('batch-response', out) };
 }
-
-class EntryFailed extends Error {}
 
 /** The store's savepoint grouping (SqliteStore.grouped), when it has one. */
 interface GroupingStore {
@@ -204,8 +202,12 @@ function groupingStore(ctx: Context): GroupingStore | undefined {
  * conditional or not), which run entirely on the session they are given. Reads and operations run on their own
  * (an operation may open its own store transaction, or read the committed state).
  */
+/**
+ * Entries that can share a store transaction: plain writes. A SearchParameter write runs on its own, so that
+ * the registry is brought in step (router) before the next entry is indexed.
+ */
 function groupable(p: PlannedEntry): boolean {
-  return p.method !== 'GET' && p.method !== 'HEAD' && p.path !== '' && !p.path.includes('$');
+  return p.method !== 'GET' && p.method !== 'HEAD' && p.path !== '' && !p.path.includes('$') && p.path.split('/')[0] !== 'SearchParameter';
 }
 
 /**
