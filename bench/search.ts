@@ -179,7 +179,10 @@ function kinds(s: ReturnType<typeof sample>): Kind[] {
     {
       name: 'token (code, common)',
       note: 'Observation?code=system|code, first page of 20',
-      make: () => ['Observation', [['code', `${obsCode().system}|${obsCode().code}`]]],
+      make: () => {
+        const c = obsCode();
+        return ['Observation', [['code', `${c.system}|${c.code}`]]];
+      },
     },
     { name: 'reference', note: 'Observation?subject=Patient/id', make: () => ['Observation', [['subject', `Patient/${patient().id}`]]] },
     {

@@ -1,6 +1,7 @@
 /** Shared fixture of the access tests: a small DSP with two patients, professionals and a policy. */
 import type { Resource } from 'fhir/r4';
 import type { TestApp } from './support/app.ts';
+import { PERMIT } from '../src/operations/patient-access.ts';
 
 export const CONF = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 export const POLICY = 'https://dsp.lu/fhir/CodeSystem/access-policy';
@@ -15,7 +16,7 @@ export function consent(id: string, patient: string, kind: string, extra: { acto
     patient: { reference: `Patient/${patient}` },
     policyRule: { coding: [{ system: POLICY, code: kind }] },
     provision: {
-      type: ['grant', 'care-relationship', 'assistant'].includes(kind) ? 'permit' : 'deny',
+      type: PERMIT.has(kind as never) ? 'permit' : 'deny',
       ...(extra.end ? { period: { end: extra.end } } : {}),
       ...(extra.actor ? { actor: [{ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'PRCP' }] }, reference: { reference: extra.actor } }] } : {}),
       ...(extra.data ? { data: [{ meaning: 'instance', reference: { reference: extra.data } }] } : {}),

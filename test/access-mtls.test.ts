@@ -8,6 +8,7 @@ import { X509Certificate } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { makeApp, type TestApp } from './support/app.ts';
 import { httpsGet } from './support/tls.ts';
+import { consent } from './access-fixture.ts';
 import { defaultAuth } from '../src/access/service.ts';
 import { createDevPki, type DevPki } from '../src/cli/pki.ts';
 
@@ -22,16 +23,7 @@ beforeAll(async () => {
   pki = createDevPki('ncp-be');
   t = await makeApp({ auth: { ...defaultAuth(), clients: [{ clientId: 'ncp-be', role: 'ncp', ref: 'Organization/ncp-be', scope: 'user/*.rs', certFingerprint: pki.clientFingerprint }] } });
   await t.http.put('/fhir/Patient/p1').send({ resourceType: 'Patient', id: 'p1' });
-  await t.http.put('/fhir/Consent/x1').send({
-    resourceType: 'Consent',
-    id: 'x1',
-    status: 'active',
-    scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
-    category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
-    patient: { reference: 'Patient/p1' },
-    policyRule: { coding: [{ system: 'https://dsp.lu/fhir/CodeSystem/access-policy', code: 'cross-border' }] },
-    provision: { type: 'permit' },
-  });
+  await t.http.put('/fhir/Consent/x1').send(consent('x1', 'p1', 'cross-border'));
   await t.http.put('/fhir/Observation/o1').send({ resourceType: 'Observation', id: 'o1', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p1' } });
   server = createServer({ key: pki.serverKey, cert: pki.serverCert, ca: pki.caCert, requestCert: true, rejectUnauthorized: false }, t.app);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

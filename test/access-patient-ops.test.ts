@@ -444,7 +444,11 @@ describe('SMART scopes on every operation, for every principal', () => {
     expect(r.status).toBe(403);
     expect(r.body.issue[0].diagnostics).toMatch(/read on Bundle/);
     const bundleRead = await t.as({ role: 'system', id: 'Device/lab', scope: 'system/Bundle.r' });
-    expect((await bundleRead.post('/fhir/Bundle/$to-cda').send(doc)).status).not.toBe(403);
+    // Past the scope check, the operation itself refuses the empty document.
+    const ran = await bundleRead.post('/fhir/Bundle/$to-cda').send(doc);
+    expect(ran.status).toBe(400);
+    expect(ran.body.resourceType).toBe('OperationOutcome');
+    expect(ran.body.issue[0].code).not.toBe('forbidden');
     expect((await obsOnly.post('/fhir/Bundle/$from-cda').send({ resourceType: 'Binary', contentType: 'application/xml', data: '' })).status).toBe(403);
   });
 

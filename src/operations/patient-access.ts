@@ -134,7 +134,8 @@ interface Shape {
   restricted?: boolean;
 }
 
-const PERMIT = new Set<PolicyKind>(['grant', 'care-relationship', 'assistant', 'cross-border']);
+/** Policy kinds whose Consent provision permits (the others deny). */
+export const PERMIT = new Set<PolicyKind>(['grant', 'care-relationship', 'assistant', 'cross-border']);
 
 /** Writes Consents of one patient inside one store transaction and remembers what changed. */
 class ConsentWriter {

@@ -6,7 +6,7 @@
  */
 import type { Resource } from 'fhir/r4';
 import { FhirError } from '../fhir/outcome.ts';
-import { extractIndex } from './indexer.ts';
+import { extractReferences } from './indexer.ts';
 import type { Filter, SearchRequest } from './types.ts';
 
 /** The R4 parameter of each type that names its parent (a reference to the same type). */
@@ -34,7 +34,7 @@ function request(type: string, filters: Filter[]): SearchRequest {
 /** The parent references (`Type/id`) of a resource through its hierarchy parameter. */
 function parentsOf(resource: Resource, param: string): string[] {
   const out: string[] = [];
-  for (const v of extractIndex(resource)) {
+  for (const v of extractReferences(resource, new Set([param]))) {
     if (v.param === param && v.type === 'reference' && v.targetType === resource.resourceType && v.targetId) out.push(`${v.targetType}/${v.targetId}`);
   }
   return out;

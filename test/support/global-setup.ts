@@ -9,6 +9,8 @@ import { join } from 'node:path';
 
 export default function setup(): () => void {
   const previous = process.env.TMPDIR;
+  // The FHIR package URL indexes are a cache worth keeping between runs: left in the machine's temp folder.
+  process.env.DSP_PACKAGE_INDEX_DIR ??= join(tmpdir(), 'dsp-fhir-package-index');
   const dir = mkdtempSync(join(tmpdir(), 'dsp-fhir-tests-'));
   process.env.TMPDIR = dir;
   return () => {
