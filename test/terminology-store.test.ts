@@ -159,6 +159,7 @@ describe('mayWriteTerminology', () => {
     expect(mayWriteTerminology({ method: 'DELETE', path: 'ValueSet' })).toBe(true);
     expect(mayWriteTerminology({ method: 'POST', path: 'ValueSet/$validate-code' })).toBe(false);
     expect(mayWriteTerminology({ method: 'POST', path: 'ValueSet/vs1/$expand' })).toBe(false);
+    expect(mayWriteTerminology({ method: 'POST', path: 'ValueSet/_search' })).toBe(false);
     expect(mayWriteTerminology({ method: 'POST', path: 'ValueSetX' })).toBe(false);
     expect(mayWriteTerminology({ method: 'POST', path: 'Patient' })).toBe(false);
     expect(mayWriteTerminology({ method: 'POST', path: '', body: bundle([{ resource: { resourceType: 'Patient' }, request: { method: 'POST', url: 'Patient' } }]) })).toBe(false);

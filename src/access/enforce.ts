@@ -140,13 +140,11 @@ function statusOf(err: unknown): number {
 
 export async function enforce(ctx: Context, req: FhirRequest, session: StoreSession | undefined, route: Route): Promise<FhirResponse> {
   // A top-level write that may touch a CodeSystem, ValueSet or ConceptMap renews the terminology layer once it
-  // has committed (or failed): src/terminology/service.ts.
+  // has committed (src/terminology/service.ts); a refused or failed one wrote nothing.
   if (session || !mayWriteTerminology(req)) return enforceRequest(ctx, req, session, route);
-  try {
-    return await enforceRequest(ctx, req, session, route);
-  } finally {
-    terminologyResourcesWritten();
-  }
+  const res = await enforceRequest(ctx, req, session, route);
+  terminologyResourcesWritten();
+  return res;
 }
 
 async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSession | undefined, route: Route): Promise<FhirResponse> {

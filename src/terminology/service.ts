@@ -88,7 +88,8 @@ export function mayWriteTerminology(req: { method: string; path: string; body?: 
   }
   const slash = path.indexOf('/');
   if (!TYPE_SET.has(slash < 0 ? path : path.slice(0, slash))) return false;
-  return !/(^|\/)\$[^/]*$/.test(path);
+  // Operations read (`$expand`...), and so does `POST [type]/_search`.
+  return !/(^|\/)\$[^/]*$/.test(path) && !/\/_search$/.test(path);
 }
 
 /** How often (ms) the store's history is asked whether the stored terminology changed behind this process. */
