@@ -1,9 +1,9 @@
 /**
  * StructureDefinitions of the extensions the cross-border reader writes (CDA content FHIR has no element for),
- * registered with the validator's package registry so that generated Bundles validate.
+ * indexed by the package registry (src/packages/registry.ts packageRegistry()) with our own profiles, so that
+ * Bundles carrying them validate in any process, whether or not a CDA was converted first.
  */
 import type { StructureDefinition } from 'fhir/r4';
-import { packageRegistry } from '../packages/registry.ts';
 
 const BASE = 'http://dsp.lu/fhir/StructureDefinition/';
 
@@ -70,13 +70,3 @@ export const CROSSBORDER_EXTENSIONS: StructureDefinition[] = [
     },
   },
 ];
-
-let registeredGeneration: unknown;
-
-/** Adds the definitions to the process-wide package registry (idempotent). */
-export function registerCrossborderExtensions(): void {
-  const reg = packageRegistry();
-  if (registeredGeneration === reg) return;
-  for (const sd of CROSSBORDER_EXTENSIONS) reg.add(sd as never);
-  registeredGeneration = reg;
-}

@@ -18,7 +18,6 @@ import { FhirError, unprocessable } from '../fhir/outcome.ts';
 import { isOid } from '../terminology/codesystems.ts';
 import { attr, hasTemplate, kid, kids, parseXml, path, textOf, xsiType, CDA_NS, PHARM_NS, type Element, type XmlLimits, at } from './cda/xml.ts';
 import { tsToFhir } from './dates.ts';
-import { registerCrossborderExtensions } from './extensions.ts';
 import { labels, narrativeIds, narrativeToXhtml } from './narrative.ts';
 import { cdaUidToUri, fromCD, EXT_NULLFLAVOR, type ReadContext } from './transcode.ts';
 
@@ -750,7 +749,6 @@ export function cdaToBundle(xml: string | Buffer, opts: FromCdaOptions = {}): Bu
 }
 
 export function cdaDocumentToBundle(doc: Element, opts: FromCdaOptions = {}): Bundle {
-  registerCrossborderExtensions();
   if (doc.localName !== 'ClinicalDocument' || doc.namespaceURI !== CDA_NS) {
     // HL7 v3 batch / interaction wrappers (MCCI_IN200101 and the like) are messages carrying national documents,
     // not a pivot CDA: refused, with what they are named.
