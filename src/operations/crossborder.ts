@@ -17,6 +17,7 @@ import type { Binary, Bundle, Parameters, Resource } from 'fhir/r4';
 import { badRequest, gone, notFound, FhirError } from '../fhir/outcome.ts';
 import { header, queryValue, type FhirRequest } from '../fhir/request.ts';
 import { parseLanguages } from '../terminology/language.ts';
+import { assertValidResource } from '../validation/index.ts';
 import { bundleToCda } from '../crossborder/to-cda.ts';
 import { cdaToBundle } from '../crossborder/from-cda.ts';
 import { operationRegistry } from './registry.ts';
@@ -67,6 +68,9 @@ operationRegistry.register({
       const fromParams = param(body, 'document')?.resource;
       bundle = (fromParams ?? body) as Bundle;
       if (bundle?.resourceType !== 'Bundle') throw badRequest('The body must be a document Bundle or Parameters with a `document` Bundle', ['Bundle']);
+      // A posted Bundle has not been through the write path's validation: malformed entries are refused here
+      // (400 with the issues) rather than failing inside the converter.
+      assertValidResource(bundle);
     }
     const lang = queryValue(req, 'lang');
     const xml = bundleToCda(bundle, lang ? { language: lang } : {});
