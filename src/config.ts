@@ -37,6 +37,8 @@ export interface Config {
   sqliteSynchronous: 'FULL' | 'NORMAL';
   /** Profile validation of written resources that declare profiles (meta.profile): off, warn or reject. */
   profileValidation: ProfileValidationMode;
+  /** Warm the validator up in the background once listening (DSP_VALIDATION_WARMUP, default on). */
+  validationWarmUp: boolean;
   limits: Limits;
   /**
    * HTTPS: PEM files of the server certificate and key; with `ca`, clients may present certificates issued by
@@ -133,6 +135,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     examplesDir: resolve(cwd, env.DSP_EXAMPLES_DIR ?? 'examples'),
     sqliteSynchronous: sync,
     profileValidation: profileValidationMode(env.DSP_PROFILE_VALIDATION),
+    validationWarmUp: bool(env, 'DSP_VALIDATION_WARMUP', true),
     auth: authConfig(env, cwd, resolve(cwd, env.DSP_DATA_DIR ?? 'data')),
     tls: tlsConfig(env, cwd),
     limits: {
@@ -159,8 +162,19 @@ function authConfig(env: NodeJS.ProcessEnv, cwd: string, dataDir: string): AuthC
   };
   const issuers = (json('DSP_AUTH_ISSUERS') ?? []) as AuthConfig['issuers'];
   const clients = (json('DSP_AUTH_CLIENTS') ?? []) as RegisteredClient[];
-  if (!Array.isArray(issuers) || issuers.some((i) => typeof i?.issuer !== 'string')) throw new Error('DSP_AUTH_ISSUERS must be a list of {issuer, jwksUri | jwks}');
-  if (!Array.isArray(clients) || clients.some((c) => typeof c?.clientId !== 'string' || !['system', 'ncp'].includes(c.role))) {
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const isJwks = (v: unknown): boolean => isObject(v) && Array.isArray(v.keys);
+  const badIssuer = (i: unknown) => !isObject(i) || typeof i.issuer !== 'string' || !(typeof i.jwksUri === 'string' || isJwks(i.jwks));
+  if (!Array.isArray(issuers) || issuers.some(badIssuer)) throw new Error('DSP_AUTH_ISSUERS must be a list of {issuer, jwksUri | jwks}');
+  const badClient = (c: unknown) =>
+    !isObject(c) ||
+    typeof c.clientId !== 'string' ||
+    !['system', 'ncp'].includes(c.role as string) ||
+    typeof c.ref !== 'string' ||
+    typeof c.scope !== 'string' ||
+    (c.organization !== undefined && typeof c.organization !== 'string') ||
+    !(isJwks(c.jwks) || typeof c.certFingerprint === 'string');
+  if (!Array.isArray(clients) || clients.some(badClient)) {
     throw new Error('DSP_AUTH_CLIENTS must be a list of {clientId, role: system|ncp, ref, scope, jwks | certFingerprint}');
   }
   return {
@@ -175,5 +189,5 @@ function authConfig(env: NodeJS.ProcessEnv, cwd: string, dataDir: string): AuthC
 /** Configuration for tests and embedding: defaults with overrides, no environment. */
 export function testConfig(overrides: Partial<Config> = {}): Config {
   const base = loadConfig({}, process.cwd());
-  return { ...base, loadExamples: false, logLevel: 'silent', ...overrides, limits: { ...base.limits, ...overrides.limits } };
+  return { ...base, loadExamples: false, logLevel: 'silent', validationWarmUp: false, ...overrides, limits: { ...base.limits, ...overrides.limits } };
 }

@@ -69,7 +69,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   logger.info({ url, store: store.kind }, 'dsp-fhir-server listening');
   // The validator's one-off costs (packages, snapshots, value sets: several seconds) are paid in the
   // background once listening, so the first $validate or validating write is fast. DSP_VALIDATION_WARMUP=off skips it.
-  if ((process.env.DSP_VALIDATION_WARMUP ?? '').toLowerCase() !== 'off') {
+  if (config.validationWarmUp) {
     const warm = warmUpValidationInBackground();
     void warm.finished.then(() => logger.info({ ms: warm.ms, steps: warm.steps, ...(warm.error ? { error: warm.error } : {}) }, warm.done ? 'validation warm-up done' : 'validation warm-up stopped'));
   }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Client } from 'fhir-kit-client';
 import type { Bundle, Patient } from 'fhir/r4';
 import { ROOT, startServerProcess, type ServerProcess } from './support/process.ts';
+import { loadConfig } from '../src/config.ts';
 
 let running: ServerProcess | undefined;
 afterEach(async () => {
@@ -86,6 +87,51 @@ describe('dsp-fhir serve', () => {
 
   it('refuses to start with a bad configuration, naming the variable', async () => {
     await expect(startServerProcess({ DSP_MAX_COUNT: 'lots' })).rejects.toThrow(/DSP_MAX_COUNT/);
+  });
+
+  it('refuses a registered client without scope at start-up, naming the variable', async () => {
+    const clients = JSON.stringify([{ clientId: 'lab-x', role: 'system', ref: 'Device/lab-x', jwks: { keys: [] } }]);
+    await expect(startServerProcess({ DSP_AUTH_CLIENTS: clients })).rejects.toThrow(/DSP_AUTH_CLIENTS must be a list of/);
+  });
+});
+
+describe('configuration checks', () => {
+  const CLIENTS_MSG = 'DSP_AUTH_CLIENTS must be a list of {clientId, role: system|ncp, ref, scope, jwks | certFingerprint}';
+  const ISSUERS_MSG = 'DSP_AUTH_ISSUERS must be a list of {issuer, jwksUri | jwks}';
+  const client = { clientId: 'lab-x', role: 'system', ref: 'Device/lab-x', scope: 'system/Observation.cruds', jwks: { keys: [] } };
+  const clients = (c: object) => loadConfig({ DSP_AUTH_CLIENTS: JSON.stringify([c]) }, ROOT);
+
+  it('accepts a complete registered client (jwks or certFingerprint)', () => {
+    expect(clients(client).auth!.clients).toHaveLength(1);
+    const { jwks: _jwks, ...noJwks } = client;
+    expect(clients({ ...noJwks, role: 'ncp', certFingerprint: 'ab'.repeat(32) }).auth!.clients).toHaveLength(1);
+  });
+
+  it('refuses a registered client missing ref, scope, or both jwks and certFingerprint', () => {
+    const { ref: _ref, ...noRef } = client;
+    const { scope: _scope, ...noScope } = client;
+    const { jwks: _jwks, ...noKey } = client;
+    expect(() => clients(noRef)).toThrow(CLIENTS_MSG);
+    expect(() => clients(noScope)).toThrow(CLIENTS_MSG);
+    expect(() => clients({ ...client, scope: 42 })).toThrow(CLIENTS_MSG);
+    expect(() => clients(noKey)).toThrow(CLIENTS_MSG);
+    expect(() => clients({ ...client, role: 'admin' })).toThrow(CLIENTS_MSG);
+    expect(() => loadConfig({ DSP_AUTH_CLIENTS: '[null]' }, ROOT)).toThrow(CLIENTS_MSG);
+  });
+
+  it('refuses a trusted issuer without jwksUri or jwks', () => {
+    expect(loadConfig({ DSP_AUTH_ISSUERS: JSON.stringify([{ issuer: 'https://idp', jwksUri: 'https://idp/jwks' }]) }, ROOT).auth!.issuers).toHaveLength(1);
+    expect(loadConfig({ DSP_AUTH_ISSUERS: JSON.stringify([{ issuer: 'https://idp', jwks: { keys: [] } }]) }, ROOT).auth!.issuers).toHaveLength(1);
+    expect(() => loadConfig({ DSP_AUTH_ISSUERS: JSON.stringify([{ issuer: 'https://idp' }]) }, ROOT)).toThrow(ISSUERS_MSG);
+    expect(() => loadConfig({ DSP_AUTH_ISSUERS: '[null]' }, ROOT)).toThrow(ISSUERS_MSG);
+  });
+
+  it('reads DSP_VALIDATION_WARMUP as a boolean (default on)', () => {
+    expect(loadConfig({}, ROOT).validationWarmUp).toBe(true);
+    expect(loadConfig({ DSP_VALIDATION_WARMUP: 'off' }, ROOT).validationWarmUp).toBe(false);
+    expect(loadConfig({ DSP_VALIDATION_WARMUP: 'false' }, ROOT).validationWarmUp).toBe(false);
+    expect(loadConfig({ DSP_VALIDATION_WARMUP: 'on' }, ROOT).validationWarmUp).toBe(true);
+    expect(() => loadConfig({ DSP_VALIDATION_WARMUP: 'sometimes' }, ROOT)).toThrow('DSP_VALIDATION_WARMUP must be true or false (got "sometimes")');
   });
 });
 

@@ -18,7 +18,7 @@ afterAll(async () => {
 describe('validation warm-up at server start', () => {
   it('starts after listening, does not block requests, and completes every step', async () => {
     expect(validationWarmUpState()).toBeUndefined();
-    running = await startServer(testConfig({ port: 0, host: '127.0.0.1', dataDir: mkdtempSync(join(tmpdir(), 'dsp-warmup-')) }));
+    running = await startServer(testConfig({ port: 0, host: '127.0.0.1', validationWarmUp: true, dataDir: mkdtempSync(join(tmpdir(), 'dsp-warmup-')) }));
     const state = validationWarmUpState();
     // Listening (startServer has returned) while the warm-up has been started but has not run a step yet:
     // its steps are scheduled on later turns of the event loop.

@@ -32,7 +32,7 @@ export async function startServerProcess(env: Record<string, string> = {}, dataD
   const token = await devToken(dataDir, { role: 'admin', id: 'Practitioner/test-admin' }, env.DSP_AUTH_AUDIENCE);
   const child = spawn(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'src/cli/main.ts'), 'serve'], {
     cwd: ROOT,
-    env: { ...process.env, PORT: '0', DSP_HOST: '127.0.0.1', DSP_DATA_DIR: dataDir, DSP_LOAD_EXAMPLES: 'false', DSP_LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, PORT: '0', DSP_HOST: '127.0.0.1', DSP_DATA_DIR: dataDir, DSP_LOAD_EXAMPLES: 'false', DSP_LOG_LEVEL: 'info', DSP_VALIDATION_WARMUP: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return new Promise((resolve, reject) => {
