@@ -325,7 +325,7 @@ function parseReferenceHierarchy(def: SearchParamDef, modifier: 'above' | 'below
     const [url, version] = v.split('|') as [string, string | undefined];
     if (version) throw badRequest(`Search parameter ${key}: version-specific canonical search is not supported (canonical references are indexed without their version)`);
     // Indexed as the indexer normalises it: `Type/id` when the URL ends so, else the URL itself.
-    return { type: 'reference', modifier, canonicalBelow: { url }, references: [n.reference] };
+    return { type: 'reference', modifier, references: [n.reference] };
   }
   throw badRequest(`Search parameter ${key}: ${v} is neither Type/id nor a canonical URL`);
 }

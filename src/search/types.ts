@@ -55,10 +55,9 @@ export type Predicate =
   /**
    * `:above` / `:below` (R4 search.html#versions and #recursive) keep the search value in `reference` until the
    * caller resolves them (src/search/valuesets.ts) into `references` (any of these `Type/id` or canonical
-   * values); stores reject unresolved ones. `canonicalBelow` (canonical targets): `url` matches `url` and
-   * `url|<any version>`, `url|v` matches `url|v` and `url|v.<more>`.
+   * values); stores reject unresolved ones. On a canonical, `:below` with `url` matches `url` with any version.
    */
-  | { type: 'reference'; reference?: string; targetType?: string; targetId?: string; identifierSystem?: string; identifierValue?: string; modifier?: 'identifier' | 'above' | 'below'; references?: string[]; canonicalBelow?: { url: string; version?: string } }
+  | { type: 'reference'; reference?: string; targetType?: string; targetId?: string; identifierSystem?: string; identifierValue?: string; modifier?: 'identifier' | 'above' | 'below'; references?: string[] }
   | { type: 'date'; prefix: Prefix; low: string; high: string }
   | { type: 'number'; prefix: Prefix; low: number; high: number; value: number }
   | { type: 'quantity'; prefix: Prefix; low: number; high: number; value: number; system?: string; code?: string; canonicalValue?: number; canonicalLow?: number; canonicalHigh?: number; canonicalCode?: string }

@@ -62,14 +62,14 @@ export function decodePageCursor(cursor: string, sortKeys: number): PageCursor {
  * The keyset keys a cursor compares with: the search's keys (sort keys, then the ascending tie-breaks on
  * type and id) holding the cursor's values, every direction flipped for a "before" cursor (rows before a
  * position in an order are the rows after it in the reversed order; missing values stay lowest).
- * The store also reverses its ORDER BY / sort for a "before" cursor (see `reversed`).
+ * The store also reverses its ORDER BY / sort for a "before" cursor.
  */
-export function orientKeys(keys: KeysetKey[], c: PageCursor): KeysetKey[] {
+function orientKeys(keys: KeysetKey[], c: PageCursor): KeysetKey[] {
   return c.before ? keys.map((k) => ({ ...k, descending: !k.descending })) : keys;
 }
 
 /** The row exactly at the position (every key equal; a null value is a missing one): for inclusive cursors. */
-export function atPosition(keys: KeysetKey[]): Cond {
+function atPosition(keys: KeysetKey[]): Cond {
   return { op: 'and', conds: keys.map((k): Cond => (k.last === null ? { op: 'isNull', field: k.field } : { op: 'eq', field: k.field, value: k.last })) };
 }
 
@@ -77,11 +77,6 @@ export function atPosition(keys: KeysetKey[]): Cond {
 export function cursorCond(keys: KeysetKey[], c: PageCursor, keysetCond: (keys: KeysetKey[]) => Cond): Cond {
   const strict = keysetCond(orientKeys(keys, c));
   return c.inclusive ? { op: 'or', conds: [strict, atPosition(keys)] } : strict;
-}
-
-/** Whether the store must fetch in the reversed order (a "before" cursor). */
-export function reversed(c: PageCursor | undefined): boolean {
-  return !!c?.before;
 }
 
 /**
