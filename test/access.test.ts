@@ -184,6 +184,20 @@ describe('the access model', () => {
     expect((await ben.post('/fhir/Observation').send(obs('y', 'anna'))).status).toBe(404);
     expect((await ben.post('/fhir/Observation').send(obs('y', 'ben'))).status).toBe(201);
   });
+
+  it('a malformed body is a 400 naming the element, before the write rules look at it', async () => {
+    const badLabels = await gp.put('/fhir/DocumentReference/doc-plain').send({ ...doc('doc-plain', 'anna', 'Practitioner/dr-author'), securityLabel: 5 });
+    expect(badLabels.status).toBe(400);
+    expect(badLabels.body.resourceType).toBe('OperationOutcome');
+    expect(JSON.stringify(badLabels.body.issue)).toContain('securityLabel');
+    const badMeta = await gp.put('/fhir/DocumentReference/doc-plain').send({ ...doc('doc-plain', 'anna', 'Practitioner/dr-author'), meta: { security: { code: 'x' } } });
+    expect(badMeta.status).toBe(400);
+    const badSubject = await gp.post('/fhir/Observation').send({ ...obs('z', 'anna'), subject: { reference: 5 } });
+    expect(badSubject.status).toBe(400);
+    expect(JSON.stringify(badSubject.body.issue)).toContain('subject');
+    // Nothing was written.
+    expect((await t.http.get('/fhir/DocumentReference/doc-plain')).body.meta.versionId).toBe('1');
+  });
 });
 
 describe('closure and emergency', () => {

@@ -11,6 +11,7 @@ import { FhirError } from '../fhir/outcome.ts';
 import { fhirModel } from '../fhir/model.ts';
 import { applyFhirPathPatch, applyJsonPatch } from '../fhir/patch.ts';
 import { buildAuditEvent } from '../audit/event.ts';
+import { assertValidResource } from '../validation/index.ts';
 import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
 import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
 import { operationRegistry } from '../operations/registry.ts';
@@ -87,6 +88,21 @@ function patientsTouched(body: unknown, into: Set<string>): void {
     return;
   }
   if (isPatientData(r.resourceType) && (r.resourceType !== 'Patient' || r.id)) for (const p of patientsOf(r)) into.add(p);
+}
+
+/**
+ * The body of a create or update, base-validated before the write rules read it (labels, subject, authors:
+ * a malformed body is the interaction's 400, never a failure of the check); the interaction does not validate
+ * it again. A body of another type is left to the interaction's own 400.
+ */
+function checkedBody(req: FhirRequest, type: string): Resource | undefined {
+  const body = req.body as Resource | undefined;
+  if (!body || typeof body !== 'object' || body.resourceType !== type) return undefined;
+  if (!req.validated) {
+    assertValidResource(body);
+    req.validated = true;
+  }
+  return body;
 }
 
 function requireAnyScope(principal: Principal, type: string, perms: Permission[]): void {
@@ -318,8 +334,8 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
       scope.authorize('create', type);
       if (restricted) {
         if (req.headers['if-none-exist']) throw forbidden('Conditional create is available to administrators and system clients only');
-        const body = req.body as Resource | undefined;
-        if (body && typeof body === 'object' && body.resourceType === type) await scope.checkWrite('create', undefined, body);
+        const body = checkedBody(req, type!);
+        if (body) await scope.checkWrite('create', undefined, body);
       }
       return route(ctx, req, session);
     }
@@ -327,12 +343,12 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
       scope.authorize('update', type);
       if (restricted) {
         if (info.conditional) throw forbidden('Conditional update is available to administrators and system clients only');
-        const body = req.body as Resource | undefined;
+        const body = checkedBody(req, type!);
         const current = await reads.current(type!, info.id!);
         if (current && !current.deleted) {
           const before = await checkInstance(scope, reads, type!, info.id!);
-          if (body && typeof body === 'object' && body.resourceType === type) await scope.checkWrite('update', before, { ...body, id: info.id });
-        } else if (body && typeof body === 'object' && body.resourceType === type) {
+          if (body) await scope.checkWrite('update', before, { ...body, id: info.id });
+        } else if (body) {
           if (current?.deleted) await checkInstance(scope, reads, type!, info.id!);
           await scope.checkWrite('create', undefined, body);
         }
