@@ -72,7 +72,8 @@ describe('$access-grant / $access-revoke', () => {
 
   it('revokes every grant naming the professional (also one shared with another actor); idempotent', async () => {
     // A Consent written directly by the patient, naming two professionals.
-    const shared = consent('c-shared', 'anna', 'grant', { actor: 'Practitioner/dr-none' }) as unknown as { provision: { actor: unknown[] } };
+    const shared = consent('c-shared', 'anna', 'grant', { actor: 'Practitioner/dr-none' }) as unknown as { provision: { actor: unknown[] }; meta?: unknown };
+    shared.meta = { tag: [{ system: 'https://example.org/tags', code: 'from-gp-software' }] };
     shared.provision.actor.push({ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'PRCP' }] }, reference: { reference: 'Practitioner/dr-expired' } });
     expect((await anna.put('/fhir/Consent/c-shared').send(shared)).status).toBe(201);
     const expired = await t.as({ role: 'practitioner', id: 'Practitioner/dr-expired' });
@@ -87,6 +88,9 @@ describe('$access-grant / $access-revoke', () => {
     const sharedNow = await anna.get('/fhir/Consent/c-shared');
     expect(sharedNow.body.status).toBe('active');
     expect(sharedNow.body.provision.actor.map((a: { reference: { reference: string } }) => a.reference.reference)).toEqual(['Practitioner/dr-expired']);
+    // The operation's update keeps the Consent's own meta (a tag written by the patient's software).
+    expect(sharedNow.body.meta.tag).toEqual([{ system: 'https://example.org/tags', code: 'from-gp-software' }]);
+    expect(sharedNow.body.meta.versionId).toBe('2');
     const again = await anna.post('/fhir/Patient/anna/$access-revoke').send(actor('Practitioner/dr-none'));
     expect(value(again.body, 'outcome')!.valueCode).toBe('unchanged');
     await anna.delete('/fhir/Consent/c-shared');

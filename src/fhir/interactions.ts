@@ -119,7 +119,7 @@ async function indexAndPut(
 }
 
 /** Drops client-supplied versioning metadata: the server owns meta.versionId and meta.lastUpdated. */
-function withoutServerMeta(resource: Resource): Resource {
+export function withoutServerMeta(resource: Resource): Resource {
   if (!resource.meta) return resource;
   const { versionId: _v, lastUpdated: _l, ...rest } = resource.meta;
   const copy = { ...resource } as Resource;

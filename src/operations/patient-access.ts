@@ -30,7 +30,7 @@ import type { Permission, Principal } from '../access/principal.ts';
 import { FhirError, badRequest, gone, notFound } from '../fhir/outcome.ts';
 import { fhirModel } from '../fhir/model.ts';
 import { compartmentFilter } from '../fhir/compartments.ts';
-import { search } from '../fhir/interactions.ts';
+import { search, withoutServerMeta } from '../fhir/interactions.ts';
 import { extractIndex } from '../search/indexer.ts';
 import { CONFIDENTIALITY, POLICY_SYSTEM, type PatientPolicy, type PolicyKind, active, loadPolicy, periodEndMs, policyKind } from '../access/policy.ts';
 import { patientsOf } from '../access/decision.ts';
@@ -176,9 +176,10 @@ class ConsentWriter {
   }
 
   private async write(consent: Consent, isNew: boolean): Promise<void> {
-    const { meta, ...rest } = consent;
-    const expected = !isNew && meta?.versionId ? Number(meta.versionId) : undefined;
-    const record = await this.session.put(rest as Resource, { method: isNew ? 'POST' : 'PUT', expectedVersion: expected, index: extractIndex(rest as Resource) });
+    // The Consent's own meta (tags, security labels, profiles) is kept; the server's versioning fields are not.
+    const expected = !isNew && consent.meta?.versionId ? Number(consent.meta.versionId) : undefined;
+    const rest = withoutServerMeta(consent);
+    const record = await this.session.put(rest, { method: isNew ? 'POST' : 'PUT', expectedVersion: expected, index: extractIndex(rest) });
     this.touched.push(`Consent/${consent.id}`);
     if (isNew) this.created = true;
     else this.updated = true;
