@@ -14,6 +14,7 @@ import { createLogger, type Logger } from './logger.ts';
 import { loadExamples } from './examples.ts';
 import { syncSearchParameters } from './search/reindex.ts';
 import { terminologyService } from './terminology/service.ts';
+import { accessRuntime } from './access/service.ts';
 import { cancelValidationWarmUp, warmUpValidationInBackground } from './validation/index.ts';
 
 export async function openStore(config: Config): Promise<Store> {
@@ -49,6 +50,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const n = await loadExamples(ctx, config.examplesDir);
     logger.info({ resources: n, dir: config.examplesDir }, 'examples loaded into the empty store');
   }
+  // The signing key and the audit store are opened before listening: a failure stops the start with its
+  // message instead of answering 500 to every request.
+  const access = await accessRuntime(ctx);
   const app = createApp({ ctx, logger });
   const server = await new Promise<Server>((resolve, reject) => {
     // HTTPS when configured; with trust anchors, client certificates are requested and checked by the
@@ -81,6 +85,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     async close() {
       cancelValidationWarmUp();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      // Entries still queued (answers that did not wait for their commit) are written before the stores close.
+      await access.audit.flush();
+      if (access.auditStore !== store) await access.auditStore.close();
       await store.close();
     },
   };

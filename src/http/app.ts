@@ -89,8 +89,7 @@ export function createApp({ ctx, logger }: AppOptions): express.Express {
   app.set('query parser', 'simple');
 
   const raw = express.raw({ type: () => true, limit: ctx.config.limits.maxBodyBytes });
-  // The signing key and audit store are opened at start (a failure shows at the first request as a 500).
-  accessRuntime(ctx).catch(() => undefined);
+  // The signing key and audit store open on first use; startServer opens them before listening (src/server.ts).
   // SMART discovery and the Backend Services token endpoint (src/access/http.ts).
   registerAuthRoutes(app, ctx, FHIR_BASE_PATH);
 
