@@ -10,7 +10,8 @@ import type { HistoryQuery, Store, StoreSession, VersionRecord, WriteMethod } fr
 import type { SearchRequest } from '../search/types.ts';
 import { extractIndex } from '../search/indexer.ts';
 import { parseSearch } from '../search/parse.ts';
-import { expandValueSetFilters } from '../search/valuesets.ts';
+import { expandSearchFilters } from '../search/valuesets.ts';
+import { terminologyService } from '../terminology/service.ts';
 import { assertValidResource, validateOnWrite } from '../validation/index.ts';
 import { applyFhirPathPatch, applyJsonPatch } from './patch.ts';
 import { fhirModel } from './model.ts';
@@ -143,7 +144,8 @@ export async function conditionalMatches(
     defaultCount: limit,
     maxCount: ctx.config.limits.maxCount,
   });
-  await expandValueSetFilters(ctx.store, request);
+  // Hierarchies (reference :above / :below) are read through the session: inside a transaction they include its own writes.
+  await expandSearchFilters(request, () => terminologyService().scope(ctx.store), session);
   const result = await session.search({ ...request, count: limit, total: 'none', include: [], sort: [] });
   return result.resources;
 }
@@ -226,6 +228,11 @@ export async function update(ctx: Context, session: StoreSession, req: FhirReque
   const ifMatch = header(req, 'if-match');
   const expected = ifMatch ? parseETag(ifMatch) : undefined;
   const before = await session.current(type, id);
+  // Access hook (src/access): decided on the record this transaction read, so nothing can change in between.
+  if (req.access) {
+    if (before) await req.access.checkWriteTarget(session, type, id, before);
+    await req.access.checkWrite(before && !before.deleted ? 'update' : 'create', before?.deleted ? undefined : before?.resource, resource, session);
+  }
   if (expected !== undefined && (!before || before.deleted)) {
     throw preconditionFailed(`${type}/${id} does not exist, so If-Match ${ifMatch} cannot match`);
   }
@@ -261,10 +268,13 @@ export async function remove(ctx: Context, session: StoreSession, req: FhirReque
   const expected = ifMatch ? parseETag(ifMatch) : undefined;
   const before = await session.current(type, id);
   if (!before) throw notFound(`${type}/${id} is not known`);
+  // Access hook (src/access): decided on the record this transaction read.
+  await req.access?.checkWriteTarget(session, type, id, before);
   if (before.deleted) {
     if (expected !== undefined) throw preconditionFailed(`${type}/${id} is already deleted`);
     return { status: 204, headers: { ETag: etag(before.versionId) } };
   }
+  await req.access?.checkWrite('delete', before.resource, undefined, session);
   const record = await session.delete(type, id, { method: 'DELETE', expectedVersion: expected });
   return deleteResponse(req, record!);
 }
@@ -296,6 +306,8 @@ export async function patch(ctx: Context, session: StoreSession, req: FhirReques
   assertId(id);
   const current = await session.current(type, id);
   if (!current) throw notFound(`${type}/${id} is not known`);
+  // Access hook (src/access): decided on the record this transaction read, before anything about it is told.
+  await req.access?.checkWriteTarget(session, type, id, current);
   if (current.deleted) throw gone(`${type}/${id} was deleted`);
   const ifMatch = header(req, 'if-match');
   const expected = ifMatch ? parseETag(ifMatch) : current.versionId;
@@ -320,6 +332,7 @@ export async function patch(ctx: Context, session: StoreSession, req: FhirReques
   assertValidResource(resource);
   checkBusinessRules(resource);
   const issues = validateOnWrite(resource, ctx.config.profileValidation);
+  await req.access?.checkWrite('patch', current.resource, resource, session);
   const record = await indexAndPut(session, resource, 'PATCH', expected);
   return writeResponse(req, record, 200, false, issues);
 }
@@ -438,7 +451,8 @@ export async function search(
   }
   if (extra?.filters) request.filters.push(...extra.filters);
   if (!type && request.resourceTypes.length === 0) request.resourceTypes = [...fhirModel().resourceTypes];
-  await expandValueSetFilters(ctx.store, request);
+  // Hierarchies (reference :above / :below) are read through the session: inside a transaction they include its own writes.
+  await expandSearchFilters(request, () => terminologyService().scope(ctx.store), session);
   // Access hook (src/access): the decision point narrows the request before the query runs.
   if (req.access) await req.access.narrow(request);
   const result = await session.search(request);
