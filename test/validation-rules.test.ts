@@ -9,7 +9,7 @@ import type { Issue } from '../src/fhir/outcome.ts';
 import { packageRegistry, type ConformanceResource } from '../src/packages/registry.ts';
 import { validateFull } from '../src/validation/index.ts';
 import { useNativeInvariants } from '../src/validation/invariants.ts';
-import { checkLimit, instantOf } from '../src/validation/limits.ts';
+import { checkLimit } from '../src/validation/limits.ts';
 import { xhtmlProblems } from '../src/validation/profile.ts';
 
 const BASE = 'http://example.org/fhir/StructureDefinition/';
@@ -117,7 +117,9 @@ describe('minValue / maxValue / maxLength', () => {
     expectIssue(validateFull({ ...p, birthDate: `${new Date().getUTCFullYear() + 2}-01-01` }), 'error', 'Patient.birthDate', /later than 0 d after now/);
   });
   it('limit arithmetic: dates by their earliest instant, times, decimals', () => {
-    expect(instantOf('2024-01-01T01:00:00+01:00')).toBe(Date.UTC(2024, 0, 1, 0, 0, 0));
+    // 01:00+01:00 is midnight UTC: equal to the limit, not below it; one second earlier is below.
+    expect(checkLimit('min', 'dateTime', '2024-01-01T01:00:00+01:00', 'Instant', '2024-01-01T00:00:00Z')).toBeUndefined();
+    expect(checkLimit('min', 'dateTime', '2024-01-01T00:59:59+01:00', 'Instant', '2024-01-01T00:00:00Z')?.severity).toBe('error');
     expect(checkLimit('max', 'date', '2022-06-30', 'DateTime', '2022-06')?.severity).toBe('error');
     expect(checkLimit('max', 'date', '2022-06', 'DateTime', '2022-06')).toBeUndefined();
     expect(checkLimit('min', 'time', '08:59:59', 'Time', '09:00:00')?.severity).toBe('error');

@@ -5,7 +5,9 @@
  * UCUM); and minValueDuration / maxValueDuration on date types (a window around the current time, as in the
  * R5 definition HL7's validator also applies to R4 profiles). Also used by the QuestionnaireResponse rules.
  */
+import { dateRange } from '../search/normalize.ts';
 import { ucumConvert } from '../terminology/ucum.ts';
+import { primitiveRule } from './primitives.ts';
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -13,18 +15,17 @@ const isObject = (v: unknown): v is Json => v !== null && typeof v === 'object' 
 const DATE_TYPES = new Set(['date', 'dateTime', 'instant']);
 const NUMBER_TYPES = new Set(['integer', 'positiveInt', 'unsignedInt', 'decimal', 'integer64']);
 
-/** Milliseconds since the epoch of the earliest instant a date/dateTime/instant denotes, or undefined. */
-export function instantOf(s: string): number | undefined {
-  const m = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/.exec(s);
-  if (!m) return undefined;
-  const [, y, mo, d, h, mi, sec, frac, tz] = m;
-  let t = Date.UTC(Number(y), mo ? Number(mo) - 1 : 0, d ? Number(d) : 1, h ? Number(h) : 0, mi ? Number(mi) : 0, sec ? Number(sec) : 0, frac ? Math.floor(Number(frac) * 1000) : 0);
-  if (tz && tz !== 'Z') {
-    const sign = tz[0] === '-' ? -1 : 1;
-    t -= sign * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6))) * 60_000;
-  }
-  if (Number(y) < 100) t = new Date(t).setUTCFullYear(Number(y));
-  return t;
+/**
+ * Milliseconds since the epoch of the earliest instant a date/dateTime/instant denotes (its precision's start,
+ * no time zone read as UTC), or undefined when it is not a valid value of `type`. The search's date parser
+ * (`dateRange`) reads the value, so both agree on what a date means; the validator's own lexical rule for the
+ * type (R4 expression and calendar check: no 2024-02-30) is applied first, so an impossible date is never
+ * compared (the walker reports it at the element's path).
+ */
+function earliestInstant(type: string, s: string): number | undefined {
+  if (primitiveRule(type)?.format(s) !== undefined) return undefined;
+  const r = dateRange(s);
+  return r ? Date.parse(r.low) : undefined;
 }
 
 const secondsOfTime = (s: string) => {
@@ -68,7 +69,7 @@ export function checkLimit(kind: 'min' | 'max', type: string, value: unknown, li
     return bad(value - limit) ? { severity: 'error', message: `the value ${value} is ${word} value ${limit} allowed by the profile` } : undefined;
   }
   if (DATE_TYPES.has(type) && typeof value === 'string') {
-    const v = instantOf(value);
+    const v = earliestInstant(type, value);
     if (v === undefined) return undefined;
     if (lt === 'duration' && isObject(limit)) {
       const ms = typeof limit.value === 'number' ? DURATION_MS[String(limit.code ?? limit.unit)] : undefined;
@@ -79,7 +80,7 @@ export function checkLimit(kind: 'min' | 'max', type: string, value: unknown, li
         : undefined;
     }
     if (!DATE_TYPES.has(lt) || typeof limit !== 'string') return undefined;
-    const l = instantOf(limit);
+    const l = earliestInstant(lt, limit);
     if (l === undefined) return undefined;
     return bad(v - l) ? { severity: 'error', message: `the date/time ${value} is ${word} value ${limit} allowed by the profile` } : undefined;
   }
