@@ -15,7 +15,8 @@
  *
  * Prints a table and writes bench/results/search-<N>.json. Options: --resources N (default 100000),
  * --iterations N (default 200), --batch N (default 2000), --db FILE (default: a temp file, deleted after),
- * --keep (keep the database), --reuse FILE (skip ingest, search an existing database), --explain.
+ * --keep (keep the database), --reuse FILE (skip ingest, search an existing database), --explain, --only REGEX
+ * (run only the kinds whose name matches; the values drawn for each kind do not depend on the others).
  */
 import { mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -43,6 +44,7 @@ const { values: opts } = parseArgs({
     keep: { type: 'boolean', default: false },
     reuse: { type: 'string' },
     explain: { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
 const TARGET = Number(opts.resources);
@@ -136,7 +138,7 @@ async function ingest(): Promise<Loaded> {
 
 // -- searches -----------------------------------------------------------------------------------------------
 
-const rand = rng(42);
+let rand = rng(42);
 const pick = <T>(a: T[]): T => a[Math.floor(rand() * a.length)]!;
 
 /** A sample of the loaded data to draw search values from (read back with plain SQL). */
@@ -275,7 +277,11 @@ if (!opts.reuse) {
 const total = await store.count();
 const s = sample();
 const results: { name: string; note: string; summary: LatencySummary; rows: number }[] = [];
-for (const k of kinds(s)) {
+const only = opts.only ? new RegExp(opts.only) : undefined;
+for (const [index, k] of kinds(s).entries()) {
+  // Each kind draws from its own seeded sequence: the same values whichever kinds run.
+  rand = rng(42 + index);
+  if (only && !only.test(k.name)) continue;
   const samples: number[] = [];
   let rows = 0;
   for (let i = 0; i < ITER + 10; i++) {

@@ -57,13 +57,14 @@ const TABLES: Record<Kind, { table: string; cols: Record<string, string> }> = {
 };
 const KINDS = Object.keys(TABLES) as Kind[];
 
-/** Version of the index schema, kept in `PRAGMA user_version` by the store. */
-export const SEARCH_SCHEMA_VERSION = 5;
+/** Version of the index schema, kept in `PRAGMA user_version` by the store (6: plus `idx_date_span`). */
+export const SEARCH_SCHEMA_VERSION = 6;
 /**
- * Older schema versions the store opens as they are: 4 lacks only the `_text` / `_content` / `near` tables,
- * which installSearchSchema creates empty (`POST [base]/$reindex` fills them).
+ * Older schema versions the store opens as they are: 4 lacks the `_text` / `_content` / `near` tables, which
+ * installSearchSchema creates empty (`POST [base]/$reindex` fills them); 4 and 5 lack `idx_date_span`, which
+ * installSearchSchema creates and fills from `idx_date` on opening (date searches need it complete).
  */
-export const UPGRADABLE_SEARCH_SCHEMAS: readonly number[] = [4];
+export const UPGRADABLE_SEARCH_SCHEMAS: readonly number[] = [4, 5];
 
 /** Creates the index tables and their indexes (idempotent). */
 export function installSearchSchema(db: DatabaseSync): void {
@@ -101,7 +102,56 @@ export function installSearchSchema(db: DatabaseSync): void {
     'CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, value)',
   );
   stmts.push(...SPECIAL_TABLES);
+  const hadSpans = db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'idx_date_span'").get() !== undefined;
   for (const s of stmts) db.exec(s);
+  db.exec(DATE_SPAN_TABLE);
+  if (!hadSpans) fillDateSpans(db);
+}
+
+// Date spans (R*Tree) ---------------------------------------------------------------------------------------
+
+/**
+ * `idx_date_span`: one R*Tree entry per (resource, date parameter), the span of all its values: from the
+ * earliest to the latest instant any value's range touches (epoch milliseconds). Dimensions: the parameter id
+ * (a point, pid0 = pid1) and the span (low, high). The entry id is `rid << 21 | pid` (pids below 2^21).
+ *
+ * A date filter on a multi-valued parameter is met when one value matches each bound, possibly two different
+ * values (`date=ge2020&date=lt2021` on a resource with dates in 2019 and 2022 matches), so no single index row
+ * is bounded on both sides. Every date prefix but `ne` implies a bound on the span (see dateSpanBounds), and
+ * the bounds of several filters on one parameter combine: a two-sided bound is one R*Tree box query, a superset
+ * of the matches that drives the query when small; the date filters themselves are still checked on each
+ * candidate. R*Tree coordinates are 32-bit floats rounded outwards (low down, high up): still a superset.
+ */
+const DATE_SPAN_TABLE = 'CREATE VIRTUAL TABLE IF NOT EXISTS idx_date_span USING rtree(id, pid0, pid1, low, high)';
+const SPAN_PID_LIMIT = 2 ** 21;
+/** Beyond any date (float32 range): a value whose text does not parse spans everything. */
+const SPAN_OPEN = 3e38;
+
+function spanLow(iso: string): number {
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? -SPAN_OPEN : t;
+}
+function spanHigh(iso: string): number {
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? SPAN_OPEN : t;
+}
+
+/** Builds `idx_date_span` from `idx_date` (a database of schema 4 or 5; nothing to do on a new one). */
+function fillDateSpans(db: DatabaseSync): void {
+  const rows = db.prepare(
+    `SELECT d.rid, d.pid, min(min(d.low, d.high)) AS lo, max(max(d.low, d.high)) AS hi FROM idx_date d
+     WHERE d.pid IN (SELECT sp.pid FROM search_params sp WHERE instr(sp.code, '$') = 0 AND sp.pid < ${SPAN_PID_LIMIT}) GROUP BY d.rid, d.pid`,
+  );
+  const insert = db.prepare(`INSERT INTO idx_date_span (id, pid0, pid1, low, high) VALUES ((?1 << 21) | ?2, ?2, ?2, ?3, ?4)`);
+  const own = !db.isTransaction;
+  if (own) db.exec('BEGIN IMMEDIATE');
+  try {
+    for (const r of rows.iterate() as Iterable<{ rid: number; pid: number; lo: string; hi: string }>) insert.run(r.rid, r.pid, spanLow(r.lo), spanHigh(r.hi));
+    if (own) db.exec('COMMIT');
+  } catch (err) {
+    if (own && db.isTransaction) db.exec('ROLLBACK');
+    throw err;
+  }
 }
 
 // _text, _content and near ----------------------------------------------------------------------------------
@@ -120,7 +170,7 @@ const SPECIAL_TABLES = [
 
 /** The FTS5 shadow tables of `idx_text` (written by SQLite only: `DELETE FROM idx_text` empties them). */
 export function isSearchShadowTable(name: string): boolean {
-  return /^idx_text_(data|idx|docsize|config|content)$/.test(name);
+  return /^idx_text_(data|idx|docsize|config|content)$/.test(name) || /^idx_date_span_(node|parent|rowid)$/.test(name);
 }
 
 interface SpecialStatements {
@@ -204,6 +254,8 @@ const INSERT_ROW: Record<Kind, (st: StatementSync, rid: number, pid: number, n: 
 
 interface Prepared {
   db: DatabaseSync;
+  /** (rid, pid, low, high) into idx_date_span. */
+  insertSpan: StatementSync;
   /** One-row INSERT per kind, into the main table and into the _part table. */
   insert: Record<Kind, StatementSync>;
   insertPart: Record<Kind, StatementSync>;
@@ -223,7 +275,10 @@ function statements(db: DatabaseSync): Prepared {
       db,
       insert: insertStatements(db, ''),
       insertPart: insertStatements(db, '_part'),
-      remove: [...KINDS.flatMap((k) => [TABLES[k].table, `${TABLES[k].table}_part`]).map((t) => db.prepare(`DELETE FROM ${t} WHERE rid = ?`)), ...specialRemoveStatements(db)],
+      insertSpan: db.prepare('INSERT INTO idx_date_span (id, pid0, pid1, low, high) VALUES ((?1 << 21) | ?2, ?2, ?2, ?3, ?4)'),
+      // The spans first: their ids come from the date rows about to be deleted.
+      remove: [
+        db.prepare('DELETE FROM idx_date_span WHERE id IN (SELECT (d.rid << 21) | d.pid FROM idx_date d WHERE d.rid = ?1 GROUP BY d.pid)'),...KINDS.flatMap((k) => [TABLES[k].table, `${TABLES[k].table}_part`]).map((t) => db.prepare(`DELETE FROM ${t} WHERE rid = ?`)), ...specialRemoveStatements(db)],
       rowid: db.prepare('SELECT rowid AS rid FROM resources WHERE resource_type = ? AND id = ?'),
       findParam: db.prepare('SELECT pid FROM search_params WHERE resource_type = ? AND code = ?'),
       addParam: db.prepare('INSERT INTO search_params (resource_type, code, kind) VALUES (?, ?, ?)'),
@@ -304,9 +359,22 @@ export function writeIndex(db: DatabaseSync, resourceType: string, id: string, v
   if (!fresh) for (const st of p.remove) st.run(r);
   let n = 0;
   let special: IndexValue[] | undefined;
+  let spans: Map<number, [number, number]> | undefined;
   for (const v of values) {
     n++;
-    if (v.type === 'text' || v.type === 'position') (special ??= []).push(v);
+    if (v.type === 'date') {
+      const pid = paramId(p, resourceType, v.param, 'date');
+      INSERT_ROW.date(p.insert.date, r, pid, n, v);
+      if (pid >= SPAN_PID_LIMIT) continue;
+      const lo = Math.min(spanLow(v.low), spanLow(v.high));
+      const hi = Math.max(spanHigh(v.low), spanHigh(v.high));
+      const span = (spans ??= new Map()).get(pid);
+      if (!span) spans.set(pid, [lo, hi]);
+      else {
+        if (lo < span[0]) span[0] = lo;
+        if (hi > span[1]) span[1] = hi;
+      }
+    } else if (v.type === 'text' || v.type === 'position') (special ??= []).push(v);
     else if (v.type === 'composite') {
       for (let i = 0; i < v.components.length; i++) {
         const c = v.components[i]!;
@@ -317,6 +385,7 @@ export function writeIndex(db: DatabaseSync, resourceType: string, id: string, v
     } else INSERT_ROW[v.type](p.insert[v.type], r, paramId(p, resourceType, v.param, v.type), n, v);
   }
   if (special) writeSpecialIndex(p, r, resourceType, special);
+  if (spans) for (const [pid, [lo, hi]] of spans) p.insertSpan.run(r, pid, lo, hi);
 }
 
 /** Removes every index row of one resource (on delete); `rid` as in writeIndex. */
@@ -343,9 +412,12 @@ class Sql {
   readonly pids: ParamIds | undefined;
   /** Filters compiled as a correlated `EXISTS` probe of the row instead of `rowid IN (...)` (planProbes). */
   readonly probe: Set<Filter>;
-  constructor(pids?: ParamIds, probe: Set<Filter> = new Set()) {
+  /** The date span that drives the query (planDateSpan), if any. */
+  readonly span: DateSpan | undefined;
+  constructor(pids?: ParamIds, probe: Set<Filter> = new Set(), span?: DateSpan) {
     this.pids = pids;
     this.probe = probe;
+    this.span = span;
   }
   /** Numbered placeholders: fragments may be built in any order. */
   p(v: SqlParam): string {
@@ -399,12 +471,12 @@ function kindOf(type: ParamType | string): Kind {
   return type as Kind;
 }
 
-function typesClause(alias: string, types: string[], q: Sql, filters: Filter[] = []): string {
+function typesClause(alias: string, types: string[], q: Sql, filters: Filter[] = [], driven = false): string {
   if (!types.length) return '1';
   // With a filter that selects rowids, drive the query from it (probe the rowids it yields) rather than
   // walk every resource of the type through the (resource_type, id) index in result order and test each:
   // the unary + keeps the planner off that index. `_id` filters use the index (type and id).
-  const drive = !filters.some((f) => f.kind === 'id') && filters.some(selectsRowids);
+  const drive = !filters.some((f) => f.kind === 'id') && (driven || filters.some(selectsRowids));
   return `${drive ? '+' : ''}${alias}.resource_type IN (${q.list(types)})`;
 }
 
@@ -641,9 +713,10 @@ function probeable(f: Filter): boolean {
  * keep the `IN` form (every match needs its sort key anyway). `_has` counts as selective when one of its
  * source filters is; probed, its source filters are probed too (the sources come one by one).
  */
-function planProbes(request: SearchRequest, pids: ParamIds | undefined): Set<Filter> {
+function planProbes(request: SearchRequest, pids: ParamIds | undefined): { probe: Set<Filter>; span?: DateSpan } {
   const probe = new Set<Filter>();
-  if (!pids?.countUpTo || request.count <= 0) return probe;
+  if (!pids?.countUpTo || request.count <= 0) return { probe };
+  const span = planDateSpan(request, pids);
   const common = (f: Filter, types: string[]): boolean => {
     if (f.kind === 'has') return !f.where.some((w) => probeable(w) && !common(w, [f.sourceType]));
     if (PROBE_BOUND === 0) return true;
@@ -658,14 +731,102 @@ function planProbes(request: SearchRequest, pids: ParamIds | undefined): Set<Fil
     if (f.kind === 'has') for (const w of f.where) if (probeable(w)) probeAll(w);
   };
   const candidates = request.filters.filter(probeable);
-  const commons = candidates.filter((f) => common(f, request.resourceTypes));
-  // Probing costs a read of the driving rows: only under drivers known to be small (estimated, `_id`, a
-  // patient's compartment). Under a chain (its size unknown: a common family name has thousands of
+  // The filters a date span stands for are checked on its candidates (not counted: it is small).
+  const commons = candidates.filter((f) => span?.filters.includes(f) || common(f, request.resourceTypes));
+  // Probing costs a read of the driving rows: only under drivers known to be small (estimated, a date span,
+  // `_id`, a patient's compartment). Under a chain (its size unknown: a common family name has thousands of
   // Observations) the common filters keep `IN`, whose set SQLite screens with a Bloom filter before reading.
-  const small = commons.length < candidates.length || request.filters.some((f) => f.kind === 'id' || f.kind === 'compartment');
+  const small = !!span || commons.length < candidates.length || request.filters.some((f) => f.kind === 'id' || f.kind === 'compartment');
   const other = request.filters.some((f) => !probeable(f) && f.kind !== 'id' && f.kind !== 'compartment' && selectsRowids(f));
   if (small || (!other && !request.sort.length)) for (const f of commons) probeAll(f);
-  return probe;
+  return { probe, span };
+}
+
+/** A two-sided bound on the date span of one parameter (idx_date_span), and the filters that imply it. */
+interface DateSpan {
+  pid: number;
+  /** The span reaches `from` (its high >= from) and starts by `to` (its low <= to); epoch ms. */
+  from: number;
+  to: number;
+  filters: Filter[];
+}
+
+/**
+ * The bound on a resource's date span (its values' earliest and latest instants) that a date filter implies:
+ * a value matching the predicate lies within the span, so the span reaches the value's high (>= `from`) or
+ * starts by its low (<= `to`). ORed predicates: the loosest of each side; `ne` implies nothing.
+ */
+function dateSpanBounds(anyOf: Predicate[]): { from?: number; to?: number } {
+  let from: number | undefined = Infinity;
+  let to: number | undefined = -Infinity;
+  for (const p of anyOf) {
+    if (p.type !== 'date') return {};
+    const lo = Date.parse(p.low);
+    const hi = Date.parse(p.high);
+    let f: number | undefined;
+    let t: number | undefined;
+    switch (p.prefix) {
+      case 'eq': // low >= s.low and high <= s.high: the value is within the search range
+      case 'ap': // overlaps the (widened) search range
+        [f, t] = [lo, hi];
+        break;
+      case 'ge': // high >= s.low (implied by ge, see conditions.ts)
+        f = lo;
+        break;
+      case 'gt': // high > s.high
+      case 'sa': // low > s.high
+        f = hi;
+        break;
+      case 'le': // low <= s.high
+        t = hi;
+        break;
+      case 'lt': // low < s.low
+      case 'eb': // high < s.low
+        t = lo;
+        break;
+      case 'ne':
+        break;
+    }
+    from = from === undefined || f === undefined || Number.isNaN(f) ? undefined : Math.min(from, f);
+    to = to === undefined || t === undefined || Number.isNaN(t) ? undefined : Math.max(to, t);
+  }
+  return { from, to };
+}
+
+/**
+ * The date span that drives the query: for a parameter of the (one) searched type whose date filters together
+ * bound its span on both sides (`date=geX&date=ltY`, `date=eqX`, `date=apX`), the R*Tree box query, when it
+ * yields fewer than PROBE_BOUND entries (the least of them when several parameters qualify).
+ */
+function planDateSpan(request: SearchRequest, pids: ParamIds): DateSpan | undefined {
+  if (request.resourceTypes.length !== 1 || !pids.countUpTo) return undefined;
+  const type = request.resourceTypes[0]!;
+  const byParam = new Map<string, { from: number; to: number; filters: Filter[] }>();
+  for (const f of request.filters) {
+    if (f.kind !== 'param' || f.type !== 'date' || f.not) continue;
+    const b = dateSpanBounds(f.anyOf);
+    if (b.from === undefined && b.to === undefined) continue;
+    const e = byParam.get(f.param) ?? { from: -Infinity, to: Infinity, filters: [] };
+    if (b.from !== undefined) e.from = Math.max(e.from, b.from);
+    if (b.to !== undefined) e.to = Math.min(e.to, b.to);
+    e.filters.push(f);
+    byParam.set(f.param, e);
+  }
+  let best: { span: DateSpan; n: number } | undefined;
+  for (const [param, e] of byParam) {
+    if (!Number.isFinite(e.from) || !Number.isFinite(e.to)) continue;
+    const pid = pids(type, param);
+    if (pid === undefined || pid >= SPAN_PID_LIMIT) continue;
+    const span: DateSpan = { pid, from: e.from, to: e.to, filters: e.filters };
+    const n = pids.countUpTo(`SELECT count(*) AS n FROM (SELECT 1 FROM idx_date_span ds WHERE ${spanBox(span, 'ds', (v) => String(v))} LIMIT ${PROBE_BOUND})`, []);
+    if (n < PROBE_BOUND && (!best || n < best.n)) best = { span, n };
+  }
+  return best?.span;
+}
+
+/** The R*Tree box condition of a span (`value` renders a bound value: a placeholder or a literal). */
+function spanBox(span: DateSpan, alias: string, value: (v: number) => string): string {
+  return `${alias}.pid0 = ${value(span.pid)} AND ${alias}.pid1 = ${value(span.pid)} AND ${alias}.low <= ${value(span.to)} AND ${alias}.high >= ${value(span.from)}`;
 }
 
 export interface CompiledSearch {
@@ -693,7 +854,9 @@ export interface CompiledSearch {
 export function compileSearch(request: SearchRequest, opts: { includeContent?: boolean; paramIds?: ParamIds } = {}): CompiledSearch {
   const types = request.resourceTypes;
   const whereOf = (q: Sql) => {
-    const where: string[] = [typesClause('r', types, q, request.filters.filter((f) => !q.probe.has(f)))];
+    const where: string[] = [typesClause('r', types, q, request.filters.filter((f) => !q.probe.has(f)), !!q.span)];
+    // A date span: the candidates of the R*Tree box (a superset of the matches of its filters, probed on them).
+    if (q.span) where.push(`r.rowid IN (SELECT ds.id >> 21 FROM idx_date_span ds WHERE ${spanBox(q.span, 'ds', (v) => q.p(v))})`);
     const probes: string[] = [];
     for (const f of request.filters) (q.probe.has(f) ? probes : where).push(compileFilter(f, 'r', types, q, 1));
     // Probes first, then the row: walking the (resource_type, id) index, SQLite reads a `resources` row
@@ -703,7 +866,8 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
     else where.push('r.deleted = 0');
     return where.join(' AND ');
   };
-  const q = new Sql(opts.paramIds, planProbes(request, opts.paramIds));
+  const plan = planProbes(request, opts.paramIds);
+  const q = new Sql(opts.paramIds, plan.probe, plan.span);
   const sortCols = request.sort.map((k, i) => `${sortExpression(k.param, k.descending, types, q)} AS s${i}`);
   const content = opts.includeContent === false ? 'NULL AS content' : 'r.content';
   const select = `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}${sortCols.map((c) => ', ' + c).join('')} FROM resources r WHERE ${whereOf(q)}`;

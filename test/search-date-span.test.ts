@@ -1,0 +1,284 @@
+/**
+ * Date spans (SQLite `idx_date_span`, an R*Tree of each resource's earliest and latest date per parameter): a
+ * search whose date filters bound one parameter on both sides (`date=geX&date=ltY`, `eq`, `ap`) is driven by
+ * the R*Tree box and its filters checked on each candidate. Checked here: the results against the R4 range
+ * rules evaluated in the test over the indexer's values (multi-valued parameters whose two bounds are met by
+ * two different values included), the plan shape, the upkeep of the spans on update, delete and clear, and a
+ * database of schema 5 (no spans) filled on opening.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import type { Resource } from 'fhir/r4';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../src/store/sqlite/store.ts';
+import { extractIndex } from '../src/search/indexer.ts';
+import { parseSearch } from '../src/search/parse.ts';
+import { compileSearch, paramIds, SEARCH_SCHEMA_VERSION } from '../src/store/sqlite/search-sql.ts';
+import type { Predicate } from '../src/search/types.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'dsp-date-span-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Deterministic pseudo-random numbers (the data and queries are the same in every run). */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rand = rng(20261122);
+const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
+const pad = (n: number) => String(n).padStart(2, '0');
+/** A date at year, month or day precision, or a dateTime with a zone, between 1990 and 2030. */
+function randomDate(): string {
+  const y = int(1990, 2030);
+  const m = int(1, 12);
+  const d = int(1, 28);
+  switch (int(0, 3)) {
+    case 0:
+      return `${y}`;
+    case 1:
+      return `${y}-${pad(m)}`;
+    case 2:
+      return `${y}-${pad(m)}-${pad(d)}`;
+    default:
+      return `${y}-${pad(m)}-${pad(d)}T${pad(int(0, 23))}:${pad(int(0, 59))}:00+02:00`;
+  }
+}
+
+function resources(): Resource[] {
+  const out: Resource[] = [];
+  for (let i = 0; i < 120; i++) {
+    // Goal.target.due: 1 to 3 values (target-date is multi-valued).
+    out.push({
+      resourceType: 'Goal',
+      id: `g${i}`,
+      lifecycleStatus: 'active',
+      description: { text: 'goal' },
+      subject: { reference: 'Patient/p' },
+      target: Array.from({ length: int(1, 3) }, () => ({ dueDate: randomDate() })),
+    } as Resource);
+    // Encounter.period: both ends, start only (open end) or end only.
+    const shape = int(0, 2);
+    const period: { start?: string; end?: string } = {};
+    const a = randomDate();
+    const b = randomDate();
+    const [lo, hi] = a < b ? [a, b] : [b, a];
+    if (shape !== 2) period.start = lo;
+    if (shape !== 1) period.end = shape === 0 ? hi : lo;
+    out.push({ resourceType: 'Encounter', id: `e${i}`, status: 'finished', class: { code: 'AMB' }, period } as Resource);
+  }
+  return out;
+}
+
+/** R4 date search on one value's range [lo, hi] (search.html, Prefixes): written here from the spec text. */
+function matches(p: Predicate, v: { low: string; high: string }): boolean {
+  if (p.type !== 'date') throw new Error('date expected');
+  const within = v.low >= p.low && v.high <= p.high;
+  switch (p.prefix) {
+    case 'eq':
+      return within;
+    case 'ne':
+      return !within;
+    case 'gt':
+      return v.high > p.high;
+    case 'lt':
+      return v.low < p.low;
+    case 'ge':
+      return v.high > p.high || within;
+    case 'le':
+      return v.low < p.low || within;
+    case 'sa':
+      return v.low > p.high;
+    case 'eb':
+      return v.high < p.low;
+    case 'ap':
+      return v.low <= p.high && v.high >= p.low;
+  }
+}
+
+const PREFIXES = ['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap'] as const;
+
+describe('date spans (SQLite R*Tree)', () => {
+  const path = join(dir, 'spans.db');
+  let store: SqliteStore;
+  const data = resources();
+  const byKey = new Map(data.map((r) => [`${r.resourceType}/${r.id}`, r]));
+
+  beforeAll(async () => {
+    store = new SqliteStore({ path });
+    await store.init();
+    for (const r of data) await store.put(r, { method: 'PUT', index: extractIndex(r) });
+  });
+  afterAll(async () => {
+    await store.close();
+  });
+
+  const search = async (type: string, q: [string, string][]) => {
+    const { request } = parseSearch(type, [...q, ['_count', '1000']], { strict: true });
+    return (await store.search(request)).resources.map((r) => r.id!).sort();
+  };
+  /** What the spec gives: every filter met by one of the resource's values (each filter on its own). */
+  const expected = (type: string, param: string, q: [string, string][]) => {
+    const { request } = parseSearch(type, q, { strict: true });
+    return data
+      .filter((r) => r.resourceType === type)
+      .filter((r) => {
+        const values = extractIndex(r).filter((v): v is Extract<typeof v, { type: 'date' }> => v.param === param && v.type === 'date');
+        return request.filters.every((f) => f.kind === 'param' && f.anyOf.some((p) => values.some((v) => matches(p, v))));
+      })
+      .map((r) => r.id!)
+      .sort();
+  };
+  const plan = (type: string, q: [string, string][]) => {
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      return compileSearch(parseSearch(type, q, { strict: true }).request, { paramIds: paramIds(db) }).sql;
+    } finally {
+      db.close();
+    }
+  };
+
+  it('a multi-valued parameter matches when two different values meet the two bounds', async () => {
+    const goal = { resourceType: 'Goal', id: 'two', lifecycleStatus: 'active', description: { text: 'x' }, subject: { reference: 'Patient/p' }, target: [{ dueDate: '2019-05-01' }, { dueDate: '2022-05-01' }] } as Resource;
+    await store.put(goal, { method: 'PUT', index: extractIndex(goal) });
+    const q: [string, string][] = [['target-date', 'ge2020-01-01'], ['target-date', 'lt2021-01-01']];
+    expect(plan('Goal', q)).toContain('idx_date_span');
+    expect(await search('Goal', q)).toContain('two');
+    expect(await search('Goal', [['target-date', 'eq2020']])).not.toContain('two');
+    await store.delete('Goal', 'two', { method: 'DELETE' });
+  });
+
+  it('two bounds of every prefix pair, eq / ap alone and OR lists agree with the R4 rules', async () => {
+    let driven = 0;
+    let nonEmpty = 0;
+    const queries: [string, string, [string, string][]][] = [];
+    for (let i = 0; i < 160; i++) {
+      const [type, param] = i % 2 ? ['Goal', 'target-date'] : ['Encounter', 'date'];
+      const a = PREFIXES[int(0, 8)]!;
+      const b = PREFIXES[int(0, 8)]!;
+      const shape = i % 8;
+      let q: [string, string][];
+      if (shape === 0) q = [[param, `${int(0, 1) ? 'eq' : 'ap'}${randomDate()}`]];
+      else if (shape === 1) q = [[param, `${a}${randomDate()},${b}${randomDate()}`], [param, `lt${randomDate()}`]];
+      else q = [[param, `${a}${randomDate()}`], [param, `${b}${randomDate()}`]];
+      queries.push([type, param, q]);
+    }
+    for (const [type, param, q] of queries) {
+      const want = expected(type, param, q);
+      expect({ q, got: await search(type, q) }).toEqual({ q, got: want });
+      if (plan(type, q).includes('idx_date_span')) driven++;
+      if (want.length) nonEmpty++;
+    }
+    // Most shapes bound the span on both sides (a pair with ne, or two lower bounds, does not).
+    expect(driven).toBeGreaterThan(60);
+    expect(nonEmpty).toBeGreaterThan(60);
+  });
+
+  it('ne, one-sided bounds and negated filters keep the plans without spans', () => {
+    expect(plan('Encounter', [['date', 'ge2020'], ['date', 'gt2021']])).not.toContain('idx_date_span');
+    expect(plan('Encounter', [['date', 'ne2020'], ['date', 'lt2021']])).not.toContain('idx_date_span');
+    expect(plan('Encounter', [['date', 'ge2020,ne2010'], ['date', 'lt2021']])).not.toContain('idx_date_span');
+    expect(plan('Encounter', [['date', 'ge2020'], ['date', 'lt2021']])).toContain('idx_date_span');
+    expect(plan('Encounter', [['date', 'eq2020-05']])).toContain('idx_date_span');
+    expect(plan('Encounter', [['date', 'sa2020'], ['date', 'eb2021'], ['_sort', '-date']])).toContain('idx_date_span');
+  });
+
+  it('keeps the spans in step with updates, deletes and clear', async () => {
+    const spansOf = (id: string) => {
+      const db = new DatabaseSync(path, { readOnly: true });
+      try {
+        return db
+          .prepare(
+            `SELECT s.low, s.high FROM idx_date_span s WHERE s.id >> 21 = (SELECT rid FROM resources WHERE resource_type = 'Goal' AND id = ?)`,
+          )
+          .all(id) as { low: number; high: number }[];
+      } finally {
+        db.close();
+      }
+    };
+    const goal = (dates: string[]) =>
+      ({ resourceType: 'Goal', id: 'moving', lifecycleStatus: 'active', description: { text: 'x' }, subject: { reference: 'Patient/p' }, target: dates.map((d) => ({ dueDate: d })) }) as Resource;
+    const inYear = (y: number) => search('Goal', [['target-date', `ge${y}-01-01`], ['target-date', `lt${y + 1}-01-01`]]);
+    let g = goal(['2031-03-01']);
+    await store.put(g, { method: 'PUT', index: extractIndex(g) });
+    expect(await inYear(2031)).toEqual(['moving']);
+    expect(spansOf('moving')).toHaveLength(1);
+    g = goal(['2033-03-01', '2034-06-01']);
+    await store.put(g, { method: 'PUT', index: extractIndex(g) });
+    expect(await inYear(2031)).toEqual([]);
+    expect(await inYear(2033)).toEqual(['moving']);
+    expect(await inYear(2034)).toEqual(['moving']);
+    const [span] = spansOf('moving');
+    expect(spansOf('moving')).toHaveLength(1);
+    // The span covers both values (float32 coordinates rounded outwards).
+    expect(span!.low).toBeLessThanOrEqual(Date.parse('2033-03-01T00:00:00.000Z'));
+    expect(span!.high).toBeGreaterThanOrEqual(Date.parse('2034-06-01T23:59:59.999Z'));
+    g = goal([]);
+    await store.put(g, { method: 'PUT', index: extractIndex(g) });
+    expect(spansOf('moving')).toHaveLength(0);
+    expect(await inYear(2033)).toEqual([]);
+    g = goal(['2035-01-01']);
+    await store.put(g, { method: 'PUT', index: extractIndex(g) });
+    await store.delete('Goal', 'moving', { method: 'DELETE' });
+    expect(spansOf('moving')).toHaveLength(0);
+    expect(await inYear(2035)).toEqual([]);
+  });
+});
+
+describe('a database of schema version 5 (no date spans)', () => {
+  it('opens, fills the spans from the date index and searches through them', async () => {
+    const path = join(dir, 'v5.db');
+    let store = new SqliteStore({ path });
+    await store.init();
+    const data = resources().slice(0, 60);
+    for (const r of data) await store.put(r, { method: 'PUT', index: extractIndex(r) });
+    const q: [string, string][] = [['date', 'ge2000-01-01'], ['date', 'lt2010-01-01'], ['_count', '1000']];
+    const run = async () => (await store.search(parseSearch('Encounter', q, { strict: true }).request)).resources.map((r) => r.id).sort();
+    const before = await run();
+    expect(before.length).toBeGreaterThan(0);
+    await store.close();
+    let raw = new DatabaseSync(path);
+    const spans = (raw.prepare('SELECT count(*) AS n FROM idx_date_span').get() as { n: number }).n;
+    expect(spans).toBeGreaterThan(0);
+    raw.exec('DROP TABLE idx_date_span; PRAGMA user_version = 5');
+    raw.close();
+    store = new SqliteStore({ path });
+    await store.init();
+    expect(await run()).toEqual(before);
+    await store.clear();
+    expect(await run()).toEqual([]);
+    await store.close();
+    raw = new DatabaseSync(path, { readOnly: true });
+    expect((raw.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(SEARCH_SCHEMA_VERSION);
+    raw.close();
+  });
+
+  it('rebuilds the same spans as the writes made', async () => {
+    const path = join(dir, 'v5b.db');
+    let store = new SqliteStore({ path });
+    await store.init();
+    for (const r of resources().slice(0, 80)) await store.put(r, { method: 'PUT', index: extractIndex(r) });
+    await store.close();
+    const read = () => {
+      const raw = new DatabaseSync(path, { readOnly: true });
+      const rows = raw.prepare('SELECT id, pid0, pid1, low, high FROM idx_date_span ORDER BY id').all();
+      raw.close();
+      return rows;
+    };
+    const written = read();
+    const raw = new DatabaseSync(path);
+    raw.exec('DROP TABLE idx_date_span; PRAGMA user_version = 5');
+    raw.close();
+    store = new SqliteStore({ path });
+    await store.init();
+    await store.close();
+    expect(read()).toEqual(written);
+  });
+});
