@@ -11,7 +11,7 @@
  */
 import { createHmac } from 'node:crypto';
 import type { DocumentReference, Resource } from 'fhir/r4';
-import type { StoreSession } from '../store/port.ts';
+import type { CurrentRecord, StoreSession } from '../store/port.ts';
 import type { Filter, SearchRequest } from '../search/types.ts';
 import { extractReferences } from '../search/indexer.ts';
 import { searchParam } from '../search/registry.ts';
@@ -141,16 +141,25 @@ export class AccessScope {
   private readonly policies = new Map<string, Promise<PatientPolicy>>();
   private readonly restricted = new Map<string, Promise<Restriction[]>>();
   /** What the audit trail records about this request. */
-  readonly facts: AuditFacts = { patients: new Set(), emergency: false };
+  readonly facts: AuditFacts;
 
   private readonly policyCache?: PolicyCache;
 
-  constructor(principal: Principal, session: StoreSession, cursorKey: Buffer, policyCache?: PolicyCache) {
+  constructor(principal: Principal, session: StoreSession, cursorKey: Buffer, policyCache?: PolicyCache, facts?: AuditFacts) {
     this.policyCache = policyCache;
     this.principal = principal;
     this.session = session;
     this.cursorKey = cursorKey;
     this.unrestricted = principal.role === 'admin' || principal.role === 'system';
+    this.facts = facts ?? { patients: new Set(), emergency: false };
+  }
+
+  /**
+   * The same principal deciding on what `session` holds (a write's own transaction): policies and
+   * restrictions are read there, not from the shared cache; what it learns goes to this request's audit facts.
+   */
+  within(session: StoreSession): AccessScope {
+    return session === this.session && !this.policyCache ? this : new AccessScope(this.principal, session, this.cursorKey, undefined, this.facts);
   }
 
   policy(patientId: string): Promise<PatientPolicy> {
@@ -268,6 +277,33 @@ export class AccessScope {
     }
   }
 
+  /**
+   * Visibility of a stored record (`current` as read from `session`) before anything about it is told or
+   * changed: a live resource is checked as it is, a tombstone as its last live version (so that 410 and 404
+   * answer the same callers as before the delete). Invisible and missing look alike (404). Returns the
+   * last live resource.
+   */
+  async checkStored(session: StoreSession, type: string, id: string, current: CurrentRecord | undefined): Promise<Resource | undefined> {
+    if (this.unrestricted) return current?.deleted ? undefined : current?.resource;
+    let res = current?.resource;
+    if (current?.deleted) res = current.versionId > 1 ? (await session.version(type, id, current.versionId - 1))?.resource : undefined;
+    if (type === 'Binary') {
+      this.facts.entity = `${type}/${id}`;
+      if (!res || !(await this.canSeeBinary(res))) throw notFound(`Binary/${id} is not known`);
+      return res;
+    }
+    await this.checkInstance(type, id, res);
+    return res;
+  }
+
+  // -- the write hooks (FhirRequest.access): called by the interactions inside their store transaction --------
+
+  /** Update, patch, delete: the target as the write's transaction read it must be visible (else 404). */
+  async checkWriteTarget(session: StoreSession, type: string, id: string, current: CurrentRecord | undefined): Promise<void> {
+    if (this.unrestricted) return;
+    await this.within(session).checkStored(session, type, id, current);
+  }
+
   /** Binary: visible through its securityContext (the resource it belongs to). */
   async canSeeBinary(resource: Resource & { securityContext?: { reference?: string } }): Promise<boolean> {
     if (this.unrestricted) return true;
@@ -283,8 +319,11 @@ export class AccessScope {
    * patient, authors or security labels of a resource they did not write (nor delete it); patients and
    * assistants write in their own record; Consent is the patient's.
    */
-  async checkWrite(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined): Promise<void> {
+  async checkWrite(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined, session?: StoreSession): Promise<void> {
     if (this.unrestricted) return;
+    // From an interaction: decided on the write's own transaction (see within).
+    const decider = session ? this.within(session) : this;
+    if (decider !== this) return decider.checkWrite(interaction, before, after);
     const pr = this.principal;
     const subject = (after ?? before)!;
     const type = subject.resourceType;

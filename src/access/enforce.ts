@@ -3,14 +3,13 @@
  * store query of the interaction runs, hands the scope to search() for narrowing, checks what a read or an
  * instance interaction is about, and records the outcome in the audit trail (allowed or denied).
  */
-import type { Bundle, BundleEntry, Parameters, Resource } from 'fhir/r4';
+import type { Bundle, BundleEntry, Resource } from 'fhir/r4';
 import type { CurrentRecord, StoreSession, VersionRecord } from '../store/port.ts';
 import type { Context } from '../fhir/interactions.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import { FhirError } from '../fhir/outcome.ts';
 import { fhirModel } from '../fhir/model.ts';
-import { applyFhirPathPatch, applyJsonPatch } from '../fhir/patch.ts';
-import { buildAuditEvent } from '../audit/event.ts';
+import { buildAuditEvent, transactionAuditOf } from '../audit/event.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
 import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
@@ -173,6 +172,7 @@ async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSess
   const info = classify(req);
   let status = 500;
   let failure: string | undefined;
+  let created: string | undefined;
   try {
     // AuditEvents live in the audit trail's own store: their interactions run there. Their search index rows
     // are written after the entries (src/audit/chain.ts): a search waits until every entry has them.
@@ -184,6 +184,7 @@ async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSess
     // What a national contact point receives: minimal Patients, Patient Summary representations (crossborder/ncp.ts).
     if (req.principal.role === 'ncp') res.body = await ncpView(session ?? ctx.store, res.body);
     status = res.status;
+    if (info.interaction === 'create') created = res.headers.Location;
     // A changed Patient or Consent can change any decision: the shared policy cache starts over.
     // CareTeam, EpisodeOfCare and PractitionerRole declare care relationships (policy.ts).
     const writes = WRITES.has(info.interaction) && (info.interaction !== 'operation' || operationWrites(info.operation!));
@@ -205,23 +206,40 @@ async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSess
       // every request, but its answer need not wait for the entry's commit, nor that commit for the disk
       // (docs/decisions.md).
       const noWait = !session && status < 500 && scope.facts.patients.size === 0 && !scope.facts.emergency && readsSharedData(info);
-      rt.audit.record(
-        buildAuditEvent({
-          principal: req.principal,
-          interaction: info.code === 'batch' ? ((req.body as Bundle | undefined)?.type === 'transaction' ? 'transaction' : 'batch') : info.code,
-          action: info.action,
-          status,
-          entity: info.type && info.id ? `${info.type}/${info.id}${info.vid ? `/_history/${info.vid}` : ''}` : info.compartment ? `${info.compartment.type}/${info.compartment.id}` : undefined,
-          query: info.interaction === 'search' || info.interaction === 'operation' ? `${req.path}${names ? `?${names}` : ''}` : undefined,
-          patients: [...scope.facts.patients],
-          emergency: scope.facts.emergency,
-          outcomeText: failure,
-        }),
-        { durable: !noWait },
-      );
-      if (noWait) req.auditNoWait = true;
+      const entity = info.type && info.id ? `${info.type}/${info.id}${info.vid ? `/_history/${info.vid}` : ''}` : info.compartment ? `${info.compartment.type}/${info.compartment.id}` : undefined;
+      const query = info.interaction === 'search' || info.interaction === 'operation' ? `${req.path}${names ? `?${names}` : ''}` : undefined;
+      // An entry of a transaction Bundle goes into the Bundle's own event (one AuditEvent per transaction,
+      // docs/decisions.md); a create names the resource it made.
+      const tx = session ? transactionAuditOf(ctx) : undefined;
+      if (tx) tx.add({ interaction: info.code, status, entity: entity ?? createdEntity(created), query, outcomeText: failure }, scope.facts.patients, scope.facts.emergency);
+      else {
+        const entries = info.interaction === 'batch' ? transactionAuditOf(req.body) : undefined;
+        if (entries) for (const p of entries.patients) scope.facts.patients.add(p);
+        rt.audit.record(
+          buildAuditEvent({
+            principal: req.principal,
+            interaction: info.code === 'batch' ? ((req.body as Bundle | undefined)?.type === 'transaction' ? 'transaction' : 'batch') : info.code,
+            action: info.action,
+            status,
+            entity,
+            query,
+            patients: [...scope.facts.patients],
+            emergency: scope.facts.emergency || entries?.emergency === true,
+            outcomeText: failure,
+            ...(entries ? { entries: entries.entries } : {}),
+          }),
+          { durable: !noWait },
+        );
+        if (noWait) req.auditNoWait = true;
+      }
     }
   }
+}
+
+/** `Type/id` of the resource a create answered with (its Location), for the audit of a transaction entry. */
+function createdEntity(location: string | undefined): string | undefined {
+  const m = location ? /([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})\/_history\/[^/]+$/.exec(location) : null;
+  return m ? m[1] : undefined;
 }
 
 /** Reads, searches and operations whose target is a type holding no patient's data. */
@@ -237,15 +255,11 @@ interface Seen {
   versions: VersionRecord[];
 }
 
-/** The last visible state of an instance: the current resource, or for a tombstone the version before it. */
-async function lastLive(reads: StoreSession, type: string, id: string, seen?: Seen): Promise<Resource | undefined> {
+/** The current record of an instance, read once and kept for the interaction that follows (see reuse). */
+async function currentOf(reads: StoreSession, type: string, id: string, seen?: Seen): Promise<CurrentRecord | undefined> {
   const rec = await reads.current(type, id);
   if (seen) seen.current = rec;
-  if (!rec) return undefined;
-  if (!rec.deleted) return rec.resource;
-  const before = rec.versionId > 1 ? await reads.version(type, id, rec.versionId - 1) : undefined;
-  if (seen && before) seen.versions.push(before);
-  return before?.resource;
+  return rec;
 }
 
 /**
@@ -267,13 +281,22 @@ function reuse(reads: StoreSession, type: string, id: string, seen: Seen): Store
 
 async function checkInstance(scope: AccessScope, reads: StoreSession, type: string, id: string, seen?: Seen): Promise<Resource | undefined> {
   if (scope.unrestricted || !fhirModel().isResourceType(type) || !ID.test(id)) return undefined;
-  const res = await lastLive(reads, type, id, seen);
-  if (type === 'Binary') {
-    if (!res || !(await scope.canSeeBinary(res))) throw new FhirError(404, `Binary/${id} is not known`, 'not-found');
-    return res;
-  }
-  await scope.checkInstance(type, id, res);
-  return res;
+  const rec = await currentOf(reads, type, id, seen);
+  // A tombstone's last live version: kept for the interaction too.
+  const reader: StoreSession = seen
+    ? {
+        current: (t, i) => reads.current(t, i),
+        version: async (t, i, v) => {
+          const r = await reads.version(t, i, v);
+          if (r) seen.versions.push(r);
+          return r;
+        },
+        search: (request) => reads.search(request),
+        put: (resource, options) => reads.put(resource, options),
+        delete: (t, i, options) => reads.delete(t, i, options),
+      }
+    : reads;
+  return scope.checkStored(reader, type, id, rec);
 }
 
 async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | undefined, route: Route, scope: AccessScope, info: Classified): Promise<FhirResponse> {
@@ -339,49 +362,14 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
       }
       return route(ctx, req, session);
     }
-    case 'update': {
-      scope.authorize('update', type);
-      if (restricted) {
-        if (info.conditional) throw forbidden('Conditional update is available to administrators and system clients only');
-        const body = checkedBody(req, type!);
-        const current = await reads.current(type!, info.id!);
-        if (current && !current.deleted) {
-          const before = await checkInstance(scope, reads, type!, info.id!);
-          if (body) await scope.checkWrite('update', before, { ...body, id: info.id });
-        } else if (body) {
-          if (current?.deleted) await checkInstance(scope, reads, type!, info.id!);
-          await scope.checkWrite('create', undefined, body);
-        }
-      }
-      return route(ctx, req, session);
-    }
-    case 'patch': {
-      scope.authorize('patch', type);
-      if (restricted) {
-        if (info.conditional) throw forbidden('Conditional patch is available to administrators and system clients only');
-        const before = await checkInstance(scope, reads, type!, info.id!);
-        if (before) {
-          let after: Resource | undefined;
-          try {
-            after = req.contentType === 'application/json-patch+json' ? applyJsonPatch(before, req.body) : applyFhirPathPatch(before, req.body as Parameters);
-          } catch {
-            after = undefined; // the router reports the patch error itself
-          }
-          if (after) await scope.checkWrite('patch', before, after);
-        }
-      }
-      return route(ctx, req, session);
-    }
+    // Update, patch and delete are decided inside the interaction's store transaction, on the record it read
+    // there (FhirRequest.access: checkWriteTarget, checkWrite): a decision made here, before the transaction,
+    // could be stale by the time the write commits.
+    case 'update':
+    case 'patch':
     case 'delete': {
-      scope.authorize('delete', type);
-      if (restricted) {
-        if (info.conditional) throw forbidden('Conditional delete is available to administrators and system clients only');
-        const current = await reads.current(type!, info.id!);
-        if (current) {
-          const before = await checkInstance(scope, reads, type!, info.id!);
-          if (!current.deleted && before) await scope.checkWrite('delete', before, undefined);
-        }
-      }
+      scope.authorize(info.interaction, type);
+      if (restricted && info.conditional) throw forbidden(`Conditional ${info.interaction} is available to administrators and system clients only`);
       return route(ctx, req, session);
     }
     case 'operation': {

@@ -6,6 +6,7 @@
 import type { Resource } from 'fhir/r4';
 import type { Principal } from '../access/principal.ts';
 import type { SearchRequest } from '../search/types.ts';
+import type { CurrentRecord, StoreSession } from '../store/port.ts';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -28,8 +29,8 @@ export interface FhirRequest {
    * loading, CLI tools) leave it out and act as the internal principal.
    */
   principal?: Principal;
-  /** Set by dispatch(): the access decision point's hooks used inside search (src/access/decision.ts). */
-  access?: SearchGuard;
+  /** Set by dispatch(): the access decision point's hooks used inside search and writes (src/access/decision.ts). */
+  access?: SearchGuard & WriteGuard;
   /** The body already passed base validation (a transaction validates every entry first). */
   validated?: boolean;
   /**
@@ -45,6 +46,17 @@ export interface SearchGuard {
   filterIncluded(resources: Resource[]): Promise<Resource[]>;
   sealCursor(cursor: string): string;
   openCursor(sealed: string): string;
+}
+
+/**
+ * What update, patch and delete ask the access decision point, inside their store transaction and on the
+ * records they read there (so that the decision and the write see the same state).
+ */
+export interface WriteGuard {
+  /** The target as read in the transaction must be visible to the caller (else the same 404 as a missing one). */
+  checkWriteTarget(session: StoreSession, type: string, id: string, current: CurrentRecord | undefined): Promise<void>;
+  /** May the caller turn `before` into `after` (create: no `before`; delete: no `after`)? 403 / 404 when not. */
+  checkWrite(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined, session?: StoreSession): Promise<void>;
 }
 
 export interface FhirResponse {

@@ -1,0 +1,92 @@
+/**
+ * Write decisions are made inside the write's own store transaction, on the record it read there: a change
+ * committed after the request passed the access decision point but before its transaction began (another
+ * request, another process) is what the decision sees. The test commits such a change at exactly that moment
+ * by holding back the store's next transaction until the change is in.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Resource } from 'fhir/r4';
+import { makeApp, type Http, type TestApp } from './support/app.ts';
+import { CONF, consent, doc, obs, seed } from './access-fixture.ts';
+import { extractIndex } from '../src/search/indexer.ts';
+import type { Store, StoreSession } from '../src/store/port.ts';
+
+let t: TestApp;
+let grant: Http, author: Http;
+
+beforeAll(async () => {
+  t = await makeApp();
+  await seed(t);
+  grant = await t.as({ role: 'practitioner', id: 'Practitioner/dr-grant' });
+  author = await t.as({ role: 'practitioner', id: 'Practitioner/dr-author' });
+});
+
+/** The next store transaction first lets `change` commit (written straight to the store, as another process would). */
+function beforeNextTransaction(store: Store, change: Resource): void {
+  const original = store.transaction;
+  store.transaction = async <T>(work: (s: StoreSession) => Promise<T>, options?: Parameters<Store['transaction']>[1]): Promise<T> => {
+    store.transaction = original;
+    await original.call(store, (s: StoreSession) => s.put(change, { method: 'PUT', index: extractIndex(change) }));
+    return original.call(store, work, options) as Promise<T>;
+  };
+}
+
+const labels = (r: { meta?: { security?: { code?: string }[] }; securityLabel?: { coding?: { code?: string }[] }[] }) => [
+  ...(r.meta?.security ?? []).map((c) => c.code),
+  ...(r.securityLabel ?? []).flatMap((l) => (l.coding ?? []).map((c) => c.code)),
+];
+
+describe('write decisions are made on the state the write commits on', () => {
+  it('update: a document labelled V just before the write is not overwritten by a professional who may not see V', async () => {
+    // dr-grant may update doc-plain (same patient, authors and labels): without the interloper this is a 200.
+    const first = await grant.put('/fhir/DocumentReference/doc-plain').send({ ...doc('doc-plain', 'anna', 'Practitioner/dr-author'), description: 'seen by dr-grant' });
+    expect(first.status).toBe(200);
+    const labelled = { ...(first.body as Resource), meta: undefined, securityLabel: [{ coding: [{ system: CONF, code: 'V' }] }] } as Resource;
+    beforeNextTransaction(t.ctx.store, labelled);
+    const res = await grant.put('/fhir/DocumentReference/doc-plain').send({ ...doc('doc-plain', 'anna', 'Practitioner/dr-author'), description: 'second edit' });
+    expect(res.status).toBe(404);
+    const stored = (await t.http.get('/fhir/DocumentReference/doc-plain')).body;
+    expect(labels(stored)).toEqual(['V']);
+    expect(stored.description).toBe('seen by dr-grant');
+  });
+
+  it('patch: a record closed just before the write refuses a linked professional', async () => {
+    beforeNextTransaction(t.ctx.store, consent('c-close-race', 'anna', 'close'));
+    const res = await grant
+      .patch('/fhir/Observation/o-normal')
+      .set('Content-Type', 'application/json-patch+json')
+      .send([{ op: 'add', path: '/status', value: 'amended' }]);
+    expect(res.status).toBe(404);
+    expect((await t.http.get('/fhir/Observation/o-normal')).body.status).toBe('final');
+    // Reopened: the same patch goes through.
+    await t.http.put('/fhir/Consent/c-close-race').send(consent('c-close-race', 'anna', 'close', { status: 'inactive' }));
+    const again = await grant
+      .patch('/fhir/Observation/o-normal')
+      .set('Content-Type', 'application/json-patch+json')
+      .send([{ op: 'add', path: '/status', value: 'amended' }]);
+    expect(again.status).toBe(200);
+  });
+
+  it('delete: an author blocked just before the write cannot delete their own resource', async () => {
+    const own = await author.put('/fhir/Observation/author-own').send(obs('author-own', 'anna', { author: 'Practitioner/dr-author' }));
+    expect(own.status).toBe(201);
+    beforeNextTransaction(t.ctx.store, consent('c-block-author', 'anna', 'block', { actor: 'Practitioner/dr-author' }));
+    const res = await author.delete('/fhir/Observation/author-own');
+    expect(res.status).toBe(404);
+    expect((await t.http.get('/fhir/Observation/author-own')).status).toBe(200);
+    await t.http.delete('/fhir/Consent/c-block-author');
+    expect((await author.delete('/fhir/Observation/author-own')).status).toBe(204);
+  });
+
+  it('update: a resource whose patient changed just before the write is checked as it now is', async () => {
+    // dr-grant writes its own Observation in anna's record; meanwhile it moves to ben's (dr-grant has a grant on
+    // ben too, so the target stays visible) and its author becomes dr-author: dr-grant no longer wrote it.
+    const mine = await grant.put('/fhir/Observation/grant-moved').send(obs('grant-moved', 'anna', { author: 'Practitioner/dr-grant' }));
+    expect(mine.status).toBe(201);
+    beforeNextTransaction(t.ctx.store, obs('grant-moved', 'ben', { author: 'Practitioner/dr-author' }));
+    const res = await grant.put('/fhir/Observation/grant-moved').send(obs('grant-moved', 'anna', { author: 'Practitioner/dr-grant' }));
+    expect(res.status).toBe(403);
+    expect(res.body.issue[0].code).toBe('forbidden');
+    expect((await t.http.get('/fhir/Observation/grant-moved')).body.subject.reference).toBe('Patient/ben');
+  });
+});
