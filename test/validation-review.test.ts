@@ -4,11 +4,13 @@
  * validation options reachable from $validate and the CLI; ImplementationGuide global profiles independent of
  * the order packages were loaded and read in.
  */
+import type { Resource } from 'fhir/r4';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Issue } from '../src/fhir/outcome.ts';
 import { packageRegistry, type ConformanceResource } from '../src/packages/registry.ts';
 import { validateFull, validateResource } from '../src/validation/index.ts';
 import { checkLimit } from '../src/validation/limits.ts';
+import { terminologyService } from '../src/terminology/service.ts';
 
 const BASE = 'http://example.org/fhir/StructureDefinition/';
 const CORE = 'http://hl7.org/fhir/StructureDefinition/';
@@ -57,5 +59,40 @@ describe('dates: one parser, impossible calendar dates refused', () => {
     expect(checkLimit('max', 'date', '2024-02-29', 'DateTime', '2024-02-29T23:59:59Z')).toBeUndefined();
     const ok = validateFull({ ...r, effectiveDateTime: '2024-02-29T10:00:00Z' });
     expect(at(ok, 'Observation.effective.ofType(dateTime)'), show(ok)).toEqual([]);
+  });
+});
+
+describe('Coding displays through the terminology engine', () => {
+  const NDC = 'http://hl7.org/fhir/sid/ndc';
+  const NDC_OID = 'urn:oid:2.16.840.1.113883.6.69';
+  beforeAll(() => {
+    // The terminology service's static layer is what the validator reads once the server has loaded it.
+    const svc = terminologyService().load();
+    svc.add({ resourceType: 'CodeSystem', url: NDC, version: 'review-test', status: 'active', content: 'complete', concept: [{ code: '0777-3105-02', display: 'Prozac 100 capsules' }] } as Resource);
+    // A French supplement that names the code system by its OID.
+    svc.add({
+      resourceType: 'CodeSystem',
+      url: 'http://example.org/fhir/CodeSystem/ndc-fr',
+      status: 'active',
+      content: 'supplement',
+      supplements: NDC_OID,
+      language: 'fr',
+      concept: [{ code: '0777-3105-02', designation: [{ language: 'fr', value: 'Prozac 100 gélules' }] }],
+    } as Resource);
+  });
+  const med = (system: string, display: string) => ({ resourceType: 'Medication', text: narrative, code: { coding: [{ system, code: '0777-3105-02', display }] } });
+  const displayIssues = (r: unknown) => validateFull(r).filter((i) => /display/.test(i.diagnostics));
+
+  it('a display from a supplement is accepted whether the Coding names the system by URI or by OID', () => {
+    expect(displayIssues(med(NDC, 'Prozac 100 gélules'))).toEqual([]);
+    expect(displayIssues(med(NDC_OID, 'Prozac 100 gélules'))).toEqual([]);
+    expect(displayIssues(med(NDC_OID, 'prozac 100  CAPSULES'))).toEqual([]);
+  });
+  it('a display neither the code system nor its supplement gives is a warning listing both', () => {
+    const issues = displayIssues(med(NDC_OID, 'Fluoxetine'));
+    expect(issues).toHaveLength(1);
+    expect(issues[0]!.severity).toBe('warning');
+    expect(issues[0]!.expression).toEqual(['Medication.code.coding[0].display']);
+    expect(issues[0]!.diagnostics).toMatch(/wrong display 'Fluoxetine'.*'Prozac 100 capsules'.*'Prozac 100 gélules'/);
   });
 });

@@ -9,7 +9,7 @@
  */
 import type { CodeSystem, ValueSet } from 'fhir/r4';
 import type { PackageRegistry } from '../packages/registry.ts';
-import { validateInValueSet } from '../terminology/engine.ts';
+import { lookupCode, validateInValueSet } from '../terminology/engine.ts';
 import { ResourceSet, Scope } from '../terminology/registry.ts';
 import type { CodeSystemIndex } from '../terminology/codesystem-index.ts';
 import { terminologyService } from '../terminology/service.ts';
@@ -93,8 +93,10 @@ export class BindingChecker {
   private readonly displayCache = new Map<string, string[] | null>();
 
   /**
-   * Every display and designation the terminology module knows for a code (including supplements), or
-   * undefined when the code system or the code is not available here.
+   * Every display and designation the terminology module knows for a code, or undefined when the code system
+   * or the code is not available here. Asked of the engine's $lookup (`lookupCode`), so the validator and the
+   * terminology operations read displays one way: designations of the code system and of its supplements,
+   * with `urn:oid:` and other aliases of a system resolved to the same code system and supplements.
    */
   displays(system: string, code: string): string[] | undefined {
     const key = `${system}\u0000${code}`;
@@ -102,17 +104,15 @@ export class BindingChecker {
     if (r === undefined) {
       r = null;
       try {
-        const scope = this.currentScope();
-        const cs = scope.codeSystem(system);
-        const concept = cs?.get(code);
-        if (concept) {
-          const list: string[] = [];
-          if (concept.display) list.push(concept.display);
-          for (const d of concept.designations) list.push(d.value);
-          for (const layer of scope.layers) for (const d of layer.supplements.get(system)?.get(code) ?? []) list.push(d.value);
-          r = list.length ? list : null;
+        const params = lookupCode(this.currentScope(), system, code, undefined, [], ['designation']) as { name: string; valueString?: string; part?: { name: string; valueString?: string }[] }[];
+        const list: string[] = [];
+        for (const p of params) {
+          if (p.name === 'display' && p.valueString) list.push(p.valueString);
+          else if (p.name === 'designation') for (const part of p.part ?? []) if (part.name === 'value' && part.valueString) list.push(part.valueString);
         }
+        r = list.length ? list : null;
       } catch {
+        // Unknown code system or code (a FhirError 404 from the engine): nothing to judge.
         r = null;
       }
       this.displayCache.set(key, r);
