@@ -13,10 +13,9 @@ import { buildAuditEvent, transactionAuditOf } from '../audit/event.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
 import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
-import { operationRegistry } from '../operations/registry.ts';
-import { PATIENT_ACCESS_OPERATIONS } from '../operations/patient-access.ts';
+import { type Operation, type OperationTarget, operationRegistry } from '../operations/registry.ts';
 import { accessRuntime } from './service.ts';
-import { ncpOperationAllowed, ncpView } from '../crossborder/ncp.ts';
+import { ncpView } from '../crossborder/ncp.ts';
 import { mayWriteTerminology, terminologyResourcesWritten } from '../terminology/service.ts';
 
 type Route = (ctx: Context, req: FhirRequest, session?: StoreSession) => Promise<FhirResponse>;
@@ -38,44 +37,14 @@ const WRITES = new Set<Interaction>(['create', 'update', 'patch', 'delete', 'bat
 /** Types whose writes can change an access decision: the shared policy cache is cleared after them. */
 const POLICY_TYPES = new Set(['Patient', 'Consent', 'CareTeam', 'EpisodeOfCare', 'PractitionerRole']);
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
-/** Operations that touch no patient data beyond what their target check covers. */
-const OPEN_OPERATIONS = new Set(['expand', 'validate-code', 'batch-validate-code', 'lookup', 'subsumes', 'translate', 'validate']);
-/** The patient-facing access operations (src/operations/patient-access.ts): patient, assistant and admin only. */
-const PATIENT_OPERATIONS = new Set(PATIENT_ACCESS_OPERATIONS.map((o) => o.name));
-const TERMINOLOGY_TYPE: Record<string, string> = { expand: 'ValueSet', 'validate-code': 'ValueSet', 'batch-validate-code': 'ValueSet', lookup: 'CodeSystem', subsumes: 'CodeSystem', translate: 'ConceptMap' };
-
-/**
- * The SMART scopes an operation needs, for every principal: each entry needs one of `perms` on `type`
- * (`*`: only a wildcard scope covers it). What an operation reads needs `r` (or `s` for a search), what it
- * writes `c` / `u`. Operations without a rule here need `r` (or `u` when they change data) on their target type.
- */
-function operationScopes(name: string, info: Classified, req: FhirRequest): { type: string; perms: Permission[] }[] {
-  const level = info.id ? 'instance' : info.type ? 'type' : 'system';
-  const patientOp = PATIENT_ACCESS_OPERATIONS.find((o) => o.name === name);
-  if (patientOp) return patientOp.scopes;
-  if (name === 'everything') return [{ type: 'Patient', perms: ['r'] }];
-  if (TERMINOLOGY_TYPE[name]) return [{ type: info.type ?? TERMINOLOGY_TYPE[name], perms: ['r'] }];
-  if (name === 'validate') {
-    if (level === 'instance') return [{ type: info.type!, perms: ['r'] }];
-    // Type level: validating before a write is part of writing (c / u) or reading that type.
-    const body = req.body as { resourceType?: unknown; parameter?: { name?: string; resource?: { resourceType?: unknown } }[] } | undefined;
-    const inner = body?.resourceType === 'Parameters' ? (Array.isArray(body.parameter) ? body.parameter.find((p) => p?.name === 'resource')?.resource?.resourceType : undefined) : body?.resourceType;
-    const t = info.type ?? (typeof inner === 'string' ? inner : '*');
-    return [{ type: t, perms: ['r', 'c', 'u'] }];
-  }
-  if (name === 'to-cda') return [{ type: 'Bundle', perms: ['r'] }];
-  if (name === 'from-cda') return [{ type: level === 'instance' ? (info.type ?? 'Binary') : 'Bundle', perms: ['r'] }];
-  if (name === 'reindex') return req.method === 'GET' || req.method === 'HEAD' ? [{ type: 'SearchParameter', perms: ['r'] }] : [{ type: '*', perms: ['u'] }];
-  const op = operationRegistry.list().find((o) => o.name === name);
-  if (!op) return [];
-  return [{ type: info.type ?? '*', perms: [op.affectsState ? 'u' : 'r'] }];
+/** The target of an operation request, as the operation registry will see it. */
+function operationTarget(info: Classified): OperationTarget {
+  return info.id ? { level: 'instance', resourceType: info.type, id: info.id } : info.type ? { level: 'type', resourceType: info.type } : { level: 'system' };
 }
 
-/** Whether an operation changes stored data (the patient's access operations, $reindex); reading ones never clear caches. */
+/** Whether an operation changes stored data (the patient's access operations); reading ones never clear caches. */
 function operationWrites(name: string): boolean {
-  const patientOp = PATIENT_ACCESS_OPERATIONS.find((o) => o.name === name);
-  if (patientOp) return patientOp.affectsState;
-  return operationRegistry.list().find((o) => o.name === name)?.affectsState ?? true;
+  return operationRegistry.get(name)?.affectsState ?? true;
 }
 
 /** Patients whose records a response or request body belongs to: a resource, or the entries of a Bundle. */
@@ -245,7 +214,7 @@ function createdEntity(location: string | undefined): string | undefined {
 /** Reads, searches and operations whose target is a type holding no patient's data. */
 function readsSharedData(info: Classified): boolean {
   if (!info.type || info.compartment || info.type === 'AuditEvent' || info.type === 'Binary' || info.type === 'Bundle' || isPatientData(info.type)) return false;
-  if (info.interaction === 'operation') return OPEN_OPERATIONS.has(info.operation!) && info.operation !== 'validate';
+  if (info.interaction === 'operation') return operationRegistry.get(info.operation!)?.access?.sharedData === true;
   return info.interaction === 'read' || info.interaction === 'vread' || info.interaction === 'search' || info.interaction === 'history';
 }
 
@@ -376,25 +345,25 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
       const name = info.operation!;
       // An operation on a patient's record is in that patient's audit trail, allowed or not, whoever calls it.
       if (info.type === 'Patient' && info.id && ID.test(info.id)) scope.facts.patients.add(info.id);
+      const op = operationRegistry.get(name);
+      if (!op) return route(ctx, req, session); // the registry's 404: nothing runs
+      // Each operation declares its own rule (src/operations/registry.ts); one without is refused (fail closed).
+      const rule = (op as Partial<Operation>).access;
+      if (!rule) throw forbidden(`Operation $${name} declares no access rule and is refused`);
+      const target = operationTarget(info);
       // SMART scopes first, for every principal (administrators and system clients included).
-      for (const need of operationScopes(name, info, req)) requireAnyScope(scope.principal, need.type, need.perms);
-      if (name === 'everything') {
-        if (restricted && type && info.id) await checkInstance(scope, reads, type, info.id);
-        return route(ctx, req, session);
-      }
-      if (PATIENT_OPERATIONS.has(name)) {
+      for (const need of rule.scopes(target, req)) requireAnyScope(scope.principal, need.type, need.perms);
+      if (rule.audience === 'patient') {
         // The patient's own policy: the patient, their appointed assistant, or an administrator.
         const role = scope.principal.role;
         if (role !== 'admin' && role !== 'patient' && role !== 'assistant') throw forbidden(`Operation $${name} is for the patient, their assistant or an administrator`);
         if (type === 'Patient' && info.id && restricted) await checkInstance(scope, reads, 'Patient', info.id);
         return route(ctx, req, session);
       }
-      if (restricted && ncpOperationAllowed(scope.principal, name, type, info.id)) {
-        await checkInstance(scope, reads, type!, info.id!);
-        return route(ctx, req, session);
-      }
-      if (restricted && !OPEN_OPERATIONS.has(name)) throw forbidden(`Operation $${name} is available to administrators and system clients only`);
-      if (restricted && type && info.id) await checkInstance(scope, reads, type, info.id);
+      if (!restricted) return route(ctx, req, session);
+      if (rule.audience === 'admin' && !rule.alsoAllows?.(scope.principal, target)) throw forbidden(`Operation $${name} is available to administrators and system clients only`);
+      // An instance target is checked like a read of it.
+      if (type && info.id) await checkInstance(scope, reads, type, info.id);
       return route(ctx, req, session);
     }
   }

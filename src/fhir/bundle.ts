@@ -20,6 +20,7 @@ import { enforce } from '../access/enforce.ts';
 import { fhirModel } from './model.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { syncSearchParameters } from '../search/reindex.ts';
+import { openTransactionAudit } from '../audit/event.ts';
 
 /** Entries processed between two yields to the event loop. */
 const YIELD_EVERY = 100;
@@ -249,8 +250,12 @@ async function transaction(ctx: Context, req: FhirRequest, entries: BundleEntry[
   }
   // Profile validation in `warn` mode only feeds the OperationOutcome of Prefer: return=OperationOutcome; any
   // other answer drops its issues, so the entries skip it (same responses, ~10 % of ingest CPU measured).
-  const entryCtx = quietProfiles(ctx, req);
+  // A context of this transaction's own: the entries' access checks add what they did to the Bundle's single
+  // AuditEvent (src/audit/event.ts) instead of writing one each.
+  const entryCtx = { ...quietProfiles(ctx, req) };
+  const audit = openTransactionAudit(entryCtx, req.body as Bundle);
   const responses = await ctx.store.transaction(async (session) => {
+    audit.reset();
     const mapping = await resolveIdentities(ctx, session, req, plans);
     const results: FhirResponse[] = new Array(plans.length);
     const ordered = [...plans].sort((x, y) => ORDER[x.method] - ORDER[y.method] || x.index - y.index);
