@@ -35,6 +35,12 @@ export interface Config {
   loadExamples: boolean;
   examplesDir: string;
   sqliteSynchronous: 'FULL' | 'NORMAL';
+  /**
+   * What an answer that carries patient data waits for, for its audit entry: `commit` (the entry is committed
+   * before the answer leaves, and on disk within the next group fsync, started at once) or `disk` (the answer
+   * also waits for that fsync).
+   */
+  auditSync: 'commit' | 'disk';
   /** Profile validation of written resources that declare profiles (meta.profile): off, warn or reject. */
   profileValidation: ProfileValidationMode;
   /** Warm the validator up in the background once listening (DSP_VALIDATION_WARMUP, default on). */
@@ -118,6 +124,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   if (!LEVELS.includes(logLevel)) throw new Error(`DSP_LOG_LEVEL must be one of ${LEVELS.join(', ')}`);
   const sync = (env.DSP_SQLITE_SYNCHRONOUS ?? 'FULL').toUpperCase();
   if (sync !== 'FULL' && sync !== 'NORMAL') throw new Error('DSP_SQLITE_SYNCHRONOUS must be FULL or NORMAL');
+  const auditSync = (env.DSP_AUDIT_SYNC ?? 'commit').toLowerCase();
+  if (auditSync !== 'commit' && auditSync !== 'disk') throw new Error('DSP_AUDIT_SYNC must be commit or disk');
   const baseUrl = env.DSP_BASE_URL?.replace(/\/+$/, '') || undefined;
   if (baseUrl && !/^https?:\/\/[^/]+/.test(baseUrl)) throw new Error('DSP_BASE_URL must be an http(s) URL');
   const defaultCount = int(env, 'DSP_DEFAULT_COUNT', 20);
@@ -134,6 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     loadExamples: bool(env, 'DSP_LOAD_EXAMPLES', true),
     examplesDir: resolve(cwd, env.DSP_EXAMPLES_DIR ?? 'examples'),
     sqliteSynchronous: sync,
+    auditSync,
     profileValidation: profileValidationMode(env.DSP_PROFILE_VALIDATION),
     validationWarmUp: bool(env, 'DSP_VALIDATION_WARMUP', true),
     auth: authConfig(env, cwd, resolve(cwd, env.DSP_DATA_DIR ?? 'data')),

@@ -29,7 +29,7 @@ async function trail(n: number): Promise<{ store: SqliteStore; head: string }> {
   const store = new SqliteStore({ path: join(dir, 'audit.sqlite') });
   await store.init();
   const head = join(dir, 'audit-head.json');
-  const log = new AuditLog(store, head);
+  const log = new AuditLog(store);
   for (let i = 0; i < n; i++) {
     log.record(event(i));
     if (i % 3 === 0) await log.flush();
@@ -42,7 +42,7 @@ describe('audit hash chain', () => {
   it('an untouched trail verifies, and a new log continues the chain', async () => {
     const { store, head } = await trail(10);
     expect(await verifyAuditChain(store, head)).toEqual({ ok: true, entries: 10, problems: [] });
-    const again = new AuditLog(store, head);
+    const again = new AuditLog(store);
     again.record(event(99));
     await again.flush();
     const events = await allAuditEvents(store);

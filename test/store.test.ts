@@ -6,15 +6,73 @@
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
 import { defineStoreSuite } from './store-suite.ts';
 import { SqliteStore } from '../src/store/sqlite/store.ts';
 import type { Store } from '../src/store/port.ts';
+import type { Resource } from 'fhir/r4';
 
 defineStoreSuite('sqlite (:memory:)', async () => {
   const store = new SqliteStore({ path: ':memory:' });
   await store.init();
   return store;
+});
+
+// The file store has what the in-memory one lacks: a second connection for reads and the WAL fsync of FULL.
+const fileDirs: string[] = [];
+async function fileStore(synchronous: 'FULL' | 'NORMAL' = 'FULL'): Promise<SqliteStore> {
+  const dir = mkdtempSync(join(tmpdir(), 'dsp-store-'));
+  fileDirs.push(dir);
+  const store = new SqliteStore({ path: join(dir, 'fhir.sqlite'), synchronous });
+  await store.init();
+  return store;
+}
+defineStoreSuite('sqlite (file, synchronous FULL)', () => fileStore());
+
+describe('sqlite durability: FULL commits wait for a WAL fsync run off the event loop', () => {
+  it('every acknowledged commit is covered by a finished fsync, concurrent commits share fsyncs, reads wait for pending ones', async () => {
+    const store = await fileStore();
+    try {
+      const before = store.syncStats();
+      // 40 writers at once: each resolves only after an fdatasync that started after its COMMIT.
+      const writes = Array.from({ length: 40 }, (_, i) =>
+        store.put({ resourceType: 'Patient', id: `p${i}`, active: true } as Resource, { method: 'PUT', index: [] }).then(() => store.syncStats()),
+      );
+      const seen = await Promise.all(writes);
+      const after = store.syncStats();
+      expect(after.commits - before.commits).toBe(40);
+      // No write was acknowledged before an fsync had finished.
+      for (const s of seen) expect(s.syncs).toBeGreaterThan(before.syncs);
+      expect(after.durableThrough).toBe(after.commits);
+      expect(after.syncs - before.syncs).toBeGreaterThan(0);
+      // Group commit: commits made while an fsync ran shared the next one.
+      expect(after.syncs - before.syncs).toBeLessThan(40);
+      // A commit that need not be durable does not wait; a read started after it waits until it is on disk.
+      await store.transaction((s) => s.put({ resourceType: 'Patient', id: 'lazy', active: false } as Resource, { method: 'PUT', index: [] }), { durable: false });
+      const pending = store.syncStats();
+      expect(pending.durableThrough).toBeLessThan(pending.commits);
+      const read = await store.current('Patient', 'lazy');
+      expect(read?.resource).toMatchObject({ id: 'lazy', active: false });
+      expect(store.syncStats().durableThrough).toBe(pending.commits);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('synchronous NORMAL runs no fsync of its own', async () => {
+    const store = await fileStore('NORMAL');
+    try {
+      await Promise.all(Array.from({ length: 5 }, (_, i) => store.put({ resourceType: 'Patient', id: `n${i}` }, { method: 'PUT', index: [] })));
+      expect(store.syncStats()).toMatchObject({ commits: 0, syncs: 0 });
+      expect((await store.current('Patient', 'n4'))?.resource?.id).toBe('n4');
+    } finally {
+      await store.close();
+      for (const d of fileDirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    }
+  });
 });
 
 defineStoreSuite('mongodb adapter on the in-memory driver stand-in', async () => {

@@ -61,7 +61,7 @@ export function accessRuntime(ctx: { store: Store; config: Config }): Promise<Ac
         auth,
         key,
         verifier: new TokenVerifier(auth, key),
-        audit: new AuditLog(auditStore, auditHeadFile(ctx.config)),
+        audit: new AuditLog(auditStore, { waitForDisk: ctx.config.auditSync === 'disk' }),
         auditStore,
         cursorKey: randomBytes(32),
         replay: new ReplayCache(),

@@ -173,7 +173,10 @@ export class AuditLog {
   /** The queue holds an entry whose answer waits for a durable commit. */
   private durableQueued = false;
   private head: Head | undefined;
+  /** The last write's commit (the next one follows it). */
   private writing: Promise<void> = Promise.resolve();
+  /** The last write's commit and, for a durable one, its fsync. */
+  private settled: Promise<void> = Promise.resolve();
   private window: Promise<void> | undefined;
   /** Written entries without search index rows yet, oldest first. */
   private unindexed: Unindexed[] = [];
@@ -186,9 +189,15 @@ export class AuditLog {
   /** Entries written so far by this process. */
   written = 0;
 
-  /** `_legacyHeadFile`: the former head file; the head now lives in the audit store (ignored). */
-  constructor(store: Store, _legacyHeadFile?: string) {
+  private readonly waitForDisk: boolean;
+
+  /**
+   * `waitForDisk`: a durable entry's answer waits for the fsync of its commit (`DSP_AUDIT_SYNC=disk`); without
+   * it (the default) the answer waits for the commit, and the fsync, started at once, runs beside the answer.
+   */
+  constructor(store: Store, options?: { waitForDisk?: boolean }) {
     this.store = store;
+    this.waitForDisk = options?.waitForDisk ?? false;
   }
 
   /**
@@ -223,7 +232,8 @@ export class AuditLog {
    * in the same turn joins the same store transaction.
    */
   flush(): Promise<void> {
-    if (!this.queue.length) return this.writing;
+    // Nothing queued: what was queued is in the last write, which may still wait for the disk.
+    if (!this.queue.length) return this.settled;
     this.window ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
       this.window = undefined;
       return this.writeQueued();
@@ -231,10 +241,14 @@ export class AuditLog {
     return this.window;
   }
 
-  /** Writes everything queued so far (entries + head in one store transaction), after any write in progress. */
+  /**
+   * Writes everything queued so far (entries + head in one store transaction), after any write in progress.
+   * Commits follow each other in chain order; waiting for the disk does not hold the next commit back: the next
+   * batch commits while this one's fsync runs, and the store's group fsync covers both (src/store/sqlite).
+   */
   private writeQueued(): Promise<void> {
-    const run = this.writing.then(async () => {
-      if (!this.queue.length) return;
+    const run = this.writing.then(async (): Promise<boolean> => {
+      if (!this.queue.length) return false;
       const batch = this.queue;
       const durable = this.durableQueued;
       this.queue = [];
@@ -255,16 +269,29 @@ export class AuditLog {
         times.length = 0; // a store may run the work again (MongoDB transaction retries)
         for (const e of linked) times.push((await s.put(e, { method: 'POST', index: [] })).lastUpdated);
         await s.put(headResource(head), { method: 'POST', index: [] });
-      }, { durable });
+      }, { durable: false });
       this.head = head;
       this.written += linked.length;
       for (let i = 0; i < linked.length; i++) this.unindexed.push({ id: linked[i].id!, event: linked[i], lastUpdated: times[i] });
       this.lastWrite = Date.now();
       if (this.unindexed.length >= INDEX_HIGH_WATER) void this.runIndexer();
       else this.armIdleTimer();
+      return durable;
     });
-    this.writing = run.catch(() => undefined);
-    return run;
+    this.writing = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    const done = run.then((durable) => {
+      if (!durable) return undefined;
+      const disk = this.store.durable();
+      if (this.waitForDisk) return disk;
+      // The fsync runs in the thread pool beside the answer; a failure is the next durable write's failure too.
+      disk.catch(() => undefined);
+      return undefined;
+    });
+    this.settled = done.catch(() => undefined);
+    return done;
   }
 
   private armIdleTimer(): void {

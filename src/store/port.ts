@@ -113,6 +113,12 @@ export interface Store extends StoreSession {
    * concurrent transactions so that conditional writes stay correct.
    */
   transaction<T>(work: (session: StoreSession) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /**
+   * Resolves once every commit made so far is durable as the store is configured (after commits with
+   * `durable: false`, whose callers wait for durability separately). A no-op where a commit is durable when it
+   * returns.
+   */
+  durable(): Promise<void>;
   history(query: HistoryQuery): Promise<HistoryPage>;
   /** Number of live resources (of one type, or all). */
   count(resourceType?: string): Promise<number>;

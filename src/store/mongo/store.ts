@@ -184,6 +184,9 @@ export class MongoStore implements Store {
     return this.transaction((session) => session.delete(resourceType, id, options));
   }
 
+  /** Transactions commit with majority write concern: a commit that returned is durable already. */
+  async durable(): Promise<void> {}
+
   async transaction<T>(work: (session: StoreSession) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const session = this.client.startSession();
