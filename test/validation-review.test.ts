@@ -4,6 +4,10 @@
  * validation options reachable from $validate and the CLI; ImplementationGuide global profiles independent of
  * the order packages were loaded and read in.
  */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Resource } from 'fhir/r4';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Issue } from '../src/fhir/outcome.ts';
@@ -11,6 +15,8 @@ import { packageRegistry, type ConformanceResource } from '../src/packages/regis
 import { validateFull, validateResource } from '../src/validation/index.ts';
 import { checkLimit } from '../src/validation/limits.ts';
 import { terminologyService } from '../src/terminology/service.ts';
+import { makeApp, type TestApp } from './support/app.ts';
+import { ROOT } from './support/process.ts';
 
 const BASE = 'http://example.org/fhir/StructureDefinition/';
 const CORE = 'http://hl7.org/fhir/StructureDefinition/';
@@ -95,4 +101,72 @@ describe('Coding displays through the terminology engine', () => {
     expect(issues[0]!.expression).toEqual(['Medication.code.coding[0].display']);
     expect(issues[0]!.diagnostics).toMatch(/wrong display 'Fluoxetine'.*'Prozac 100 capsules'.*'Prozac 100 gélules'/);
   });
+});
+
+describe('run options through $validate and dsp-fhir validate', () => {
+  // One resource that trips every opt-in check: an unknown display, HTML in a string and in markdown, an example URL.
+  const patient = {
+    resourceType: 'Patient',
+    text: narrative,
+    name: [{ text: '<b>Anne</b> Muller' }],
+    maritalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-MaritalStatus', code: 'M', display: 'Verheiratet' }] },
+    photo: [{ url: 'http://example.org/photo.png' }],
+  };
+  const observation = { resourceType: 'Observation', text: narrative, status: 'final', code: { text: 'x' }, note: [{ text: 'see <i>this</i>' }] };
+  const errorsAt = (body: { issue?: { severity: string; expression?: string[] }[] }) =>
+    (body.issue ?? []).filter((i) => i.severity === 'error').map((i) => i.expression?.[0]).sort();
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await makeApp();
+  });
+
+  it('off by default: only the display, as a warning', async () => {
+    const res = await t.http.post('/fhir/Patient/$validate').send(patient);
+    expect(res.status).toBe(200);
+    expect(errorsAt(res.body)).toEqual([]);
+    expect(JSON.stringify(res.body)).toMatch(/"severity":"warning".*wrong display 'Verheiratet'/);
+  });
+  it('as query parameters', async () => {
+    const res = await t.http.post('/fhir/Patient/$validate?display-mismatch=error&security-checks=true&no-example-urls=true').send(patient);
+    expect(res.status).toBe(200);
+    expect(errorsAt(res.body)).toEqual(['Patient.maritalStatus.coding[0].display', 'Patient.name[0].text', 'Patient.photo[0].url']);
+  });
+  it('as Parameters entries (valueBoolean, valueCode)', async () => {
+    const params = (extra: unknown[]) => ({ resourceType: 'Parameters', parameter: [{ name: 'resource', resource: observation }, ...extra] });
+    const off = await t.http.post('/fhir/Observation/$validate').send(params([]));
+    expect(errorsAt(off.body)).toEqual([]);
+    const on = await t.http.post('/fhir/Observation/$validate').send(params([{ name: 'no-html-in-markdown', valueBoolean: true }]));
+    expect(errorsAt(on.body)).toEqual(['Observation.note[0].text']);
+    const display = await t.http.post('/fhir/Patient/$validate').send({ resourceType: 'Parameters', parameter: [{ name: 'resource', resource: patient }, { name: 'display-mismatch', valueCode: 'error' }] });
+    expect(errorsAt(display.body)).toEqual(['Patient.maritalStatus.coding[0].display']);
+  });
+  it('a value an option does not take is a 400 naming it', async () => {
+    const bad = await t.http.post('/fhir/Patient/$validate?display-mismatch=fatal').send(patient);
+    expect(bad.status).toBe(400);
+    expect(bad.body.issue[0].expression).toEqual(['display-mismatch']);
+    const bad2 = await t.http.post('/fhir/Patient/$validate').send({ resourceType: 'Parameters', parameter: [{ name: 'resource', resource: patient }, { name: 'security-checks', valueString: 'yes' }] });
+    expect(bad2.status).toBe(400);
+    expect(bad2.body.issue[0].diagnostics).toMatch(/security-checks must be true or false/);
+  });
+  it('dsp-fhir validate takes the same options as flags', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsp-validate-'));
+    try {
+      writeFileSync(join(dir, 'patient.json'), JSON.stringify(patient));
+      writeFileSync(join(dir, 'observation.json'), JSON.stringify(observation));
+      const cli = (...args: string[]) => spawnSync(join(ROOT, 'node_modules/.bin/node'), [join(ROOT, 'src/cli/main.ts'), 'validate', dir, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, DSP_LOG_LEVEL: 'silent' } });
+      const plain = cli();
+      expect(plain.status, plain.stderr).toBe(0);
+      expect(plain.stdout).toMatch(/2 file\(s\), 0 with errors: 0 error\(s\), 1 warning\(s\)/);
+      const strict = cli('--display-mismatch', 'error', '--security-checks', '--no-html-in-markdown', '--no-example-urls');
+      expect(strict.status).toBe(1);
+      expect(strict.stdout).toMatch(/2 file\(s\), 2 with errors: 4 error\(s\)/);
+      expect(strict.stdout).toMatch(/patient\.json: error: Patient\.photo\[0\]\.url: example URLs are not allowed/);
+      expect(strict.stdout).toMatch(/observation\.json: error: Observation\.note\[0\]\.text: the markdown contains text that looks like an HTML tag/);
+      const bad = cli('--display-mismatch', 'fatal');
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toMatch(/--display-mismatch must be warning or error/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -1,14 +1,17 @@
 /**
- * `dsp-fhir validate <file|folder> [--profile url] [--package dir|tgz]`: validates JSON resources (a folder:
+ * `dsp-fhir validate <file|folder> [--profile url] [--package dir|tgz] [--display-mismatch warning|error]
+ * [--security-checks] [--no-html-in-markdown] [--no-example-urls] [-q]`: validates JSON resources (a folder:
  * every *.json in it, recursively) with the server's validator (base structure, core invariants, declared
- * profiles, the profile asked for) and prints one line per problem. Exit code: 0 when no errors, 1 when
- * any file has errors, 2 on bad usage or unreadable input.
+ * profiles, the profile asked for) and prints one line per problem. The run options are those of `$validate`,
+ * under the same names. Exit code: 0 when no errors, 1 when any file has errors, 2 on bad usage or
+ * unreadable input.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { Command } from 'commander';
 import { packageRegistry } from '../packages/registry.ts';
-import { validateFull } from '../validation/index.ts';
+import { FhirError } from '../fhir/outcome.ts';
+import { setValidationOption, validateFull, type ValidationOptions } from '../validation/index.ts';
 
 function jsonFiles(p: string): string[] {
   if (!statSync(p).isDirectory()) return [p];
@@ -24,13 +27,23 @@ export function registerValidate(program: Command): void {
     .argument('<path>', 'a .json file or a folder of them')
     .option('--profile <url...>', 'profile(s) every resource must conform to')
     .option('--package <location...>', 'extra FHIR package(s) to load (folder or .tgz)')
+    .option('--display-mismatch <severity>', 'severity of a Coding display the terminology module does not know: warning (default) or error')
+    .option('--security-checks', 'refuse HTML-looking text in strings and markdown')
+    .option('--no-html-in-markdown', 'refuse unescaped HTML tags in markdown')
+    .option('--no-example-urls', 'refuse example.org / example.com URLs')
     .option('-q, --quiet', 'print errors only (no warnings / information)')
-    .action((path: string, opts: { profile?: string[]; package?: string[]; quiet?: boolean }) => {
+    .action((path: string, opts: { profile?: string[]; package?: string[]; quiet?: boolean; displayMismatch?: string; securityChecks?: boolean; htmlInMarkdown?: boolean; exampleUrls?: boolean }) => {
+      const run: ValidationOptions = { profiles: opts.profile };
       let files: string[];
       try {
+        if (opts.displayMismatch !== undefined) setValidationOption(run, 'display-mismatch', opts.displayMismatch);
+        // commander reads `--no-x` as x = false (default true).
+        if (opts.securityChecks) run.securityChecks = true;
+        if (opts.htmlInMarkdown === false) run.noHtmlInMarkdown = true;
+        if (opts.exampleUrls === false) run.noExampleUrls = true;
         files = jsonFiles(path);
       } catch (err) {
-        console.error(`dsp-fhir validate: ${(err as Error).message}`);
+        console.error(`dsp-fhir validate: ${err instanceof FhirError ? `--${err.message}` : (err as Error).message}`);
         process.exit(2);
       }
       const reg = packageRegistry();
@@ -48,7 +61,7 @@ export function registerValidate(program: Command): void {
           failed++;
           continue;
         }
-        const issues = validateFull(resource, { profiles: opts.profile });
+        const issues = validateFull(resource, run);
         const e = issues.filter((i) => i.severity === 'error' || i.severity === 'fatal').length;
         errors += e;
         warnings += issues.filter((i) => i.severity === 'warning').length;

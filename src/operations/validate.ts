@@ -4,6 +4,10 @@
  * The answer is always a 200 OperationOutcome listing the issues (one information issue when there are
  * none), as the specification asks; a malformed request is a 400.
  *
+ * Run options, as query parameters or Parameters entries: `display-mismatch` (warning | error: the severity of a
+ * Coding display the terminology module does not know), `security-checks`, `no-html-in-markdown` and
+ * `no-example-urls` (true | false; off by default). A value they do not take is a 400.
+ *
  * Modes: create (no rule beyond validation: the server assigns ids), update (an id is required
  * and, at instance level, must match the URL), delete (instance level: the resource must exist; nothing
  * else prevents deletion on this server). Profiles are looked up in the package registry first and then
@@ -13,7 +17,7 @@ import type { OperationOutcome, Parameters, Resource, StructureDefinition } from
 import { badRequest, notFound, operationOutcome, type Issue } from '../fhir/outcome.ts';
 import type { Store, StoreSession } from '../store/port.ts';
 import { packageRegistry, type ConformanceResource } from '../packages/registry.ts';
-import { validateFull } from '../validation/index.ts';
+import { isValidationOptionName, setValidationOption, validateFull, type ValidationOptions } from '../validation/index.ts';
 import { operationRegistry } from './registry.ts';
 
 const MODES = ['create', 'update', 'delete'];
@@ -64,12 +68,20 @@ operationRegistry.register({
     let resource: unknown;
     let mode = req.query.find(([k]) => k === 'mode')?.[1];
     const profiles = req.query.filter(([k]) => k === 'profile').map(([, v]) => v);
+    // Run options (display-mismatch, security-checks, no-html-in-markdown, no-example-urls): query or Parameters.
+    const options: ValidationOptions = {};
+    for (const [k, v] of req.query) if (isValidationOptionName(k)) setValidationOption(options, k, v);
     const body = req.body as Resource | undefined;
     if (body && (body as Parameters).resourceType === 'Parameters' && target.resourceType !== 'Parameters') {
       for (const p of (body as Parameters).parameter ?? []) {
         if (p.name === 'resource') resource = p.resource;
         else if (p.name === 'mode') mode = p.valueCode ?? p.valueString;
         else if (p.name === 'profile') profiles.push(p.valueUri ?? p.valueCanonical ?? p.valueString ?? '');
+        else if (isValidationOptionName(p.name)) {
+          const v = p.valueBoolean ?? p.valueCode ?? p.valueString;
+          if (v === undefined) throw badRequest(`${p.name}: give a valueBoolean, valueCode or valueString`, [p.name]);
+          setValidationOption(options, p.name, v);
+        }
       }
     } else if (body) resource = body;
     if (mode !== undefined && !MODES.includes(mode)) throw badRequest(`mode must be one of ${MODES.join(', ')} (got "${mode}")`, ['mode']);
@@ -96,7 +108,7 @@ operationRegistry.register({
       else if (target.id && r.id !== target.id) issues.push({ severity: 'error', code: 'invalid', diagnostics: `${target.resourceType}.id: the id ${r.id} does not match the URL id ${target.id}`, expression: [`${target.resourceType}.id`] });
     }
     await loadStoredProfiles(reads, [...profiles, ...declaredProfiles(resource)]);
-    issues.push(...validateFull(resource, { profiles: profiles.filter(Boolean) }));
+    issues.push(...validateFull(resource, { ...options, profiles: profiles.filter(Boolean) }));
     if (!issues.length) issues.push({ severity: 'information', code: 'informational', diagnostics: 'no issues found' });
     return { status: 200, headers: {}, body: operationOutcome(issues) };
   },

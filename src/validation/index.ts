@@ -11,13 +11,14 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { FhirError, type Issue } from '../fhir/outcome.ts';
+import { badRequest, FhirError, type Issue } from '../fhir/outcome.ts';
 import { packageRegistry, type PackageRegistry } from '../packages/registry.ts';
-import { ProfileValidator } from './profile.ts';
+import { ProfileValidator, type ValidationOptions } from './profile.ts';
 import { schemaIssues, schemaValidator } from './schema.ts';
 import { baseWalker, type VisitedResource } from './walker.ts';
 
 export type { Issue } from '../fhir/outcome.ts';
+export type { ValidationOptions } from './profile.ts';
 
 /** True when `a` and `b` are the same location or one contains the other. */
 function related(a: string, b: string): boolean {
@@ -158,35 +159,43 @@ export function profileLayer(registry?: PackageRegistry): ProfileValidator {
   return profileValidator;
 }
 
-export interface FullValidationOptions {
-  /** Profiles the root resource must conform to (besides those it declares). */
-  profiles?: string[];
-  /** Check every resource against its core definition too (invariants, bindings); default true. */
-  base?: boolean;
-  /** Use meta.profile of every resource; default true. */
-  declared?: boolean;
-  /** A validator over another registry (tests, the CLI with extra packages). */
-  validator?: ProfileValidator;
-  /** Severity of a Coding display the terminology module does not know for its code (default warning). */
-  displayMismatch?: 'warning' | 'error';
-  /** Refuse HTML-looking text in strings and markdown (off by default). */
-  securityChecks?: boolean;
-  /** Refuse unescaped HTML tags in markdown (off by default). */
-  noHtmlInMarkdown?: boolean;
-  /** Refuse example.org / example.com URLs (off by default). */
-  noExampleUrls?: boolean;
-}
-
 /**
  * Everything the validator knows: base structure (walker + schema), then the core definitions' invariants and
  * bindings, every declared profile and the profiles asked for. Used by $validate and `dsp-fhir validate`.
  */
-export function validateFull(resource: unknown, opts: FullValidationOptions = {}): Issue[] {
+export function validateFull(resource: unknown, opts: ValidationOptions & { validator?: ProfileValidator } = {}): Issue[] {
   const issues = validateResource(resource);
   const fatal = issues.some((i) => i.code === 'not-supported' || (i.severity === 'error' && i.expression === undefined));
   if (fatal) return issues;
-  (opts.validator ?? profileLayer()).validate(resource, { base: opts.base !== false, profiles: opts.profiles, declared: opts.declared, displayMismatch: opts.displayMismatch, securityChecks: opts.securityChecks, noHtmlInMarkdown: opts.noHtmlInMarkdown, noExampleUrls: opts.noExampleUrls }, issues);
+  const { validator, ...run } = opts;
+  (validator ?? profileLayer()).validate(resource, run, issues);
   return issues;
+}
+
+/** The run options a client sets by name: `$validate` parameters and `dsp-fhir validate` flags. */
+export const VALIDATION_OPTION_NAMES = ['display-mismatch', 'security-checks', 'no-html-in-markdown', 'no-example-urls'] as const;
+export type ValidationOptionName = (typeof VALIDATION_OPTION_NAMES)[number];
+
+export function isValidationOptionName(name: string): name is ValidationOptionName {
+  return (VALIDATION_OPTION_NAMES as readonly string[]).includes(name);
+}
+
+/**
+ * Sets the option called `name` in `into` from its external value: a string (query parameter, CLI flag,
+ * valueCode / valueString) or a boolean (valueBoolean). `display-mismatch` takes `warning` or `error`; the
+ * three checks take `true` or `false`. Any other value is a 400 naming the parameter.
+ */
+export function setValidationOption(into: ValidationOptions, name: ValidationOptionName, value: string | boolean): void {
+  if (name === 'display-mismatch') {
+    if (value !== 'warning' && value !== 'error') throw badRequest(`${name} must be warning or error (got "${String(value)}")`, [name]);
+    into.displayMismatch = value;
+    return;
+  }
+  const on = value === true || value === 'true' ? true : value === false || value === 'false' ? false : undefined;
+  if (on === undefined) throw badRequest(`${name} must be true or false (got "${String(value)}")`, [name]);
+  if (name === 'security-checks') into.securityChecks = on;
+  else if (name === 'no-html-in-markdown') into.noHtmlInMarkdown = on;
+  else into.noExampleUrls = on;
 }
 
 /** True when the resource, or a resource inside it (Bundle entry, contained), declares a profile. */

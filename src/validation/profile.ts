@@ -21,20 +21,25 @@ const upperFirst = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 const isObject = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
 const PRIMITIVES = new Set(['boolean', 'integer', 'decimal', 'positiveInt', 'unsignedInt', 'integer64', 'base64Binary', 'canonical', 'code', 'date', 'dateTime', 'id', 'instant', 'markdown', 'oid', 'string', 'time', 'uri', 'url', 'uuid', 'xhtml']);
 
-export interface ProfileOptions {
-  /** Validate every resource (root and nested) against its core definition: invariants, bindings. */
-  base: boolean;
+/**
+ * The options of a validation run: the one options type of `validateFull`, `ProfileValidator.validate`,
+ * `$validate` (parameters `profile`, `display-mismatch`, `security-checks`, `no-html-in-markdown`,
+ * `no-example-urls`) and `dsp-fhir validate` (flags of the same names); see `validationOption` in index.ts.
+ */
+export interface ValidationOptions {
+  /** Validate every resource (root and nested) against its core definition: invariants, bindings (default true). */
+  base?: boolean;
   /** Profiles asked for the root resource (e.g. $validate's `profile`). */
   profiles?: string[];
-  /** Use the profiles each resource declares in meta.profile (default true). */
+  /** Use the profiles each resource declares in meta.profile, and ImplementationGuide global profiles (default true). */
   declared?: boolean;
   /** Severity of a Coding display that matches no known display or designation (default warning). */
   displayMismatch?: 'warning' | 'error';
-  /** Refuse text that looks like HTML tags in string elements (HL7's "security checks"). */
+  /** Refuse text that looks like HTML tags in string elements (HL7's "security checks"; default off). */
   securityChecks?: boolean;
-  /** Refuse unescaped HTML tags in markdown. */
+  /** Refuse unescaped HTML tags in markdown (default off). */
   noHtmlInMarkdown?: boolean;
-  /** Refuse example URLs (example.org, example.com...) in uri, url and canonical values and references. */
+  /** Refuse example URLs (example.org, example.com...) in uri, url and canonical values and references (default off). */
   noExampleUrls?: boolean;
 }
 
@@ -92,7 +97,7 @@ interface Located {
 }
 
 interface Run {
-  opts: ProfileOptions;
+  opts: ValidationOptions;
   /** fullUrl -> entry resource, for the outermost Bundle. */
   bundle?: Map<string, Located>;
   /** Bundle.type of the outermost Bundle. */
@@ -185,9 +190,9 @@ export class ProfileValidator {
   }
 
   /** Validates a resource; issues are appended to `issues`. */
-  validate(resource: unknown, opts: ProfileOptions, issues: Issue[]): void {
+  validate(resource: unknown, opts: ValidationOptions, issues: Issue[]): void {
     if (!isObject(resource) || typeof resource.resourceType !== 'string') return;
-    const run: Run = { opts, results: new WeakMap(), depth: 0, profileMisses: new Map(), invariants: new WeakMap() };
+    const run: Run = { opts: { ...opts, base: opts.base !== false }, results: new WeakMap(), depth: 0, profileMisses: new Map(), invariants: new WeakMap() };
     const rt = resource.resourceType;
     if (rt === 'Bundle') {
       run.bundle = this.indexBundle(resource, rt);
