@@ -62,6 +62,27 @@ describe('sqlite durability: FULL commits wait for a WAL fsync run off the event
     }
   });
 
+  it('checkpoints run in a worker thread while writes go on, and nothing is lost across a reopen', async () => {
+    const store = await fileStore();
+    const path = join(fileDirs[fileDirs.length - 1], 'fhir.sqlite');
+    try {
+      for (let i = 0; i < 600; i++) await store.put({ resourceType: 'Patient', id: `c${i}`, gender: 'other' } as Resource, { method: 'PUT', index: [] });
+      // The worker answers asynchronously: give it the time to finish the checkpoints it was asked for.
+      for (let i = 0; i < 200 && store.syncStats().checkpoints < 2; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(store.syncStats().checkpoints).toBeGreaterThanOrEqual(2);
+    } finally {
+      await store.close();
+    }
+    const again = new SqliteStore({ path });
+    await again.init();
+    try {
+      expect(await again.count('Patient')).toBe(600);
+      expect((await again.current('Patient', 'c599'))?.resource).toMatchObject({ gender: 'other' });
+    } finally {
+      await again.close();
+    }
+  });
+
   it('synchronous NORMAL runs no fsync of its own', async () => {
     const store = await fileStore('NORMAL');
     try {

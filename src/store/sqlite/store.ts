@@ -15,6 +15,7 @@
  *   before they return, so no answer shows data a power loss could still take back (FULL's guarantee).
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { Worker } from 'node:worker_threads';
 import { close as closeFd, fdatasync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Resource } from 'fhir/r4';
@@ -199,6 +200,7 @@ export class SqliteStore implements Store {
   /** FULL durability through the store's own WAL fsync (file databases; see the file comment). */
   private readonly syncWal: boolean;
   private readonly wal = new WalSync();
+  private checkpointer: Checkpointer | undefined;
 
   private readonly options: SqliteStoreOptions;
 
@@ -213,8 +215,8 @@ export class SqliteStore implements Store {
   }
 
   /** Commits made and WAL fsyncs run so far (group commit: several commits share one fsync). */
-  syncStats(): { commits: number; syncs: number; durableThrough: number } {
-    return this.wal.stats();
+  syncStats(): { commits: number; syncs: number; durableThrough: number; checkpoints: number } {
+    return { ...this.wal.stats(), checkpoints: this.checkpointer?.done ?? 0 };
   }
 
   async init(): Promise<void> {
@@ -241,11 +243,18 @@ export class SqliteStore implements Store {
     const last = this.writer.prepare('SELECT max(last_updated) AS t FROM history').get() as { t: string | null };
     if (last.t) this.clock.observe(last.t);
     if (this.syncWal) await this.wal.open(`${this.options.path}-wal`);
+    if (!this.memory) {
+      // Checkpoints (copying the WAL into the database file, with two fsyncs) run in a worker thread; SQLite
+      // would otherwise run one inside a COMMIT every 1,000 pages, on the event loop.
+      this.writer.exec('PRAGMA wal_autocheckpoint = 0');
+      this.checkpointer = new Checkpointer(this.options.path, () => this.writer.exec('PRAGMA wal_autocheckpoint = 1000'));
+    }
   }
 
   async close(): Promise<void> {
     await this.mutex.run(async () => {
       await this.wal.close();
+      await this.checkpointer?.close();
       if (this.reader !== this.writer) this.reader.close();
       this.writer.close();
     });
@@ -306,6 +315,7 @@ export class SqliteStore implements Store {
         const result = await work(session);
         db.exec('COMMIT');
         if (this.syncWal) seq = this.wal.commit();
+        this.checkpointer?.committed();
         return result;
       } catch (err) {
         if (db.isTransaction) db.exec('ROLLBACK');
@@ -576,5 +586,76 @@ class WalSync {
     );
     this.inflight = { upTo, done };
     return done;
+  }
+}
+
+/** Commits after which a checkpoint is asked for; and the longest time a committed page waits for one. */
+const CHECKPOINT_COMMITS = 256;
+const CHECKPOINT_MS = 5_000;
+
+/**
+ * Asks the checkpoint worker (checkpointer.ts) for a checkpoint every CHECKPOINT_COMMITS commits, or on the
+ * first commit CHECKPOINT_MS after the last one; one at a time. The worker starts on the first request. If it
+ * cannot run, the writer gets SQLite's own automatic checkpoints back (`fallback`).
+ */
+class Checkpointer {
+  private readonly path: string;
+  private readonly fallback: () => void;
+  private worker: Worker | undefined;
+  private failed = false;
+  private running = false;
+  private commits = 0;
+  private last = Date.now();
+  /** Checkpoints finished (for tests and tools). */
+  done = 0;
+
+  constructor(path: string, fallback: () => void) {
+    this.path = path;
+    this.fallback = fallback;
+  }
+
+  committed(): void {
+    this.commits++;
+    if (this.running || this.failed) return;
+    if (this.commits < CHECKPOINT_COMMITS && Date.now() - this.last < CHECKPOINT_MS) return;
+    this.request();
+  }
+
+  private request(): void {
+    this.running = true;
+    this.commits = 0;
+    this.last = Date.now();
+    if (!this.worker) {
+      const worker = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { path: this.path } });
+      worker.unref();
+      worker.on('message', () => {
+        this.running = false;
+        this.done++;
+      });
+      worker.on('error', () => this.fail());
+      worker.on('exit', () => {
+        if (this.worker === worker) this.fail();
+      });
+      this.worker = worker;
+    }
+    this.worker.postMessage('checkpoint');
+  }
+
+  private fail(): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.running = false;
+    this.worker = undefined;
+    this.fallback();
+  }
+
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    this.failed = true;
+    if (!worker) return;
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    worker.postMessage('close');
+    await exited;
   }
 }
