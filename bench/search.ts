@@ -243,14 +243,17 @@ function kinds(s: ReturnType<typeof sample>): Kind[] {
   ];
 }
 
-async function run(type: string, query: [string, string][]): Promise<{ ms: number; next?: [string, string][]; n: number }> {
+async function run(type: string, query: [string, string][]): Promise<{ ms: number; cpuMs: number; next?: [string, string][]; n: number }> {
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const res = await dispatch(ctx, { method: 'GET', path: type, query, headers: {}, baseUrl: BASE });
   const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  const cpuMs = (c.user + c.system) / 1000;
   if (res.status !== 200) throw new Error(`${type}?${new URLSearchParams(query)}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
   const b = res.body as Bundle;
   const next = b.link?.find((l) => l.relation === 'next')?.url;
-  return { ms, n: b.entry?.length ?? 0, next: next ? [...new URL(next).searchParams] : undefined };
+  return { ms, cpuMs, n: b.entry?.length ?? 0, next: next ? [...new URL(next).searchParams] : undefined };
 }
 
 function explain(type: string, query: [string, string][]): string {
@@ -276,26 +279,33 @@ if (!opts.reuse) {
 }
 const total = await store.count();
 const s = sample();
-const results: { name: string; note: string; summary: LatencySummary; rows: number }[] = [];
+const results: { name: string; note: string; summary: LatencySummary; cpu: LatencySummary; rows: number }[] = [];
 const only = opts.only ? new RegExp(opts.only) : undefined;
 for (const [index, k] of kinds(s).entries()) {
   // Each kind draws from its own seeded sequence: the same values whichever kinds run.
   rand = rng(42 + index);
   if (only && !only.test(k.name)) continue;
   const samples: number[] = [];
+  const cpuSamples: number[] = [];
   let rows = 0;
   for (let i = 0; i < ITER + 10; i++) {
     const [type, query] = k.make();
     const r = await run(type, query);
     if (i >= 10) {
       samples.push(r.ms);
+      cpuSamples.push(r.cpuMs);
       rows += r.n;
     }
-    if (k.follow && r.next && i >= 10) samples.push((await run(type, r.next)).ms);
+    if (k.follow && r.next && i >= 10) {
+      const r2 = await run(type, r.next);
+      samples.push(r2.ms);
+      cpuSamples.push(r2.cpuMs);
+    }
   }
   const summary = summarize(samples);
-  results.push({ name: k.name, note: k.note, summary, rows: rows / ITER });
-  console.error(`  ${k.name.padEnd(30)} p50 ${summary.p50.toFixed(1)} ms  p95 ${summary.p95.toFixed(1)} ms`);
+  const cpu = summarize(cpuSamples);
+  results.push({ name: k.name, note: k.note, summary, cpu, rows: rows / ITER });
+  console.error(`  ${k.name.padEnd(30)} p50 ${summary.p50.toFixed(1)} ms  p95 ${summary.p95.toFixed(1)} ms  (CPU p50 ${cpu.p50.toFixed(1)} p95 ${cpu.p95.toFixed(1)})`);
   if (opts.explain) {
     const [type, query] = k.make();
     console.error(explain(type, query.filter(([n]) => !n.startsWith('_include') && !n.startsWith('_revinclude'))));
@@ -311,9 +321,14 @@ if (loaded)
       `(${loaded.count} in ${loaded.seconds.toFixed(1)} s; extractIndex ${loaded.indexSeconds.toFixed(1)} s)`,
   );
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} CPUs`);
-console.log(`${'search'.padEnd(30)} ${'p50 ms'.padStart(8)} ${'p95 ms'.padStart(8)} ${'mean'.padStart(8)}  rows/page`);
+// CPU: this process's user + system time per search (process.cpuUsage), less sensitive to a shared machine's
+// load than wall time (not to cache effects).
+console.log(`${'search'.padEnd(30)} ${'p50 ms'.padStart(8)} ${'p95 ms'.padStart(8)} ${'mean'.padStart(8)} ${'CPU p50'.padStart(8)} ${'CPU p95'.padStart(8)}  rows/page`);
 for (const r of results)
-  console.log(`${r.name.padEnd(30)} ${r.summary.p50.toFixed(1).padStart(8)} ${r.summary.p95.toFixed(1).padStart(8)} ${r.summary.mean.toFixed(1).padStart(8)}  ${r.rows.toFixed(1)}`);
+  console.log(
+    `${r.name.padEnd(30)} ${r.summary.p50.toFixed(1).padStart(8)} ${r.summary.p95.toFixed(1).padStart(8)} ${r.summary.mean.toFixed(1).padStart(8)} ` +
+      `${r.cpu.p50.toFixed(1).padStart(8)} ${r.cpu.p95.toFixed(1).padStart(8)}  ${r.rows.toFixed(1)}`,
+  );
 mkdirSync(RESULTS_DIR, { recursive: true });
 writeFileSync(
   join(RESULTS_DIR, `search-${total}.json`),
