@@ -5,14 +5,15 @@
  * the order packages were loaded and read in.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Resource } from 'fhir/r4';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Issue } from '../src/fhir/outcome.ts';
-import { packageRegistry, type ConformanceResource } from '../src/packages/registry.ts';
-import { validateFull, validateResource } from '../src/validation/index.ts';
+import { PackageRegistry, packageRegistry, type ConformanceResource } from '../src/packages/registry.ts';
+import { compareCanonicals } from '../src/validation/globals.ts';
+import { profileLayer, validateFull, validateResource } from '../src/validation/index.ts';
 import { checkLimit } from '../src/validation/limits.ts';
 import { terminologyService } from '../src/terminology/service.ts';
 import { makeApp, type TestApp } from './support/app.ts';
@@ -169,4 +170,69 @@ describe('run options through $validate and dsp-fhir validate', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+});
+
+describe('ImplementationGuide global profiles from loaded packages', () => {
+  const profile = (id: string, element: string) => ({
+    resourceType: 'StructureDefinition',
+    url: `http://example.org/fhir/global-test/StructureDefinition/${id}`,
+    version: '1.0.0',
+    name: id,
+    status: 'active',
+    kind: 'resource',
+    abstract: false,
+    type: 'Patient',
+    baseDefinition: CORE + 'Patient',
+    derivation: 'constraint',
+    differential: { element: [{ id: 'Patient', path: 'Patient' }, { id: `Patient.${element}`, path: `Patient.${element}`, min: 1 }] },
+  });
+  /** A package folder holding one guide whose global profile requires `element`. */
+  const makePackage = (dir: string, name: string, id: string, element: string) => {
+    const root = join(dir, name, 'package');
+    mkdirSync(root, { recursive: true });
+    writeFileSync(join(root, 'package.json'), JSON.stringify({ name, version: '1.0.0', canonical: 'http://example.org/fhir/global-test' }));
+    const sd = profile(id, element);
+    writeFileSync(join(root, `StructureDefinition-${id}.json`), JSON.stringify(sd));
+    writeFileSync(
+      join(root, `ImplementationGuide-${name}.json`),
+      JSON.stringify({ resourceType: 'ImplementationGuide', id: name, url: `http://example.org/fhir/global-test/ImplementationGuide/${name}`, version: '1.0.0', name, status: 'active', packageId: name, fhirVersion: ['4.0.1'], global: [{ type: 'Patient', profile: `${sd.url}|1.0.0` }] }),
+    );
+    return join(dir, name);
+  };
+  const patient = { resourceType: 'Patient', text: narrative, active: true };
+  const key = (issues: Issue[]) => issues.map((i) => `${i.severity} ${i.expression?.[0]} ${i.diagnostics}`);
+
+  it('two loads in different orders, with and without the package index cache, give the same issues', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsp-global-'));
+    const indexDir = process.env.DSP_PACKAGE_INDEX_DIR;
+    process.env.DSP_PACKAGE_INDEX_DIR = join(dir, 'index');
+    try {
+      // Package names in the opposite order of their profile URLs, so that load order and URL order differ.
+      const a = makePackage(dir, 'test.global.a', 'z-needs-gender', 'gender');
+      const b = makePackage(dir, 'test.global.b', 'a-needs-birthdate', 'birthDate');
+      const load = (order: string[], scanFirst: boolean) => {
+        const reg = new PackageRegistry();
+        for (const p of order) reg.addPackage(p);
+        // A lookup that misses reads every package in full (the first time) or through its url index (later).
+        if (scanFirst) expect(reg.structureDefinition('http://example.org/fhir/global-test/StructureDefinition/unknown')).toBeUndefined();
+        return key(validateFull(patient, { validator: profileLayer(reg) }));
+      };
+      const first = load([a, b], false);
+      expect(first.filter((i) => i.startsWith('error')), first.join('\n')).toEqual([
+        // a-needs-birthdate, then z-needs-gender: by profile URL, not by package load order.
+        expect.stringMatching(/^error Patient\.birthDate .*requires at least 1/),
+        expect.stringMatching(/^error Patient\.gender .*requires at least 1/),
+      ]);
+      expect(load([b, a], true)).toEqual(first); // full read, index cache written
+      expect(load([a, b], true)).toEqual(first); // read through the index cache: the guides were never parsed
+      expect(load([b, a], false)).toEqual(first);
+    } finally {
+      if (indexDir === undefined) delete process.env.DSP_PACKAGE_INDEX_DIR;
+      else process.env.DSP_PACKAGE_INDEX_DIR = indexDir;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('global profiles are ordered by canonical URL and version', () => {
+    expect(['http://x/b|2.0.0', 'http://x/a|10.0.0', 'http://x/a|9.1.0', 'http://x/a'].sort(compareCanonicals)).toEqual(['http://x/a', 'http://x/a|9.1.0', 'http://x/a|10.0.0', 'http://x/b|2.0.0']);
+  });
 });

@@ -9,6 +9,7 @@
 import type { Issue, IssueCode, IssueSeverity } from '../fhir/outcome.ts';
 import type { PackageRegistry } from '../packages/registry.ts';
 import { BindingChecker, type Coded } from './bindings.ts';
+import { globalProfiles } from './globals.ts';
 import { effectiveExpression, evaluateInvariant } from './invariants.ts';
 import { checkLimit, checkMaxLength } from './limits.ts';
 import { decodedLength, QuestionnaireChecker } from './questionnaire.ts';
@@ -246,7 +247,7 @@ export class ProfileValidator {
         }
       });
     }
-    if (run.opts.declared !== false) for (const g of this.registry.globalProfiles(rt)) if (!urls.includes(stripVersion(g))) urls.push(stripVersion(g));
+    if (run.opts.declared !== false) for (const g of globalProfiles(this.registry, rt)) if (!urls.includes(stripVersion(g))) urls.push(stripVersion(g));
     const structures: Structure[] = [];
     for (const u of urls) {
       const s = this.structures.get(u);
