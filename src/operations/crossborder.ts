@@ -21,6 +21,7 @@ import { assertValidResource } from '../validation/index.ts';
 import { bundleToCda } from '../crossborder/to-cda.ts';
 import { cdaToBundle } from '../crossborder/from-cda.ts';
 import { operationRegistry } from './registry.ts';
+import { ncpOperationAllowed } from '../crossborder/ncp.ts';
 import type { StoreSession } from '../store/port.ts';
 
 const BASE = 'http://dsp.lu/fhir/OperationDefinition/';
@@ -58,6 +59,8 @@ operationRegistry.register({
   resourceTypes: ['Bundle'],
   levels: ['type', 'instance'],
   affectsState: false,
+  // Administrators and system clients; the national contact point on a stored Bundle it can read.
+  access: { audience: 'admin', scopes: () => [{ type: 'Bundle', perms: ['r'] }], alsoAllows: (principal, target) => ncpOperationAllowed(principal, 'to-cda', target.resourceType, target.id) },
   rawXml: { response: true },
   async handler(ctx, req, target, session) {
     let bundle: Bundle;
@@ -85,6 +88,7 @@ operationRegistry.register({
   resourceTypes: ['Bundle', 'Binary'],
   levels: ['type', 'instance'],
   affectsState: false,
+  access: { audience: 'admin', scopes: (target) => [{ type: target.level === 'instance' ? (target.resourceType ?? 'Binary') : 'Bundle', perms: ['r'] }] },
   rawXml: { body: true },
   async handler(ctx, req, target, session) {
     let xml: string;

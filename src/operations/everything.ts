@@ -16,6 +16,8 @@ operationRegistry.register({
   resourceTypes: ['Patient'],
   levels: ['instance'],
   affectsState: false,
+  // Anyone who may read the Patient: the search inside is narrowed to what the caller sees.
+  access: { audience: 'any', scopes: () => [{ type: 'Patient', perms: ['r'] }] },
   async handler(ctx, req, target, session) {
     const reads = session ?? ctx.store;
     const id = target.id!;

@@ -26,7 +26,7 @@ import type { StoreSession } from '../store/port.ts';
 import type { Filter } from '../search/types.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import type { Context } from '../fhir/interactions.ts';
-import type { Permission, Principal } from '../access/principal.ts';
+import type { Principal } from '../access/principal.ts';
 import { FhirError, badRequest, gone, notFound } from '../fhir/outcome.ts';
 import { fhirModel } from '../fhir/model.ts';
 import { compartmentFilter } from '../fhir/compartments.ts';
@@ -36,30 +36,22 @@ import { CONFIDENTIALITY, POLICY_SYSTEM, type PatientPolicy, type PolicyKind, ac
 import { patientsOf } from '../access/decision.ts';
 import { accessRuntime } from '../access/service.ts';
 import { FLAG_SYSTEM } from '../audit/event.ts';
-import { operationRegistry } from './registry.ts';
+import { type OperationAccess, type ScopeNeed, operationRegistry } from './registry.ts';
 
 const BASE = 'https://dsp.lu/fhir/OperationDefinition/';
 const ID = '[A-Za-z0-9\\-.]{1,64}';
 const PROFESSIONAL = new RegExp(`^(Practitioner|PractitionerRole)/${ID}$`);
 const REFERENCE = new RegExp(`^([A-Z][A-Za-z]+)/(${ID})$`);
 
-/** What enforce.ts needs to authorise them: names and SMART scopes (each entry: one of `perms` on `type`). */
-export interface PatientAccessOperation {
-  name: string;
-  affectsState: boolean;
-  scopes: { type: string; perms: Permission[] }[];
-}
-
-const WRITE_SCOPES: PatientAccessOperation['scopes'] = [
+/**
+ * Their access rules (src/access/enforce.ts applies them): the patient, their assistant or an administrator;
+ * changing ones need create and update on Consent, $access-policy read on Consent, $access-log search on AuditEvent.
+ */
+const patientRule = (scopes: ScopeNeed[]): OperationAccess => ({ audience: 'patient', scopes: () => scopes });
+const WRITE_RULE = patientRule([
   { type: 'Consent', perms: ['c'] },
   { type: 'Consent', perms: ['u'] },
-];
-
-export const PATIENT_ACCESS_OPERATIONS: PatientAccessOperation[] = [
-  ...['access-grant', 'access-revoke', 'access-block', 'access-unblock', 'hide', 'unhide', 'object-encounter', 'withdraw-objection', 'close', 'reopen', 'emergency-access', 'cross-border'].map((name) => ({ name, affectsState: true, scopes: WRITE_SCOPES })),
-  { name: 'access-policy', affectsState: false, scopes: [{ type: 'Consent', perms: ['r'] }] },
-  { name: 'access-log', affectsState: false, scopes: [{ type: 'AuditEvent', perms: ['s'] }] },
-];
+]);
 
 // -- parameters -----------------------------------------------------------------------------------------------
 
@@ -440,6 +432,7 @@ for (const [name, change] of Object.entries(CHANGES)) {
     resourceTypes: ['Patient'],
     levels: ['instance'],
     affectsState: true,
+    access: WRITE_RULE,
     async handler(ctx, req, target, session) {
       const patientId = target.id!;
       refuseUnknown(req, name, ACCEPTS[name]);
@@ -465,6 +458,7 @@ operationRegistry.register({
   resourceTypes: ['Patient'],
   levels: ['instance'],
   affectsState: false,
+  access: patientRule([{ type: 'Consent', perms: ['r'] }]),
   async handler(ctx, _req, target, session) {
     const s = session ?? ctx.store;
     await livePatient(s, target.id!);
@@ -484,6 +478,7 @@ operationRegistry.register({
   resourceTypes: ['Patient'],
   levels: ['instance'],
   affectsState: false,
+  access: patientRule([{ type: 'AuditEvent', perms: ['s'] }]),
   async handler(ctx: Context, req, target, session) {
     const patientId = target.id!;
     await livePatient(session ?? ctx.store, patientId);

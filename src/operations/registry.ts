@@ -8,6 +8,7 @@ import type { StoreSession } from '../store/port.ts';
 import { FhirError, badRequest } from '../fhir/outcome.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import type { Context } from '../fhir/interactions.ts';
+import type { Permission, Principal } from '../access/principal.ts';
 
 export type OperationLevel = 'system' | 'type' | 'instance';
 
@@ -15,6 +16,38 @@ export interface OperationTarget {
   level: OperationLevel;
   resourceType?: string;
   id?: string;
+}
+
+/** A SMART scope an operation needs: one of `perms` on `type` (`*`: only a wildcard scope covers it). */
+export interface ScopeNeed {
+  type: string;
+  perms: Permission[];
+}
+
+/**
+ * Who may invoke an operation, beyond its SMART scopes (src/access/enforce.ts applies it before the handler
+ * runs; docs/access.md):
+ * - `any`: every authenticated principal; an instance target is checked like a read of it;
+ * - `patient`: the patient and their appointed assistant (the target Patient must be visible to them) and
+ *   administrators; system clients and professionals are refused;
+ * - `admin`: administrators and system clients only.
+ */
+export type OperationAudience = 'any' | 'patient' | 'admin';
+
+/** An operation's access rule: every operation declares one; one without it is refused to everybody. */
+export interface OperationAccess {
+  audience: OperationAudience;
+  /** The SMART scopes it needs, for every principal (administrators and system clients included). */
+  scopes(target: OperationTarget, req: FhirRequest): ScopeNeed[];
+  /** Beyond the audience: a principal this accepts may call it on a target it can read (the NCP's `$to-cda`). */
+  alsoAllows?(principal: Principal, target: OperationTarget): boolean;
+  /** It answers from shared, non-patient data only (terminology): its audit entry need not be awaited. */
+  sharedData?: boolean;
+}
+
+/** The common rule: read (`r`), or `u` for an operation that changes data, on the target type (`*` at system level). */
+export function readsTarget(audience: OperationAudience, fallbackType = '*'): OperationAccess {
+  return { audience, scopes: (target) => [{ type: target.resourceType ?? fallbackType, perms: ['r'] }] };
 }
 
 export interface Operation {
@@ -27,6 +60,8 @@ export interface Operation {
   levels: OperationLevel[];
   /** True when it changes nothing (allowed with GET). */
   affectsState: boolean;
+  /** Who may call it (src/access/enforce.ts). Required: an operation registered without one is refused. */
+  access: OperationAccess;
   handler: (ctx: Context, req: FhirRequest, target: OperationTarget, session?: StoreSession) => Promise<FhirResponse>;
   /**
    * Non-FHIR XML documents (the cross-border CDA): `body` - an `application/xml` request body reaches the handler

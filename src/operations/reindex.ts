@@ -31,6 +31,11 @@ operationRegistry.register({
   resourceTypes: [],
   levels: ['system'],
   affectsState: false,
+  // Listing jobs reads SearchParameters' state; starting one rewrites every index: a wildcard write scope.
+  access: {
+    audience: 'admin',
+    scopes: (_target, req) => (req.method === 'GET' || req.method === 'HEAD' ? [{ type: 'SearchParameter', perms: ['r'] }] : [{ type: '*', perms: ['u'] }]),
+  },
   async handler(ctx, req) {
     // Re-indexing is administration: in-process callers (no principal) and administrators only.
     if (req.principal && req.principal.role !== 'admin') throw new FhirError(403, '$reindex is for administrators', 'forbidden');

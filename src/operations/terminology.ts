@@ -9,7 +9,7 @@ import { FhirError, badRequest } from '../fhir/outcome.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import { header } from '../fhir/request.ts';
 import type { Context } from '../fhir/interactions.ts';
-import { operationRegistry, type OperationTarget } from './registry.ts';
+import { operationRegistry, readsTarget, type OperationTarget } from './registry.ts';
 import { terminologyService } from '../terminology/service.ts';
 import { parseLanguages } from '../terminology/language.ts';
 import type { Scope } from '../terminology/registry.ts';
@@ -118,6 +118,8 @@ export class OpParams {
 
 /** `system-version`, `force-system-version` and `check-system-version` parameters (`url|version` each). */
 export function versionRules(params: OpParams): VersionRules | undefined {
+  // The common call names none of them: no maps built.
+  if (!params.has('system-version', 'force-system-version', 'check-system-version', 'default-valueset-version')) return undefined;
   const rules: VersionRules = { defaults: new Map(), force: new Map(), check: new Map() };
   let any = false;
   rules.valueSets = new Map();
@@ -237,6 +239,7 @@ operationRegistry.register({
   resourceTypes: ['ValueSet'],
   levels: ['type', 'instance'],
   affectsState: false,
+  access: { ...readsTarget('any', 'ValueSet'), sharedData: true },
   handler: async (ctx, req, target) => {
     const params = new OpParams(req);
     const scope = await scopeFor(ctx, params);
@@ -266,6 +269,7 @@ operationRegistry.register({
   resourceTypes: ['ValueSet', 'CodeSystem'],
   levels: ['type', 'instance'],
   affectsState: false,
+  access: { ...readsTarget('any', 'ValueSet'), sharedData: true },
   handler: async (ctx, req, target) => ok(await validateCode(ctx, req, target, new OpParams(req))),
 });
 
@@ -310,6 +314,7 @@ operationRegistry.register({
   resourceTypes: ['ValueSet', 'CodeSystem'],
   levels: ['type', 'instance'],
   affectsState: false,
+  access: { ...readsTarget('any', 'ValueSet'), sharedData: true },
   handler: async (ctx, req, target) => {
     const outer = new OpParams(req);
     const shared = outer.all('tx-resource');
@@ -338,6 +343,7 @@ operationRegistry.register({
   resourceTypes: ['CodeSystem'],
   levels: ['type', 'instance'],
   affectsState: false,
+  access: { ...readsTarget('any', 'CodeSystem'), sharedData: true },
   handler: async (ctx, req, target) => {
     const params = new OpParams(req);
     const stored = await instance<CodeSystem>(ctx, target);
@@ -361,6 +367,7 @@ operationRegistry.register({
   resourceTypes: ['CodeSystem'],
   levels: ['type', 'instance'],
   affectsState: false,
+  access: { ...readsTarget('any', 'CodeSystem'), sharedData: true },
   handler: async (ctx, req, target) => {
     const params = new OpParams(req);
     const stored = await instance<CodeSystem>(ctx, target);
@@ -386,6 +393,7 @@ operationRegistry.register({
   resourceTypes: ['ConceptMap'],
   levels: ['type', 'instance'],
   affectsState: false,
+  access: { ...readsTarget('any', 'ConceptMap'), sharedData: true },
   handler: async (ctx, req, target) => {
     const params = new OpParams(req);
     const scope = await scopeFor(ctx, params);

@@ -18,7 +18,8 @@ import { badRequest, notFound, operationOutcome, type Issue } from '../fhir/outc
 import type { Store, StoreSession } from '../store/port.ts';
 import { packageRegistry, type ConformanceResource } from '../packages/registry.ts';
 import { isValidationOptionName, setValidationOption, validateFull, type ValidationOptions } from '../validation/index.ts';
-import { operationRegistry } from './registry.ts';
+import { operationRegistry, type OperationTarget, type ScopeNeed } from './registry.ts';
+import type { FhirRequest } from '../fhir/request.ts';
 
 const MODES = ['create', 'update', 'delete'];
 
@@ -57,12 +58,24 @@ function declaredProfiles(resource: unknown): string[] {
   return out;
 }
 
+/**
+ * Instance level reads the stored resource (`r`); type level validates a body before writing it or as a
+ * check: read, create or update on the validated type (the URL's, else the body's resource type).
+ */
+function validateScopes(target: OperationTarget, req: FhirRequest): ScopeNeed[] {
+  if (target.level === 'instance') return [{ type: target.resourceType!, perms: ['r'] }];
+  const body = req.body as { resourceType?: unknown; parameter?: { name?: string; resource?: { resourceType?: unknown } }[] } | undefined;
+  const inner = body?.resourceType === 'Parameters' ? (Array.isArray(body.parameter) ? body.parameter.find((p) => p?.name === 'resource')?.resource?.resourceType : undefined) : body?.resourceType;
+  return [{ type: target.resourceType ?? (typeof inner === 'string' ? inner : '*'), perms: ['r', 'c', 'u'] }];
+}
+
 operationRegistry.register({
   name: 'validate',
   definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate',
   resourceTypes: [],
   levels: ['type', 'instance'],
   affectsState: false,
+  access: { audience: 'any', scopes: validateScopes },
   async handler(ctx, req, target, session) {
     const reads = session ?? ctx.store;
     let resource: unknown;

@@ -1,0 +1,97 @@
+/**
+ * Operation access rules live on the registered operation (src/operations/registry.ts `access`): a new
+ * operation declares who may call it and which scopes it needs; one registered without a rule is refused to
+ * everybody, administrators included (fail closed).
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { makeApp, type TestApp } from './support/app.ts';
+import { seed } from './access-fixture.ts';
+import { operationRegistry } from '../src/operations/index.ts';
+import type { Operation } from '../src/operations/registry.ts';
+
+let t: TestApp;
+const ran: string[] = [];
+
+function testOperation(name: string, access: Operation['access'] | undefined): void {
+  operationRegistry.register({
+    name,
+    definition: `https://example.org/OperationDefinition/${name}`,
+    resourceTypes: [],
+    levels: ['system', 'type', 'instance'],
+    affectsState: false,
+    ...(access ? { access } : {}),
+    async handler(_ctx, req) {
+      ran.push(`${name} ${req.principal?.ref ?? 'internal'}`);
+      return { status: 200, headers: {}, body: { resourceType: 'Parameters', parameter: [{ name: 'ran', valueString: name }] } };
+    },
+  } as Operation);
+}
+
+beforeAll(async () => {
+  t = await makeApp();
+  await seed(t);
+  testOperation('no-rule', undefined);
+  testOperation('open-rule', { audience: 'any', scopes: (target) => [{ type: target.resourceType ?? '*', perms: ['r'] }] });
+  testOperation('admin-rule', { audience: 'admin', scopes: () => [] });
+  testOperation('patient-rule', { audience: 'patient', scopes: () => [{ type: 'Consent', perms: ['r'] }] });
+});
+
+describe('operations declare their own access rule', () => {
+  it('an operation registered without a rule is refused to everybody, administrators included; its handler never runs', async () => {
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    for (const client of [t.http, gp]) {
+      const res = await client.get('/fhir/$no-rule');
+      expect(res.status).toBe(403);
+      expect(res.body.issue[0].code).toBe('forbidden');
+      expect(res.body.issue[0].diagnostics).toMatch(/\$no-rule declares no access rule/);
+    }
+    expect(ran.filter((r) => r.startsWith('no-rule'))).toEqual([]);
+  });
+
+  it('audience any: every principal, with the scopes the rule names; an instance target is checked like a read', async () => {
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    const none = await t.as({ role: 'practitioner', id: 'Practitioner/dr-none' });
+    expect((await gp.get('/fhir/Observation/o-normal/$open-rule')).status).toBe(200);
+    // Not visible to dr-none: the same 404 as a read.
+    expect((await none.get('/fhir/Observation/o-normal/$open-rule')).status).toBe(404);
+    expect((await none.get('/fhir/Observation/$open-rule')).status).toBe(200);
+    // The rule asks read on the target type: a token without it is refused.
+    const encounterOnly = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp', scope: 'user/Encounter.rs' });
+    const refused = await encounterOnly.get('/fhir/Observation/$open-rule');
+    expect(refused.status).toBe(403);
+    expect(refused.body.issue[0].diagnostics).toMatch(/Observation/);
+  });
+
+  it('audience admin: administrators and system clients only', async () => {
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    const system = await t.as({ role: 'system', id: 'Device/lab' });
+    expect((await gp.get('/fhir/$admin-rule')).status).toBe(403);
+    expect((await system.get('/fhir/$admin-rule')).status).toBe(200);
+    expect((await t.http.get('/fhir/$admin-rule')).status).toBe(200);
+  });
+
+  it('audience patient: the patient, their assistant and administrators; professionals and system clients 403', async () => {
+    const anna = await t.as({ role: 'patient', id: 'Patient/anna' });
+    const asst = await t.as({ role: 'assistant', id: 'RelatedPerson/asst' });
+    const ben = await t.as({ role: 'patient', id: 'Patient/ben' });
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    const system = await t.as({ role: 'system', id: 'Device/lab' });
+    expect((await anna.get('/fhir/Patient/anna/$patient-rule')).status).toBe(200);
+    expect((await asst.get('/fhir/Patient/anna/$patient-rule')).status).toBe(200);
+    expect((await t.http.get('/fhir/Patient/anna/$patient-rule')).status).toBe(200);
+    expect((await ben.get('/fhir/Patient/anna/$patient-rule')).status).toBe(404);
+    expect((await gp.get('/fhir/Patient/anna/$patient-rule')).status).toBe(403);
+    expect((await system.get('/fhir/Patient/anna/$patient-rule')).status).toBe(403);
+  });
+
+  it('every operation the server registers declares a rule', () => {
+    const missing = operationRegistry.list().filter((o) => !(o as Partial<Operation>).access && !o.name.endsWith('-rule'));
+    expect(missing.map((o) => o.name)).toEqual([]);
+    expect(operationRegistry.list().length).toBeGreaterThan(20);
+  });
+
+  it('an unknown operation is the registry’s 404, for everybody', async () => {
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    for (const client of [t.http, gp]) expect((await client.get('/fhir/$no-such-operation')).status).toBe(404);
+  });
+});
