@@ -323,3 +323,42 @@ describe('dsp-fhir token and dsp-fhir audit verify (processes)', () => {
     expect(prodToken.stderr).toMatch(/production/);
   }, 180_000);
 });
+
+describe('the audit trail in a writer thread (embedded store with an audit file)', () => {
+  it('links, commits and indexes entries off the event loop: answers wait for their entry, searches and verification see every one', async () => {
+    const dir = tempDir('dsp-audit-worker-');
+    const { defaultAuth } = await import('../src/access/service.ts');
+    const { AuditTrailWorker } = await import('../src/audit/writer.ts');
+    const t = await makeApp({ dataDir: dir, auth: { ...defaultAuth(), keyFile: join(dir, 'signing-key.json') } });
+    const rt = await accessRuntime(t.ctx);
+    expect(rt.audit).toBeInstanceOf(AuditTrailWorker);
+    expect(existsSync(join(dir, 'audit.sqlite'))).toBe(true);
+    await t.http.put('/fhir/Observation/o-w').send({ resourceType: 'Observation', id: 'o-w', status: 'final', code: { text: 'weight' }, subject: { reference: 'Patient/p-w' } });
+    for (let i = 0; i < 3; i++) {
+      const before = rt.audit.written;
+      expect((await t.http.get('/fhir/Observation/o-w')).status).toBe(200);
+      // Committed by the writer thread before the answer left.
+      expect(rt.audit.written).toBe(before + 1);
+    }
+    // Concurrent answers share group commits, in chain order.
+    const many = await Promise.all(Array.from({ length: 20 }, () => t.http.get('/fhir/Observation/o-w')));
+    for (const r of many) expect(r.status).toBe(200);
+    const found = await t.http.get('/fhir/AuditEvent?entity=Observation/o-w&_count=100');
+    expect(found.status).toBe(200);
+    // The update and the 23 reads.
+    expect(found.body.entry.length).toBe(24);
+    const report = await verifyAuditChain(rt.auditStore);
+    expect(report.problems).toEqual([]);
+    const events = await allAuditEvents(rt.auditStore);
+    expect(events.map((e) => chainOf(e)!.seq)).toEqual(events.map((_, i) => i + 1));
+    await rt.audit.close!();
+    // After close, the trail is complete in the file and verifies from a fresh store.
+    const store = new SqliteStore({ path: join(dir, 'audit.sqlite') });
+    await store.init();
+    try {
+      expect((await verifyAuditChain(store)).ok).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+});

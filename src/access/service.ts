@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { AuthConfig, Config } from '../config.ts';
 import type { Store } from '../store/port.ts';
 import { AuditLog } from '../audit/chain.ts';
+import { type AuditTrail, AuditTrailWorker } from '../audit/writer.ts';
 import { PolicyCache } from './decision.ts';
 import { SqliteStore } from '../store/sqlite/store.ts';
 import { ReplayCache, type SigningKey, TokenVerifier, loadSigningKey } from './tokens.ts';
@@ -15,7 +16,8 @@ export interface AccessRuntime {
   auth: AuthConfig;
   key: SigningKey;
   verifier: TokenVerifier;
-  audit: AuditLog;
+  /** In a writer thread for the embedded store's audit file (writer.ts); in process otherwise. */
+  audit: AuditTrail;
   /** The audit trail's own store: AuditEvents never mix with clinical data (counts, history, searches). */
   auditStore: Store;
   cursorKey: Buffer;
@@ -57,11 +59,19 @@ export function accessRuntime(ctx: { store: Store; config: Config }): Promise<Ac
     rt = (async () => {
       const key = await loadSigningKey(auth.keyFile);
       const auditStore = await openAuditStore(ctx.config, ctx.store);
+      const waitForDisk = ctx.config.auditSync === 'disk';
+      const auditFile = auditStore instanceof SqliteStore ? auditStore.path : undefined;
+      let audit: AuditTrail;
+      if (auditFile) {
+        const writer = new AuditTrailWorker({ path: auditFile, synchronous: ctx.config.sqliteSynchronous, waitForDisk });
+        await writer.start();
+        audit = writer;
+      } else audit = new AuditLog(auditStore, { waitForDisk });
       return {
         auth,
         key,
         verifier: new TokenVerifier(auth, key),
-        audit: new AuditLog(auditStore, { waitForDisk: ctx.config.auditSync === 'disk' }),
+        audit,
         auditStore,
         cursorKey: randomBytes(32),
         replay: new ReplayCache(),

@@ -214,6 +214,11 @@ export class SqliteStore implements Store {
     return this.syncWal ? this.wal.whenDurable(this.wal.committed) : Promise.resolve();
   }
 
+  /** The database file; undefined for an in-memory database. */
+  get path(): string | undefined {
+    return this.memory ? undefined : this.options.path;
+  }
+
   /** Commits made and WAL fsyncs run so far (group commit: several commits share one fsync). */
   syncStats(): { commits: number; syncs: number; durableThrough: number; checkpoints: number } {
     return { ...this.wal.stats(), checkpoints: this.checkpointer?.done ?? 0 };

@@ -1,0 +1,48 @@
+/**
+ * The audit trail's writer thread (see AuditTrailWorker in writer.ts): it owns the audit database's writes.
+ * Batches of entries arrive in chain order; each is linked (hash chain), committed and, in the background,
+ * indexed by an AuditLog of its own, exactly as the in-process trail does, but off the server's event loop.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type { AuditEvent } from 'fhir/r4';
+import { SqliteStore } from '../store/sqlite/store.ts';
+import { AuditLog } from './chain.ts';
+
+export interface WriterData {
+  path: string;
+  synchronous: 'FULL' | 'NORMAL';
+  waitForDisk: boolean;
+}
+export type WriterRequest =
+  | { id: number; type: 'write'; entries: { event: AuditEvent; durable: boolean }[] }
+  | { id: number; type: 'indexed' }
+  | { id: number; type: 'close' };
+export type WriterReply = { id: number; ok: true; written: number } | { id: number; ok: false; error: string } | { id: 0; ok: true; ready: true };
+
+const port = parentPort!;
+const data = workerData as WriterData;
+const store = new SqliteStore({ path: data.path, synchronous: data.synchronous });
+await store.init();
+const log = new AuditLog(store, { waitForDisk: data.waitForDisk });
+
+port.on('message', (m: WriterRequest) => {
+  const work = async (): Promise<void> => {
+    if (m.type === 'write') {
+      for (const e of m.entries) log.record(e.event, { durable: e.durable });
+      await log.flush();
+    } else if (m.type === 'indexed') {
+      await log.indexed();
+    } else {
+      await log.flush();
+      await store.close();
+    }
+  };
+  work().then(
+    () => {
+      port.postMessage({ id: m.id, ok: true, written: log.written } satisfies WriterReply);
+      if (m.type === 'close') port.close();
+    },
+    (err: unknown) => port.postMessage({ id: m.id, ok: false, error: err instanceof Error ? err.message : String(err) } satisfies WriterReply),
+  );
+});
+port.postMessage({ id: 0, ok: true, ready: true } satisfies WriterReply);
