@@ -14,7 +14,7 @@ export interface WriterData {
   waitForDisk: boolean;
 }
 export type WriterRequest =
-  | { id: number; type: 'write'; entries: { event: AuditEvent; durable: boolean }[] }
+  | { id: number; type: 'write'; /** `{ event: AuditEvent; durable: boolean }[]` as JSON. */ json: string }
   | { id: number; type: 'indexed' }
   | { id: number; type: 'close' };
 export type WriterReply = { id: number; ok: true; written: number } | { id: number; ok: false; error: string } | { id: 0; ok: true; ready: true };
@@ -28,7 +28,7 @@ const log = new AuditLog(store, { waitForDisk: data.waitForDisk });
 port.on('message', (m: WriterRequest) => {
   const work = async (): Promise<void> => {
     if (m.type === 'write') {
-      for (const e of m.entries) log.record(e.event, { durable: e.durable });
+      for (const e of JSON.parse(m.json) as { event: AuditEvent; durable: boolean }[]) log.record(e.event, { durable: e.durable });
       await log.flush();
     } else if (m.type === 'indexed') {
       await log.indexed();
