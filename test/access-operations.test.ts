@@ -8,6 +8,7 @@ import { makeApp, type TestApp } from './support/app.ts';
 import { seed } from './access-fixture.ts';
 import { operationRegistry } from '../src/operations/index.ts';
 import type { Operation } from '../src/operations/registry.ts';
+import type { Store, StoreSession, TransactionOptions } from '../src/store/port.ts';
 
 let t: TestApp;
 const ran: string[] = [];
@@ -93,5 +94,45 @@ describe('operations declare their own access rule', () => {
   it('an unknown operation is the registry’s 404, for everybody', async () => {
     const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
     for (const client of [t.http, gp]) expect((await client.get('/fhir/$no-such-operation')).status).toBe(404);
+  });
+});
+
+describe('the patient access operations read the active Consents once per call', () => {
+  /** Counts searches of a patient's Consents, on the store and inside its transactions, while `run` runs. */
+  async function consentSearches(run: () => Promise<unknown>): Promise<number> {
+    const store = t.ctx.store;
+    let n = 0;
+    const counting = (session: StoreSession): StoreSession['search'] => {
+      const search = session.search.bind(session);
+      return (request) => {
+        if (request.resourceTypes.length === 1 && request.resourceTypes[0] === 'Consent' && request.filters.some((f) => f.kind === 'param' && f.param === 'patient')) n++;
+        return search(request);
+      };
+    };
+    const { search, transaction } = store;
+    store.search = counting(store);
+    store.transaction = ((work: (s: StoreSession) => Promise<unknown>, options?: TransactionOptions) =>
+      transaction.call(store, (s: StoreSession) => work({ current: s.current.bind(s), version: s.version.bind(s), put: s.put.bind(s), delete: s.delete.bind(s), search: counting(s) }), options)) as Store['transaction'];
+    try {
+      await run();
+    } finally {
+      store.search = search;
+      store.transaction = transaction;
+    }
+    return n;
+  }
+
+  it('$access-policy and a changing operation: one search of the Consents each', async () => {
+    const anna = await t.as({ role: 'patient', id: 'Patient/anna' });
+    // The decision point's own policy read is cached between requests: warm it first.
+    expect((await anna.get('/fhir/Patient/anna/$access-policy')).status).toBe(200);
+    expect(await consentSearches(async () => expect((await anna.get('/fhir/Patient/anna/$access-policy')).status).toBe(200))).toBe(1);
+    expect((await anna.get('/fhir/Patient/anna/$access-policy')).status).toBe(200);
+    const block = { resourceType: 'Parameters', parameter: [{ name: 'practitioner', valueReference: { reference: 'Practitioner/dr-none' } }] };
+    expect(await consentSearches(async () => expect((await anna.post('/fhir/Patient/anna/$access-block').send(block)).status).toBe(200))).toBe(1);
+    // The answer is the policy after the write, read from the same search.
+    const after = (await anna.get('/fhir/Patient/anna/$access-policy')).body;
+    const blocked = (after.parameter as { name: string; part?: { name: string; valueReference?: { reference: string } }[] }[]).filter((p) => p.name === 'block').map((p) => p.part?.find((x) => x.name === 'actor')?.valueReference?.reference);
+    expect(blocked).toContain('Practitioner/dr-none');
   });
 });

@@ -93,8 +93,12 @@ export function active(period: { start?: string; end?: string } | undefined, now
   return true;
 }
 
-/** Reads the patient's policy; a store failure becomes a 503 (an unavailable policy never allows). */
-export async function loadPolicy(session: StoreSession, patientId: string, now = Date.now()): Promise<PatientPolicy> {
+/**
+ * Reads the patient's policy; a store failure becomes a 503 (an unavailable policy never allows). `consents`:
+ * the patient's active Consents when the caller has read them already (the patient access operations), so
+ * that they are not searched a second time.
+ */
+export async function loadPolicy(session: StoreSession, patientId: string, now = Date.now(), consents?: readonly Consent[]): Promise<PatientPolicy> {
   const policy: PatientPolicy = {
     patientId,
     exists: false,
@@ -114,24 +118,29 @@ export async function loadPolicy(session: StoreSession, patientId: string, now =
     if (!record || record.deleted) return policy;
     policy.exists = true;
     for (const gp of (record.resource as Patient).generalPractitioner ?? []) if (gp.reference) policy.generalPractitioners.add(gp.reference);
-    const consents = await session.search({
-      resourceTypes: ['Consent'],
-      filters: [
-        { kind: 'param', param: 'patient', type: 'reference', anyOf: [{ type: 'reference', reference: `Patient/${patientId}`, targetType: 'Patient', targetId: patientId }] },
-        { kind: 'param', param: 'status', type: 'token', anyOf: [{ type: 'token', code: 'active' }] },
-      ],
-      sort: [],
-      count: 10_000,
-      total: 'none',
-      include: [],
-    });
-    for (const r of consents.resources) applyConsent(policy, r as Consent, now);
+    for (const r of consents ?? (await activeConsents(session, patientId))) applyConsent(policy, r, now);
     await applyCareRelationships(session, policy, now);
   } catch (err) {
     if (err instanceof FhirError) throw err;
     throw new FhirError(503, 'The access policy is unavailable; access is denied', 'transient');
   }
   return policy;
+}
+
+/** The patient's Consents with status `active` (every kind, DSP or not). */
+export async function activeConsents(session: StoreSession, patientId: string): Promise<Consent[]> {
+  const found = await session.search({
+    resourceTypes: ['Consent'],
+    filters: [
+      { kind: 'param', param: 'patient', type: 'reference', anyOf: [{ type: 'reference', reference: `Patient/${patientId}`, targetType: 'Patient', targetId: patientId }] },
+      { kind: 'param', param: 'status', type: 'token', anyOf: [{ type: 'token', code: 'active' }] },
+    ],
+    sort: [],
+    count: 10_000,
+    total: 'none',
+    include: [],
+  });
+  return found.resources as Consent[];
 }
 
 function applyConsent(policy: PatientPolicy, c: Consent, now: number): void {

@@ -32,7 +32,7 @@ import { fhirModel } from '../fhir/model.ts';
 import { compartmentFilter } from '../fhir/compartments.ts';
 import { search, withoutServerMeta } from '../fhir/interactions.ts';
 import { extractIndex } from '../search/indexer.ts';
-import { CONFIDENTIALITY, POLICY_SYSTEM, type PatientPolicy, type PolicyKind, active, loadPolicy, periodEndMs, policyKind } from '../access/policy.ts';
+import { CONFIDENTIALITY, POLICY_SYSTEM, type PatientPolicy, type PolicyKind, active, activeConsents, loadPolicy, periodEndMs, policyKind } from '../access/policy.ts';
 import { patientsOf } from '../access/decision.ts';
 import { accessRuntime } from '../access/service.ts';
 import { FLAG_SYSTEM } from '../audit/event.ts';
@@ -147,23 +147,12 @@ class ConsentWriter {
     this.now = now;
   }
 
-  /** The patient's active DSP Consents (read once per operation, kept in step with the writes). */
+  /**
+   * The patient's active Consents, DSP or not (searched once per operation, kept in step with the writes):
+   * what the operation changes and what the resulting policy is read from. Callers pick kinds with policyKind.
+   */
   async active(): Promise<Consent[]> {
-    if (!this.consents) {
-      const ref = `Patient/${this.patientId}`;
-      const found = await this.session.search({
-        resourceTypes: ['Consent'],
-        filters: [
-          { kind: 'param', param: 'patient', type: 'reference', anyOf: [{ type: 'reference', reference: ref, targetType: 'Patient', targetId: this.patientId }] },
-          { kind: 'param', param: 'status', type: 'token', anyOf: [{ type: 'token', code: 'active' }] },
-        ],
-        sort: [],
-        count: 10_000,
-        total: 'none',
-        include: [],
-      });
-      this.consents = (found.resources as Consent[]).filter((c) => policyKind(c) !== undefined).sort((a, b) => (a.id! < b.id! ? -1 : 1));
-    }
+    this.consents ??= (await activeConsents(this.session, this.patientId)).sort((a, b) => (a.id! < b.id! ? -1 : 1));
     return this.consents;
   }
 
@@ -274,8 +263,10 @@ const ref = (reference: string): Reference => ({ reference });
 
 /** The patient's effective policy, with where each part comes from. */
 export async function policyParameters(session: StoreSession, patientId: string, now = Date.now(), writer?: ConsentWriter): Promise<ParametersParameter[]> {
-  const policy: PatientPolicy = await loadPolicy(session, patientId, now);
-  const consents = (await (writer ?? new ConsentWriter(session, patientId, undefined, now)).active()).filter((c) => active(c.provision?.period, now, true));
+  // One search of the active Consents: the writer's (in step with what it wrote), handed to loadPolicy.
+  const all = await (writer ?? new ConsentWriter(session, patientId, undefined, now)).active();
+  const policy: PatientPolicy = await loadPolicy(session, patientId, now, all);
+  const consents = all.filter((c) => active(c.provision?.period, now, true));
   const byKind = (kind: PolicyKind) => consents.filter((c) => policyKind(c) === kind);
   const out: ParametersParameter[] = [{ name: 'patient', valueReference: ref(`Patient/${patientId}`) }];
   if (policy.unknown) out.push({ name: 'unknown-policy', valueBoolean: true });
