@@ -7,9 +7,12 @@
  *   index      extractIndex (src/search/indexer.ts): FHIRPath evaluation of every search parameter
  *   store      SqliteStore.put inside one transaction per Bundle (upsert + history + index rows), precomputed index
  *   commit     COMMIT (fsync with synchronous=FULL)
+ *   audit      the audit trail of the Bundle as the server writes it (src/audit): `--audit transaction` (default)
+ *              one AuditEvent listing every entry, `--audit entry` one per entry plus one for the Bundle (the
+ *              code before session 3), `--audit none`; events built, chained, committed and indexed (AuditLog)
  * and the per-resource-type and per-search-parameter costs of the two big stages.
  *
- * Usage: node bench/breakdown.ts [--bundles N] [--synchronous FULL|NORMAL]
+ * Usage: node bench/breakdown.ts [--bundles N] [--synchronous FULL|NORMAL] [--audit transaction|entry|none]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,8 +28,13 @@ import { searchParamsFor } from '../src/search/registry.ts';
 import { compileExpression } from '../src/search/indexer.ts';
 import { SqliteStore } from '../src/store/sqlite/store.ts';
 import type { Issue } from '../src/fhir/outcome.ts';
+import { AuditLog } from '../src/audit/chain.ts';
+import { TransactionAudit, buildAuditEvent } from '../src/audit/event.ts';
+import { patientsOf, isPatientData } from '../src/access/decision.ts';
+import type { Principal } from '../src/access/principal.ts';
 
-const { values } = parseArgs({ options: { bundles: { type: 'string', default: '10' }, synchronous: { type: 'string', default: 'FULL' } } });
+const { values } = parseArgs({ options: { bundles: { type: 'string', default: '10' }, synchronous: { type: 'string', default: 'FULL' }, audit: { type: 'string', default: 'transaction' } } });
+if (!['transaction', 'entry', 'none'].includes(values.audit)) throw new Error('--audit must be transaction, entry or none');
 const files = listBundles().filter((f) => !/hospitalInformation|practitionerInformation/.test(f)).slice(0, Number(values.bundles));
 const bundles = await loadBundles(files);
 // Stages are timed in CPU time of this process (getrusage, microsecond precision on Linux), so that other
@@ -36,11 +44,35 @@ const now = () => {
   return (u.user + u.system) / 1000;
 };
 
-const stage: Record<string, number> = { parse: 0, validate: 0, walker: 0, schema: 0, index: 0, store: 0, commit: 0 };
+const stage: Record<string, number> = { parse: 0, validate: 0, walker: 0, schema: 0, index: 0, store: 0, commit: 0, audit: 0 };
 const byType = new Map<string, { n: number; validate: number; index: number; store: number; indexRows: number }>();
 const work = mkdtempSync(join(tmpdir(), 'dsp-breakdown-'));
 const store = new SqliteStore({ path: join(work, 'fhir.sqlite'), synchronous: values.synchronous as 'FULL' | 'NORMAL' });
 await store.init();
+const auditStore = new SqliteStore({ path: join(work, 'audit.sqlite'), synchronous: values.synchronous as 'FULL' | 'NORMAL' });
+await auditStore.init();
+const auditLog = new AuditLog(auditStore);
+const admin: Principal = { role: 'admin', ref: 'Practitioner/bench', scopes: [], method: 'oauth' } as Principal;
+let auditEvents = 0;
+
+/** What the access decision point and the audit trail do for one transaction of creates by an administrator. */
+async function auditBundle(list: Resource[], ids: string[]): Promise<void> {
+  if (values.audit === 'none') return;
+  const patientsOfEntry = (r: Resource) => (isPatientData(r.resourceType) ? patientsOf(r) : []);
+  if (values.audit === 'entry') {
+    for (const r of list) {
+      auditLog.record(buildAuditEvent({ principal: admin, interaction: 'create', action: 'C', status: 201, patients: patientsOfEntry(r), emergency: false }));
+    }
+    auditLog.record(buildAuditEvent({ principal: admin, interaction: 'transaction', action: 'E', status: 200, patients: [], emergency: false }));
+    auditEvents += list.length + 1;
+  } else {
+    const tx = new TransactionAudit();
+    list.forEach((r, i) => tx.add({ interaction: 'create', status: 201, entity: `${r.resourceType}/${ids[i]}` }, patientsOfEntry(r), false));
+    auditLog.record(buildAuditEvent({ principal: admin, interaction: 'transaction', action: 'E', status: 200, patients: [...tx.patients], emergency: false, entries: tx.entries }));
+    auditEvents++;
+  }
+  await auditLog.flush();
+}
 
 // Warm-up: compile validators and indexers on the first bundle (not measured).
 {
@@ -49,6 +81,10 @@ await store.init();
     assertValidResource(e.resource);
     extractIndex(e.resource as Resource);
   }
+  // The compartment definitions and the AuditEvent indexer (loaded on first use).
+  patientsOf(b.entry![0]!.resource as Resource);
+  isPatientData('Observation');
+  extractIndex({ ...buildAuditEvent({ principal: admin, interaction: 'create', action: 'C', status: 201, patients: ['x'], emergency: false }), id: 'warm-up' });
 }
 
 let resources = 0;
@@ -90,30 +126,39 @@ for (const bf of bundles) {
   }
   t = now();
   let tc = 0;
+  const ids = list.map((r) => r.id ?? crypto.randomUUID());
   await store.transaction(async (session) => {
     for (let i = 0; i < list.length; i++) {
       const r = list[i];
       const ts = now();
-      await session.put({ ...r, id: r.id ?? crypto.randomUUID() } as Resource, { method: 'POST', index: indexes[i] });
+      await session.put({ ...r, id: ids[i] } as Resource, { method: 'POST', index: indexes[i] });
       byType.get(r.resourceType)!.store += now() - ts;
     }
     tc = now();
   });
   stage.commit += now() - tc;
   stage.store += tc - t;
+  t = now();
+  await auditBundle(list, ids);
+  stage.audit += now() - t;
   resources += list.length;
+}
+// The audit trail's deferred index rows (the server writes them when idle or before an AuditEvent search).
+{
+  const t = now();
+  await auditLog.indexed();
+  stage.audit += now() - t;
 }
 const total = now() - t0 - stage.walker - stage.schema;
 const wall = performance.now() - wall0;
-await store.close();
-rmSync(work, { recursive: true, force: true });
 
 const pct = (x: number) => `${((x / total) * 100).toFixed(1)}%`;
 const us = (x: number) => `${((x / resources) * 1000).toFixed(0)} µs`;
 console.log(`${resources} resources in ${bundles.length} bundles, ${rows} index rows (${(rows / resources).toFixed(1)} per resource)`);
+console.log(`audit: --audit ${values.audit}, ${auditEvents} AuditEvents`);
 console.log(`in-process pipeline: ${(total / 1000).toFixed(2)} CPU s = ${Math.round(resources / (total / 1000))} resources per CPU second (no HTTP, no reference rewriting; wall ${(wall / 1000).toFixed(2)} s including the split measurements)`);
 console.log('stage     CPU ms total   per resource   share');
-for (const k of ['parse', 'validate', 'walker', 'schema', 'index', 'store', 'commit']) {
+for (const k of ['parse', 'validate', 'walker', 'schema', 'index', 'store', 'commit', 'audit']) {
   const sub = k === 'walker' || k === 'schema' ? '  (part of validate, measured separately)' : '';
   console.log(`${k.padEnd(10)} ${stage[k].toFixed(0).padStart(10)} ${us(stage[k]).padStart(14)} ${pct(stage[k]).padStart(7)}${sub}`);
 }
@@ -164,3 +209,7 @@ for (const p of perParam.slice(0, 15)) {
 }
 const paramsPerType = [...sampleByType.keys()].map((t) => `${t} ${searchParamsFor(t).length}`).join(', ');
 console.log(`\nsearch parameters per type: ${paramsPerType}`);
+// Closed last: the figures are printed even if a close fails.
+await store.close();
+await auditStore.close();
+rmSync(work, { recursive: true, force: true });

@@ -17,9 +17,9 @@ import {
   MAX_DATE,
   MIN_DATE,
   UCUM,
-  dateRange,
+  dateRange as dateRangeOf,
   fold as foldText,
-  normalizeReference,
+  normalizeReference as normalizeReferenceOf,
   numberRangeOf,
   ucumCanonical,
 } from './normalize.ts';
@@ -152,7 +152,7 @@ function compileSteps(steps: Step[]): Evaluator {
           nodes = nodes.filter((n) => {
             const ref = (n.value as { reference?: string }).reference;
             if (typeof ref !== 'string') return false;
-            return normalizeReference(ref, (t) => model.isResourceType(t)).targetType === step.type;
+            return normalizeReference(ref).targetType === step.type;
           });
           break;
         case 'whereEq':
@@ -282,6 +282,32 @@ function fold(text: string): string {
 }
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
 
+/**
+ * dateRange() and normalizeReference() with a cache: a Bundle's resources repeat the same instants (every
+ * Observation of an encounter) and the same references (subject, encounter, performer). The cached results
+ * are only read or spread into new values, never changed.
+ */
+const dateRanges = new Map<string, { low: string; high: string } | null>();
+function dateRange(text: string): { low: string; high: string } | undefined {
+  let r = dateRanges.get(text);
+  if (r === undefined) {
+    if (dateRanges.size >= 50_000) dateRanges.clear();
+    dateRanges.set(text, (r = dateRangeOf(text) ?? null));
+  }
+  return r ?? undefined;
+}
+type NormalizedReference = ReturnType<typeof normalizeReferenceOf>;
+const normalizedReferences = new Map<string, NormalizedReference>();
+const isType = (t: string) => fhirModel().isResourceType(t);
+function normalizeReference(ref: string): NormalizedReference {
+  let n = normalizedReferences.get(ref);
+  if (n === undefined) {
+    if (normalizedReferences.size >= 50_000) normalizedReferences.clear();
+    normalizedReferences.set(ref, (n = normalizeReferenceOf(ref, isType)));
+  }
+  return n;
+}
+
 function stringValues(param: string, node: Node, out: IndexValue[]): void {
   const add = (s: unknown) => {
     if (typeof s === 'string' && s.trim()) out.push({ param, type: 'string', value: fold(s), exact: s });
@@ -368,12 +394,11 @@ function tokenValues(param: string, node: Node, out: IndexValue[]): void {
 }
 
 function referenceValues(param: string, node: Node, out: IndexValue[]): void {
-  const model = fhirModel();
   const v = node.value;
   if (typeof v === 'string') {
     // canonical / uri used as a reference: strip a `|version` tail.
     const url = v.split('|')[0]!;
-    const n = normalizeReference(url, (t) => model.isResourceType(t));
+    const n = normalizeReference(url);
     out.push({ param, type: 'reference', ...n });
     return;
   }
@@ -382,7 +407,7 @@ function referenceValues(param: string, node: Node, out: IndexValue[]): void {
   const ref = str(o.reference);
   const id = o.identifier as Obj | undefined;
   const idFields = id && (str(id.system) || str(id.value)) ? { identifierSystem: str(id.system), identifierValue: str(id.value) } : {};
-  if (ref) out.push({ param, type: 'reference', ...normalizeReference(ref, (t) => model.isResourceType(t)), ...idFields });
+  if (ref) out.push({ param, type: 'reference', ...normalizeReference(ref), ...idFields });
   else if (id && (idFields.identifierSystem || idFields.identifierValue))
     out.push({ param, type: 'reference', reference: '', ...idFields });
 }
