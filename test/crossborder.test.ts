@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { AllergyIntolerance, Binary, Bundle, Composition, Condition, Medication, MedicationStatement, Organization, Patient, Resource } from 'fhir/r4';
+import type { AllergyIntolerance, Binary, Bundle, Composition, Condition, Medication, MedicationStatement, Observation, Organization, Patient, Resource } from 'fhir/r4';
 import { bundleToCda } from '../src/crossborder/to-cda.ts';
 import { cdaToBundle } from '../src/crossborder/from-cda.ts';
 import { parseXml, kids, attr, path as xpath, type Element } from '../src/crossborder/cda/xml.ts';
@@ -256,35 +256,32 @@ describe('FHIR -> CDA -> FHIR (example)', () => {
 });
 
 /**
- * Round trips that cannot pass the official validator because the source itself breaks a rule and no faithful
- * rewrite exists (the writer neither invents data nor drops it silently). Each names the rule the output still
- * breaks, why, and a check that the source has the defect. Fixed since the first measurement (44 of 50): units
- * written with the wrong case (`ml` -> `mL`, the original kept as a PQR translation), a health status outside
- * eHDSIResolutionOutcome (nullFlavor OTH with the original in translation), translations repeated under two
- * ICD-10 OIDs (RIM-002, written once).
+ * Round trips whose source lacks a datum the eHDSI 8.0.0 rules make mandatory and non-null: no valid CDA form can
+ * carry its absence (the rule excludes every nullFlavor, TS and ENXP have no translation or originalText), and the
+ * writer invents no birth date or given name. Each names the one rule the output still breaks, why, and a check
+ * that the source has the defect; every other error fails the test. Fixed since the first measurement (44 of 50):
+ * units written with the wrong case (`ml` -> `mL`, the original kept as a PQR translation), a health status outside
+ * eHDSIResolutionOutcome (nullFlavor OTH with the original in translation), translations repeated under two ICD-10
+ * OIDs (RIM-002, written once), then (issue 7, 48 of 50) a dose unit outside eHDSIUnit (`mg/2.5.ml` in 2-5678-W1:
+ * doseQuantity nullFlavor OTH with the quantity as written in a UCUM PQR translation) and a patient identifier
+ * whose root is an RUID (`PRT00000009` in RTD_W4_known_absence: `<id nullFlavor="OTH" extension="..."/>`, the
+ * value kept, the forbidden root not written; dtr1-1-ANY allows an extension under OTH, dtr1-2-II no root).
  */
 const SOURCE_DEFECTS: Record<string, { rule: RegExp; why: string; inSource: (doc: Element) => boolean }> = {
-  '2-5678-W1.xml': {
-    rule: /^\(eHDSIMedicationItem\): A unit attribute value SHALL be drawn from the eHDSIUnit value set/,
-    why: 'a dose unit `mg/2.5.ml` (a concentration written as a dose unit) is neither in eHDSIUnit nor a case variant of one of its units',
-    inSource: (doc) => all(doc, 'doseQuantity').some((q) => attr(q, 'unit') === 'mg/2.5.ml'),
-  },
-  'RTD_W4_known_absence.xml': {
-    rule: /^dtr1-10a?-II: @root SHALL/,
-    why: 'the patient identifier root `PRT00000009` is an RUID (dtr1-10-II / dtr1-10a-II); it is written back as it came rather than dropped',
-    inSource: (doc) => attr(xpath(doc, 'recordTarget', 'patientRole', 'id'), 'root') === 'PRT00000009',
-  },
   '9999001M_L3_pivot.xml': {
     rule: /^\(eHDSILegalAuthenticator\): element hl7:given\[not\(@nullFlavor\)\] is mandatory/,
-    why: 'the legal authenticator has no given name in the source',
+    why: 'the legal authenticator is the Maltese ministry itself: its name has the ministry as family and <given nullFlavor="UNK"/>; eHDSILegalAuthenticator wants a given name with no nullFlavor, and an empty <given/> would be an empty ST, not a name',
     inSource: (doc) => !all(xpath(doc, 'legalAuthenticator', 'assignedEntity', 'assignedPerson')!, 'given').some((g) => !attr(g, 'nullFlavor') && g.textContent?.trim()),
   },
   'test_cda_PS_SEH_of_AMBU_MIN_fixedDates-pivot.xml': {
     rule: /^\(eHDSIRecordTarget\): element hl7:birthTime\[not\(@nullFlavor\)\] is mandatory/,
-    why: 'the patient has no birth date in the source',
+    why: 'the patient has no birth date in the source; eHDSIRecordTarget wants a birthTime with no nullFlavor, and a TS without value and nullFlavor breaks dtr1-1-TS',
     inSource: (doc) => !attr(xpath(doc, 'recordTarget', 'patientRole', 'patient', 'birthTime'), 'value'),
   },
 };
+
+/** Coded items of the 50 samples still lost by the round trip (docs/crossborder.md "Still lost"); measured 2026-11-22. */
+const LOSS_PIN = 55;
 
 describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
   const files = samples();
@@ -335,12 +332,14 @@ describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
       lostCodes += lost;
       if (lost || m.quantities.length || m.dates.length) report.push(`${f.slice(samplesDir.length + 1)}: ${JSON.stringify(m)}`);
     }
-    // The full list is printed per sample; the assertion pins the measured figure (196 of 2,559 on 2026-11-22,
-    // 7.7 %; 364 of 2,621 before the instruction acts, packages, generic classes, comments, severities of
-    // older waves and immunization sites were carried, with a code repeated inside one coded element then counted twice).
+    // The full list is printed per sample; the assertion pins the measured figure (LOSS_PIN, issue 7; 196 of 2,559
+    // before result organizers, pregnancy outcomes, absent/unknown entries of older waves, condition certainty,
+    // allergy status and severity of CCD samples, reaction codes, medication comments, the IMMUNIZ code system and
+    // the pharm namespace under another prefix were carried; 364 of 2,621 before instruction acts, packages,
+    // generic classes, comments, severities of older waves and immunization sites, counted the old way).
     console.log(`round trip: ${lostCodes} of ${sourceCodes} coded items lost\n${report.join('\n')}`);
     expect(sourceCodes).toBeGreaterThan(2500);
-    expect(lostCodes).toBeLessThanOrEqual(196);
+    expect(lostCodes).toBeLessThanOrEqual(LOSS_PIN);
     // Samples written to the 8.0.0 rules lose nothing.
     for (const name of ['openncp-mock-W8/2-5678-W8.xml', 'openncp-mock-W1-W7/2-5678-W7.xml']) {
       const f = join(samplesDir, name);
@@ -351,7 +350,7 @@ describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
   it.skipIf(!canValidate)('round-trip CDAs pass the official validator (batch)', () => {
     const pick = process.env.CROSSBORDER_FULL
       ? files
-      : files.filter((f) => /2-1234-W8|2-5678-W8|LU_PS_L3|2-1234-W7\.xml|RTD_W2_known_absence/.test(f));
+      : files.filter((f) => /2-1234-W8|2-5678-W8|LU_PS_L3|2-1234-W7\.xml|RTD_W2_known_absence|2-5678-W1\.xml|RTD_W4_known_absence/.test(f));
     const dir = mkdtempSync(join(tmpdir(), 'xb-rt-'));
     const names = pick.map((f, i) => {
       const p = join(dir, `${String(i).padStart(3, '0')}-${f.split('/').pop()}`);
@@ -567,11 +566,13 @@ describe.skipIf(!hasShared)('CDA -> FHIR decisions the LU PS profile needs (issu
     const cnpem = (d: Element) => [...all(d, 'code'), ...all(d, 'translation')].filter((c) => attr(c, 'codeSystem') === 'CNPEM').map((c) => attr(c, 'code')).sort();
     expect(cnpem(src).length).toBeGreaterThan(0);
     expect(cnpem(back)).toEqual(cnpem(src));
-    // The RUID patient root of RTD_W4 becomes an identifier namespace of the same kind, and goes back as the root.
+    // The RUID patient root of RTD_W4 becomes an identifier namespace of the same kind; a root may not be an RUID
+    // (dtr1-10a-II), so the way back writes the identifier as nullFlavor OTH with its value.
     const rtd = read('dk-sds-examples/RTD_W4_known_absence.xml');
     const pat = resources(rtd).find((r) => r.resourceType === 'Patient') as Patient;
     expect(pat.identifier![0]!.system).toBe('https://dsp.lu/fhir/cda-uid/PRT00000009');
-    expect(attr(xpath(parseXml(bundleToCda(rtd)), 'recordTarget', 'patientRole', 'id'), 'root')).toBe('PRT00000009');
+    const id = xpath(parseXml(bundleToCda(rtd)), 'recordTarget', 'patientRole', 'id')!;
+    expect([attr(id, 'nullFlavor'), attr(id, 'extension'), attr(id, 'root')]).toEqual(['OTH', '2-5678-W4', undefined]);
   });
 
   it('an allergy entry without a status observation takes its clinical status from the concern act', () => {
@@ -606,5 +607,96 @@ describe.skipIf(!hasShared)('CDA -> FHIR decisions the LU PS profile needs (issu
     expect(sections.find((s) => s.code?.coding?.[0]?.code === '47519-4')!.title).toBe('Antécédents chirurgicaux et procédures');
     const c = read('nl-nictiz/converted-pivot-out-nec/20250619-123318-999990238-original-pivot.xml').entry![0]!.resource as Composition;
     for (const e of c.event ?? []) expect(Object.keys(e.period ?? { x: 1 }).length).toBeGreaterThan(0);
+  });
+});
+
+describe.skipIf(!hasShared)('lossless coded content: each carried item in its FHIR home and back (issue 7)', () => {
+  const file = (name: string) => join(samplesDir, name);
+  const read = (name: string) => cdaToBundle(readFileSync(file(name)), { lang: 'fr' });
+  const resources = (b: Bundle) => b.entry!.map((e) => e.resource!);
+  const codesOf = (cc: { coding?: { system?: string; code?: string }[] } | undefined) => (cc?.coding ?? []).map((c) => `${c.system}|${c.code}`);
+  const tr = (e: Element | undefined) => kids(e, 'translation').map((t) => `${attr(t, 'code')}|${attr(t, 'codeSystem')}`);
+  const withTemplate = (d: Element, root: string) => all(d, 'observation').concat(all(d, 'organizer')).filter((o) => kids(o, 'templateId').some((t) => attr(t, 'root') === root));
+
+  it('a result organizer is a panel Observation with hasMember; members keep interpretation, method, site, reference range and comment', () => {
+    const b = read('openncp-mock-W8/2-1234-W8.xml');
+    const obs = resources(b).filter((r): r is Observation => r.resourceType === 'Observation');
+    const panel = obs.find((o) => codesOf(o.code).includes('http://loinc.org|18748-4'))!;
+    expect(panel.hasMember).toHaveLength(1);
+    const member = obs.find((o) => `urn:uuid:${o.id}` === panel.hasMember![0]!.reference)!;
+    expect(codesOf(member.code)).toEqual(['urn:oid:1.2.3.999|LP6406-5']);
+    expect(codesOf(member.interpretation?.[0])).toEqual(['http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation|N']);
+    expect(codesOf(member.method)).toEqual(['urn:oid:1.2.3.999|...']);
+    expect(codesOf(member.bodySite)).toEqual(['urn:oid:1.2.3.999|...']);
+    expect(member.referenceRange?.[0]).toMatchObject({ low: { value: 1, code: '1' }, high: { value: 1, code: '1' } });
+    expect(codesOf(member.referenceRange?.[0]?.type)).toEqual(['http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation|N']);
+    expect(member.note?.[0]?.text).toBeTruthy();
+    // The section lists the panel, not its members.
+    const results = (b.entry![0]!.resource as Composition).section!.find((s) => s.code?.coding?.[0]?.code === '30954-2')!;
+    expect(results.entry!.map((e) => e.reference)).toContain(`urn:uuid:${panel.id}`);
+    expect(results.entry!.map((e) => e.reference)).not.toContain(`urn:uuid:${member.id}`);
+    // Back to CDA: eHDSI result organizer (3.42) and result observation (3.43).
+    const doc = parseXml(bundleToCda(b));
+    const org = withTemplate(doc, '1.3.6.1.4.1.12559.11.10.1.3.1.3.42')[0]!;
+    expect(attr(kid0(org, 'code')!, 'code')).toBe('18748-4');
+    const o = withTemplate(org, '1.3.6.1.4.1.12559.11.10.1.3.1.3.43')[0]!;
+    expect(attr(kid0(o, 'interpretationCode')!, 'code')).toBe('N');
+    expect(attr(kid0(o, 'methodCode')!, 'code')).toBe('...');
+    expect(attr(kid0(o, 'targetSiteCode')!, 'code')).toBe('...');
+    const range = xpath(o, 'referenceRange', 'observationRange')!;
+    expect([attr(kid0(range, 'value')!, 'value'), attr(kid0(range, 'value')!, 'unit')]).toEqual(['1', '1']);
+    expect(attr(kid0(range, 'interpretationCode')!, 'code')).toBe('N');
+    const comment = kids(o, 'entryRelationship').find((r) => attr(xpath(r, 'act', 'code'), 'code') === '48767-8')!;
+    expect(attr(comment, 'typeCode')).toBe('COMP');
+  });
+
+  it('pregnancy outcomes and delivery dates are eHDSI 3.46 / 3.47 entries again', () => {
+    const b = read('openncp-mock-W8/2-1234-W8.xml');
+    const live = resources(b).find((r): r is Observation => r.resourceType === 'Observation' && codesOf((r as Observation).code).includes('http://snomed.info/sct|281050002'))!;
+    expect(live.valueInteger).toBe(2);
+    const doc = parseXml(bundleToCda(b));
+    const outcomes = withTemplate(doc, '1.3.6.1.4.1.12559.11.10.1.3.1.3.46').map((o) => `${attr(kid0(o, 'code')!, 'code')}=${attr(kid0(o, 'value')!, 'value')}`);
+    expect(outcomes.sort()).toEqual(['281050002=2', '57797005=1']);
+    const deliveries = withTemplate(doc, '1.3.6.1.4.1.12559.11.10.1.3.1.3.47').map((o) => attr(kid0(o, 'value')!, 'value'));
+    expect(deliveries.sort()).toEqual(['20200205', '20210908']);
+  });
+
+  it('older waves\' SNOMED CT absence codes become IPS absent/unknown codes, the SNOMED code kept as translation', () => {
+    const b = read('dk-sds-examples/RTD_W2_no_information.xml');
+    const ms = resources(b).find((r): r is MedicationStatement => r.resourceType === 'MedicationStatement')!;
+    expect(codesOf(ms.medicationCodeableConcept)).toEqual(['http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips|no-medication-info', 'http://snomed.info/sct|182904002']);
+    const code = xpath(all(parseXml(bundleToCda(b)), 'substanceAdministration')[0]!, 'code')!;
+    expect(attr(code, 'code')).toBe('no-medication-info');
+    expect(tr(code)).toEqual(['182904002|2.16.840.1.113883.6.96']);
+    // A no-known-allergy statement: the observation's own type code (418038007, outside eHDSIAdverseEventType) and
+    // the SNOMED value come back as translations of the eHDSI codes.
+    const a = read('openncp-cda-display-tool/1972121434125-L3.xml');
+    const allergy = resources(a).find((r): r is AllergyIntolerance => r.resourceType === 'AllergyIntolerance')!;
+    expect(codesOf(allergy.code)[0]).toBe('http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips|no-known-allergies');
+    const obs = all(parseXml(bundleToCda(a)), 'observation').find((o) => attr(kid0(o, 'value'), 'code') === 'no-known-allergies')!;
+    expect(tr(kid0(obs, 'value'))).toEqual(['160244002|2.16.840.1.113883.6.96']);
+    expect(attr(kid0(obs, 'code')!, 'code')).toBe('609328004');
+    expect(tr(kid0(obs, 'code'))).toEqual(['418038007|2.16.840.1.113883.6.96']);
+  });
+
+  it('a dose unit outside eHDSIUnit is nullFlavor OTH with the quantity as written in a UCUM translation, and reads back', () => {
+    const b = read('openncp-mock-W1-W7/2-5678-W1.xml');
+    const doc = parseXml(bundleToCda(b));
+    const dq = all(doc, 'doseQuantity').find((q) => kids(q, 'translation').some((t) => attr(t, 'code') === 'mg/2.5.ml'))!;
+    expect(attr(dq, 'nullFlavor')).toBe('OTH');
+    expect([attr(dq, 'value'), attr(dq, 'unit')]).toEqual([undefined, undefined]);
+    const back = cdaToBundle(bundleToCda(b), { lang: 'fr' });
+    const doses = resources(back).filter((r): r is MedicationStatement => r.resourceType === 'MedicationStatement').map((m) => m.dosage?.[0]?.doseAndRate?.[0]?.doseQuantity);
+    expect(doses.some((q) => q?.code === 'mg/2.5.ml' && q.value !== undefined)).toBe(true);
+  });
+
+  it('keeps the generic product of a pharm namespace under another prefix, the IMMUNIZ code system, a condition certainty', () => {
+    const meds = resources(read('nl-nictiz/converted-pivot-out-nec/onlyMeds-pivot.xml')).filter((r): r is Medication => r.resourceType === 'Medication');
+    expect(JSON.stringify(meds)).toContain('M01AE01');
+    const im = parseXml(bundleToCda(read('openncp-cda-display-tool/epSOS_RTD_PS_EU_Pivot_CDA_Paolo.xml')));
+    const act = all(im, 'substanceAdministration').map((s) => kid0(s, 'code')!).find((c) => attr(c, 'code') === 'IMMUNIZ')!;
+    expect(tr(act)).toEqual(['IMMUNIZ|2.16.840.1.113883.5.4']);
+    const conditions = resources(read('openncp-mock-W8/2-1234-W8.xml')).filter((r): r is Condition => r.resourceType === 'Condition');
+    expect(conditions.some((c) => c.verificationStatus?.coding?.[0]?.code === 'confirmed')).toBe(true);
   });
 });

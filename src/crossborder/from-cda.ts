@@ -19,13 +19,15 @@ import { isOid } from '../terminology/codesystems.ts';
 import { attr, hasTemplate, kid, kids, parseXml, path, textOf, xsiType, CDA_NS, PHARM_NS, type Element, type XmlLimits, at } from './cda/xml.ts';
 import { tsToFhir } from './dates.ts';
 import { labels, narrativeIds, narrativeToXhtml } from './narrative.ts';
-import { cdaUidToUri, fromCD, EXT_NULLFLAVOR, type ReadContext } from './transcode.ts';
+import { cdaUidToUri, fromCD, isUuid, EXT_NULLFLAVOR, LOINC_URI, PATIENT_SUMMARY_LOINC, type ReadContext } from './transcode.ts';
 
 export const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
 /** A CDA coded element FHIR has no element for, kept for the way back: extension with a name and the concept. */
 export const EXT_CDA_CODE = 'http://dsp.lu/fhir/StructureDefinition/cda-code';
 const EPSOS_NS = 'urn:epsos-org:ep:medication';
-const IPS_ABSENT_URI = 'http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips';
+export const IPS_ABSENT_URI = 'http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips';
+/** The IHE act code system as the eHDSI immunization template fixes it (1.3.5.1.4..., sic). */
+const IHE_ACT_CODE_URI = 'urn:oid:1.3.5.1.4.1.19376.1.5.3.2';
 const T = (n: string) => `1.3.6.1.4.1.12559.11.10.1.3.1.${n}`;
 
 export interface FromCdaOptions {
@@ -60,7 +62,6 @@ function add<T extends Resource>(ctx: Ctx, r: T): Reference {
   return { reference: `urn:uuid:${id}` };
 }
 
-const isUuid = (s: string) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s);
 
 function identifier(el: Element | undefined): Identifier | undefined {
   const root = attr(el, 'root');
@@ -109,6 +110,9 @@ function contact(el: Element): ContactPoint | undefined {
 const telecoms = (el: Element | undefined) => kids(el, 'telecom').map(contact).filter((x): x is ContactPoint => !!x);
 
 function quantity(el: Element | undefined): Quantity | undefined {
+  // A quantity whose unit the pivot does not permit comes as nullFlavor OTH with the quantity in a UCUM PQR translation.
+  const tr = el && attr(el, 'nullFlavor') === 'OTH' ? kids(el, 'translation').find((t) => attr(t, 'value') !== undefined && attr(t, 'codeSystem') === '2.16.840.1.113883.6.8' && attr(t, 'code')) : undefined;
+  if (tr) return { value: Number(attr(tr, 'value')), unit: attr(tr, 'code')!, system: 'http://unitsofmeasure.org', code: attr(tr, 'code')! };
   if (!el || attr(el, 'value') === undefined) return undefined;
   const unit = attr(el, 'unit') ?? '1';
   return { value: Number(attr(el, 'value')), unit, system: 'http://unitsofmeasure.org', code: unit };
@@ -232,6 +236,22 @@ function entryText(el: Element, ctx: Ctx): string | undefined {
   return textOf(t);
 }
 
+/**
+ * SNOMED CT codes that older waves wrote for "no known" / "no information" entries, with the IPS absent/unknown
+ * code each one means (the IPS code system is what 8.0.0 binds those entries to).
+ */
+const SNOMED_ABSENT: Record<string, string> = {
+  '716186003': 'no-known-allergies', '160244002': 'no-known-allergies', '409137002': 'no-known-medication-allergies', '429625007': 'no-known-food-allergies',
+  '428607008': 'no-known-environmental-allergies', '182849000': 'no-known-medications', '182904002': 'no-medication-info', '160245001': 'no-known-problems',
+};
+
+/** A concept coded with one of SNOMED_ABSENT gets the IPS absent/unknown code first; its own codings stay. */
+function withAbsentCode(cc: CodeableConcept | undefined): CodeableConcept | undefined {
+  if (!cc?.coding || isAbsent(cc)) return cc;
+  const sct = cc.coding.find((c) => c.system === 'http://snomed.info/sct' && c.code && SNOMED_ABSENT[c.code]);
+  return sct ? { ...cc, coding: [{ system: IPS_ABSENT_URI, code: SNOMED_ABSENT[sct.code!]! }, ...cc.coding] } : cc;
+}
+
 function isAbsent(cc: CodeableConcept | undefined): boolean {
   return !!cc?.coding?.some((c) => c.system === IPS_ABSENT_URI);
 }
@@ -240,10 +260,10 @@ function statusOf(el: Element): string | undefined {
   return attr(kid(el, 'statusCode'), 'code');
 }
 
-/** IHE comment acts (LOINC 48767-8 "Annotation comment") under an entry: FHIR `note`. */
+/** IHE comment acts (LOINC 48767-8 "Annotation comment") under an entry (SUBJ, or COMP in result observations): FHIR `note`. */
 function comments(el: Element, ctx: Ctx): Annotation[] {
   const out: Annotation[] = [];
-  for (const act of rel(el, 'SUBJ')) {
+  for (const act of rel(el)) {
     if (act.localName !== 'act' || attr(kid(act, 'code'), 'code') !== '48767-8') continue;
     const t = entryText(act, ctx) ?? textOf(kid(act, 'text'));
     if (t) out.push({ text: t });
@@ -260,13 +280,16 @@ function rel(el: Element, typeCode?: string): Element[] {
 
 function medication(sa: Element, ctx: Ctx): Resource[] {
   const mm = path(sa, 'consumable', 'manufacturedProduct', 'manufacturedMaterial');
-  const code = fromCD(kid(sa, 'code'), ctx);
+  // An older wave's SNOMED "no drug therapy" / "drug treatment unknown" with no product is an absent entry.
+  const noProduct = !mm || !!attr(mm, 'nullFlavor') || !attr(kid(mm, 'code'), 'code');
+  const code = noProduct ? withAbsentCode(fromCD(kid(sa, 'code'), ctx)) : fromCD(kid(sa, 'code'), ctx);
   const subject = ctx.patientRef;
-  if (isAbsent(code) || (mm && attr(mm, 'nullFlavor') && isAbsent(code))) {
+  if (isAbsent(code)) {
     return [{ resourceType: 'MedicationStatement', status: 'active', medicationCodeableConcept: code!, subject, effectiveDateTime: undefined } as MedicationStatement];
   }
   // Older epSOS documents use the epsos medication namespace for the same elements.
-  const ns = kids(mm, 'ingredient', PHARM_NS).length || kid(mm, 'formCode', PHARM_NS) ? PHARM_NS : EPSOS_NS;
+  // Any child in the pharm namespace (whatever its prefix: pharm:, ph:...) says which one the document uses.
+  const ns = kids(mm).some((k) => k.namespaceURI === PHARM_NS) || !kids(mm).some((k) => k.namespaceURI === EPSOS_NS) ? PHARM_NS : EPSOS_NS;
   const ingredients = kids(mm, 'ingredient', ns)
     .filter((i) => (attr(i, 'classCode') ?? 'ACTI') === 'ACTI')
     .map((i) => {
@@ -340,6 +363,7 @@ function medication(sa: Element, ctx: Ctx): Resource[] {
     (dosage.additionalInstruction ??= []).push({ coding: ac!.coding, ...(it ? { text: it } : {}) });
   }
   const reasons = rel(sa, 'RSON').map((o) => fromCD(kid(o, 'value'), ctx)).filter((x): x is CodeableConcept => !!x);
+  const notes = comments(sa, ctx);
   const st = statusOf(sa);
   const start = low(period);
   const end = high(period);
@@ -351,6 +375,7 @@ function medication(sa: Element, ctx: Ctx): Resource[] {
       subject,
       ...(start || end ? { effectivePeriod: { ...(start ? { start } : {}), ...(end ? { end } : {}) } } : {}),
       ...(reasons.length ? { reasonCode: reasons } : {}),
+      ...(notes.length ? { note: notes } : {}),
       ...(Object.keys(dosage).length ? { dosage: [dosage] } : {}),
     } as MedicationStatement,
   ];
@@ -371,12 +396,14 @@ const SEVERITY: Record<string, 'mild' | 'moderate' | 'severe'> = { '255604002': 
 function allergy(act: Element, ctx: Ctx): Resource[] {
   const out: Resource[] = [];
   for (const obs of rel(act, 'SUBJ')) {
-    const value = fromCD(kid(obs, 'value'), ctx);
+    const value = withAbsentCode(fromCD(kid(obs, 'value'), ctx));
     const obsCode = fromCD(kid(obs, 'code'), ctx);
     if (isAbsent(value)) {
       // no-known-allergies: a confirmed, active statement (as IPS writes it); no-allergy-info: the concern's status.
-      const known = value?.coding?.[0]?.code === 'no-known-allergies';
-      out.push({ resourceType: 'AllergyIntolerance', code: value, patient: ctx.patientRef, clinicalStatus: allergyClinical(known ? 'active' : concernClinical(act, obs)), ...(known ? { verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] } } : {}) } as AllergyIntolerance);
+      // The observation's type code is kept for the way back (older waves: 420134006, 419199007...).
+      const known = value?.coding?.[0]?.code?.startsWith('no-known') ?? false;
+      const ext = cdaExt('type', obsCode);
+      out.push({ resourceType: 'AllergyIntolerance', ...(ext.length ? { extension: ext } : {}), code: value, patient: ctx.patientRef, clinicalStatus: allergyClinical(known ? 'active' : concernClinical(act, obs)), ...(known ? { verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] } } : {}) } as AllergyIntolerance);
       continue;
     }
     const agent = fromCD(path(obs, 'participant', 'participantRole', 'playingEntity', 'code'), ctx) ?? value ?? { text: entryText(obs, ctx) ?? 'unknown' };
@@ -401,6 +428,9 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
       const m = fromCD(kid(r, 'value'), ctx);
       if (!m) continue;
       const reaction: NonNullable<AllergyIntolerance['reaction']>[number] = { manifestation: [m] };
+      // The reaction observation's own code (418799008 in 8.0.0; older waves wrote others) is kept for the way back.
+      const rc = fromCD(kid(r, 'code'), ctx);
+      if (rc?.coding?.some((c) => c.code !== '418799008')) reaction.extension = cdaExt('reactionType', rc);
       const ron = low(kid(r, 'effectiveTime'));
       if (ron) reaction.onset = ron;
       for (const s of rel(r, 'SUBJ')) {
@@ -408,20 +438,21 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
         const sv = fromCD(kid(s, 'value'), ctx);
         const code = sv?.coding?.[0]?.code;
         if (code && SEVERITY[code]) reaction.severity = SEVERITY[code];
-        else if (sv) reaction.extension = cdaExt('severity', sv);
+        else if (sv) reaction.extension = [...(reaction.extension ?? []), ...cdaExt('severity', sv)];
       }
       const rn = comments(r, ctx);
       if (rn.length) reaction.note = rn;
       (a.reaction ??= []).push(reaction);
     }
     // Older waves put the severity on the allergy observation itself: it belongs to the (first) reaction in FHIR.
-    const sevObs = rel(obs, 'SUBJ').find((s) => attr(kid(s, 'code'), 'code') === 'SEV');
+    // (SUBJ in IHE; CCD wrote SAS.)
+    const sevObs = rel(obs).find((s) => attr(kid(s, 'code'), 'code') === 'SEV');
     const first = a.reaction?.[0];
     if (sevObs && first && !first.severity && !readCdaExt(first, 'severity')) {
       const sv = fromCD(kid(sevObs, 'value'), ctx);
       const code = sv?.coding?.[0]?.code;
       if (code && SEVERITY[code]) first.severity = SEVERITY[code];
-      else if (sv) first.extension = cdaExt('severity', sv);
+      else if (sv) first.extension = [...(first.extension ?? []), ...cdaExt('severity', sv)];
     }
     const notes = comments(obs, ctx);
     if (notes.length) a.note = notes;
@@ -472,9 +503,10 @@ const PROBLEM_STATUS: Record<string, string> = { '55561003': 'active', '73425007
 function condition(act: Element, ctx: Ctx, past: boolean): Resource[] {
   const out: Resource[] = [];
   for (const obs of rel(act, 'SUBJ')) {
-    const value = fromCD(kid(obs, 'value'), ctx);
+    const value = withAbsentCode(fromCD(kid(obs, 'value'), ctx));
     if (isAbsent(value)) {
-      out.push({ resourceType: 'Condition', code: value, subject: ctx.patientRef } as Condition);
+      const ext = cdaExt('problemType', fromCD(kid(obs, 'code'), ctx));
+      out.push({ resourceType: 'Condition', ...(ext.length ? { extension: ext } : {}), code: value, subject: ctx.patientRef } as Condition);
       continue;
     }
     const et = kid(obs, 'effectiveTime');
@@ -500,7 +532,7 @@ function condition(act: Element, ctx: Ctx, past: boolean): Resource[] {
         if (k && PROBLEM_STATUS[k]) clinical = PROBLEM_STATUS[k];
         ext.push(...cdaExt('status', v));
       } else if (code === '11323-3') ext.push(...cdaExt('healthStatus', v));
-      else if (hasTemplate(s, T('3.9')) || code === '246103008') {
+      else if (hasTemplate(s, T('3.9')) || hasTemplate(s, T('3.49')) || code === '246103008' || code === '66455-7') {
         const k = v?.coding?.[0]?.code;
         if (k && ['unconfirmed', 'provisional', 'differential', 'confirmed', 'refuted', 'entered-in-error'].includes(k)) c.verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: k }] };
         else ext.push(...cdaExt('certainty', v));
@@ -580,7 +612,12 @@ function immunization(sa: Element, ctx: Ctx): Resource[] {
   if (dq) im.doseQuantity = dq;
   // The administration unit (a coded unit of the dose, e.g. the LU "VACCINATION DOSE" codes) has no FHIR element.
   const unit = fromCD(kid(sa, 'administrationUnitCode'), ctx);
-  if (unit) im.extension = cdaExt('administrationUnit', unit);
+  // The act code (IMMUNIZ) is fixed by the template; a source that wrote it under another code system (HL7
+  // ActCode in older waves) keeps its coding for the way back.
+  const actCode = fromCD(kid(sa, 'code'), ctx);
+  const keptAct = actCode?.coding?.some((c) => c.system !== IHE_ACT_CODE_URI) ? actCode : undefined;
+  const ext = [...cdaExt('administrationUnit', unit), ...cdaExt('actCode', keptAct)];
+  if (ext.length) im.extension = ext;
   const manu = textOf(path(sa, 'consumable', 'manufacturedProduct', 'manufacturerOrganization', 'name'));
   if (manu) im.manufacturer = { display: manu };
   const perf = kid(sa, 'performer');
@@ -644,26 +681,53 @@ function observation(o: Element, ctx: Ctx, category: string, time0?: string): Ob
   observationValue(o, ctx, obs);
   const interp = kids(o, 'interpretationCode').map((i) => fromCD(i, ctx)).filter((x): x is CodeableConcept => !!x);
   if (interp.length) obs.interpretation = interp;
-  const rr = path(o, 'referenceRange', 'observationRange');
-  if (rr) {
+  for (const r of kids(o, 'referenceRange')) {
+    const rr = kid(r, 'observationRange');
     const v = kid(rr, 'value');
-    const l = quantity(kid(v, 'low'));
-    const h = quantity(kid(v, 'high'));
+    // An IVL_PQ range, or a single PQ (a range of one value: low = high, written back as the PQ).
+    const point = xsiType(v) === 'PQ' ? quantity(v) : undefined;
+    const l = point ?? quantity(kid(v, 'low'));
+    const h = point ?? quantity(kid(v, 'high'));
     const txt = textOf(kid(rr, 'text'));
-    if (l || h || txt) obs.referenceRange = [{ ...(l ? { low: l } : {}), ...(h ? { high: h } : {}), ...(txt ? { text: txt } : {}) }];
+    // The range's interpretation (N: the normal range) is what FHIR calls the range's type.
+    const type = fromCD(kid(rr, 'interpretationCode'), ctx);
+    if (l || h || txt || type) (obs.referenceRange ??= []).push({ ...(l ? { low: l } : {}), ...(h ? { high: h } : {}), ...(type ? { type } : {}), ...(txt ? { text: txt } : {}) });
   }
+  const method = fromCD(kid(o, 'methodCode'), ctx);
+  if (method) obs.method = method;
   const sites = kids(o, 'targetSiteCode').map((s) => fromCD(s, ctx)).filter((x): x is CodeableConcept => !!x);
   if (sites.length) obs.bodySite = sites[0];
+  const notes = comments(o, ctx);
+  if (notes.length) obs.note = notes;
   return obs;
 }
 
-function organizerObservations(org: Element, ctx: Ctx, category: string): Observation[] {
+function organizerObservations(org: Element, ctx: Ctx, category: string, keepCode = true): Observation[] {
   const t0 = time(kid(org, 'effectiveTime')) ?? low(kid(org, 'effectiveTime'));
   const comps = kids(org, 'component').map((c) => kid(c, 'observation')).filter((x): x is Element => !!x);
   const obs = comps.map((c) => observation(c, ctx, category, t0));
-  const orgCode = fromCD(kid(org, 'code'), ctx);
+  const orgCode = keepCode ? fromCD(kid(org, 'code'), ctx) : undefined;
   for (const o of obs) if (orgCode) o.extension = [...(o.extension ?? []), ...cdaExt('organizer', orgCode)];
   return obs;
+}
+
+/**
+ * A result organizer (eHDSI 3.42, IHE battery) becomes a panel Observation whose members (hasMember) are the
+ * organizer's observations (eHDSI 3.43), as FHIR groups results; the members are in the Bundle, the section lists the panel.
+ */
+function resultPanel(org: Element, ctx: Ctx): Observation {
+  const members = organizerObservations(org, ctx, 'laboratory', false);
+  const et = kid(org, 'effectiveTime');
+  const t0 = time(et) ?? low(et);
+  return {
+    resourceType: 'Observation',
+    status: 'final',
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }],
+    code: fromCD(kid(org, 'code'), ctx) ?? { text: entryText(org, ctx) ?? 'Results' },
+    subject: ctx.patientRef,
+    ...(t0 ? { effectiveDateTime: t0 } : {}),
+    hasMember: members.map((m) => add(ctx, m)),
+  };
 }
 
 /** A vital signs organizer (blood pressure in eHDSI 8) becomes one blood pressure panel with components. */
@@ -674,7 +738,7 @@ function vitalPanel(org: Element, ctx: Ctx): Observation {
     resourceType: 'Observation',
     status: 'final',
     category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }],
-    code: { coding: [{ system: 'http://loinc.org', code: '85354-9', display: 'Blood pressure panel with all children optional' }] },
+    code: { coding: [{ system: LOINC_URI, code: '85354-9', display: 'Blood pressure panel with all children optional' }] },
     subject: ctx.patientRef,
     ...(t0 ? { effectiveDateTime: t0 } : {}),
     component: parts.map((p) => ({ code: p.code, ...(p.valueQuantity ? { valueQuantity: p.valueQuantity } : {}), ...(p.dataAbsentReason ? { dataAbsentReason: p.dataAbsentReason } : {}) })),
@@ -724,7 +788,7 @@ function sectionResources(key: string, entry: Element, ctx: Ctx): Resource[] {
     case 'vitals':
       return name === 'organizer' ? [vitalPanel(act, ctx)] : name === 'observation' ? [observation(act, ctx, 'vital-signs')] : [];
     case 'results':
-      return name === 'organizer' ? organizerObservations(act, ctx, 'laboratory') : name === 'observation' ? [observation(act, ctx, 'laboratory')] : [];
+      return name === 'organizer' ? [resultPanel(act, ctx)] : name === 'observation' ? [observation(act, ctx, 'laboratory')] : [];
     case 'functional':
       // IPS functional status entries are Condition / ClinicalImpression: each assessed observation becomes a
       // ClinicalImpression (code = what was assessed, finding = the result).
@@ -758,7 +822,7 @@ export function cdaDocumentToBundle(doc: Element, opts: FromCdaOptions = {}): Bu
     throw new FhirError(422, [{ severity: 'error', code: 'structure', diagnostics: `The root element is <${doc.tagName}> in namespace ${doc.namespaceURI ?? 'none'}: expected a CDA ClinicalDocument (urn:hl7-org:v3)` }]);
   }
   const code = attr(kid(doc, 'code'), 'code');
-  if (code !== '60591-5') {
+  if (code !== PATIENT_SUMMARY_LOINC) {
     throw new FhirError(422, [{ severity: 'error', code: 'business-rule', diagnostics: `ClinicalDocument/code is ${code ?? 'absent'}${at(kid(doc, 'code') ?? doc)}: only a Patient Summary (LOINC 60591-5) is converted` }]);
   }
   const docLang = attr(kid(doc, 'languageCode'), 'code');
@@ -787,7 +851,7 @@ export function cdaDocumentToBundle(doc: Element, opts: FromCdaOptions = {}): Bu
     id: compId,
     ...(setId ? { identifier: setId } : {}),
     status: 'final',
-    type: { coding: [{ system: 'http://loinc.org', code: '60591-5', display: 'Patient summary Document' }] },
+    type: { coding: [{ system: LOINC_URI, code: PATIENT_SUMMARY_LOINC, display: 'Patient summary Document' }] },
     subject: ctx.patientRef,
     date,
     author: authors.length ? authors : [{ display: 'unknown' }],

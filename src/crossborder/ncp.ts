@@ -24,10 +24,10 @@ import type { Filter } from '../search/types.ts';
 import type { Principal } from '../access/principal.ts';
 import type { AccessScope } from '../access/decision.ts';
 import { FhirError } from '../fhir/outcome.ts';
+import { forbidden } from '../access/decision.ts';
+import { LOINC_URI as LOINC, MATRICULE_SYSTEM, PATIENT_SUMMARY_LOINC as PATIENT_SUMMARY } from './transcode.ts';
 
-export const MATRICULE_SYSTEM = 'urn:oid:1.3.182.4.4';
-const LOINC = 'http://loinc.org';
-const PATIENT_SUMMARY = '60591-5';
+export { MATRICULE_SYSTEM };
 const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED', display: 'subsetted' };
 /** At most this many records share the identifiers of one identification request (duplicates of one person). */
 const MAX_CANDIDATES = 20;
@@ -36,9 +36,6 @@ type Narrowed = { types: string[]; filters: Filter[] };
 const never = (): Filter => ({ kind: 'id', ids: [] });
 const base = { sort: [], total: 'none' as const, include: [] };
 
-function forbidden(message: string): FhirError {
-  return new FhirError(403, message, 'forbidden');
-}
 
 function isNcp(principal: Principal | undefined): boolean {
   return principal?.role === 'ncp';

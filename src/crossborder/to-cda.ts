@@ -18,16 +18,16 @@ import { uriToOid, isOid } from '../terminology/codesystems.ts';
 import { serialize, type X } from './cda/xml.ts';
 import { fhirToTs } from './dates.ts';
 import { labels, paragraph, table, type Cell } from './narrative.ts';
-import { describeCodeSystem, designation, inValueSet, keptCdaUid, toCD, valueSetMembers, VS } from './transcode.ts';
-import { readCdaExt } from './from-cda.ts';
+import { describeCodeSystem, designation, distinctTranslations, inValueSet, isUuid, keptCdaUid, LOINC_URI, MATRICULE_OID, MATRICULE_SYSTEM, PATIENT_SUMMARY_LOINC, toCD, valueSetMembers, VS, withDisplay } from './transcode.ts';
+import { IPS_ABSENT_URI, PS_TEMPLATE, readCdaExt } from './from-cda.ts';
 
-const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
 const T = (n: string) => `1.3.6.1.4.1.12559.11.10.1.3.1.${n}`;
 const LOINC = '2.16.840.1.113883.6.1';
 const SCT = '2.16.840.1.113883.6.96';
 const IPS_ABSENT = '2.16.840.1.113883.5.1150.1';
-const IPS_ABSENT_URI = 'http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips';
-export const MATRICULE_OID = '1.3.182.4.4';
+export { MATRICULE_OID };
+/** The IHE act code system as the eHDSI immunization template fixes it (1.3.5.1.4..., sic). */
+const IHE_ACT_CODE = '1.3.5.1.4.1.19376.1.5.3.2';
 
 export interface ToCdaOptions {
   /** Document language (BCP 47) when the Composition has none; default fr-LU. */
@@ -64,28 +64,28 @@ function uuidRoot(v: string): string {
   return v.replace(/^urn:uuid:/i, '').toUpperCase();
 }
 
-/** II for a FHIR Identifier (urn:oid system -> root; urn:uuid value -> root; unknown system -> nullFlavor NI). */
+/**
+ * II for a FHIR Identifier: an OID or UUID namespace is the root (urn:ietf:rfc:3986 values: the uid itself).
+ * A namespace that is neither (an RUID such as `PRT00000009` kept under CDA_UID_NS, which dtr1-10a-II forbids as a
+ * root; a URL) cannot be the root: the identifier is `nullFlavor="OTH"` (its namespace is outside the permitted
+ * forms) with its value kept as the extension, which dtr1-1-ANY allows under OTH (and dtr1-2-II wants no root).
+ */
 function ii(id: Identifier | undefined, tag = 'id'): X {
   if (!id?.value) return el(tag, { nullFlavor: 'NI' });
   if (id.system === 'urn:ietf:rfc:3986') {
     if (/^urn:uuid:/i.test(id.value)) return el(tag, { root: uuidRoot(id.value) });
     if (/^urn:oid:/i.test(id.value)) return el(tag, { root: id.value.slice(8) });
-    if (keptCdaUid(id.value)) return el(tag, { root: keptCdaUid(id.value) });
+    return el(tag, { nullFlavor: 'NI' });
   }
-  // A source root that is neither OID nor UUID (an RUID such as `PRT00000009`) goes back as it came.
-  if (keptCdaUid(id.system)) return el(tag, { root: keptCdaUid(id.system), extension: id.value });
-  const oid = id.system ? uriToOid(id.system) : undefined;
-  if (oid && (isOid(oid) || /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/.test(oid))) return el(tag, { root: oid.toUpperCase(), extension: id.value });
-  // A source root that is an RUID (the third form of the CDA uid type, e.g. `PRT00000009`) goes back as it came.
-  if (oid && /^[A-Za-z][A-Za-z0-9-]*$/.test(oid) && id.system?.startsWith('urn:oid:')) return el(tag, { root: oid, extension: id.value });
-  // Otherwise the namespace cannot be written: dtr1-1-ANY allows no extension next to a nullFlavor.
-  return el(tag, { nullFlavor: 'NI' });
+  const oid = id.system && !keptCdaUid(id.system) ? uriToOid(id.system) : undefined;
+  if (oid && (isOid(oid) || isUuid(oid))) return el(tag, { root: oid.toUpperCase(), extension: id.value });
+  return el(tag, { nullFlavor: 'OTH', extension: id.value });
 }
 
 function idForResource(r: Resource | undefined, root: string): X {
   const id = (r as { identifier?: Identifier[] } | undefined)?.identifier?.find((i) => i.value && (i.system?.startsWith('urn:oid:') || i.system === 'urn:ietf:rfc:3986' || keptCdaUid(i.system)));
   if (id) return ii(id);
-  if (r?.id && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(r.id)) return el('id', { root: r.id.toUpperCase() });
+  if (isUuid(r?.id)) return el('id', { root: r!.id!.toUpperCase() });
   return el('id', { root, extension: r?.id });
 }
 
@@ -121,11 +121,6 @@ function telecoms(list: ContactPoint[] | undefined): X[] {
   return out.length ? out : [el('telecom', { nullFlavor: 'NI' })];
 }
 
-/** effectiveTime low/high (high left out when equal to low: dtr1-6-IVL_TS). */
-function lowHigh(low: string | undefined, high: string | undefined): X {
-  const sameAsLow = low && high && fhirToTs(low) === fhirToTs(high);
-  return el('effectiveTime', undefined, low ? ts('low', low) : el('low', { nullFlavor: 'UNK' }), high && !sameAsLow ? ts('high', high) : undefined);
-}
 
 function ts(tag: string, v: string | undefined, attrs?: X['a']): X {
   const t = fhirToTs(v);
@@ -140,11 +135,6 @@ function ivl(tag: string, low: string | undefined, high: string | undefined, xsi
   return el(tag, xsi ? { 'xsi:type': 'IVL_TS' } : undefined, ts('low', low), high ? ts('high', high) : undefined);
 }
 
-/** displayName is required on every code (dtr1-1-CD.EPSOS): fill missing ones from the terminology module. */
-function withDisplay(c: Coding | undefined): Coding | undefined {
-  if (!c || c.display || !c.system || !c.code) return c;
-  return { ...c, display: designation(c.system, c.code, 'en') ?? c.code };
-}
 function displayed(cc: CodeableConcept | undefined): CodeableConcept | undefined {
   if (!cc) return cc;
   return { ...cc, coding: cc.coding?.map((c) => withDisplay(c)!) };
@@ -178,20 +168,30 @@ export function normalUnit(unit: string): string | undefined {
   return u && u !== unit ? u : undefined;
 }
 
-function pq(tag: string, q: Quantity | undefined, xsiType?: string): X {
+/**
+ * A PQ. `unitBound`: the element's unit is bound to eHDSIUnit (a medication's doseQuantity): a UCUM unit that is
+ * neither in it, nor a case variant of one of its units, nor an annotation or `1`, cannot be written as the unit;
+ * the quantity is then `nullFlavor="OTH"` (the value is outside the permitted set) with the quantity as the source
+ * wrote it in a PQR translation (dtr1-1-ANY allows a translation under OTH).
+ */
+function pq(tag: string, q: Quantity | undefined, xsiType?: string, unitBound = false): X {
   if (!q || q.value === undefined) return el(tag, { ...(xsiType ? { 'xsi:type': xsiType } : {}), nullFlavor: 'UNK' });
   const ucum = !q.system || q.system === 'http://unitsofmeasure.org';
   let unit = ucum ? (q.code ?? q.unit ?? '1') : '1';
   const tr = !ucum && q.code ? [el('translation', { value: q.value, code: q.code, codeSystem: describeCodeSystem(q.system!).oid ?? '2.999' })] : [];
+  const asWritten = () => el('translation', { value: q.value, code: unit, codeSystem: UCUM_OID, codeSystemName: 'UCUM', displayName: unit });
   // A UCUM unit outside eHDSIUnit only by its case is written in the eHDSIUnit form, the original kept as a
   // PQR translation (same value, the unit as written in the source).
   const fixedCase = ucum ? normalUnit(unit) : undefined;
   if (fixedCase) {
-    tr.push(el('translation', { value: q.value, code: unit, codeSystem: '2.16.840.1.113883.6.8', codeSystemName: 'UCUM', displayName: unit }));
+    tr.push(asWritten());
     unit = fixedCase;
+  } else if (unitBound && ucum && unit !== '1' && !/^\{.*\}$/.test(unit) && inValueSet(VS.unit, 'http://unitsofmeasure.org', unit) === false) {
+    return el(tag, { ...(xsiType ? { 'xsi:type': xsiType } : {}), nullFlavor: 'OTH' }, asWritten());
   }
   return el(tag, { ...(xsiType ? { 'xsi:type': xsiType } : {}), value: q.value, unit }, ...tr);
 }
+const UCUM_OID = '2.16.840.1.113883.6.8';
 
 function textOfConcept(cc: CodeableConcept | undefined, lang: string): string {
   if (!cc) return '';
@@ -241,8 +241,8 @@ export function bundleToCdaTree(bundle: Bundle, opts: ToCdaOptions = {}): X {
   if (bundle.type !== 'document') throw badRequest(`Bundle.type is '${bundle.type}': a Patient Summary is a document Bundle`, ['Bundle.type']);
   const comp = bundle.entry?.[0]?.resource as Composition | undefined;
   if (comp?.resourceType !== 'Composition') throw badRequest('The first entry of a document Bundle must be a Composition', ['Bundle.entry[0].resource']);
-  const typeCode = comp.type?.coding?.find((c) => c.system === 'http://loinc.org')?.code;
-  if (typeCode !== '60591-5') throw unprocessable([{ severity: 'error', code: 'business-rule', diagnostics: `Composition.type is ${typeCode ?? 'not LOINC'}: only a Patient Summary (LOINC 60591-5) becomes an eHDSI pivot`, expression: ['Composition.type'] }]);
+  const typeCode = comp.type?.coding?.find((c) => c.system === LOINC_URI)?.code;
+  if (typeCode !== PATIENT_SUMMARY_LOINC) throw unprocessable([{ severity: 'error', code: 'business-rule', diagnostics: `Composition.type is ${typeCode ?? 'not LOINC'}: only a Patient Summary (LOINC 60591-5) becomes an eHDSI pivot`, expression: ['Composition.type'] }]);
   const res = new Resolver(bundle);
   const patient = res.get<Patient>(comp.subject);
   if (patient?.resourceType !== 'Patient') throw unprocessable([{ severity: 'error', code: 'required', diagnostics: 'Composition.subject does not resolve to a Patient in the Bundle', expression: ['Composition.subject'] }]);
@@ -253,7 +253,7 @@ export function bundleToCdaTree(bundle: Bundle, opts: ToCdaOptions = {}): X {
     el('typeId', { root: '2.16.840.1.113883.1.3', extension: 'POCD_HD000040' }),
     tid(PS_TEMPLATE),
     bundle.identifier?.value ? ii(bundle.identifier) : el('id', { root: randomUUID().toUpperCase() }),
-    fixed('code', '60591-5', 'http://loinc.org', 'Patient summary Document'),
+    fixed('code', PATIENT_SUMMARY_LOINC, LOINC_URI, 'Patient summary Document'),
     el('title', undefined, comp.title ?? 'Patient Summary'),
     ts('effectiveTime', comp.date ?? bundle.timestamp),
     fixed('confidentialityCode', comp.confidentiality ?? 'N', 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', { N: 'normal', R: 'restricted', V: 'very restricted', L: 'low', M: 'moderate', U: 'unrestricted' }[comp.confidentiality ?? 'N'] ?? 'normal'),
@@ -265,12 +265,12 @@ export function bundleToCdaTree(bundle: Bundle, opts: ToCdaOptions = {}): X {
     legalAuthenticator(comp, ctx),
     ...participants(patient, ctx),
     documentationOf(comp, ctx),
-    el('relatedDocument', { typeCode: 'XFRM' }, el('parentDocument', undefined, bundle.identifier?.value ? ii(bundle.identifier) : el('id', { root: comp.id && /^[0-9a-f-]{36}$/i.test(comp.id) ? comp.id.toUpperCase() : randomUUID().toUpperCase() }))),
+    el('relatedDocument', { typeCode: 'XFRM' }, el('parentDocument', undefined, bundle.identifier?.value ? ii(bundle.identifier) : el('id', { root: isUuid(comp.id) ? comp.id.toUpperCase() : randomUUID().toUpperCase() }))),
   ].filter((h): h is X => !!h);
 
   const present = new Map<string, CompositionSection>();
   for (const s of comp.section ?? []) {
-    const code = s.code?.coding?.find((c) => c.system === 'http://loinc.org')?.code;
+    const code = s.code?.coding?.find((c) => c.system === LOINC_URI)?.code;
     if (code && SECTIONS[code] && !present.has(code)) present.set(code, s);
   }
   const order = [...MANDATORY, ...Object.keys(SECTIONS).filter((c) => !MANDATORY.includes(c))];
@@ -293,7 +293,7 @@ export function bundleToCdaTree(bundle: Bundle, opts: ToCdaOptions = {}): X {
 function recordTarget(p: Patient, ctx: Ctx): X {
   const ids = (p.identifier ?? []).filter((i) => i.value);
   // The national identification number (matricule) first.
-  ids.sort((a, b) => Number(b.system === `urn:oid:${MATRICULE_OID}`) - Number(a.system === `urn:oid:${MATRICULE_OID}`));
+  ids.sort((a, b) => Number(b.system === MATRICULE_SYSTEM) - Number(a.system === MATRICULE_SYSTEM));
   const gender = ({ male: 'M', female: 'F', other: 'UN' } as Record<string, string>)[p.gender ?? ''];
   const genderName = ({ M: 'Male', F: 'Female', UN: 'Undifferentiated' } as Record<string, string>)[gender ?? ''];
   const langs = (p.communication ?? []).map((c) => c.language.coding?.[0]?.code).filter((c): c is string => !!c);
@@ -465,7 +465,7 @@ function section(code: string, s: CompositionSection | undefined, ctx: Ctx): X |
     tid(def.template),
     ...(def.extra ?? []).map(tid),
     el('id', { root: randomUUID().toUpperCase() }),
-    fixed('code', code, 'http://loinc.org', def.title),
+    fixed('code', code, LOINC_URI, def.title),
     el('title', undefined, title),
     el('text', undefined, ...built.narrative),
     ...built.entries.map((e) => (e.n === 'entry' ? e : el('entry', { typeCode: e.n === 'observation' && def.key === 'pregnancy' ? 'COMP' : undefined }, e))),
@@ -479,7 +479,7 @@ interface Built {
 
 function buildEntries(key: string, rs: Resource[], s: CompositionSection | undefined, ctx: Ctx): Built {
   const sid = `s${ctx.sectionIndex}`;
-  const empty = (kind: 'none' | 'noinfo') => emptyEntry(key, kind, sid, ctx);
+  const empty = (kind: 'none' | 'noinfo', r?: Resource) => emptyEntry(key, kind, sid, ctx, r);
   const emptyReason = s?.emptyReason?.coding?.[0]?.code;
   if (!rs.length) {
     if (['medication', 'allergies', 'problems', 'procedures', 'devices'].includes(key)) return empty(emptyReason === 'nilknown' ? 'none' : 'noinfo');
@@ -489,29 +489,29 @@ function buildEntries(key: string, rs: Resource[], s: CompositionSection | undef
   switch (key) {
     case 'medication': {
       const abs = rs.find((r) => r.resourceType === 'MedicationStatement' && absentCode((r as MedicationStatement).medicationCodeableConcept));
-      if (abs) return empty(absentCode((abs as MedicationStatement).medicationCodeableConcept)!.code === 'no-known-medications' ? 'none' : 'noinfo');
+      if (abs) return empty(absentKind(absentCode((abs as MedicationStatement).medicationCodeableConcept)), abs);
       return medications(rs.filter((r): r is MedicationStatement => r.resourceType === 'MedicationStatement'), sid, ctx);
     }
     case 'allergies': {
       const abs = rs.find((r) => r.resourceType === 'AllergyIntolerance' && absentCode((r as AllergyIntolerance).code));
-      if (abs) return empty(absentCode((abs as AllergyIntolerance).code)!.code?.startsWith('no-known') ? 'none' : 'noinfo');
+      if (abs) return empty(absentKind(absentCode((abs as AllergyIntolerance).code)), abs);
       return allergies(rs.filter((r): r is AllergyIntolerance => r.resourceType === 'AllergyIntolerance'), sid, ctx);
     }
     case 'problems':
     case 'pastIllness': {
       const abs = rs.find((r) => r.resourceType === 'Condition' && absentCode((r as Condition).code));
-      if (abs && key === 'problems') return empty(absentCode((abs as Condition).code)!.code === 'no-known-problems' ? 'none' : 'noinfo');
+      if (abs && key === 'problems') return empty(absentKind(absentCode((abs as Condition).code)), abs);
       return problems(rs.filter((r): r is Condition => r.resourceType === 'Condition' && !absentCode((r as Condition).code)), sid, ctx, key === 'pastIllness');
     }
     case 'procedures': {
       const abs = rs.find((r) => r.resourceType === 'Procedure' && absentCode((r as Procedure).code));
-      if (abs) return empty(absentCode((abs as Procedure).code)!.code === 'no-known-procedures' ? 'none' : 'noinfo');
+      if (abs) return empty(absentKind(absentCode((abs as Procedure).code)), abs);
       return procedures(rs.filter((r): r is Procedure => r.resourceType === 'Procedure'), sid, ctx);
     }
     case 'devices': {
       const dus = rs.filter((r): r is DeviceUseStatement => r.resourceType === 'DeviceUseStatement');
       const abs = dus.find((d) => absentCode(ctx.res.get<Device>(d.device)?.type));
-      if (abs) return empty(absentCode(ctx.res.get<Device>(abs.device)?.type)!.code === 'no-known-devices' ? 'none' : 'noinfo');
+      if (abs) return empty(absentKind(absentCode(ctx.res.get<Device>(abs.device)?.type)), abs);
       return devices(dus, sid, ctx);
     }
     case 'immunizations':
@@ -521,6 +521,7 @@ function buildEntries(key: string, rs: Resource[], s: CompositionSection | undef
     case 'functional':
       return observations(key, rs.map(impressionAsObservation).filter((r): r is Observation => r?.resourceType === 'Observation'), sid, ctx);
     case 'results':
+      return results(rs.filter((r): r is Observation => r.resourceType === 'Observation'), sid, ctx);
     case 'social':
     case 'pregnancy':
       return observations(key, rs.filter((r): r is Observation => r.resourceType === 'Observation'), sid, ctx);
@@ -565,7 +566,7 @@ function nid(ctx: Ctx, sid: string): string {
 }
 
 function entryId(r: Resource): X {
-  return r.id && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(r.id) ? el('id', { root: r.id.toUpperCase() }) : el('id', { root: randomUUID().toUpperCase() });
+  return isUuid(r.id) ? el('id', { root: r.id!.toUpperCase() }) : el('id', { root: randomUUID().toUpperCase() });
 }
 
 const absentDisplay: Record<string, string> = {
@@ -574,13 +575,48 @@ const absentDisplay: Record<string, string> = {
   'no-known-problems': 'No known problems', 'no-problem-info': 'No information about problems',
   'no-known-procedures': 'No known procedures', 'no-procedure-info': 'No information about procedures',
   'no-known-devices': 'No known devices in use', 'no-device-info': 'No information about devices',
+  'no-known-medication-allergies': 'No known medication allergies', 'no-known-environmental-allergies': 'No known environmental allergies', 'no-known-food-allergies': 'No known food allergies',
 };
 
-function emptyEntry(key: string, kind: 'none' | 'noinfo', sid: string, ctx: Ctx): Built {
+/** 'none' for an IPS no-known-* code (including a misspelt one such as `no-known-procedure`), else 'noinfo'. */
+function absentKind(c: Coding | undefined): 'none' | 'noinfo' {
+  return c?.code?.startsWith('no-known') ? 'none' : 'noinfo';
+}
+
+/** The absent/unknown concept of an IPS "no known" / "no information" resource. */
+function absentConcept(r: Resource | undefined, ctx: Ctx): CodeableConcept | undefined {
+  switch (r?.resourceType) {
+    case 'MedicationStatement':
+      return (r as MedicationStatement).medicationCodeableConcept;
+    case 'AllergyIntolerance':
+      return (r as AllergyIntolerance).code;
+    case 'Condition':
+      return (r as Condition).code;
+    case 'Procedure':
+      return (r as Procedure).code;
+    case 'DeviceUseStatement':
+      return ctx.res.get<Device>((r as DeviceUseStatement).device)?.type;
+    default:
+      return undefined;
+  }
+}
+
+const ABSENT_VS: Record<string, string> = { medication: VS.absentMedication, allergies: VS.absentAllergy, problems: VS.absentProblem, procedures: VS.absentProcedure, devices: VS.absentDevice };
+
+/**
+ * The eHDSI "no known" / "no information" entry of a mandatory section. The code is the resource's own IPS code
+ * when eHDSI's value set has it (no-known-medication-allergies...), else the generic one of the kind; every other
+ * coding of the resource (an older wave's SNOMED CT code, a misspelt IPS code) travels as translation, and the
+ * structural codes an older wave wrote (allergy type, problem type, kept in cda-code) come back as they were.
+ */
+function emptyEntry(key: string, kind: 'none' | 'noinfo', sid: string, ctx: Ctx, r?: Resource): Built {
   const L = ctx.L;
   const id = `${sid}-none`;
-  const code = (known: string, info: string) => (kind === 'none' ? known : info);
-  const absent = (tag: string, c: string, extra?: X['a']) => el(tag, { ...extra, code: c, codeSystem: IPS_ABSENT, codeSystemName: 'IPS Absent and Unknown Data', displayName: absentDisplay[c] });
+  const concept = absentConcept(r, ctx);
+  const own = absentCode(concept)?.code;
+  const code = (known: string, info: string) => (own && ABSENT_VS[key] && inValueSet(ABSENT_VS[key]!, IPS_ABSENT_URI, own) ? own : kind === 'none' ? known : info);
+  const absent = (tag: string, c: string, extra?: X['a']) =>
+    el(tag, { ...extra, code: c, codeSystem: IPS_ABSENT, codeSystemName: 'IPS Absent and Unknown Data', displayName: absentDisplay[c] ?? c }, ...distinctTranslations({ system: IPS_ABSENT_URI, code: c }, concept?.coding ?? []));
   const ref = el('text', undefined, el('reference', { value: `#${id}` }));
   switch (key) {
     case 'medication': {
@@ -598,7 +634,7 @@ function emptyEntry(key: string, kind: 'none' | 'noinfo', sid: string, ctx: Ctx)
         narrative: [paragraph(kind === 'none' ? L.noKnownAllergy : L.noInfo, id)],
         entries: [
           el('act', { classCode: 'ACT', moodCode: 'EVN' }, tid(T('3.16')), el('id', { root: randomUUID().toUpperCase() }), el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }), el('statusCode', { code: 'active' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })),
-            el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'false' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.17')), el('id', { root: randomUUID().toUpperCase() }), el('code', { code: '609328004', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Allergic disposition' }), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })), absent('value', c, { 'xsi:type': 'CD' })))),
+            el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'false' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.17')), el('id', { root: randomUUID().toUpperCase() }), keptCode(readCdaExt(r as AllergyIntolerance | undefined, 'type'), VS.adverseEventType, { system: 'http://snomed.info/sct', code: '609328004', display: 'Allergic disposition' }), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })), absent('value', c, { 'xsi:type': 'CD' })))),
         ],
       };
     }
@@ -608,7 +644,7 @@ function emptyEntry(key: string, kind: 'none' | 'noinfo', sid: string, ctx: Ctx)
         narrative: [paragraph(kind === 'none' ? L.noKnownProblem : L.noInfo, id)],
         entries: [
           el('act', { classCode: 'ACT', moodCode: 'EVN' }, tid(T('3.15')), tid('2.16.840.1.113883.10.20.1.27'), el('id', { root: randomUUID().toUpperCase() }), el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }), el('statusCode', { code: 'active' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })),
-            el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'false' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.7')), el('id', { root: randomUUID().toUpperCase() }), el('code', { code: '404684003', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Clinical finding' }), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })), absent('value', c, { 'xsi:type': 'CD' })))),
+            el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'false' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.7')), el('id', { root: randomUUID().toUpperCase() }), keptCode(readCdaExt(r as Condition | undefined, 'problemType'), VS.codeProb, { system: 'http://snomed.info/sct', code: '404684003', display: 'Clinical finding' }), ref, el('statusCode', { code: 'completed' }), el('effectiveTime', undefined, el('low', { nullFlavor: 'NA' })), absent('value', c, { 'xsi:type': 'CD' })))),
         ],
       };
     }
@@ -685,6 +721,7 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
   const L = ctx.L;
   const rows: Cell[][] = [];
   const out: X[] = [];
+  const notes: X[] = [];
   for (const ms of list) {
     const med = ctx.res.get<Medication>(ms.medicationReference);
     const code = med?.code ?? ms.medicationCodeableConcept;
@@ -723,7 +760,7 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
         ivl('effectiveTime', ms.effectivePeriod?.start ?? ms.effectiveDateTime, ms.effectivePeriod?.end),
         frequency(dose?.timing),
         dose?.route ? toCD(displayed(dose.route), { tag: 'routeCode', valueSet: VS.route, ref: routeId }) : undefined,
-        dq ? pq('doseQuantity', dq) : dr ? el('doseQuantity', undefined, pq('low', dr.low), pq('high', dr.high)) : undefined,
+        dq ? pq('doseQuantity', dq, undefined, true) : dr ? el('doseQuantity', undefined, pq('low', dr.low, undefined, true), pq('high', dr.high, undefined, true)) : undefined,
         el(
           'consumable',
           undefined,
@@ -754,6 +791,7 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
           ),
         ),
         ...instructionActs(dose),
+        ...commentActs(ms.note, ctx, sid, notes),
         ...(ms.reasonCode ?? []).map((r) =>
           el('entryRelationship', { typeCode: 'RSON' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.41')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '64572001', 'http://snomed.info/sct', 'Disease'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), toCD(displayed(r), { tag: 'value', xsiType: 'CE', valueSet: VS.illness, noOriginalText: true }))),
         ),
@@ -763,7 +801,7 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
       ),
     );
   }
-  return { narrative: [table([L.name, L.form, L.strength, L.dose, L.route, L.since], rows)], entries: out };
+  return { narrative: [table([L.name, L.form, L.strength, L.dose, L.route, L.since], rows), ...notes], entries: out };
 }
 
 function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
@@ -803,7 +841,7 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
         entryId(a),
         el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }),
         el('statusCode', { code: clin?.code === 'active' ? 'active' : 'completed' }),
-        lowHigh(a.recordedDate ?? obsTime, clin?.code && clin.code !== 'active' ? a.lastOccurrence : undefined),
+        ivl('effectiveTime', a.recordedDate ?? obsTime, clin?.code && clin.code !== 'active' ? a.lastOccurrence : undefined, false),
         el(
           'entryRelationship',
           { typeCode: 'SUBJ', inversionInd: 'false' },
@@ -830,7 +868,7 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
                     { classCode: 'OBS', moodCode: 'EVN' },
                     tid(T('3.44')),
                     el('id', { root: randomUUID().toUpperCase() }),
-                    el('code', { code: '418799008', codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: 'Finding reported by subject or history provider' }),
+                    keptCode(readCdaExt(reaction, 'reactionType'), VS.codeProb, { system: 'http://snomed.info/sct', code: '418799008', display: 'Finding reported by subject or history provider' }),
                     el('text', undefined, el('reference', { value: `#${rowId}-reaction` })),
                     el('statusCode', { code: 'completed' }),
                     el('effectiveTime', undefined, reaction?.onset ? ts('low', reaction.onset) : el('low', { nullFlavor: 'UNK' })),
@@ -847,13 +885,14 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
                 )
               : undefined,
             crit
-              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.33')), fixed('code', '82606-5', 'http://loinc.org', 'Allergy or intolerance criticality'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', crit, 'http://hl7.org/fhir/allergy-intolerance-criticality', { low: 'Low Risk', high: 'High Risk', 'unable-to-assess': 'Unable to Assess Risk' }[crit] ?? crit, { 'xsi:type': 'CE' })))
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.33')), fixed('code', '82606-5', LOINC_URI, 'Allergy or intolerance criticality'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', crit, 'http://hl7.org/fhir/allergy-intolerance-criticality', { low: 'Low Risk', high: 'High Risk', 'unable-to-assess': 'Unable to Assess Risk' }[crit] ?? crit, { 'xsi:type': 'CE' })))
               : undefined,
             ver?.code
-              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.35')), fixed('code', '66455-7', 'http://loinc.org', 'Allergy or intolerance certainty'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.35')), fixed('code', '66455-7', LOINC_URI, 'Allergy or intolerance certainty'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
               : undefined,
+            // A status an older wave coded otherwise (SNOMED CT 55561003 "Active"...) travels as translation.
             clin?.code
-              ? el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.34')), fixed('code', '33999-4', 'http://loinc.org', 'Status'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', clin.code, 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', clin.display ?? clin.code, { 'xsi:type': 'CE' })))
+              ? el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.34')), fixed('code', '33999-4', LOINC_URI, 'Status'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), withTranslations(fixed('value', clin.code, 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', clin.display ?? clin.code, { 'xsi:type': 'CE' }), clin, readCdaExt(a, 'status'))))
               : undefined,
             ...commentActs(a.note, ctx, sid, notes),
           ),
@@ -888,7 +927,7 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
         entryId(c),
         el('code', { code: 'CONC', codeSystem: '2.16.840.1.113883.5.6', codeSystemName: 'ActClass', displayName: 'Concern' }),
         el('statusCode', { code: active && !past ? 'active' : 'completed' }),
-        lowHigh(onset ?? c.recordedDate, end),
+        ivl('effectiveTime', onset ?? c.recordedDate, end, false),
         el(
           'entryRelationship',
           { typeCode: 'SUBJ', inversionInd: 'false' },
@@ -900,10 +939,10 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
             keptCode(readCdaExt(c, 'problemType'), VS.codeProb, { system: 'http://snomed.info/sct', code: '404684003', display: 'Clinical finding' }),
             el('text', undefined, el('reference', { value: `#${rowId}-name` })),
             el('statusCode', { code: 'completed' }),
-            lowHigh(onset, end),
+            ivl('effectiveTime', onset, end, false),
             toCD(displayed(c.code), { tag: 'value', xsiType: 'CD', valueSet, ref: `${rowId}-name` }),
             ver?.code && inValueSet(VS.certainty, ver.system, ver.code) !== false
-              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.49')), fixed('code', '66455-7', 'http://loinc.org', 'Condition verification status'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
+              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.49')), fixed('code', '66455-7', LOINC_URI, 'Condition verification status'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
               : undefined,
             c.severity?.coding?.length
               ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), toCD(displayed(c.severity), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true })))
@@ -922,13 +961,14 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
  * IHE comment acts (LOINC 48767-8) for FHIR notes; eHDSIComment wants the text as a reference, so each note is a
  * paragraph of the section narrative (collected in `paras`).
  */
-function commentActs(notes: Annotation[] | undefined, ctx: Ctx, sid: string, paras: X[]): X[] {
+function commentActs(notes: Annotation[] | undefined, ctx: Ctx, sid: string, paras: X[], typeCode: 'SUBJ' | 'COMP' = 'SUBJ'): X[] {
   return (notes ?? [])
     .filter((n) => n.text)
     .map((n) => {
       const id = `${nid(ctx, sid)}-note`;
       paras.push(paragraph(n.text, id));
-      return el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('act', { classCode: 'ACT', moodCode: 'EVN' }, tid('2.16.840.1.113883.10.20.1.40'), tid('1.3.6.1.4.1.19376.1.5.3.1.4.2'), fixed('code', '48767-8', 'http://loinc.org', 'Annotation comment'), el('text', undefined, el('reference', { value: `#${id}` })), el('statusCode', { code: 'completed' })));
+      // eHDSI result observations take their comments as COMP; elsewhere the IHE comment is SUBJ, inverted.
+      return el('entryRelationship', typeCode === 'SUBJ' ? { typeCode, inversionInd: 'true' } : { typeCode }, el('act', { classCode: 'ACT', moodCode: 'EVN' }, tid('2.16.840.1.113883.10.20.1.40'), tid('1.3.6.1.4.1.19376.1.5.3.1.4.2'), fixed('code', '48767-8', LOINC_URI, 'Annotation comment'), el('text', undefined, el('reference', { value: `#${id}` })), el('statusCode', { code: 'completed' })));
     });
 }
 
@@ -940,26 +980,10 @@ function keptCode(kept: CodeableConcept | undefined, valueSet: string, dflt: Cod
   return el(tag, { code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: withDisplay(primary)!.display }, ...distinctTranslations(primary, kept?.coding ?? []));
 }
 
-/**
- * <translation>s for the codings other than the primary one, each code|code system once (RIM-002): a source that
- * repeats a code under an alias OID of the same code system (ICD-10 2.16.840.1.113883.6.3 and the eHDSI ICD-10
- * OID) comes back once.
- */
-function distinctTranslations(primary: Coding | undefined, codings: Coding[]): X[] {
-  const key = (c: Coding) => `${describeCodeSystem(c.system!).oid ?? c.system}|${c.code}`;
-  const seen = new Set<string>(primary?.system && primary.code ? [key(primary)] : []);
-  const out: X[] = [];
-  for (const c of codings) {
-    if (!c.code || !c.system || seen.has(key(c))) continue;
-    seen.add(key(c));
-    out.push(codedTranslation(c));
-  }
-  return out;
-}
-
-function codedTranslation(c: Coding): X {
-  const d = describeCodeSystem(c.system!);
-  return el('translation', { code: c.code, codeSystem: d.oid ?? c.system, codeSystemName: d.cdaName, displayName: withDisplay(c)!.display });
+/** A coded element with the codings of a kept concept as translations (other than its own code). */
+function withTranslations(x: X, own: Coding, kept: CodeableConcept | undefined): X {
+  const tr = distinctTranslations(own, kept?.coding ?? []);
+  return tr.length ? { ...x, c: [...(x.c ?? []), ...tr] } : x;
 }
 
 /** Problem status (33999-4) and health status (11323-3) observations kept from a CDA source. */
@@ -967,10 +991,10 @@ function statusObservations(c: Condition, ref: string): X[] {
   const out: X[] = [];
   const status = readCdaExt(c, 'status');
   if (status?.coding?.length)
-    out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.9')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.1.1'), tid('2.16.840.1.113883.10.20.1.57'), tid('2.16.840.1.113883.10.20.1.50'), fixed('code', '33999-4', 'http://loinc.org', 'Status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(status), { tag: 'value', xsiType: 'CE', valueSet: VS.statusCode, noOriginalText: true }))));
+    out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.9')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.1.1'), tid('2.16.840.1.113883.10.20.1.57'), tid('2.16.840.1.113883.10.20.1.50'), fixed('code', '33999-4', LOINC_URI, 'Status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(status), { tag: 'value', xsiType: 'CE', valueSet: VS.statusCode, noOriginalText: true }))));
   const health = readCdaExt(c, 'healthStatus');
   if (health?.coding?.length)
-    out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.10')), fixed('code', '11323-3', 'http://loinc.org', 'Health status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(health), { tag: 'value', xsiType: 'CE', valueSet: VS.resolutionOutcome, noOriginalText: true }))));
+    out.push(el('entryRelationship', { typeCode: 'REFR' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.10')), fixed('code', '11323-3', LOINC_URI, 'Health status'), el('text', undefined, el('reference', { value: `#${ref}` })), el('statusCode', { code: 'completed' }), toCD(displayed(health), { tag: 'value', xsiType: 'CE', valueSet: VS.resolutionOutcome, noOriginalText: true }))));
   return out;
 }
 
@@ -1047,7 +1071,8 @@ function immunizations(list: Immunization[], sid: string, ctx: Ctx): Built {
         tid('2.16.840.1.113883.10.20.1.24'),
         entryId(im),
         // The eHDSI template fixes this code system OID as published (1.3.5.1.4..., sic).
-        el('code', { code: 'IMMUNIZ', codeSystem: '1.3.5.1.4.1.19376.1.5.3.2', codeSystemName: 'IHEActCode', displayName: 'Immunization' }),
+        // An act code the source wrote under another code system (HL7 ActCode, older waves) travels as translation.
+        el('code', { code: 'IMMUNIZ', codeSystem: IHE_ACT_CODE, codeSystemName: 'IHEActCode', displayName: 'Immunization' }, ...distinctTranslations({ system: `urn:oid:${IHE_ACT_CODE}`, code: 'IMMUNIZ' }, readCdaExt(im, 'actCode')?.coding ?? [])),
         el('text', undefined, el('reference', { value: `#${rowId}-name` })),
         el('statusCode', { code: 'completed' }),
         ts('effectiveTime', im.occurrenceDateTime),
@@ -1071,7 +1096,7 @@ function immunizations(list: Immunization[], sid: string, ctx: Ctx): Built {
           : undefined,
         target ? el('participant', { typeCode: 'IND' }, el('participantRole', { classCode: 'AGNT' }, toCD(displayed(target), { tag: 'code', valueSet: VS.illness, ref: `${rowId}-target` }), el('playingEntity', { classCode: 'ENT', nullFlavor: 'UNK' }))) : undefined,
         dose !== undefined
-          ? el('entryRelationship', { typeCode: 'SUBJ' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.28')), fixed('code', '30973-2', 'http://loinc.org', 'Dose number'), el('statusCode', { code: 'completed' }), el('value', { 'xsi:type': 'INT', value: dose })))
+          ? el('entryRelationship', { typeCode: 'SUBJ' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.28')), fixed('code', '30973-2', LOINC_URI, 'Dose number'), el('statusCode', { code: 'completed' }), el('value', { 'xsi:type': 'INT', value: dose })))
           : undefined,
       ),
     );
@@ -1098,10 +1123,96 @@ function obsText(o: Observation): string {
   return o.valueDateTime ?? String(o.valueBoolean ?? o.valueInteger ?? '');
 }
 
+const isBloodGroup = (o: Observation) => !!o.code?.coding?.some((c) => c.system === LOINC_URI && ['882-1', '34530-6', '883-9', '10331-7'].includes(c.code ?? ''));
+const V3_INTERPRETATION = 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation';
+
+function rangeText(rr: NonNullable<Observation['referenceRange']>[number] | undefined): string {
+  return rr?.text ?? [rr?.low && fmtQ(rr.low), rr?.high && fmtQ(rr.high)].filter(Boolean).join(' – ');
+}
+
+/**
+ * Results (eHDSIResults): the blood group as eHDSIBloodGroup (3.25); any other result as an eHDSI result organizer
+ * (3.42, BATTERY) whose components are eHDSI result observations (3.43): a panel's members (hasMember), or the
+ * observation itself when it stands alone (the organizer code is then NI: no panel was named).
+ */
+function results(list: Observation[], sid: string, ctx: Ctx): Built {
+  const L = ctx.L;
+  const rows: Cell[][] = [];
+  const out: X[] = [];
+  const notes: X[] = [];
+  const row = (o: Observation): string => {
+    const rowId = nid(ctx, sid);
+    rows.push([{ text: textOfConcept(o.code, ctx.lang), id: `${rowId}-name` }, { text: obsText(o), id: `${rowId}-value` }, { text: rangeText(o.referenceRange?.[0]) }, { text: fmtDate(o.effectiveDateTime ?? o.effectivePeriod?.start) }]);
+    return rowId;
+  };
+  for (const o of list) {
+    const rowId = row(o);
+    const when = o.effectiveDateTime ?? o.effectivePeriod?.start;
+    if (isBloodGroup(o)) {
+      out.push(
+        el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.25')), tid(T('3.20')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'), entryId(o), bloodGroupCode(o.code, `${rowId}-name`), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), ts('effectiveTime', when), obsValue(o, `${rowId}-value`, VS.bloodGroup, 'CE')),
+      );
+      continue;
+    }
+    const members = (o.hasMember ?? []).map((r) => ctx.res.get<Observation>(r)).filter((m): m is Observation => m?.resourceType === 'Observation');
+    const parts = members.length ? members.map((m) => ({ m, id: row(m) })) : [{ m: o, id: rowId }];
+    out.push(
+      el(
+        'organizer',
+        { classCode: 'BATTERY', moodCode: 'EVN' },
+        tid(T('3.42')),
+        entryId(o),
+        members.length ? toCD(displayed(o.code), { tag: 'code', ref: `${rowId}-name` }) : el('code', { nullFlavor: 'NI' }),
+        el('statusCode', { code: 'completed' }),
+        members.length && when ? ts('effectiveTime', when) : undefined,
+        ...parts.map(({ m, id }) => el('component', undefined, resultObservation(m, id, sid, ctx, notes))),
+      ),
+    );
+  }
+  return { narrative: [table([L.name, L.value, L.reference, L.date], rows), ...notes], entries: out };
+}
+
+/** An eHDSI result observation (3.43): value, interpretation, method, site, comments (COMP) and the reference range. */
+function resultObservation(m: Observation, rowId: string, sid: string, ctx: Ctx, notes: X[]): X {
+  const rr = m.referenceRange?.find((r) => r.low || r.high);
+  const point = rr?.low && rr.high && rr.low.value === rr.high.value && (rr.low.code ?? rr.low.unit) === (rr.high.code ?? rr.high.unit);
+  const normal = rr?.type?.coding?.find((c) => c.system === V3_INTERPRETATION && c.code === 'N');
+  return el(
+    'observation',
+    { classCode: 'OBS', moodCode: 'EVN' },
+    tid(T('3.43')),
+    tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'),
+    entryId(m),
+    toCD(displayed(m.code), { tag: 'code', ref: `${rowId}-name` }),
+    el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+    el('statusCode', { code: 'completed' }),
+    ts('effectiveTime', m.effectiveDateTime ?? m.effectivePeriod?.start),
+    obsValue(m, `${rowId}-value`) ?? el('value', { 'xsi:type': 'PQ', nullFlavor: 'UNK' }),
+    // One interpretation and one site (eHDSIResultObservation): the first of each.
+    m.interpretation?.[0] ? toCD(displayed(m.interpretation[0]), { tag: 'interpretationCode', noOriginalText: true }) : undefined,
+    m.method ? toCD(displayed(m.method), { tag: 'methodCode', noOriginalText: true }) : undefined,
+    m.bodySite ? toCD(displayed(m.bodySite), { tag: 'targetSiteCode', noOriginalText: true }) : undefined,
+    ...commentActs(m.note, ctx, sid, notes, 'COMP'),
+    rr
+      ? el(
+          'referenceRange',
+          { typeCode: 'REFV' },
+          el(
+            'observationRange',
+            { classCode: 'OBS', moodCode: 'EVN.CRT' },
+            rr.text ? el('text', undefined, rr.text) : undefined,
+            point ? pq('value', rr.low, 'PQ') : el('value', { 'xsi:type': 'IVL_PQ' }, rr.low ? pq('low', rr.low) : undefined, rr.high ? pq('high', rr.high) : undefined),
+            normal ? fixed('interpretationCode', 'N', V3_INTERPRETATION, normal.display ?? 'Normal') : undefined,
+          ),
+        )
+      : undefined,
+  );
+}
+
 /** The blood group code is LOINC 34530-6 in eHDSI; another LOINC blood group code travels as translation. */
 function bloodGroupCode(cc: CodeableConcept | undefined, ref: string): X {
-  const others = (cc?.coding ?? []).filter((c) => !(c.system === 'http://loinc.org' && c.code === '34530-6'));
-  return toCD(displayed({ ...cc, coding: [{ system: 'http://loinc.org', code: '34530-6', display: 'ABO and Rh group panel - Blood' }, ...others] }), { tag: 'code', ref });
+  const others = (cc?.coding ?? []).filter((c) => !(c.system === LOINC_URI && c.code === '34530-6'));
+  return toCD(displayed({ ...cc, coding: [{ system: LOINC_URI, code: '34530-6', display: 'ABO and Rh group panel - Blood' }, ...others] }), { tag: 'code', ref });
 }
 
 function vitals(list: Observation[], sid: string, ctx: Ctx): Built {
@@ -1168,12 +1279,31 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
     const refRange = o.referenceRange?.[0];
     rows.push([{ text: textOfConcept(o.code, ctx.lang), id: `${rowId}-name` }, { text: obsText(o), id: `${rowId}-value` }, { text: refRange?.text ?? [refRange?.low && fmtQ(refRange.low), refRange?.high && fmtQ(refRange.high)].filter(Boolean).join(' – ') }, { text: fmtDate(o.effectiveDateTime ?? o.effectivePeriod?.start) }]);
     const when = o.effectiveDateTime ?? o.effectivePeriod?.start;
-    const blood = o.code?.coding?.some((c) => c.system === 'http://loinc.org' && ['882-1', '34530-6', '883-9', '10331-7'].includes(c.code ?? ''));
+    const blood = o.code?.coding?.some((c) => c.system === LOINC_URI && ['882-1', '34530-6', '883-9', '10331-7'].includes(c.code ?? ''));
     // eHDSI 8.0.0 result entries are the blood group only (eHDSIBloodGroup, LOINC 34530-6); other results stay in
     // the narrative.
     if (key === 'results' && !blood) continue;
     // Social history entries are bound to eHDSISocialHistory: others stay in the narrative.
     if (key === 'social' && !o.code?.coding?.some((c) => inValueSet(VS.socialHistory, c.system, c.code))) continue;
+    // Pregnancy history (eHDSI 8.0.0): an outcome of pregnancy (eHDSIOutcomeOfPregnancy code, a count) is an
+    // eHDSIPregnancyOutcomeObservation (3.46); a date of delivery (LOINC 93857-1) an eHDSIPregnancyObservation (3.47).
+    if (key === 'pregnancy' && (o.code?.coding?.some((c) => inValueSet(VS.outcomeOfPregnancy, c.system, c.code)) || o.code?.coding?.some((c) => c.system === LOINC_URI && c.code === '93857-1'))) {
+      const outcome = o.code?.coding?.some((c) => inValueSet(VS.outcomeOfPregnancy, c.system, c.code));
+      out.push(
+        el(
+          'observation',
+          { classCode: 'OBS', moodCode: 'EVN' },
+          tid(T(outcome ? '3.46' : '3.47')),
+          entryId(o),
+          toCD(displayed(o.code), { tag: 'code', valueSet: outcome ? VS.outcomeOfPregnancy : undefined, ref: `${rowId}-name` }),
+          el('text', undefined, el('reference', { value: `#${rowId}-name` })),
+          el('statusCode', { code: 'completed' }),
+          when ? ts('effectiveTime', when) : undefined,
+          obsValue(o, `${rowId}-value`),
+        ),
+      );
+      continue;
+    }
     if (key === 'functional') {
       out.push(
         el(
@@ -1181,7 +1311,7 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
           { classCode: 'CLUSTER', moodCode: 'EVN' },
           tid(T('3.39')),
           entryId(o),
-          fixed('code', '47420-5', 'http://loinc.org', 'Functional status assessment note'),
+          fixed('code', '47420-5', LOINC_URI, 'Functional status assessment note'),
           el('statusCode', { code: 'completed' }),
           ts('effectiveTime', when),
           el('component', undefined, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.40')), tid('1.3.6.1.4.1.19376.1.5.3.1.4.13'), el('id', { root: randomUUID().toUpperCase() }), toCD(displayed(o.code), { tag: 'code', ref: `${rowId}-name` }), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), ts('effectiveTime', when), obsValue(o, `${rowId}-value`, undefined, 'CE'))),
@@ -1224,14 +1354,14 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
   }
   if (key === 'pregnancy') {
     if (!pregnancyStatus && nestedPregnancy.length) {
-      pregnancyStatus = el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.45')), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '82810-3', 'http://loinc.org', 'Pregnancy status'), el('text', undefined, el('reference', { value: `#${rows[0]?.[0]?.id ?? sid}` })), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), el('value', { 'xsi:type': 'CE', nullFlavor: 'UNK' }));
+      pregnancyStatus = el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.45')), el('id', { root: randomUUID().toUpperCase() }), fixed('code', '82810-3', LOINC_URI, 'Pregnancy status'), el('text', undefined, el('reference', { value: `#${rows[0]?.[0]?.id ?? sid}` })), el('statusCode', { code: 'completed' }), el('effectiveTime', { nullFlavor: 'UNK' }), el('value', { 'xsi:type': 'CE', nullFlavor: 'UNK' }));
     }
     if (pregnancyStatus) {
       for (const n of nestedPregnancy) {
         n.c = (n.c ?? []).map((c) => (c && typeof c === 'object' && c.n === 'templateId' && (c.a?.root === T('3.45')) ? el('templateId', { root: T('3.24') }) : c));
         pregnancyStatus.c = [...(pregnancyStatus.c ?? []), el('entryRelationship', { typeCode: 'COMP' }, n)];
       }
-      out.push(pregnancyStatus);
+      out.unshift(pregnancyStatus);
     }
   }
   return { narrative: [table([L.name, L.value, L.reference, L.date], rows)], entries: out };

@@ -19,6 +19,12 @@ import type { Scope } from '../terminology/registry.ts';
 import { attr, kid, kids, textOf, type Element, type X } from './cda/xml.ts';
 
 export const MVC_VERSION = '8.0.0';
+/** LOINC, and the LOINC code of a Patient Summary document (FHIR Composition.type, CDA ClinicalDocument/code). */
+export const LOINC_URI = 'http://loinc.org';
+export const PATIENT_SUMMARY_LOINC = '60591-5';
+/** The Luxembourg national identification number (matricule): OID, and FHIR identifier system. */
+export const MATRICULE_OID = '1.3.182.4.4';
+export const MATRICULE_SYSTEM = `urn:oid:${MATRICULE_OID}`;
 const MVC = '1.3.6.1.4.1.12559.11.10.1.3.1.42.';
 
 /** The MVC value sets the mapping uses (OIDs). */
@@ -70,7 +76,9 @@ export const VS = {
  * `urn:oid:` demands an OID; the way back to CDA writes the value unchanged (docs/crossborder.md).
  */
 export const CDA_UID_NS = 'https://dsp.lu/fhir/cda-uid/';
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A UUID (either case): the one pattern the module uses for CDA uids, FHIR ids and urn:uuid values. */
+export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const isUuid = (s: string | undefined): s is string => !!s && UUID_RE.test(s);
 
 /** The FHIR system (or identifier namespace) for a CDA uid: OID -> the table's URI or urn:oid, UUID -> urn:uuid, else CDA_UID_NS. */
 export function cdaUidToUri(uid: string): string {
@@ -210,6 +218,33 @@ function codingAttrs(c: Coding): Record<string, string | undefined> | undefined 
   return { code: c.code, codeSystem: d.oid, codeSystemName: d.cdaName, codeSystemVersion: c.version, displayName: c.display };
 }
 
+/** displayName is required on every code (dtr1-1-CD.EPSOS): a coding without display gets the terminology's (else its code). */
+export function withDisplay(c: Coding): Coding;
+export function withDisplay(c: Coding | undefined): Coding | undefined;
+export function withDisplay(c: Coding | undefined): Coding | undefined {
+  if (!c || c.display || !c.system || !c.code) return c;
+  return { ...c, display: designation(c.system, c.code, 'en') ?? c.code };
+}
+
+/**
+ * The <translation>s of a coded element: every coding but the primary one, each code|code system (OID) once
+ * (RIM-002: a source that repeats a code under an alias OID of the same code system, ICD-10 2.16.840.1.113883.6.3
+ * and the eHDSI ICD-10 OID, comes back once), each with a displayName; codings whose system has no OID are not
+ * CDA codes and are left out. The one de-duplication of the module (toCD and the writer's fixed codes use it).
+ */
+export function distinctTranslations(primary: Coding | undefined, codings: Coding[]): X[] {
+  const key = (c: Coding) => `${describeCodeSystem(c.system!).oid ?? c.system}|${c.code}`;
+  const seen = new Set<string>(primary?.system && primary.code ? [key(primary)] : []);
+  const out: X[] = [];
+  for (const c of codings) {
+    const a = codingAttrs(withDisplay(c));
+    if (!a || seen.has(key(c))) continue;
+    seen.add(key(c));
+    out.push({ n: 'translation', a });
+  }
+  return out;
+}
+
 /** The CDA coded element for a CodeableConcept (or a single Coding). */
 export function toCD(cc: CodeableConcept | Coding | undefined, o: CdOptions): X {
   const concept: CodeableConcept = !cc ? {} : 'coding' in cc || 'text' in cc || !('code' in cc) ? (cc as CodeableConcept) : { coding: [cc as Coding] };
@@ -225,18 +260,10 @@ export function toCD(cc: CodeableConcept | Coding | undefined, o: CdOptions): X 
     primary = first ? (transcodeToMvc([first], undefined) ?? first) : undefined;
   }
   // Translations are distinct (RIM-002) and never repeat the primary code.
-  const oidKey = (c: Coding) => `${describeCodeSystem(c.system!).oid ?? c.system}|${c.code}`;
-  const seen = new Set<string>(primary ? [oidKey(primary)] : []);
-  const others = codings.filter((c) => {
-    const k = oidKey(c);
-    if (c === primary || seen.has(k) || !codingAttrs(c)) return false;
-    seen.add(k);
-    return true;
-  });
+  const translations = distinctTranslations(primary, codings.filter((c) => c !== primary));
   const base: Record<string, string | undefined> = { ...(o.xsiType ? { 'xsi:type': o.xsiType } : {}), ...o.attrs };
   const original =
     o.noOriginalText ? undefined : o.ref ? { n: 'originalText', c: [{ n: 'reference', a: { value: `#${o.ref}` } }] } : concept.text ? { n: 'originalText', c: [concept.text] } : undefined;
-  const translations: X[] = others.map((c) => ({ n: 'translation', a: codingAttrs(c)! }));
   if (primary) return { n: o.tag, a: { ...base, ...codingAttrs(primary)! }, c: [original, ...translations] };
   let flavor = nf ?? (codings.length || concept.text ? 'OTH' : 'UNK');
   // Only OTH / NA / UNC may carry originalText or translations (dtr1-1-ANY).
