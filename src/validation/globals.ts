@@ -35,6 +35,8 @@ function globalsOf(ig: unknown): GlobalEntry[] {
 }
 
 function parse(buf: Buffer): unknown {
+  // Most guides declare no global profile; skip parsing them (the terminology package's guide is 2.2 MB).
+  if (!buf.includes('"global"')) return undefined;
   try {
     return JSON.parse(buf.toString('utf8')) as unknown;
   } catch {
