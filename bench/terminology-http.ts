@@ -10,7 +10,9 @@
  *   translate      ConceptMap/$translate, LU VIDAL substance -> ATC (forward);
  *   translate-rev  ConceptMap/$translate, ATC -> VIDAL (reverse=true);
  *   read           peer: GET Patient/{id} (a plain point read);
- *   metadata       peer: GET metadata.
+ *   metadata       peer: GET metadata (only when named in --kinds: each answer rebuilds and serialises the
+ *                  CapabilityStatement, ~1.4 MB of garbage, and the young-generation collections it causes land on
+ *                  whatever request comes next).
  * Two phases:
  *   sequential  one request in flight, the kinds interleaved in a shuffled order (the same number of each), so
  *               every kind sees the same machine load: p50/p95/p99 per kind and the p99 ratio to the read's.
@@ -21,7 +23,7 @@
  *
  * Options: --requests N (per kind, default 3000), --warmup N (per kind, default 300), --concurrency C,
  * --inflight-requests N (per kind in the in-flight phase, default --requests),
- * --kinds a,b (a subset of the kinds above; the read is always kept as the peer), --synchronous FULL|NORMAL (the
+ * --kinds a,b (default validate-code,translate,translate-rev,read; the read is always kept as the peer), --synchronous FULL|NORMAL (the
  * server's DSP_SQLITE_SYNCHRONOUS; default FULL),
  * --cpu-prof (server profile in bench/results/profile/; `node bench/profile-summary.ts --phase sequential
  * --results bench/results/terminology-http.json` keeps that phase; the in-flight phases are named
@@ -127,8 +129,8 @@ try {
     { name: 'read', peer: true, path: () => `/fhir/Patient/${patientId}` },
     { name: 'metadata', peer: true, path: () => '/fhir/metadata' },
   ];
-  if (opts.kinds) {
-    const want = new Set(opts.kinds.split(','));
+  {
+    const want = new Set((opts.kinds ?? 'validate-code,translate,translate-rev,read').split(','));
     for (let i = kinds.length - 1; i >= 0; i--) if (!want.has(kinds[i].name)) kinds.splice(i, 1);
     if (!kinds.some((k) => k.name === 'read')) kinds.push({ name: 'read', peer: true, path: () => `/fhir/Patient/${patientId}` });
   }
