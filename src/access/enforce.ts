@@ -207,8 +207,12 @@ async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSess
 
 /** `Type/id` of the resource a create answered with (its Location), for the audit of a transaction entry. */
 function createdEntity(location: string | undefined): string | undefined {
-  const m = location ? /([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})\/_history\/[^/]+$/.exec(location) : null;
-  return m ? m[1] : undefined;
+  const end = location ? location.lastIndexOf('/_history/') : -1;
+  if (end < 0) return undefined;
+  const slash = location!.lastIndexOf('/', end - 1);
+  const start = slash < 0 ? -1 : location!.lastIndexOf('/', slash - 1);
+  const entity = location!.slice(start + 1, end);
+  return /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(entity) ? entity : undefined;
 }
 
 /** Reads, searches and operations whose target is a type holding no patient's data. */
