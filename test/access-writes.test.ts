@@ -90,3 +90,24 @@ describe('write decisions are made on the state the write commits on', () => {
     expect((await t.http.get('/fhir/Observation/grant-moved')).body.subject.reference).toBe('Patient/ben');
   });
 });
+
+describe('plain JSON reads send the stored text', () => {
+  it('byte for byte as stored, for a professional and an administrator; a body the server replaced is serialised anew', async () => {
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    const stored = await t.ctx.store.current('Observation', 'o-blood');
+    expect(stored?.json).toBeDefined();
+    for (const client of [gp, t.http]) {
+      const res = await client.get('/fhir/Observation/o-blood').set('Accept', 'application/fhir+json');
+      expect(res.status).toBe(200);
+      expect(res.text).toBe(stored!.json);
+    }
+    // The national contact point gets a minimal Patient (the body is replaced): not the stored text.
+    const ncp = await t.as({ role: 'ncp', id: 'Organization/ncp-be' });
+    const patient = await t.ctx.store.current('Patient', 'anna');
+    const minimal = await ncp.get('/fhir/Patient/anna').set('Accept', 'application/fhir+json');
+    expect(minimal.status).toBe(200);
+    expect(minimal.text).not.toBe(patient!.json);
+    expect(minimal.body.generalPractitioner).toBeUndefined();
+    expect(minimal.body.meta.tag.map((c: { code: string }) => c.code)).toContain('SUBSETTED');
+  });
+});

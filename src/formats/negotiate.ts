@@ -152,36 +152,26 @@ export function parseBody(raw: Buffer | string | undefined, contentType: string 
   throw new FhirError(415, `Content-Type ${type} is not supported; use application/fhir+json or application/fhir+xml`, 'not-supported');
 }
 
-/** Responses whose body is, byte for byte, a stored JSON text (see `storedResponse`). */
-const STORED_JSON = new WeakMap<FhirResponse, string>();
+/** Responses whose body is, byte for byte, a stored JSON text (see `storedResponse`), with that body. */
+const STORED_JSON = new WeakMap<FhirResponse, { json: string; body: Resource | undefined }>();
 
 /**
- * A response whose body is a stored resource: the body is parsed from the record only when something asks
- * for it, and until then (or until it is replaced) `storedJson` hands the HTTP layer the stored text, which
- * is exactly what `serialize(body, 'json', false)` would produce.
+ * A response whose body is a stored resource, remembering the record's stored text: while the body is that
+ * record's resource, `storedJson` hands the HTTP layer the text, which is exactly what
+ * `serialize(body, 'json', false)` would produce (no serialisation for a plain JSON read). The resource is
+ * parsed all the same: every read with a principal needs it (the access decision, or the patients an
+ * administrator's read is audited under), so deferring the parse saved nothing (docs/decisions.md).
  */
 export function storedResponse(status: number, headers: Record<string, string>, record: VersionRecord): FhirResponse {
-  const res: FhirResponse = { status, headers, summarizable: true };
-  if (record.json === undefined) {
-    res.body = record.resource;
-    return res;
-  }
-  STORED_JSON.set(res, record.json);
-  Object.defineProperty(res, 'body', {
-    enumerable: true,
-    configurable: true,
-    get: () => record.resource,
-    set: (value: Resource | undefined) => {
-      STORED_JSON.delete(res);
-      Object.defineProperty(res, 'body', { value, writable: true, enumerable: true, configurable: true });
-    },
-  });
+  const res: FhirResponse = { status, headers, summarizable: true, body: record.resource };
+  if (record.json !== undefined) STORED_JSON.set(res, { json: record.json, body: res.body });
   return res;
 }
 
-/** The stored JSON text that is this response's body, when it has one. */
+/** The stored JSON text that is this response's body, unless the body has been replaced since. */
 export function storedJson(res: FhirResponse): string | undefined {
-  return STORED_JSON.get(res);
+  const stored = STORED_JSON.get(res);
+  return stored && stored.body === res.body ? stored.json : undefined;
 }
 
 export function serialize(resource: Resource, format: Format, pretty: boolean): string {
