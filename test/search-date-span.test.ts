@@ -222,6 +222,14 @@ describe('date spans (SQLite R*Tree)', () => {
     expect(await inYear(2034)).toEqual(['moving']);
     const [span] = spansOf('moving');
     expect(spansOf('moving')).toHaveLength(1);
+    // The same dates again (the span is kept as it is), then one value within the span changed.
+    await store.put(g, { method: 'PUT', index: extractIndex(g) });
+    expect(spansOf('moving')).toEqual([span]);
+    expect(await inYear(2033)).toEqual(['moving']);
+    const inner = goal(['2033-03-01', '2033-09-01', '2034-06-01']);
+    await store.put(inner, { method: 'PUT', index: extractIndex(inner) });
+    expect(spansOf('moving')).toEqual([span]);
+    await store.put(g, { method: 'PUT', index: extractIndex(g) });
     // The span covers both values (float32 coordinates rounded outwards).
     expect(span!.low).toBeLessThanOrEqual(Date.parse('2033-03-01T00:00:00.000Z'));
     expect(span!.high).toBeGreaterThanOrEqual(Date.parse('2034-06-01T23:59:59.999Z'));

@@ -256,6 +256,12 @@ interface Prepared {
   db: DatabaseSync;
   /** (rid, pid, low, high) into idx_date_span. */
   insertSpan: StatementSync;
+  /** (rid, pid): one span out. */
+  deleteSpan: StatementSync;
+  /** (rid): every span of a resource out (from its date rows: run before they are deleted). */
+  removeSpans: StatementSync;
+  /** (rid): the spans a resource's date rows give (pid, lo, hi as ISO text). */
+  oldSpans: StatementSync;
   /** One-row INSERT per kind, into the main table and into the _part table. */
   insert: Record<Kind, StatementSync>;
   insertPart: Record<Kind, StatementSync>;
@@ -281,9 +287,10 @@ function statements(db: DatabaseSync): Prepared {
       insert: insertStatements(db, ''),
       insertPart: insertStatements(db, '_part'),
       insertSpan: db.prepare('INSERT INTO idx_date_span (id, pid0, pid1, low, high) VALUES ((?1 << 21) | ?2, ?2, ?2, ?3, ?4)'),
-      // The spans first: their ids come from the date rows about to be deleted.
-      remove: [
-        db.prepare('DELETE FROM idx_date_span WHERE id IN (SELECT (d.rid << 21) | d.pid FROM idx_date d WHERE d.rid = ?1 GROUP BY d.pid)'),...KINDS.flatMap((k) => [TABLES[k].table, `${TABLES[k].table}_part`]).map((t) => db.prepare(`DELETE FROM ${t} WHERE rid = ?`)), ...specialRemoveStatements(db)],
+      deleteSpan: db.prepare('DELETE FROM idx_date_span WHERE id = (?1 << 21) | ?2'),
+      removeSpans: db.prepare('DELETE FROM idx_date_span WHERE id IN (SELECT (d.rid << 21) | d.pid FROM idx_date d WHERE d.rid = ?1 GROUP BY d.pid)'),
+      oldSpans: db.prepare('SELECT d.pid, min(min(d.low, d.high)) AS lo, max(max(d.low, d.high)) AS hi FROM idx_date d WHERE d.rid = ? GROUP BY d.pid'),
+      remove: [...KINDS.flatMap((k) => [TABLES[k].table, `${TABLES[k].table}_part`]).map((t) => db.prepare(`DELETE FROM ${t} WHERE rid = ?`)), ...specialRemoveStatements(db)],
       rowid: db.prepare('SELECT rowid AS rid FROM resources WHERE resource_type = ? AND id = ?'),
       findParam: db.prepare('SELECT pid FROM search_params WHERE resource_type = ? AND code = ?'),
       addParam: db.prepare('INSERT INTO search_params (resource_type, code, kind) VALUES (?, ?, ?)'),
@@ -374,7 +381,14 @@ function rowidOf(p: Prepared, resourceType: string, id: string): number {
 export function writeIndex(db: DatabaseSync, resourceType: string, id: string, values: IndexValue[], fresh = false, rid?: number): void {
   const p = statements(db);
   const r = rid ?? rowidOf(p, resourceType, id);
-  if (!fresh) for (const st of p.remove) st.run(r);
+  // The spans the old date rows give (read before they go): R*Tree deletes and inserts are dear (a node
+  // rewritten, underfull nodes re-inserted), so unchanged spans stay as they are.
+  let old: Map<number, [number, number]> | undefined;
+  if (!fresh) {
+    old = new Map();
+    for (const o of p.oldSpans.all(r) as { pid: number; lo: string; hi: string }[]) old.set(o.pid, [spanLow(o.lo), spanHigh(o.hi)]);
+    for (const st of p.remove) st.run(r);
+  }
   let n = 0;
   let special: IndexValue[] | undefined;
   let spans: Map<number, [number, number]> | undefined;
@@ -403,6 +417,12 @@ export function writeIndex(db: DatabaseSync, resourceType: string, id: string, v
     } else INSERT_ROW[v.type](p.insert[v.type], r, paramId(p, resourceType, v.param, v.type), n, v);
   }
   if (special) writeSpecialIndex(p, r, resourceType, special);
+  if (old)
+    for (const [pid, [lo, hi]] of old) {
+      const now = spans?.get(pid);
+      if (now && now[0] === lo && now[1] === hi) spans!.delete(pid);
+      else p.deleteSpan.run(r, pid); // changed or gone (a composite component's pid has none: no-op)
+    }
   if (spans) for (const [pid, [lo, hi]] of spans) p.insertSpan.run(r, pid, lo, hi);
 }
 
@@ -411,6 +431,7 @@ export function deleteIndex(db: DatabaseSync, resourceType: string, id: string, 
   const p = statements(db);
   const r = rid ?? (p.rowid.get(resourceType, id) as { rid: number } | undefined)?.rid;
   if (r === undefined) return;
+  p.removeSpans.run(r);
   for (const st of p.remove) st.run(r);
 }
 
