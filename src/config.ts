@@ -2,7 +2,8 @@
  * Configuration, read from environment variables (documented in README.md, "Configuration").
  * Every value is checked at start-up: a bad value stops the server with a message naming the variable.
  */
-import { profileValidationMode, type ProfileValidationMode } from './validation/index.ts';
+// Types only: the validator (about a second to import) is loaded by what validates, not by every CLI command.
+import type { ProfileValidationMode } from './validation/index.ts';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
@@ -119,6 +120,19 @@ function tlsConfig(env: NodeJS.ProcessEnv, cwd: string): Config['tls'] {
 
 const LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
+/** DSP_PROFILE_VALIDATION: off | warn | reject (default warn). */
+function profileValidationMode(raw: string | undefined): ProfileValidationMode {
+  const v = (raw ?? '').trim().toLowerCase();
+  if (v === '') return 'warn';
+  if (v === 'off' || v === 'warn' || v === 'reject') return v;
+  throw new Error(`DSP_PROFILE_VALIDATION must be off, warn or reject (got "${raw}")`);
+}
+
+/** The server's signing key (dev tokens, token endpoint) in a data folder. */
+export function signingKeyFile(dataDir: string): string {
+  return resolve(dataDir, 'signing-key.jwk.json');
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
   const logLevel = (env.DSP_LOG_LEVEL ?? 'info') as LogLevel;
   if (!LEVELS.includes(logLevel)) throw new Error(`DSP_LOG_LEVEL must be one of ${LEVELS.join(', ')}`);
@@ -131,11 +145,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const defaultCount = int(env, 'DSP_DEFAULT_COUNT', 20);
   const maxCount = int(env, 'DSP_MAX_COUNT', 1000);
   if (defaultCount > maxCount) throw new Error('DSP_DEFAULT_COUNT must not exceed DSP_MAX_COUNT');
+  const dataDir = resolve(cwd, env.DSP_DATA_DIR ?? 'data');
   return {
     port: int(env, 'PORT', 8080, 0),
     host: env.DSP_HOST ?? '0.0.0.0',
     baseUrl,
-    dataDir: resolve(cwd, env.DSP_DATA_DIR ?? 'data'),
+    dataDir,
     mongodbUri: env.MONGODB_URI || undefined,
     mongodbDb: env.MONGODB_DB ?? 'dsp',
     logLevel,
@@ -145,7 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     auditSync,
     profileValidation: profileValidationMode(env.DSP_PROFILE_VALIDATION),
     validationWarmUp: bool(env, 'DSP_VALIDATION_WARMUP', true),
-    auth: authConfig(env, cwd, resolve(cwd, env.DSP_DATA_DIR ?? 'data')),
+    auth: authConfig(env, cwd, dataDir),
     tls: tlsConfig(env, cwd),
     limits: {
       maxBodyBytes: int(env, 'DSP_MAX_BODY_BYTES', 20 * 1024 * 1024),
@@ -191,12 +206,17 @@ function authConfig(env: NodeJS.ProcessEnv, cwd: string, dataDir: string): AuthC
     audience: env.DSP_AUTH_AUDIENCE ?? 'dsp-fhir',
     issuers,
     clients,
-    keyFile: resolve(dataDir, 'signing-key.jwk.json'),
+    keyFile: signingKeyFile(dataDir),
   };
 }
 
-/** Configuration for tests and embedding: defaults with overrides, no environment. */
+/**
+ * Configuration for tests and embedding: defaults with overrides, no environment. The signing key (and with
+ * it the audit files, src/access/service.ts) lives in the data folder: a `dataDir` override moves it too,
+ * unless `auth` is given as well.
+ */
 export function testConfig(overrides: Partial<Config> = {}): Config {
   const base = loadConfig({}, process.cwd());
-  return { ...base, loadExamples: false, logLevel: 'silent', validationWarmUp: false, ...overrides, limits: { ...base.limits, ...overrides.limits } };
+  const auth = overrides.auth ?? (overrides.dataDir !== undefined && base.auth ? { ...base.auth, keyFile: signingKeyFile(overrides.dataDir) } : base.auth);
+  return { ...base, loadExamples: false, logLevel: 'silent', validationWarmUp: false, ...overrides, auth, limits: { ...base.limits, ...overrides.limits } };
 }
