@@ -99,7 +99,8 @@ CREATE INDEX IF NOT EXISTS history_last_updated ON history (last_updated);
 
 /**
  * Schema version in `PRAGMA user_version`: 4 = integer-keyed index rows (rid, pid), 5 = plus the `_text` /
- * `_content` and `near` tables (a version-4 file opens as it is; `$reindex` fills them). Version 0 with tables is
+ * `_content` and `near` tables (a version-4 file opens as it is; `$reindex` fills them), 6 = plus the date spans
+ * (`idx_date_span`, built from the date rows when a version 4 or 5 file opens). Version 0 with tables is
  * the first schema (index rows keyed by type, id and parameter text).
  */
 const SCHEMA_VERSION = SEARCH_SCHEMA_VERSION;
