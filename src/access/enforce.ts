@@ -8,7 +8,7 @@ import type { CurrentRecord, StoreSession, VersionRecord } from '../store/port.t
 import type { Context } from '../fhir/interactions.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import { FhirError } from '../fhir/outcome.ts';
-import { fhirModel } from '../fhir/model.ts';
+import { ID_PATTERN, fhirModel } from '../fhir/model.ts';
 import { buildAuditEvent, transactionAuditOf } from '../audit/event.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
@@ -36,7 +36,6 @@ interface Classified {
 const WRITES = new Set<Interaction>(['create', 'update', 'patch', 'delete', 'batch', 'operation']);
 /** Types whose writes can change an access decision: the shared policy cache is cleared after them. */
 const POLICY_TYPES = new Set(['Patient', 'Consent', 'CareTeam', 'EpisodeOfCare', 'PractitionerRole']);
-const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 /** The target of an operation request, as the operation registry will see it. */
 function operationTarget(info: Classified): OperationTarget {
   return info.id ? { level: 'instance', resourceType: info.type, id: info.id } : info.type ? { level: 'type', resourceType: info.type } : { level: 'system' };
@@ -253,7 +252,7 @@ function reuse(reads: StoreSession, type: string, id: string, seen: Seen): Store
 }
 
 async function checkInstance(scope: AccessScope, reads: StoreSession, type: string, id: string, seen?: Seen): Promise<Resource | undefined> {
-  if (scope.unrestricted || !fhirModel().isResourceType(type) || !ID.test(id)) return undefined;
+  if (scope.unrestricted || !fhirModel().isResourceType(type) || !ID_PATTERN.test(id)) return undefined;
   const rec = await currentOf(reads, type, id, seen);
   // A tombstone's last live version: kept for the interaction too.
   const reader: StoreSession = seen
@@ -348,7 +347,7 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
     case 'operation': {
       const name = info.operation!;
       // An operation on a patient's record is in that patient's audit trail, allowed or not, whoever calls it.
-      if (info.type === 'Patient' && info.id && ID.test(info.id)) scope.facts.patients.add(info.id);
+      if (info.type === 'Patient' && info.id && ID_PATTERN.test(info.id)) scope.facts.patients.add(info.id);
       const op = operationRegistry.get(name);
       if (!op) return route(ctx, req, session); // the registry's 404: nothing runs
       // Each operation declares its own rule (src/operations/registry.ts); one without is refused (fail closed).

@@ -24,6 +24,7 @@
 import type { CareTeam, Consent, EpisodeOfCare, Patient, PractitionerRole, Reference } from 'fhir/r4';
 import type { StoreSession } from '../store/port.ts';
 import { FhirError } from '../fhir/outcome.ts';
+import { ID_SOURCE, TYPE_ID_PATTERN } from '../fhir/model.ts';
 
 export const POLICY_SYSTEM = 'https://dsp.lu/fhir/CodeSystem/access-policy';
 export const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
@@ -185,6 +186,7 @@ function applyConsent(policy: PatientPolicy, c: Consent, now: number): void {
   }
 }
 
+const PROFESSIONAL = new RegExp(`^(Practitioner|PractitionerRole)/${ID_SOURCE}$`);
 const searchBase = { sort: [], count: 10_000, total: 'none' as const, include: [] };
 
 function refFilter(param: string, reference: string) {
@@ -198,7 +200,7 @@ async function applyCareRelationships(session: StoreSession, policy: PatientPoli
   const patient = `Patient/${policy.patientId}`;
   const roles = new Map<string, string | undefined>();
   const add = async (ref: string | undefined, source: string) => {
-    if (!ref || !/^(Practitioner|PractitionerRole)\/[A-Za-z0-9\-.]{1,64}$/.test(ref)) return;
+    if (!ref || !PROFESSIONAL.test(ref)) return;
     policy.grants.push({ actor: ref, restricted: false, source });
     if (ref.startsWith('PractitionerRole/')) {
       if (!roles.has(ref)) {
@@ -231,8 +233,8 @@ async function applyCareRelationships(session: StoreSession, policy: PatientPoli
 }
 
 function teamId(ref: Reference): string | undefined {
-  const m = /^CareTeam\/([A-Za-z0-9\-.]{1,64})$/.exec(ref.reference ?? '');
-  return m?.[1];
+  const m = TYPE_ID_PATTERN.exec(ref.reference ?? '');
+  return m?.[1] === 'CareTeam' ? m[2] : undefined;
 }
 
 /**

@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { TYPE_ID_PATTERN } from '../fhir/model.ts';
 import {
   type CryptoKey,
   type JWK,
@@ -80,7 +81,7 @@ export interface DevTokenClaims {
 
 export async function signDevToken(key: SigningKey, audience: string, claims: DevTokenClaims): Promise<string> {
   if (!ROLES.includes(claims.role)) throw new Error(`role must be one of ${ROLES.join(', ')}`);
-  if (!/^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(claims.id)) throw new Error(`--id must be a reference like Practitioner/123 (got "${claims.id}")`);
+  if (!TYPE_ID_PATTERN.test(claims.id)) throw new Error(`--id must be a reference like Practitioner/123 (got "${claims.id}")`);
   if (claims.purpose === 'EMERGENCY' && !claims.reason) throw new Error('emergency access needs a reason (--reason)');
   const payload: JWTPayload & Record<string, unknown> = {
     role: claims.role,
@@ -113,7 +114,7 @@ function principalOf(payload: JWTPayload & Record<string, unknown>, method: Prin
     role = type === 'Patient' ? 'patient' : type === 'Practitioner' || type === 'PractitionerRole' ? 'practitioner' : type === 'RelatedPerson' || type === 'Person' ? 'assistant' : undefined;
   }
   if (!role || !ROLES.includes(role)) throw unauthorized('The token names no known role (fhirUser or role claim)');
-  if (!/^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(ref)) throw unauthorized('The token has no valid fhirUser reference');
+  if (!TYPE_ID_PATTERN.test(ref)) throw unauthorized('The token has no valid fhirUser reference');
   return {
     role,
     ref,

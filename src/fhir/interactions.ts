@@ -14,7 +14,7 @@ import { expandSearchFilters } from '../search/valuesets.ts';
 import { terminologyService } from '../terminology/service.ts';
 import { assertValidResource, validateOnWrite } from '../validation/index.ts';
 import { applyFhirPathPatch, applyJsonPatch } from './patch.ts';
-import { fhirModel } from './model.ts';
+import { ID_PATTERN, fhirModel } from './model.ts';
 import { checkBusinessRules } from './rules.ts';
 import { compartmentFilter, compartmentTypes, isCompartment } from './compartments.ts';
 import {
@@ -29,7 +29,7 @@ import {
 import { type FhirRequest, type FhirResponse, header, prefer, queryValue } from './request.ts';
 import { storedResponse } from '../formats/negotiate.ts';
 
-export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
+export { ID_PATTERN };
 
 export interface Context {
   store: Store;

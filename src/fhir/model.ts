@@ -9,6 +9,15 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
+/**
+ * The lexical form of the FHIR `id` datatype (R4 datatypes.html#id): 1 to 64 of A-Z a-z 0-9 - and . — the one
+ * definition in the server; ID_SOURCE builds larger patterns (a reference `Type/id`).
+ */
+export const ID_SOURCE = '[A-Za-z0-9\\-.]{1,64}';
+export const ID_PATTERN = new RegExp(`^${ID_SOURCE}$`);
+/** A relative literal reference `Type/id`; groups: the type, the id. */
+export const TYPE_ID_PATTERN = new RegExp(`^([A-Z][A-Za-z]+)/(${ID_SOURCE})$`);
+
 export type TypeKind = 'primitive-type' | 'complex-type' | 'resource' | 'logical';
 
 export interface ElementInfo {

@@ -28,7 +28,7 @@ import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import type { Context } from '../fhir/interactions.ts';
 import type { Principal } from '../access/principal.ts';
 import { FhirError, badRequest, gone, notFound } from '../fhir/outcome.ts';
-import { fhirModel } from '../fhir/model.ts';
+import { ID_SOURCE, TYPE_ID_PATTERN, fhirModel } from '../fhir/model.ts';
 import { compartmentFilter } from '../fhir/compartments.ts';
 import { search, withoutServerMeta } from '../fhir/interactions.ts';
 import { extractIndex } from '../search/indexer.ts';
@@ -39,9 +39,8 @@ import { FLAG_SYSTEM } from '../audit/event.ts';
 import { type OperationAccess, type ScopeNeed, operationRegistry } from './registry.ts';
 
 const BASE = 'https://dsp.lu/fhir/OperationDefinition/';
-const ID = '[A-Za-z0-9\\-.]{1,64}';
-const PROFESSIONAL = new RegExp(`^(Practitioner|PractitionerRole)/${ID}$`);
-const REFERENCE = new RegExp(`^([A-Z][A-Za-z]+)/(${ID})$`);
+const PROFESSIONAL = new RegExp(`^(Practitioner|PractitionerRole)/${ID_SOURCE}$`);
+const REFERENCE = TYPE_ID_PATTERN;
 
 /**
  * Their access rules (src/access/enforce.ts applies them): the patient, their assistant or an administrator;
