@@ -42,6 +42,8 @@ export interface Config {
    * also waits for that fsync).
    */
   auditSync: 'commit' | 'disk';
+  /** The embedded store's audit trail is written by a worker thread (default) or on the event loop. */
+  auditThread: boolean;
   /** Profile validation of written resources that declare profiles (meta.profile): off, warn or reject. */
   profileValidation: ProfileValidationMode;
   /** Warm the validator up in the background once listening (DSP_VALIDATION_WARMUP, default on). */
@@ -158,6 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     examplesDir: resolve(cwd, env.DSP_EXAMPLES_DIR ?? 'examples'),
     sqliteSynchronous: sync,
     auditSync,
+    auditThread: bool(env, 'DSP_AUDIT_THREAD', true),
     profileValidation: profileValidationMode(env.DSP_PROFILE_VALIDATION),
     validationWarmUp: bool(env, 'DSP_VALIDATION_WARMUP', true),
     auth: authConfig(env, cwd, dataDir),

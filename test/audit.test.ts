@@ -324,14 +324,14 @@ describe('dsp-fhir token and dsp-fhir audit verify (processes)', () => {
   }, 180_000);
 });
 
-describe('the audit trail in a writer thread (embedded store with an audit file)', () => {
-  it('links, commits and indexes entries off the event loop: answers wait for their entry, searches and verification see every one', async () => {
+describe.each([true, false])('the audit trail of an embedded store with an audit file (DSP_AUDIT_THREAD=%s)', (thread) => {
+  it('links, commits and indexes entries (in a writer thread, or on the event loop): answers wait for their entry, searches and verification see every one', async () => {
     const dir = tempDir('dsp-audit-worker-');
     const { defaultAuth } = await import('../src/access/service.ts');
     const { AuditTrailWorker } = await import('../src/audit/writer.ts');
-    const t = await makeApp({ dataDir: dir, auth: { ...defaultAuth(), keyFile: join(dir, 'signing-key.json') } });
+    const t = await makeApp({ dataDir: dir, auditThread: thread, auth: { ...defaultAuth(), keyFile: join(dir, 'signing-key.json') } });
     const rt = await accessRuntime(t.ctx);
-    expect(rt.audit).toBeInstanceOf(AuditTrailWorker);
+    expect(rt.audit).toBeInstanceOf(thread ? AuditTrailWorker : AuditLog);
     expect(existsSync(join(dir, 'audit.sqlite'))).toBe(true);
     await t.http.put('/fhir/Observation/o-w').send({ resourceType: 'Observation', id: 'o-w', status: 'final', code: { text: 'weight' }, subject: { reference: 'Patient/p-w' } });
     for (let i = 0; i < 3; i++) {
@@ -351,7 +351,8 @@ describe('the audit trail in a writer thread (embedded store with an audit file)
     expect(report.problems).toEqual([]);
     const events = await allAuditEvents(rt.auditStore);
     expect(events.map((e) => chainOf(e)!.seq)).toEqual(events.map((_, i) => i + 1));
-    await rt.audit.close!();
+    await rt.audit.flush();
+    await rt.audit.close?.();
     // After close, the trail is complete in the file and verifies from a fresh store.
     const store = new SqliteStore({ path: join(dir, 'audit.sqlite') });
     await store.init();

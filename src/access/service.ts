@@ -60,7 +60,7 @@ export function accessRuntime(ctx: { store: Store; config: Config }): Promise<Ac
       const key = await loadSigningKey(auth.keyFile);
       const auditStore = await openAuditStore(ctx.config, ctx.store);
       const waitForDisk = ctx.config.auditSync === 'disk';
-      const auditFile = auditStore instanceof SqliteStore ? auditStore.path : undefined;
+      const auditFile = auditStore instanceof SqliteStore && ctx.config.auditThread ? auditStore.path : undefined;
       let audit: AuditTrail;
       if (auditFile) {
         const writer = new AuditTrailWorker({ path: auditFile, synchronous: ctx.config.sqliteSynchronous, waitForDisk });
