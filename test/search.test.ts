@@ -491,6 +491,8 @@ describe('parseSearch', () => {
     for (const [k, v] of [
       ['birthdate', 'not-a-date'],
       ['birthdate', 'xx2020'],
+      ['birthdate', '2024-02-30'],
+      ['birthdate', 'ge2024-02-30T10:00:00Z'],
       ['value-quantity', 'abc'],
       ['_count', 'ten'],
       ['name:sounds', 'x'],

@@ -73,6 +73,8 @@ export function dateRange(text: string): { low: string; high: string } | undefin
     if (new Date(low).getUTCDate() !== d) return undefined;
     high = low + 86_400_000 - 1;
   } else {
+    // An impossible calendar day (2024-02-30T10:00:00Z) is no date, with a time as without one.
+    if (new Date(base(y, mo - 1, d)).getUTCDate() !== d) return undefined;
     const h = Number(hs);
     const mi = Number(mis);
     if (h > 24 || mi > 59) return undefined;
