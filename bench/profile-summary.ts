@@ -41,7 +41,10 @@ if (!file) {
     console.error(`no .cpuprofile in ${dir}; run npm run bench -- --cpu-prof first`);
     process.exit(1);
   }
-  file = all.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
+  // One run writes a profile per thread (the store's and the audit trail's worker threads too): of the files
+  // written within a minute of the newest, the largest is the main thread's.
+  const newest = Math.max(...all.map((f) => statSync(f).mtimeMs));
+  file = all.filter((f) => statSync(f).mtimeMs > newest - 60_000).sort((a, b) => statSync(b).size - statSync(a).size)[0];
 }
 const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
 
@@ -65,6 +68,8 @@ function where(cf: CallFrame): string {
   const url = cf.url.replace(/^file:\/\//, '');
   if (!url) return cf.functionName.startsWith('(') ? cf.functionName : '(native)';
   if (url.startsWith('node:')) return url;
+  const src = url.lastIndexOf('/src/');
+  if (src >= 0 && !url.includes('/node_modules/')) return url.slice(src + 1).split('/').slice(0, -1).join('/');
   const rel = relative(PROJECT_ROOT, url);
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(rel);
   if (nm) return `lib ${nm[1]}`;
@@ -72,7 +77,8 @@ function where(cf: CallFrame): string {
 }
 function fnKey(cf: CallFrame): string {
   const url = cf.url.replace(/^file:\/\//, '');
-  const rel = url.startsWith('/') ? relative(PROJECT_ROOT, url).replace(/^node_modules\//, '') : url;
+  const src = url.lastIndexOf('/src/');
+  const rel = src >= 0 && !url.includes('/node_modules/') ? url.slice(src + 1) : url.startsWith('/') ? relative(PROJECT_ROOT, url).replace(/^.*node_modules\//, '') : url;
   return `${cf.functionName || '(anonymous)'} ${rel ? `${rel}:${cf.lineNumber + 1}` : ''}`.trim();
 }
 
@@ -92,7 +98,8 @@ for (let i = 0; i < profile.samples.length; i++) {
   const seen = new Set<string>();
   for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
     const cf = byId.get(id)!.callFrame;
-    if (!cf.url.includes(`${PROJECT_ROOT}/src/`)) continue;
+    // The project's own functions (also when the profile comes from a copy of the tree elsewhere).
+    if (!cf.url.includes('/src/') || cf.url.includes('/node_modules/')) continue;
     const k = fnKey(cf);
     if (seen.has(k)) continue;
     seen.add(k);
