@@ -245,6 +245,56 @@ describe('date spans (SQLite R*Tree)', () => {
   });
 });
 
+describe('sorted first pages from the index (top-k)', () => {
+  it('pages a sort over one filter in the order of the R4 rules, ties and missing keys included', async () => {
+    const path = join(dir, 'topk.db');
+    const store = new SqliteStore({ path });
+    await store.init();
+    const goals = resources().filter((r) => r.resourceType === 'Goal') as (Resource & { target?: { dueDate: string }[] })[];
+    // Ties (the same due dates) and goals without a target (no sort key).
+    for (let i = 0; i < 12; i++) goals.push({ resourceType: 'Goal', id: `t${i}`, lifecycleStatus: 'active', description: { text: 'tie' }, subject: { reference: 'Patient/p' }, target: [{ dueDate: i % 2 ? '2020' : '2020-06-01' }] } as never);
+    for (let i = 0; i < 5; i++) goals.push({ resourceType: 'Goal', id: `n${i}`, lifecycleStatus: 'active', description: { text: 'none' }, subject: { reference: 'Patient/p' } } as never);
+    goals.push({ resourceType: 'Goal', id: 'proposed', lifecycleStatus: 'proposed', description: { text: 'x' }, subject: { reference: 'Patient/p' }, target: [{ dueDate: '2040' }] } as never);
+    for (const g of goals) await store.put(g, { method: 'PUT', index: extractIndex(g) });
+    const db = new DatabaseSync(path, { readOnly: true });
+    for (const descending of [true, false]) {
+      // Multi-valued keys: the highest value's end descending, the lowest value's start ascending.
+      const keyOf = (g: Resource) => {
+        const vs = extractIndex(g).filter((v): v is Extract<typeof v, { type: 'date' }> => v.param === 'target-date' && v.type === 'date');
+        if (!vs.length) return null;
+        return descending ? vs.map((v) => v.high).sort().at(-1)! : vs.map((v) => v.low).sort()[0]!;
+      };
+      const want = goals
+        .filter((g) => (g as { lifecycleStatus?: string }).lifecycleStatus === 'active')
+        .map((g) => ({ id: g.id!, k: keyOf(g) }))
+        .sort((a, b) => {
+          if (a.k !== b.k) {
+            if (a.k === null) return descending ? 1 : -1;
+            if (b.k === null) return descending ? -1 : 1;
+            return (a.k < b.k ? -1 : 1) * (descending ? -1 : 1);
+          }
+          return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+        })
+        .map((x) => x.id);
+      for (const count of [1, 3, 7, 50, 1000]) {
+        const q: [string, string][] = [['lifecycle-status', 'active'], ['_sort', `${descending ? '-' : ''}target-date`], ['_count', String(count)]];
+        const request = parseSearch('Goal', q, { strict: true }).request;
+        expect(compileSearch(request, { paramIds: paramIds(db) }).sql.startsWith('WITH m AS MATERIALIZED')).toBe(true);
+        const got: string[] = [];
+        for (let page = 0; page < 500; page++) {
+          const res = await store.search(request);
+          got.push(...res.resources.map((r) => r.id!));
+          if (!res.next) break;
+          request.cursor = res.next;
+        }
+        expect({ descending, count, got }).toEqual({ descending, count, got: want });
+      }
+    }
+    db.close();
+    await store.close();
+  });
+});
+
 describe('_has with source filters on the reference rows', () => {
   it('ignores deleted and changed sources, probed or driven', async () => {
     const store = new SqliteStore({ path: join(dir, 'has.db') });

@@ -976,9 +976,11 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
     const r = row as Record<string, unknown>;
     return { v: request.sort.map((_k, i) => (r[`s${i}`] ?? null) as Scalar | null), t: r.resource_type as string, i: r.id as string };
   };
+  // First page of a sort over one common filter: the index-only top-k (topKSearch) instead.
+  const topK = cursor ? undefined : topKSearch(request, opts.paramIds, content, limit);
   const compiled: CompiledSearch = {
-    sql,
-    params: q.params,
+    sql: topK?.sql ?? sql,
+    params: topK?.params ?? q.params,
     limit,
     cursorAfter(row: unknown): string {
       return encodePageCursor({ ...position(row), before: false, inclusive: false });
@@ -991,6 +993,39 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
     compiled.countParams = cq.params;
   }
   return compiled;
+}
+
+/**
+ * The first page of `[type]?param=x&_sort=[-]key` (one type, one positive parameter filter, one sort key on a
+ * parameter): the sort key of every match is computed from the index tables alone (the matches' rids from the
+ * filter's index, each key through the sort parameter's primary key), then only the matches that can be on the
+ * page are read from `resources`: those whose key is at least as good as the (count + 1)-th best key (all of
+ * its ties, the (type, id) tie-break needs them; all matches when there is no such key or it is missing). The
+ * general plan reads every match's row before sorting. Same rows, same order, same columns; later pages
+ * (cursor) take the general plan, whose keyset conditions read the same keys.
+ */
+function topKSearch(request: SearchRequest, pids: ParamIds | undefined, content: string, limit: number): { sql: string; params: SqlParam[] } | undefined {
+  const [f, ...more] = request.filters;
+  const [key, ...keys] = request.sort;
+  const types = request.resourceTypes;
+  if (!pids || !f || more.length || !key || keys.length || types.length !== 1 || request.count <= 0) return undefined;
+  if (f.kind !== 'param' || f.not || f.type === 'composite' || key.param === '_id' || key.param === '_lastUpdated') return undefined;
+  const q = new Sql(pids);
+  const expr = compileFilter(f, 'r', types, q, 1);
+  const head = 'r.rowid IN (';
+  if (!expr.startsWith(head)) return undefined;
+  const rids = expr.slice(head.length, -1);
+  const sortKey = sortExpression(key.param, key.descending, types, q).replace('x.rid = r.rowid', 'x.rid = k.rid');
+  const order = key.descending ? ' DESC' : '';
+  // Missing keys sort first ascending, last descending (SQLite's NULL order, as in the general plan).
+  const onPage = key.descending ? 'm.s0 >= (SELECT s0 FROM t)' : 'm.s0 IS NULL OR m.s0 <= (SELECT s0 FROM t)';
+  const sql =
+    `WITH m AS MATERIALIZED (SELECT k.rid AS rid, ${sortKey} AS s0 FROM (SELECT DISTINCT rid FROM (${rids})) k), ` +
+    `t AS (SELECT m.s0 AS s0 FROM m ORDER BY m.s0${order} LIMIT 1 OFFSET ${q.p(request.count)}) ` +
+    `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}, m.s0 AS s0 FROM m JOIN resources r ON r.rowid = m.rid ` +
+    `WHERE ((SELECT s0 FROM t) IS NULL OR ${onPage}) AND r.resource_type = ${q.p(types[0]!)} AND r.deleted = 0 ` +
+    `ORDER BY s0${order}, r.resource_type, r.id LIMIT ${q.p(limit)}`;
+  return { sql, params: q.params };
 }
 
 // _include / _revinclude -----------------------------------------------------------------------------------
