@@ -184,6 +184,7 @@ function patient(doc: Element, ctx: Ctx): Patient {
   const names = kids(p, 'name').map(humanName).filter((x): x is HumanName => !!x);
   const addrs = kids(role, 'addr').map(address).filter((x): x is Address => !!x);
   const langs = kids(p, 'languageCommunication').map((l) => attr(kid(l, 'languageCode'), 'code')).filter((x): x is string => !!x);
+  const marital = fromCD(kid(p, 'maritalStatusCode'), ctx);
   const contacts: PatientContact[] = [];
   for (const part of kids(doc, 'participant')) {
     const ae = kid(part, 'associatedEntity');
@@ -211,6 +212,7 @@ function patient(doc: Element, ctx: Ctx): Patient {
     // The birth date is required (IPS, LU PS): a source without one says so with data-absent-reason.
     ...(birth ? { birthDate: birth.slice(0, 10) } : { _birthDate: { extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: DATA_ABSENT[attr(kid(p, 'birthTime'), 'nullFlavor') ?? ''] ?? 'unknown' }] } }),
     ...(addrs.length ? { address: addrs } : {}),
+    ...(marital ? { maritalStatus: marital } : {}),
     ...(contacts.length ? { contact: contacts } : {}),
     ...(langs.length ? { communication: langs.map((l) => ({ language: { coding: [{ system: 'urn:ietf:bcp:47', code: l }] } })) } : {}),
   };
@@ -433,7 +435,7 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
       if (rc?.coding?.some((c) => c.code !== '418799008')) reaction.extension = cdaExt('reactionType', rc);
       const ron = low(kid(r, 'effectiveTime'));
       if (ron) reaction.onset = ron;
-      for (const s of rel(r, 'SUBJ')) {
+      for (const s of rel(r)) {
         if (attr(kid(s, 'code'), 'code') !== 'SEV') continue;
         const sv = fromCD(kid(s, 'value'), ctx);
         const code = sv?.coding?.[0]?.code;
@@ -574,12 +576,15 @@ function device(s: Element, ctx: Ctx): Resource[] {
   const udi = attr(kid(role, 'id'), 'extension');
   const dev: Device = { resourceType: 'Device', type, patient: ctx.patientRef, ...(udi ? { udiCarrier: [{ deviceIdentifier: udi }] } : {}) };
   const devRef = add(ctx, dev);
+  // Older waves also coded the supply act itself (supply/code, the device kind again): kept for the way back.
+  const supplyCode = cdaExt('supplyCode', fromCD(kid(s, 'code'), ctx)?.coding?.length ? fromCD(kid(s, 'code'), ctx) : undefined);
   const et = kid(s, 'effectiveTime');
   const start = low(et);
   const end = high(et);
   return [
     {
       resourceType: 'DeviceUseStatement',
+      ...(supplyCode.length ? { extension: supplyCode } : {}),
       status: isAbsent(type) ? 'active' : end ? 'completed' : 'active',
       subject: ctx.patientRef,
       device: devRef,
@@ -768,7 +773,8 @@ const KEY: Record<string, string> = {
 };
 
 function sectionResources(key: string, entry: Element, ctx: Ctx): Resource[] {
-  const act = kids(entry).find((k) => k.namespaceURI === CDA_NS);
+  // The clinical statement (some sources put a templateId on the entry itself, before it).
+  const act = kids(entry).find((k) => k.namespaceURI === CDA_NS && k.localName !== 'templateId');
   if (!act) return [];
   const name = act.localName;
   switch (key) {

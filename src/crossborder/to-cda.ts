@@ -313,6 +313,7 @@ function recordTarget(p: Patient, ctx: Ctx): X {
         name(p.name?.find((n) => n.use === 'official') ?? p.name?.[0]),
         gender ? el('administrativeGenderCode', { code: gender, codeSystem: '2.16.840.1.113883.5.1', codeSystemName: 'AdministrativeGender', displayName: genderName }) : el('administrativeGenderCode', { nullFlavor: 'UNK' }),
         p.birthDate ? ts('birthTime', p.birthDate) : el('birthTime', { nullFlavor: 'NI' }),
+        p.maritalStatus?.coding?.length ? toCD(displayed(p.maritalStatus), { tag: 'maritalStatusCode', noOriginalText: true }) : undefined,
         ...langs.map((l) => el('languageCommunication', undefined, el('languageCode', { code: l.length === 2 ? `${l}-${(p.address?.[0]?.country ?? 'LU').toUpperCase()}` : l }))),
       ),
     ),
@@ -827,8 +828,10 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
     const typeTranslations = distinctTranslations({ system: 'http://snomed.info/sct', code: kept?.code ?? (a.type === 'intolerance' ? '782197009' : a.type === 'allergy' ? '609328004' : '420134006') }, keptType?.coding ?? []);
     const typeDisplay: Record<string, string> = { '782197009': 'Intolerance to substance', '609328004': 'Allergic disposition', '420134006': 'Propensity to adverse reaction' };
     const drug = a.category?.includes('medication');
-    const sevKept = readCdaExt(reaction, 'severity')?.coding?.[0];
-    const sev = sevKept?.code ? [sevKept.code, sevKept.display ?? sevKept.code] : reaction?.severity ? { mild: ['255604002', 'Mild'], moderate: ['6736007', 'Moderate'], severe: ['24484000', 'Severe'] }[reaction.severity] : undefined;
+    // A severity outside mild / moderate / severe (kept in cda-code, any code system) goes through eHDSISeverity.
+    const sevKept = readCdaExt(reaction, 'severity');
+    const sevCode = reaction?.severity ? { mild: ['255604002', 'Mild'], moderate: ['6736007', 'Moderate'], severe: ['24484000', 'Severe'] }[reaction.severity] : undefined;
+    const sev = sevKept?.coding?.length ? toCD(displayed(sevKept), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true }) : sevCode ? el('value', { 'xsi:type': 'CD', code: sevCode[0], codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: sevCode[1] }) : undefined;
     const crit = a.criticality;
     const clin = a.clinicalStatus?.coding?.[0];
     const ver = a.verificationStatus?.coding?.[0];
@@ -877,13 +880,15 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
                       ? el(
                           'entryRelationship',
                           { typeCode: 'SUBJ', inversionInd: 'true' },
-                          el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('statusCode', { code: 'completed' }), el('value', { 'xsi:type': 'CD', code: sev[0], codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: sev[1] })),
+                          el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('statusCode', { code: 'completed' }), sev),
                         )
                       : undefined,
                     ...commentActs(reaction?.note, ctx, sid, notes),
                   ),
                 )
               : undefined,
+            // A criticality coded outside the FHIR codes (kept in cda-code) is not written: eHDSICriticalityObservation
+            // wants a value from eHDSICriticality, with no nullFlavor.
             crit
               ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.33')), fixed('code', '82606-5', LOINC_URI, 'Allergy or intolerance criticality'), el('text', undefined, el('reference', { value: `#${rowId}-agent` })), el('statusCode', { code: 'completed' }), fixed('value', crit, 'http://hl7.org/fhir/allergy-intolerance-criticality', { low: 'Low Risk', high: 'High Risk', 'unable-to-assess': 'Unable to Assess Risk' }[crit] ?? crit, { 'xsi:type': 'CE' })))
               : undefined,
@@ -1039,6 +1044,7 @@ function devices(list: DeviceUseStatement[], sid: string, ctx: Ctx): Built {
         { classCode: 'SPLY', moodCode: 'EVN' },
         tid(T('3.5')),
         entryId(d),
+        readCdaExt(d, 'supplyCode') ? toCD(displayed(readCdaExt(d, 'supplyCode')), { tag: 'code', valueSet: VS.medicalDevice, noOriginalText: true }) : undefined,
         el('text', undefined, el('reference', { value: `#${rowId}-name` })),
         ivl('effectiveTime', start, d.timingPeriod?.end),
         el(

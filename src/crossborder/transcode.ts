@@ -16,7 +16,7 @@ import { terminologyService } from '../terminology/service.ts';
 import { translate } from '../terminology/engine.ts';
 import { chooseDisplay } from '../terminology/language.ts';
 import type { Scope } from '../terminology/registry.ts';
-import { attr, kid, kids, textOf, type Element, type X } from './cda/xml.ts';
+import { attr, kid, kids, textOf, CDA_NS, type Element, type X } from './cda/xml.ts';
 
 export const MVC_VERSION = '8.0.0';
 /** LOINC, and the LOINC code of a Patient Summary document (FHIR Composition.type, CDA ClinicalDocument/code). */
@@ -318,7 +318,9 @@ export function fromCD(el: Element | undefined, ctx: ReadContext): CodeableConce
   const walk = (e: Element) => {
     const c = codingOf(e, ctx);
     if (c) coding.push(c);
-    for (const t of kids(e, 'translation')) walk(t);
+    // Translations are CDA elements; under an epsos: / pharm: coded element older waves wrote them in that namespace.
+    const ns = e.namespaceURI;
+    for (const t of [...kids(e, 'translation'), ...(ns && ns !== CDA_NS ? kids(e, 'translation', ns) : [])]) walk(t);
   };
   walk(el);
   const text = originalText(kid(el, 'originalText'), ctx);
