@@ -8,6 +8,7 @@ import type { AuditEvent, AuditEventEntity, Bundle } from 'fhir/r4';
 import { makeApp } from './support/app.ts';
 import { accessRuntime } from '../src/access/service.ts';
 import { verifyAuditChain } from '../src/audit/chain.ts';
+import { obs, seed } from './access-fixture.ts';
 
 const detail = (e: AuditEventEntity, type: string) => e.detail?.find((d) => d.type === type)?.valueString;
 
@@ -86,6 +87,40 @@ describe('one AuditEvent per transaction', () => {
     expect(detail(ran[1], 'outcome')).toBe('conflict');
     // The patient the first entry wrote to (rolled back) is listed: the attempt is in that patient's trail.
     expect(event.entity!.some((e) => e.what?.reference === 'Patient/tx-fail' && e.role?.code === '1')).toBe(true);
+  });
+
+  it('a professional’s transaction: the patient’s $access-log shows it with each entry; a refused one lists the entry with its status', async () => {
+    const t = await makeApp();
+    await seed(t);
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    const none = await t.as({ role: 'practitioner', id: 'Practitioner/dr-none' });
+    const anna = await t.as({ role: 'patient', id: 'Patient/anna' });
+    const entries = [
+      { resource: obs('tx-gp', 'anna'), request: { method: 'PUT', url: 'Observation/tx-gp' } },
+      { request: { method: 'GET', url: 'Observation/o-normal' } },
+    ];
+    expect((await gp.post('/fhir').send({ resourceType: 'Bundle', type: 'transaction', entry: entries })).status).toBe(200);
+    expect((await none.post('/fhir').send({ resourceType: 'Bundle', type: 'transaction', entry: [{ resource: obs('tx-none', 'anna'), request: { method: 'PUT', url: 'Observation/tx-none' } }] })).status).toBe(404);
+
+    const log = await anna.get('/fhir/Patient/anna/$access-log?_count=100');
+    expect(log.status).toBe(200);
+    const events = (log.body as Bundle).entry!.map((e) => e.resource as AuditEvent).filter((e) => e.subtype?.[0]?.code === 'transaction');
+    const byGp = events.find((e) => e.agent.some((a) => a.who?.reference === 'Practitioner/dr-gp'))!;
+    expect(byGp.outcome).toBe('0');
+    const ran = byGp.entity!.filter((e) => e.detail);
+    expect(ran.map((e) => [e.what?.reference, detail(e, 'interaction'), detail(e, 'status')])).toEqual([
+      ['Observation/tx-gp', 'update', '201'],
+      ['Observation/o-normal', 'read', '200'],
+    ]);
+    // A refused write is not attributed to the patient (as for the same PUT on its own): found by its entity.
+    const refused = await t.http.get('/fhir/AuditEvent?entity=Observation/tx-none');
+    const byNone = (refused.body as Bundle).entry!.map((e) => e.resource as AuditEvent).find((e) => e.agent.some((a) => a.who?.reference === 'Practitioner/dr-none'))!;
+    expect(byNone.subtype?.[0]?.code).toBe('transaction');
+    expect(byNone.outcome).toBe('4');
+    expect(byNone.entity!.filter((e) => e.detail).map((e) => [e.what?.reference, detail(e, 'status')])).toEqual([['Observation/tx-none', '404']]);
+    // No event of its own for any entry: the transaction's is the only one naming the written resource.
+    const naming = (log.body as Bundle).entry!.map((e) => e.resource as AuditEvent).filter((e) => e.entity?.some((x) => x.what?.reference === 'Observation/tx-gp'));
+    expect(naming.map((e) => e.id)).toEqual([byGp.id]);
   });
 
   it('a batch keeps one event per entry', async () => {
