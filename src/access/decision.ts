@@ -140,6 +140,7 @@ export class AccessScope {
   private readonly cursorKey: Buffer;
   private readonly policies = new Map<string, Promise<PatientPolicy>>();
   private readonly restricted = new Map<string, Promise<Restriction[]>>();
+  private readonly sessions = new WeakMap<StoreSession, AccessScope>();
   /** What the audit trail records about this request. */
   readonly facts: AuditFacts;
 
@@ -159,7 +160,14 @@ export class AccessScope {
    * restrictions are read there, not from the shared cache; what it learns goes to this request's audit facts.
    */
   within(session: StoreSession): AccessScope {
-    return session === this.session && !this.policyCache ? this : new AccessScope(this.principal, session, this.cursorKey, undefined, this.facts);
+    if (session === this.session && !this.policyCache) return this;
+    // One per transaction: the target check and the write rules of a write share the policies they read.
+    let scope = this.sessions.get(session);
+    if (!scope) {
+      scope = new AccessScope(this.principal, session, this.cursorKey, undefined, this.facts);
+      this.sessions.set(session, scope);
+    }
+    return scope;
   }
 
   policy(patientId: string): Promise<PatientPolicy> {
