@@ -5,7 +5,7 @@
  * rules evaluated in the test over the indexer's values (multi-valued parameters whose two bounds are met by
  * two different values included), the plan shape, the upkeep of the spans on update, delete and clear, and a
  * database of schema 5 (no spans) filled on opening. Also `_has` whose source filters read no source row
- * (deleted and changed sources). test/search-date-span-probe.test.ts runs this file again with every filter
+ * (deleted and changed sources), and the index-only top-k first page of a sorted search (every page followed). test/search-date-span-probe.test.ts runs this file again with every filter
  * probed (DSP_SEARCH_PROBE_BOUND=0: no span is ever small enough, the plans without spans are checked).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
