@@ -42,6 +42,7 @@ export class AuditTrailWorker implements AuditTrail {
 
   constructor(data: WriterData) {
     this.worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: data });
+    // The writer keeps the process alive only while a request to it is pending (start-up included; see send()).
     this.ready = new Promise<void>((resolve, reject) => {
       this.pending.set(0, { resolve, reject });
     });
@@ -50,6 +51,7 @@ export class AuditTrailWorker implements AuditTrail {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
+      if (!this.pending.size) this.worker.unref();
       if (m.ok) {
         if ('written' in m) this.written = m.written;
         p.resolve();
@@ -105,6 +107,7 @@ export class AuditTrailWorker implements AuditTrail {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
+      if (!this.pending.size) this.worker.ref();
       this.pending.set(id, { resolve, reject });
       // Entries travel as one JSON text: a string crosses threads in one copy, where the structured clone of
       // the AuditEvent objects cost ~15 % of an audited read's CPU (measured, bench/run.ts profile).

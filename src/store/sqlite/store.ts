@@ -637,6 +637,7 @@ class Checkpointer {
       worker.on('message', () => {
         this.running = false;
         this.done++;
+        worker.unref();
       });
       worker.on('error', () => this.fail());
       worker.on('exit', () => {
@@ -644,6 +645,8 @@ class Checkpointer {
       });
       this.worker = worker;
     }
+    // Referenced while a checkpoint runs (a process that ends meanwhile waits for it), unreferenced otherwise.
+    this.worker.ref();
     this.worker.postMessage('checkpoint');
   }
 
@@ -661,6 +664,8 @@ class Checkpointer {
     this.failed = true;
     if (!worker) return;
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    // An unreferenced worker would let the process end before its exit is seen (a top-level await never settled).
+    worker.ref();
     worker.postMessage('close');
     await exited;
   }
