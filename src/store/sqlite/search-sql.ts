@@ -24,7 +24,9 @@
  * target (urn:, contained, foreign URLs) are in the (pid, reference) index instead (both partial: one entry
  * per reference); `_has` and `_include` go
  * through the primary key. Sorting uses correlated MIN/MAX sub-selects per sort key; paging is keyset-based
- * with an opaque cursor.
+ * with an opaque cursor. `idx_date_span` (R*Tree) holds each resource's date span per parameter: two-sided date
+ * bounds are one box query (planDateSpan). Common filters are probed per row instead of driving (planProbes);
+ * the first page of a one-filter, one-key sort is an index-only top-k (topKSearch).
  */
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Resource } from 'fhir/r4';
