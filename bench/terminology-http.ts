@@ -166,10 +166,12 @@ try {
     return o;
   };
   const f = (x: number) => x.toFixed(2);
-  // Before a measured phase: wait until the server is idle (the audit trail indexes its backlog once no entry
-  // came for a while; a phase that started during that catch-up would be charged for the previous phase's work).
+  // Before a measured phase: the audit trail's backlog indexed (an AuditEvent search waits for it), then the
+  // server idle; a phase that ran during that catch-up would be charged for the previous phase's entries.
   const settle = async () => {
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const indexed = await client.send('GET', '/fhir/AuditEvent?_count=1&_summary=count');
+    if (indexed.status !== 200) throw new Error(`GET AuditEvent answered ${indexed.status}: ${indexed.body.slice(0, 200)}`);
     await sleep(700);
     for (let i = 0; i < 60; i++) {
       const c0 = child.cpuSeconds();
