@@ -610,6 +610,58 @@ describe.skipIf(!hasShared)('CDA -> FHIR decisions the LU PS profile needs (issu
   });
 });
 
+describe('results other than the blood group (FHIR -> CDA -> FHIR)', () => {
+  /** The example with a glucose result standing alone and a panel of two results in the results section. */
+  function withResults(): Bundle {
+    const b = structuredClone(example);
+    const comp = b.entry![0]!.resource as Composition;
+    const subject = comp.subject;
+    const obs = (id: string, code: string, display: string, value: number, unit: string, extra: Partial<Observation> = {}): Observation => ({
+      resourceType: 'Observation', id, status: 'final', code: { coding: [{ system: 'http://loinc.org', code, display }] }, subject, effectiveDateTime: '2026-10-01', valueQuantity: { value, unit, system: 'http://unitsofmeasure.org', code: unit }, ...extra,
+    });
+    const glucose = obs('5f0c7c2e-8d1a-4c55-9a3e-1f2b3c4d5e60', '2345-7', 'Glucose [Mass/volume] in Serum or Plasma', 1.3, 'g/L', {
+      interpretation: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation', code: 'H', display: 'High' }] }],
+      referenceRange: [{ low: { value: 0.7, unit: 'g/L', system: 'http://unitsofmeasure.org', code: 'g/L' }, high: { value: 1.1, unit: 'g/L', system: 'http://unitsofmeasure.org', code: 'g/L' } }],
+    });
+    const na = obs('6a1d8d3f-9e2b-4d66-8b4f-2a3c4d5e6f70', '2951-2', 'Sodium [Moles/volume] in Serum or Plasma', 140, 'mmol/L');
+    const k = obs('7b2e9e40-af3c-4e77-9c50-3b4d5e6f7a80', '2823-3', 'Potassium [Moles/volume] in Serum or Plasma', 4.1, 'mmol/L');
+    const panel: Observation = { resourceType: 'Observation', id: '8c3fa051-b04d-4f88-8d61-4c5e6f7a8b90', status: 'final', code: { coding: [{ system: 'http://loinc.org', code: '24326-1', display: 'Electrolytes 1998 panel - Serum or Plasma' }] }, subject, effectiveDateTime: '2026-10-01', hasMember: [{ reference: `urn:uuid:${na.id}` }, { reference: `urn:uuid:${k.id}` }] };
+    for (const r of [glucose, na, k, panel]) b.entry!.push({ fullUrl: `urn:uuid:${r.id}`, resource: r });
+    let results = comp.section!.find((x) => x.code?.coding?.[0]?.code === '30954-2');
+    if (!results) comp.section!.push((results = { title: 'Résultats', code: { coding: [{ system: 'http://loinc.org', code: '30954-2' }] }, text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">Résultats</div>' } }));
+    results.entry = [...(results.entry ?? []), { reference: `urn:uuid:${glucose.id}` }, { reference: `urn:uuid:${panel.id}` }];
+    delete results.emptyReason;
+    return b;
+  }
+
+  it('writes eHDSI result organizers (a panel, and a result alone under an NI organizer) and reads them back as they were', () => {
+    const xml = bundleToCda(withResults());
+    const doc = parseXml(xml);
+    const orgs = all(doc, 'organizer').filter((o) => kids(o, 'templateId').some((t) => attr(t, 'root') === '1.3.6.1.4.1.12559.11.10.1.3.1.3.42'));
+    // The panel keeps its code; a result standing alone (the glucose, and the example's own results) gets an NI organizer.
+    const panel0 = orgs.find((o) => attr(kid0(o, 'code')!, 'code') === '24326-1')!;
+    expect(kids(panel0, 'component').map((c) => attr(xpath(c, 'observation', 'code'), 'code')).sort()).toEqual(['2823-3', '2951-2']);
+    const lone = orgs.find((o) => attr(xpath(o, 'component', 'observation', 'code'), 'code') === '2345-7')!;
+    expect(attr(kid0(lone, 'code')!, 'nullFlavor')).toBe('NI');
+    expect(kids(lone, 'component')).toHaveLength(1);
+    const g = xpath(lone, 'component', 'observation')!;
+    expect(attr(kid0(g, 'interpretationCode')!, 'code')).toBe('H');
+    const range = xpath(g, 'referenceRange', 'observationRange', 'value')!;
+    expect([attr(kid0(range, 'low')!, 'value'), attr(kid0(range, 'high')!, 'value')]).toEqual(['0.7', '1.1']);
+    const back = cdaToBundle(xml, { lang: 'fr' });
+    const obs = back.entry!.map((e) => e.resource!).filter((r): r is Observation => r.resourceType === 'Observation');
+    const results = (back.entry![0]!.resource as Composition).section!.find((x) => x.code?.coding?.[0]?.code === '30954-2')!;
+    const listed = results.entry!.map((e) => obs.find((o) => `urn:uuid:${o.id}` === e.reference)!);
+    const glucose = listed.find((o) => o.code.coding?.some((c) => c.code === '2345-7'))!;
+    expect(glucose.hasMember).toBeUndefined();
+    expect(glucose.valueQuantity).toMatchObject({ value: 1.3, code: 'g/L' });
+    expect(glucose.referenceRange?.[0]).toMatchObject({ low: { value: 0.7 }, high: { value: 1.1 } });
+    const panel = listed.find((o) => o.code.coding?.some((c) => c.code === '24326-1'))!;
+    expect(panel.hasMember!.map((m) => obs.find((o) => `urn:uuid:${o.id}` === m.reference)!.code.coding![0]!.code).sort()).toEqual(['2823-3', '2951-2']);
+    expect(errorsOf(back, LU_PS).map((e) => e.diagnostics.slice(0, 300))).toEqual([]);
+  }, 120_000);
+});
+
 describe.skipIf(!hasShared)('lossless coded content: each carried item in its FHIR home and back (issue 7)', () => {
   const file = (name: string) => join(samplesDir, name);
   const read = (name: string) => cdaToBundle(readFileSync(file(name)), { lang: 'fr' });

@@ -794,6 +794,9 @@ function sectionResources(key: string, entry: Element, ctx: Ctx): Resource[] {
     case 'vitals':
       return name === 'organizer' ? [vitalPanel(act, ctx)] : name === 'observation' ? [observation(act, ctx, 'vital-signs')] : [];
     case 'results':
+      // An organizer with no code (NI) around one observation is how the writer carries a result that stood
+      // alone: it reads back as that observation, not as a panel.
+      if (name === 'organizer' && attr(kid(act, 'code'), 'nullFlavor') && kids(act, 'component').length === 1) return organizerObservations(act, ctx, 'laboratory', false);
       return name === 'organizer' ? [resultPanel(act, ctx)] : name === 'observation' ? [observation(act, ctx, 'laboratory')] : [];
     case 'functional':
       // IPS functional status entries are Condition / ClinicalImpression: each assessed observation becomes a
