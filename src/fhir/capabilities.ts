@@ -9,7 +9,7 @@ import type { Context } from './interactions.ts';
 import type { FhirRequest } from './request.ts';
 import { fhirModel } from './model.ts';
 import { operationRegistry } from '../operations/index.ts';
-import { searchParamsFor } from '../search/registry.ts';
+import { onRegistryChange, searchParamsFor } from '../search/registry.ts';
 import { SUPPORTED_FORMATS } from '../formats/negotiate.ts';
 import { VERSION } from '../version.ts';
 
@@ -17,10 +17,36 @@ import { VERSION } from '../version.ts';
 export const TYPE_INTERACTIONS = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'] as const;
 export const SYSTEM_INTERACTIONS = ['transaction', 'batch', 'search-system', 'history-system'] as const;
 
+/**
+ * The per-type part (about 150 types with their search parameters and operations) is built once and kept until
+ * the search registry changes (a SearchParameter written) or the registered operations differ: rebuilding it
+ * allocated ~1.4 MB per `GET metadata`, whose garbage collection landed on the requests that followed. It is
+ * frozen: every answer shares it.
+ */
+let cachedResources: { key: string; resource: readonly CapabilityStatementRestResource[] } | undefined;
+onRegistryChange(() => {
+  cachedResources = undefined;
+});
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
 export function capabilityStatement(ctx: Context, req: FhirRequest): CapabilityStatement {
-  const model = fhirModel();
   const ops = operationRegistry.list();
-  const resource: CapabilityStatementRestResource[] = model.resourceTypes.map((type) => ({
+  const key = ops.map((o) => `${o.name} ${o.definition ?? ''} ${o.levels.join(',')} ${o.resourceTypes.join(',')}`).join('|');
+  if (cachedResources?.key !== key) cachedResources = { key, resource: deepFreeze(typeResources(ops)) };
+  const resource = cachedResources.resource as CapabilityStatementRestResource[];
+  return capabilityStatementWith(ctx, req, ops, resource);
+}
+
+function typeResources(ops: ReturnType<typeof operationRegistry.list>): CapabilityStatementRestResource[] {
+  const model = fhirModel();
+  return model.resourceTypes.map((type) => ({
     type,
     profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
     interaction: TYPE_INTERACTIONS.map((code) => ({ code })),
@@ -41,6 +67,9 @@ export function capabilityStatement(ctx: Context, req: FhirRequest): CapabilityS
       .filter((o) => o.levels.some((l) => l !== 'system') && (o.resourceTypes.length === 0 || o.resourceTypes.includes(type)))
       .map((o) => ({ name: o.name, definition: o.definition })),
   }));
+}
+
+function capabilityStatementWith(ctx: Context, req: FhirRequest, ops: ReturnType<typeof operationRegistry.list>, resource: CapabilityStatementRestResource[]): CapabilityStatement {
   return {
     resourceType: 'CapabilityStatement',
     status: 'active',
