@@ -3,6 +3,7 @@
  * of a comparison are folded the same way. The rules are the ones fixed in src/search/types.ts.
  */
 import { createRequire } from 'node:module';
+import { ID_PATTERN } from '../fhir/model.ts';
 
 /** Lower case, accents stripped (NFD, combining marks dropped), whitespace collapsed and trimmed. */
 export function fold(text: string): string {
@@ -145,7 +146,7 @@ export function normalizeReference(
   if (end >= 2) {
     const type = parts[end - 2]!;
     const id = parts[end - 1]!;
-    if (isResourceType(type) && /^[A-Za-z0-9\-.]{1,64}$/.test(id)) {
+    if (isResourceType(type) && ID_PATTERN.test(id)) {
       // Relative (`Type/id`) or absolute http(s) URL.
       if (end === 2 || /^https?:\/\//.test(r)) return { reference: `${type}/${id}`, targetType: type, targetId: id };
     }

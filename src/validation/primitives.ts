@@ -4,7 +4,7 @@
  *
  * Each checker returns undefined when the value is fine, otherwise a short reason used in the issue message.
  */
-import { PRIMITIVE_JSON_KIND } from '../fhir/model.ts';
+import { ID_PATTERN, PRIMITIVE_JSON_KIND } from '../fhir/model.ts';
 
 export type PrimitiveChecker = (value: unknown) => string | undefined;
 
@@ -18,7 +18,7 @@ const DATE_RE = new RegExp(`^${YEAR}(-${MONTH}(-${DAY})?)?$`);
 const DATETIME_RE = new RegExp(`^${YEAR}(-${MONTH}(-${DAY}(T${TIME}${ZONE})?)?)?$`);
 const INSTANT_RE = new RegExp(`^${YEAR}-${MONTH}-${DAY}T${TIME}${ZONE}$`);
 const TIME_RE = new RegExp(`^${TIME}$`);
-const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
+const ID_RE = ID_PATTERN;
 const CODE_RE = /^[^\s]+(\s[^\s]+)*$/;
 const OID_RE = /^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$/;
 const UUID_RE = /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
