@@ -89,6 +89,36 @@ describe('write decisions are made on the state the write commits on', () => {
     expect(res.body.issue[0].code).toBe('forbidden');
     expect((await t.http.get('/fhir/Observation/grant-moved')).body.subject.reference).toBe('Patient/ben');
   });
+
+  it('create (POST): a record closed just before the write refuses a linked professional', async () => {
+    const count = async () => (await t.http.get('/fhir/Observation?subject=Patient/anna&code=8302-2&_summary=count')).body.total as number;
+    const body = { ...obs('ignored', 'anna', { code: '8302-2' }), id: undefined };
+    const before = await count();
+    beforeNextTransaction(t.ctx.store, consent('c-close-post', 'anna', 'close'));
+    const res = await grant.post('/fhir/Observation').send(body);
+    expect(res.status).toBe(404);
+    expect(await count()).toBe(before);
+    // Reopened: the same create goes through.
+    await t.http.put('/fhir/Consent/c-close-post').send(consent('c-close-post', 'anna', 'close', { status: 'inactive' }));
+    expect((await grant.post('/fhir/Observation').send(body)).status).toBe(201);
+    expect(await count()).toBe(before + 1);
+  });
+
+  it('create in a transaction (preset id): a professional without access to the record is refused, nothing is written', async () => {
+    const none = await t.as({ role: 'practitioner', id: 'Practitioner/dr-none' });
+    const count = async () => (await t.http.get('/fhir/Observation?subject=Patient/anna&code=8310-5&_summary=count')).body.total as number;
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ fullUrl: 'urn:uuid:5b7e1c2a-0d3f-4a8e-9c61-2f4b8d9e0a17', resource: { ...obs('x', 'anna', { code: '8310-5' }), id: undefined }, request: { method: 'POST', url: 'Observation' } }],
+    };
+    const res = await none.post('/fhir').send(bundle);
+    expect(res.status).toBe(404);
+    expect(await count()).toBe(0);
+    // dr-grant (linked) may: the same Bundle commits.
+    expect((await grant.post('/fhir').send(bundle)).status).toBe(200);
+    expect(await count()).toBe(1);
+  });
 });
 
 describe('plain JSON reads send the stored text', () => {

@@ -10,7 +10,6 @@ import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import { FhirError } from '../fhir/outcome.ts';
 import { ID_PATTERN, fhirModel } from '../fhir/model.ts';
 import { buildAuditEvent, transactionAuditOf } from '../audit/event.ts';
-import { assertValidResource } from '../validation/index.ts';
 import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
 import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
 import { type Operation, type OperationTarget, operationRegistry } from '../operations/registry.ts';
@@ -55,21 +54,6 @@ function patientsTouched(body: unknown, into: Set<string>): void {
     return;
   }
   if (isPatientData(r.resourceType) && (r.resourceType !== 'Patient' || r.id)) for (const p of patientsOf(r)) into.add(p);
-}
-
-/**
- * The body of a create or update, base-validated before the write rules read it (labels, subject, authors:
- * a malformed body is the interaction's 400, never a failure of the check); the interaction does not validate
- * it again. A body of another type is left to the interaction's own 400.
- */
-function checkedBody(req: FhirRequest, type: string): Resource | undefined {
-  const body = req.body as Resource | undefined;
-  if (!body || typeof body !== 'object' || body.resourceType !== type) return undefined;
-  if (!req.validated) {
-    assertValidResource(body);
-    req.validated = true;
-  }
-  return body;
 }
 
 function requireAnyScope(principal: Principal, type: string, perms: Permission[]): void {
@@ -325,18 +309,14 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
       }
       return res;
     }
+    // Create, update, patch and delete are decided inside the interaction's store transaction, on the state
+    // it reads there (FhirRequest.access: checkWriteTarget, checkWrite): a decision made here, before the
+    // transaction, could be stale by the time the write commits (a record closed, a professional blocked).
     case 'create': {
       scope.authorize('create', type);
-      if (restricted) {
-        if (req.headers['if-none-exist']) throw forbidden('Conditional create is available to administrators and system clients only');
-        const body = checkedBody(req, type!);
-        if (body) await scope.checkWrite('create', undefined, body);
-      }
+      if (restricted && req.headers['if-none-exist']) throw forbidden('Conditional create is available to administrators and system clients only');
       return route(ctx, req, session);
     }
-    // Update, patch and delete are decided inside the interaction's store transaction, on the record it read
-    // there (FhirRequest.access: checkWriteTarget, checkWrite): a decision made here, before the transaction,
-    // could be stale by the time the write commits.
     case 'update':
     case 'patch':
     case 'delete': {

@@ -269,7 +269,7 @@ async function transaction(ctx: Context, req: FhirRequest, entries: BundleEntry[
           results[p.index] = target.existing
             ? await dispatch(entryCtx, { ...r, method: 'GET', path: `${target.type}/${target.id}`, query: [], body: undefined }, session).then((res) => ({ ...res, status: 200 }))
             : // A create with a preset id passes the access decision point like any create.
-              await enforce(entryCtx, { ...r, method: 'POST', path: target.type, query: [] }, session, () => createWithId(entryCtx, session, r, target.type, target.id));
+              await enforce(entryCtx, { ...r, method: 'POST', path: target.type, query: [] }, session, (c, q, s) => createWithId(c, s!, q, target.type, target.id));
         } else if (target && p.method === 'PUT') {
           body = { ...(body as Resource), id: target.id };
           results[p.index] = await dispatch(entryCtx, { ...r, body, path: `${target.type}/${target.id}`, query: [] }, session);

@@ -214,7 +214,11 @@ export async function create(ctx: Context, session: StoreSession, req: FhirReque
   }
   // create ignores any id in the body (R4 http.html#create); transactions may preset one for urn:uuid entries.
   const id = presetId ?? randomUUID();
-  const record = await indexAndPut(session, { ...resource, id } as Resource, 'POST');
+  const stored = { ...resource, id } as Resource;
+  // Access hook (src/access): decided on this transaction's state (the record's policy as it is now), on the
+  // resource as it will be stored.
+  await req.access?.checkWrite('create', undefined, stored, session);
+  const record = await indexAndPut(session, stored, 'POST');
   return writeResponse(req, record, 201, true, checked.issues);
 }
 
