@@ -363,3 +363,72 @@ describe.each([true, false])('the audit trail of an embedded store with an audit
     }
   });
 });
+
+describe('audit trail failures and durability modes', () => {
+  it('a failed write fails its own flush and every later one, also an entry queued while the previous commit ran (fail closed)', async () => {
+    const store = new SqliteStore({ path: ':memory:' });
+    await store.init();
+    // A store whose commits are slow, and whose second commit fails.
+    let commits = 0;
+    const failing = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'transaction') {
+          return async (work: Parameters<SqliteStore['transaction']>[0], options?: Parameters<SqliteStore['transaction']>[1]) => {
+            await new Promise((r) => setTimeout(r, 30));
+            if (++commits === 2) throw new Error('disk full');
+            return target.transaction(work, options);
+          };
+        }
+        return Reflect.get(target, prop, receiver) as unknown;
+      },
+    });
+    const log = new AuditLog(failing);
+    log.record(event(1));
+    const first = log.flush();
+    // Queued while the first commit is still running: its flush must wait for the (failing) write that takes it.
+    await new Promise((r) => setImmediate(r));
+    log.record(event(2));
+    const second = log.flush();
+    await expect(first).resolves.toBeUndefined();
+    await expect(second).rejects.toMatchObject({ status: 503 });
+    expect(log.failed).toBe(true);
+    log.record(event(3));
+    await expect(log.flush()).rejects.toMatchObject({ status: 503 });
+    expect((await allAuditEvents(store)).length).toBe(1);
+    await store.close();
+  });
+
+  it('DSP_AUDIT_SYNC=disk: a flush resolves only once its commit is on disk', async () => {
+    const dir = tempDir('dsp-audit-disk-');
+    const store = new SqliteStore({ path: join(dir, 'audit.sqlite') });
+    await store.init();
+    const log = new AuditLog(store, { waitForDisk: true });
+    for (let i = 0; i < 5; i++) {
+      log.record(event(i));
+      await log.flush();
+      const s = store.syncStats();
+      expect(s.durableThrough).toBe(s.commits);
+    }
+    await log.close();
+    await store.close();
+  });
+
+  it('once the writer thread is gone, every answer is a 503, shared data included, and nothing leaves unaudited', async () => {
+    const dir = tempDir('dsp-audit-dead-');
+    const { defaultAuth } = await import('../src/access/service.ts');
+    const t = await makeApp({ dataDir: dir, auth: { ...defaultAuth(), keyFile: join(dir, 'signing-key.json') } });
+    const rt = await accessRuntime(t.ctx);
+    await t.http.put('/fhir/Observation/o-dead').send({ resourceType: 'Observation', id: 'o-dead', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p-dead' } });
+    await t.http.put('/fhir/Practitioner/pr-dead').send({ resourceType: 'Practitioner', id: 'pr-dead' });
+    expect((await t.http.get('/fhir/Observation/o-dead')).status).toBe(200);
+    await rt.audit.close();
+    expect(rt.audit.failed).toBe(true);
+    for (const path of ['/fhir/Observation/o-dead', '/fhir/Practitioner/pr-dead']) {
+      const res = await t.http.get(path);
+      expect(res.status).toBe(503);
+      expect(res.body.resourceType).toBe('OperationOutcome');
+      expect(JSON.stringify(res.body)).toContain('audit trail');
+      expect(JSON.stringify(res.body)).not.toContain('o-dead');
+    }
+  });
+});

@@ -18,6 +18,8 @@ import type { AuditEvent, Basic, Extension, Resource } from 'fhir/r4';
 import type { Store } from '../store/port.ts';
 import type { Filter } from '../search/types.ts';
 import { extractIndex } from '../search/indexer.ts';
+import { FhirError } from '../fhir/outcome.ts';
+import { GroupWindow } from './window.ts';
 
 export const CHAIN_URL = 'https://dsp.lu/fhir/StructureDefinition/audit-chain';
 export const GENESIS = '0'.repeat(64);
@@ -175,9 +177,11 @@ export class AuditLog {
   private head: Head | undefined;
   /** The last write's commit (the next one follows it). */
   private writing: Promise<void> = Promise.resolve();
-  /** The last write's commit and, for a durable one, its fsync. */
-  private settled: Promise<void> = Promise.resolve();
-  private window: Promise<void> | undefined;
+  /** The last write's outcome: its commit and, for a durable one waiting for the disk, its fsync. */
+  private lastDone: Promise<void> = Promise.resolve();
+  /** Set by the first failed write: every later write and flush fails too (fail closed, see flush()). */
+  private failure: FhirError | undefined;
+  private readonly window = new GroupWindow(() => this.writeQueued());
   /** Written entries without search index rows yet, oldest first. */
   private unindexed: Unindexed[] = [];
   /** `indexedThrough` of the head found at start: entries after it may lack index rows (found once). */
@@ -227,32 +231,33 @@ export class AuditLog {
   }
 
   /**
-   * Resolves once everything queued so far is committed. Writes are group commits: the first caller of an
-   * event-loop turn schedules the write for the end of that turn (setImmediate), so every request handled
-   * in the same turn joins the same store transaction.
+   * Resolves once everything recorded so far is committed. Writes are group commits (window.ts): the first
+   * caller of an event-loop turn schedules the write for the end of that turn, so every request handled in
+   * the same turn joins the same store transaction; `lazy` (an answer that does not wait) lets the window stay
+   * open up to LAZY_MS. A failed write fails this and every later flush: the trail has a gap, so no answer
+   * that waits for its entry goes out until the server is restarted (fail closed, 503).
    */
-  flush(): Promise<void> {
-    // Nothing queued: what was queued is in the last write, which may still wait for the disk.
-    if (!this.queue.length) return this.settled;
-    this.window ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-      this.window = undefined;
-      return this.writeQueued();
-    });
-    return this.window;
+  flush(options?: { lazy?: boolean }): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    // Nothing queued and no window open: what was recorded is in the last write (which may wait for the disk).
+    if (!this.queue.length && !this.window.pending) return this.lastDone;
+    return this.window.schedule(options?.lazy === true);
   }
 
   /**
    * Writes everything queued so far (entries + head in one store transaction), after any write in progress.
-   * Commits follow each other in chain order; waiting for the disk does not hold the next commit back: the next
-   * batch commits while this one's fsync runs, and the store's group fsync covers both (src/store/sqlite).
+   * The batch is taken now, when the window fires, so that a flush always waits for the write holding its
+   * entries. Commits follow each other in chain order; waiting for the disk does not hold the next commit
+   * back: the next batch commits while this one's fsync runs, and the store's group fsync covers both.
    */
   private writeQueued(): Promise<void> {
+    const batch = this.queue;
+    const durable = this.durableQueued;
+    this.queue = [];
+    this.durableQueued = false;
+    if (!batch.length) return this.lastDone;
     const run = this.writing.then(async (): Promise<boolean> => {
-      if (!this.queue.length) return false;
-      const batch = this.queue;
-      const durable = this.durableQueued;
-      this.queue = [];
-      this.durableQueued = false;
+      if (this.failure) throw this.failure;
       const head: Head = { ...(this.head ?? (await this.loadHead())) };
       const linked: AuditEvent[] = [];
       for (const e of batch) {
@@ -282,16 +287,39 @@ export class AuditLog {
       () => undefined,
       () => undefined,
     );
-    const done = run.then((durable) => {
-      if (!durable) return undefined;
-      const disk = this.store.durable();
-      if (this.waitForDisk) return disk;
-      // The fsync runs in the thread pool beside the answer; a failure is the next durable write's failure too.
-      disk.catch(() => undefined);
-      return undefined;
-    });
-    this.settled = done.catch(() => undefined);
+    const done = run
+      .then((durable) => {
+        if (!durable) return undefined;
+        const disk = this.store.durable();
+        if (this.waitForDisk) return disk;
+        // The fsync runs in the thread pool beside the answer. A failed fsync fails the store for good
+        // (src/store/sqlite, WalSync): the next write, ours included, is refused.
+        disk.catch(() => undefined);
+        return undefined;
+      })
+      .catch((err: unknown) => {
+        this.failure ??=
+          err instanceof FhirError && err.status === 503
+            ? err
+            : new FhirError(503, `The audit trail cannot be written (${err instanceof Error ? err.message : String(err)}); no answer is given until it can`, 'transient');
+        throw this.failure;
+      });
+    this.lastDone = done;
+    done.catch(() => undefined);
     return done;
+  }
+
+  get failed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /** Writes what is queued, waits for the indexer, and stops its timer (the store is closed by its owner). */
+  async close(): Promise<void> {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    await this.flush().catch(() => undefined);
+    await this.writing;
+    await this.indexing;
   }
 
   private armIdleTimer(): void {

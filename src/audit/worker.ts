@@ -33,7 +33,7 @@ port.on('message', (m: WriterRequest) => {
     } else if (m.type === 'indexed') {
       await log.indexed();
     } else {
-      await log.flush();
+      await log.close();
       await store.close();
     }
   };

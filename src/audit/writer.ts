@@ -9,18 +9,25 @@
 import { Worker } from 'node:worker_threads';
 import type { AuditEvent } from 'fhir/r4';
 import type { WriterData, WriterReply, WriterRequest } from './worker.ts';
+import { FhirError } from '../fhir/outcome.ts';
+import { GroupWindow } from './window.ts';
 
 /** What request handlers use: the in-process AuditLog (chain.ts) and AuditTrailWorker both are one. */
 export interface AuditTrail {
   record(event: AuditEvent, options?: { durable?: boolean }): void;
-  /** Resolves once everything recorded so far is committed (a failed write rejects: the answer must not go). */
-  flush(): Promise<void>;
+  /**
+   * Resolves once everything recorded so far is committed (a failed write rejects, with a 503, this and every
+   * later flush: the answer must not go). `lazy`: the caller's answer does not wait (window.ts).
+   */
+  flush(options?: { lazy?: boolean }): Promise<void>;
   /** Resolves once every committed entry has its search index rows. */
   indexed(): Promise<void>;
   /** Entries written so far. */
   readonly written: number;
+  /** A write failed or the writer is gone: every answer is refused from now on (fail closed). */
+  readonly failed: boolean;
   /** Writes what is queued and stops (the audit store is closed by its owner). */
-  close?(): Promise<void>;
+  close(): Promise<void>;
 }
 
 interface Pending {
@@ -34,10 +41,10 @@ export class AuditTrailWorker implements AuditTrail {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private queue: { event: AuditEvent; durable: boolean }[] = [];
-  private window: Promise<void> | undefined;
+  private readonly window = new GroupWindow(() => this.sendQueued());
   /** The last batch sent (what `flush()` waits for when nothing is queued). */
   private last: Promise<void> = Promise.resolve();
-  private failure: Error | undefined;
+  private failure: FhirError | undefined;
   written = 0;
 
   constructor(data: WriterData) {
@@ -55,16 +62,25 @@ export class AuditTrailWorker implements AuditTrail {
       if (m.ok) {
         if ('written' in m) this.written = m.written;
         p.resolve();
-      } else p.reject(new Error(`audit trail: ${m.error}`));
+      } else p.reject(this.fail(m.error));
     });
-    const fail = (err: Error) => {
-      // Fail closed: no answer that waits for its entry goes out once the writer is gone.
-      this.failure ??= err;
-      for (const p of this.pending.values()) p.reject(this.failure);
-      this.pending.clear();
-    };
-    this.worker.on('error', (err) => fail(new Error(`audit trail writer failed: ${err.message}`)));
-    this.worker.on('exit', (code) => fail(new Error(`audit trail writer stopped (exit code ${code})`)));
+    this.worker.on('error', (err) => this.fail(`the writer thread failed: ${err.message}`));
+    this.worker.on('exit', (code) => this.fail(`the writer thread stopped (exit code ${code})`));
+  }
+
+  /**
+   * Fail closed: once a write failed or the writer is gone, the trail may have a gap, and no answer that waits
+   * for its entry goes out (503) until the server is restarted.
+   */
+  private fail(reason: string): FhirError {
+    this.failure ??= new FhirError(503, `The audit trail cannot be written (${reason}); no answer is given until it can`, 'transient');
+    for (const p of this.pending.values()) p.reject(this.failure);
+    this.pending.clear();
+    return this.failure;
+  }
+
+  get failed(): boolean {
+    return this.failure !== undefined;
   }
 
   /** Resolves when the writer thread has opened the audit store (start-up fails if it cannot). */
@@ -76,18 +92,21 @@ export class AuditTrailWorker implements AuditTrail {
     this.queue.push({ event, durable: options?.durable !== false });
   }
 
-  flush(): Promise<void> {
-    if (!this.queue.length) return this.last;
-    // Every entry recorded during this turn of the event loop goes in one message (one group commit).
-    this.window ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-      this.window = undefined;
-      const entries = this.queue;
-      this.queue = [];
-      const sent = this.send({ type: 'write', entries });
-      this.last = sent.catch(() => undefined);
-      return sent;
-    });
-    return this.window;
+  flush(options?: { lazy?: boolean }): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (!this.queue.length && !this.window.pending) return this.last;
+    // Every entry recorded while the window is open goes in one message (one group commit).
+    return this.window.schedule(options?.lazy === true);
+  }
+
+  private sendQueued(): Promise<void> {
+    const entries = this.queue;
+    this.queue = [];
+    if (!entries.length) return this.last;
+    const sent = this.send({ type: 'write', entries });
+    this.last = sent;
+    sent.catch(() => undefined);
+    return sent;
   }
 
   async indexed(): Promise<void> {
@@ -97,7 +116,10 @@ export class AuditTrailWorker implements AuditTrail {
 
   async close(): Promise<void> {
     await this.flush().catch(() => undefined);
-    if (this.failure) return;
+    if (this.failure) {
+      await this.worker.terminate();
+      return;
+    }
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     await this.send({ type: 'close' }).catch(() => undefined);
     await exited;

@@ -19,7 +19,7 @@ import { Worker } from 'node:worker_threads';
 import { close as closeFd, fdatasync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Resource } from 'fhir/r4';
-import { badRequest, preconditionFailed } from '../../fhir/outcome.ts';
+import { FhirError, badRequest, preconditionFailed } from '../../fhir/outcome.ts';
 import type { IndexValue, SearchRequest } from '../../search/types.ts';
 import type {
   CurrentRecord,
@@ -270,9 +270,10 @@ export class SqliteStore implements Store {
 
   private readOnly<T>(fn: (s: Statements) => T): Promise<T> {
     if (this.memory) return this.mutex.run(async () => fn(this.r));
-    // What this read can see may include commits whose fsync is still running: the answer waits for them.
-    const seen = this.wal.committed;
     return Promise.resolve().then(() => {
+      // What this read sees may include commits whose fsync is still running: the answer waits for them. (Read
+      // the count right before the read: fn is synchronous, no commit can come in between.)
+      const seen = this.wal.committed;
       const result = fn(this.r);
       return seen > this.wal.durableThrough ? this.wal.whenDurable(seen).then(() => result) : result;
     });
@@ -314,6 +315,8 @@ export class SqliteStore implements Store {
   async transaction<T>(work: (session: StoreSession) => Promise<T>, options?: TransactionOptions): Promise<T> {
     let seq = 0;
     const result = await this.mutex.run(async () => {
+      // After a failed fsync nothing more is written (WalSync).
+      if (this.wal.failure) throw this.wal.failure;
       const db = this.writer;
       db.exec('BEGIN IMMEDIATE');
       const session = this.session();
@@ -528,12 +531,14 @@ function historyIn(db: DatabaseSync, query: HistoryQuery): HistoryPage {
  * Group fsync of a WAL file through the libuv thread pool. Commits are numbered; `whenDurable(n)` resolves
  * once an fdatasync that started after commit n has finished. At most one fdatasync runs at a time, and
  * every commit made while it runs is covered by the next one, so under load one fsync serves many commits.
- * A failed fdatasync fails every commit waiting on it (they were acknowledged to nobody) and the next commit
- * tries again.
+ * A failed fdatasync is final (`failure`, a 503): on Linux the failed pages are marked clean, so a later
+ * fsync would "succeed" over lost frames; every waiting commit, every later write and every read that waits
+ * for durability is refused until the server is restarted (as PostgreSQL does).
  */
 class WalSync {
   committed = 0;
   durableThrough = 0;
+  failure: FhirError | undefined;
   private syncs = 0;
   /** A plain descriptor, not a FileHandle: a store nobody closes (tests, tools) leaks it without GC warnings. */
   private fd: number | undefined;
@@ -562,6 +567,7 @@ class WalSync {
   }
 
   whenDurable(seq: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
     if (this.durableThrough >= seq) return Promise.resolve();
     if (this.inflight && this.inflight.upTo >= seq) return this.inflight.done;
     // Commit `seq` came after the running fsync started: the next one covers it (and every later commit).
@@ -587,7 +593,8 @@ class WalSync {
       },
       (err: unknown) => {
         if (this.inflight?.done === done) this.inflight = undefined;
-        throw err;
+        this.failure ??= new FhirError(503, `The database could not be made durable (fsync of its WAL failed: ${err instanceof Error ? err.message : String(err)}); restart the server`, 'transient');
+        throw this.failure;
       },
     );
     this.inflight = { upTo, done };
@@ -634,10 +641,13 @@ class Checkpointer {
     if (!this.worker) {
       const worker = new Worker(new URL('./checkpointer.ts', import.meta.url), { workerData: { path: this.path } });
       worker.unref();
-      worker.on('message', () => {
+      worker.on('message', (reply: { ok: boolean }) => {
         this.running = false;
-        this.done++;
         worker.unref();
+        // A checkpoint that fails (not one that merely could not copy everything) gives SQLite its own back:
+        // with wal_autocheckpoint=0 and no working checkpointer the WAL would grow without bound.
+        if (!reply.ok) this.fail();
+        else this.done++;
       });
       worker.on('error', () => this.fail());
       worker.on('exit', () => {
@@ -654,6 +664,7 @@ class Checkpointer {
     if (this.failed) return;
     this.failed = true;
     this.running = false;
+    void this.worker?.terminate();
     this.worker = undefined;
     this.fallback();
   }
