@@ -34,6 +34,7 @@ beforeAll(async () => {
   testOperation('no-rule', undefined);
   testOperation('open-rule', { audience: 'any', scopes: (target) => [{ type: target.resourceType ?? '*', perms: ['r'] }] });
   testOperation('admin-rule', { audience: 'admin', scopes: () => [] });
+  testOperation('admin-only-rule', { audience: 'admin', roles: ['admin'], scopes: () => [] });
   testOperation('patient-rule', { audience: 'patient', scopes: () => [{ type: 'Consent', perms: ['r'] }] });
 });
 
@@ -69,6 +70,22 @@ describe('operations declare their own access rule', () => {
     expect((await gp.get('/fhir/$admin-rule')).status).toBe(403);
     expect((await system.get('/fhir/$admin-rule')).status).toBe(200);
     expect((await t.http.get('/fhir/$admin-rule')).status).toBe(200);
+  });
+
+  it('roles narrow the audience: admin-only refuses system clients before the handler runs; $reindex is administrators only', async () => {
+    const system = await t.as({ role: 'system', id: 'Device/lab' });
+    const refused = await system.get('/fhir/$admin-only-rule');
+    expect(refused.status).toBe(403);
+    expect(refused.body.issue[0].diagnostics).toBe('Operation $admin-only-rule is available to administrators only');
+    expect(ran).not.toContain('admin-only-rule Device/lab');
+    expect((await t.http.get('/fhir/$admin-only-rule')).status).toBe(200);
+    expect(ran).toContain('admin-only-rule Practitioner/test-admin');
+    // $reindex states it in its rule (the handler holds no role check of its own).
+    for (const res of [await system.get('/fhir/$reindex'), await system.post('/fhir/$reindex?type=Patient')]) {
+      expect(res.status).toBe(403);
+      expect(res.body.issue[0].diagnostics).toBe('Operation $reindex is available to administrators only');
+    }
+    expect((await t.http.get('/fhir/$reindex')).status).toBe(200);
   });
 
   it('audience patient: the patient, their assistant and administrators; professionals and system clients 403', async () => {

@@ -11,7 +11,7 @@ import { FhirError } from '../fhir/outcome.ts';
 import { ID_PATTERN, fhirModel } from '../fhir/model.ts';
 import { buildAuditEvent, transactionAuditOf } from '../audit/event.ts';
 import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
-import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
+import { type Permission, type Principal, type Role, hasScope, requireScope } from './principal.ts';
 import { type Operation, type OperationTarget, operationRegistry } from '../operations/registry.ts';
 import { accessRuntime } from './service.ts';
 import { ncpView } from '../crossborder/ncp.ts';
@@ -55,6 +55,16 @@ function patientsTouched(body: unknown, into: Set<string>): void {
   }
   if (isPatientData(r.resourceType) && (r.resourceType !== 'Patient' || r.id)) for (const p of patientsOf(r)) into.add(p);
 }
+
+/** How a refusal names the roles an operation is for. */
+const ROLE_NAMES: Record<Role, string> = {
+  admin: 'administrators',
+  system: 'system clients',
+  practitioner: 'professionals',
+  patient: 'patients',
+  assistant: 'assistants',
+  ncp: 'national contact points',
+};
 
 function requireAnyScope(principal: Principal, type: string, perms: Permission[]): void {
   if (perms.some((p) => hasScope(principal, type, p))) return;
@@ -336,6 +346,10 @@ async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | u
       const target = operationTarget(info);
       // SMART scopes first, for every principal (administrators and system clients included).
       for (const need of rule.scopes(target, req)) requireAnyScope(scope.principal, need.type, need.perms);
+      // A rule that lists roles refuses every other role (system clients too, although they are unrestricted).
+      if (rule.roles && !rule.roles.includes(scope.principal.role) && !rule.alsoAllows?.(scope.principal, target)) {
+        throw forbidden(`Operation $${name} is available to ${rule.roles.map((r) => ROLE_NAMES[r]).join(' and ')} only`);
+      }
       if (rule.audience === 'patient') {
         // The patient's own policy: the patient, their appointed assistant, or an administrator.
         const role = scope.principal.role;

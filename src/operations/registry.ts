@@ -8,7 +8,7 @@ import type { StoreSession } from '../store/port.ts';
 import { FhirError, badRequest } from '../fhir/outcome.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import type { Context } from '../fhir/interactions.ts';
-import type { Permission, Principal } from '../access/principal.ts';
+import type { Permission, Principal, Role } from '../access/principal.ts';
 
 export type OperationLevel = 'system' | 'type' | 'instance';
 
@@ -31,6 +31,8 @@ export interface ScopeNeed {
  * - `patient`: the patient and their appointed assistant (the target Patient must be visible to them) and
  *   administrators; system clients and professionals are refused;
  * - `admin`: administrators and system clients only.
+ * `roles` narrows any audience to the roles it lists (`['admin']`: administrators only, system clients too are
+ * refused).
  */
 export type OperationAudience = 'any' | 'patient' | 'admin';
 
@@ -39,6 +41,8 @@ export interface OperationAccess {
   audience: OperationAudience;
   /** The SMART scopes it needs, for every principal (administrators and system clients included). */
   scopes(target: OperationTarget, req: FhirRequest): ScopeNeed[];
+  /** Only principals of these roles may call it, within the audience (403 for the others, before the handler runs). */
+  roles?: readonly Role[];
   /** Beyond the audience: a principal this accepts may call it on a target it can read (the NCP's `$to-cda`). */
   alsoAllows?(principal: Principal, target: OperationTarget): boolean;
   /** It answers from shared, non-patient data only (terminology): its audit entry need not be awaited. */

@@ -3,7 +3,7 @@
  * SearchParameter resources change); `POST` starts one for the given `type` parameters (all types when none).
  */
 import type { Parameters, ParametersParameter } from 'fhir/r4';
-import { FhirError, badRequest } from '../fhir/outcome.ts';
+import { badRequest } from '../fhir/outcome.ts';
 import { fhirModel } from '../fhir/model.ts';
 import { type ReindexJob, reindexJobs, startReindex } from '../search/reindex.ts';
 import { operationRegistry } from './registry.ts';
@@ -31,14 +31,15 @@ operationRegistry.register({
   resourceTypes: [],
   levels: ['system'],
   affectsState: false,
-  // Listing jobs reads SearchParameters' state; starting one rewrites every index: a wildcard write scope.
+  // Re-indexing is administration: administrators only (system clients too are refused; in-process callers,
+  // without a principal, pass no access check). Listing jobs reads SearchParameters' state; starting one
+  // rewrites every index: a wildcard write scope.
   access: {
     audience: 'admin',
+    roles: ['admin'],
     scopes: (_target, req) => (req.method === 'GET' || req.method === 'HEAD' ? [{ type: 'SearchParameter', perms: ['r'] }] : [{ type: '*', perms: ['u'] }]),
   },
   async handler(ctx, req) {
-    // Re-indexing is administration: in-process callers (no principal) and administrators only.
-    if (req.principal && req.principal.role !== 'admin') throw new FhirError(403, '$reindex is for administrators', 'forbidden');
     if (req.method === 'GET' || req.method === 'HEAD') {
       const body: Parameters = { resourceType: 'Parameters', parameter: reindexJobs().map(jobParameter) };
       return { status: 200, headers: {}, body };
