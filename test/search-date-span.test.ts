@@ -5,7 +5,7 @@
  * rules evaluated in the test over the indexer's values (multi-valued parameters whose two bounds are met by
  * two different values included), the plan shape, the upkeep of the spans on update, delete and clear, and a
  * database of schema 5 (no spans) filled on opening. Also `_has` whose source filters read no source row
- * (deleted and changed sources), and the index-only top-k first page of a sorted search (every page followed). test/search-date-span-probe.test.ts runs this file again with every filter
+ * (deleted and changed sources), and the index-only top-k first page of a sorted search (every page followed; planned without the general plan's counts). test/search-date-span-probe.test.ts runs this file again with every filter
  * probed (DSP_SEARCH_PROBE_BOUND=0: no span is ever small enough, the plans without spans are checked).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../src/store/sqlite/store.ts';
 import { extractIndex } from '../src/search/indexer.ts';
 import { parseSearch } from '../src/search/parse.ts';
-import { compileSearch, paramIds, SEARCH_SCHEMA_VERSION } from '../src/store/sqlite/search-sql.ts';
+import { compileSearch, paramIds, SEARCH_SCHEMA_VERSION, type ParamIds } from '../src/store/sqlite/search-sql.ts';
 import type { Predicate } from '../src/search/types.ts';
 
 /** Spans drive queries only under a probe bound above 0. */
@@ -289,6 +289,44 @@ describe('sorted first pages from the index (top-k)', () => {
         }
         expect({ descending, count, got }).toEqual({ descending, count, got: want });
       }
+    }
+    db.close();
+    await store.close();
+  });
+});
+
+describe('top-k planning', () => {
+  it('a first sorted page taken by the top-k runs none of the general plan\'s counts; a later page does', async () => {
+    const path = join(dir, 'topk-plan.db');
+    const store = new SqliteStore({ path });
+    await store.init();
+    for (const g of resources().filter((r) => r.resourceType === 'Goal')) await store.put(g, { method: 'PUT', index: extractIndex(g) });
+    const db = new DatabaseSync(path, { readOnly: true });
+    const ids = paramIds(db);
+    let counts = 0;
+    const spy: ParamIds = Object.assign((t: string, c: string) => ids(t, c), {
+      countUpTo: (sql: string, params: (string | number | null)[]) => {
+        counts++;
+        return ids.countUpTo!(sql, params);
+      },
+      typeRows: ids.typeRows,
+    });
+    // A token filter (a bounded count when the probe bound is above 0) and a two-sided date filter (the R*Tree
+    // count of planDateSpan, whatever the bound).
+    for (const q of ['lifecycle-status=active&_sort=-target-date', 'target-date=eq2020&_sort=target-date', 'target-date=ge2000&target-date=lt2030&_sort=-target-date']) {
+      const request = parseSearch('Goal', [...new URLSearchParams(q), ['_count', '1']], { strict: true }).request;
+      counts = 0;
+      const multi = q.split('&').length > 2;
+      expect(compileSearch(request, { paramIds: spy }).sql.startsWith('WITH m AS MATERIALIZED')).toBe(!multi);
+      // Not a top-k (two filters): the plan's counts run, the spy sees them.
+      if (multi) expect(counts).toBeGreaterThan(0);
+      else expect({ q, counts }).toEqual({ q, counts: 0 });
+      const first = await store.search(request);
+      expect(first.next).toBeDefined();
+      request.cursor = first.next;
+      counts = 0;
+      expect(compileSearch(request, { paramIds: spy }).sql.startsWith('WITH m AS MATERIALIZED')).toBe(false);
+      if (q.includes('target-date=')) expect(counts).toBeGreaterThan(0);
     }
     db.close();
     await store.close();

@@ -961,13 +961,38 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
     else where.push('r.deleted = 0');
     return where.join(' AND ');
   };
+  const content = opts.includeContent === false ? 'NULL AS content' : 'r.content';
+  const limit = request.count + 1;
+  const cursor = request.cursor ? decodePageCursor(request.cursor, request.sort.length) : undefined;
+  const position = (row: unknown): PagePosition => {
+    const r = row as Record<string, unknown>;
+    return { v: request.sort.map((_k, i) => (r[`s${i}`] ?? null) as Scalar | null), t: r.resource_type as string, i: r.id as string };
+  };
+  const compiled = (sql: string, params: SqlParam[]): CompiledSearch => {
+    const c: CompiledSearch = {
+      sql,
+      params,
+      limit,
+      cursorAfter(row: unknown): string {
+        return encodePageCursor({ ...position(row), before: false, inclusive: false });
+      },
+      paginate: (rows) => pageOf(rows, request.count, cursor, position),
+    };
+    if (request.total !== 'none') {
+      const cq = new Sql(opts.paramIds);
+      c.countSql = `SELECT COUNT(*) AS n FROM resources r WHERE ${whereOf(cq)}`;
+      c.countParams = cq.params;
+    }
+    return c;
+  };
+  // First page of a sort over one filter: the index-only top-k (topKSearch), which needs none of the planning
+  // below (its bounded counts and R*Tree count would be thrown away).
+  const topK = cursor ? undefined : topKSearch(request, opts.paramIds, content, limit);
+  if (topK) return compiled(topK.sql, topK.params);
   const plan = planProbes(request, opts.paramIds);
   const q = new Sql(opts.paramIds, plan.probe, plan.span);
   const sortCols = request.sort.map((k, i) => `${sortExpression(k.param, k.descending, types, q)} AS s${i}`);
-  const content = opts.includeContent === false ? 'NULL AS content' : 'r.content';
   const select = `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}${sortCols.map((c) => ', ' + c).join('')} FROM resources r WHERE ${whereOf(q)}`;
-  const limit = request.count + 1;
-  const cursor = request.cursor ? decodePageCursor(request.cursor, request.sort.length) : undefined;
   // A "before" cursor (previous link) compares reversed and fetches in the reversed order.
   const back = !!cursor?.before;
   const dir = (descending: boolean) => (descending !== back ? ' DESC' : '');
@@ -989,27 +1014,7 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
     const order = request.sort.map((k, i) => `q.s${i}${dir(k.descending)}`).join(', ');
     sql = `SELECT * FROM (${select}) q${keyset} ORDER BY ${order}, q.resource_type${dir(false)}, q.id${dir(false)} LIMIT ${q.p(limit)}`;
   }
-  const position = (row: unknown): PagePosition => {
-    const r = row as Record<string, unknown>;
-    return { v: request.sort.map((_k, i) => (r[`s${i}`] ?? null) as Scalar | null), t: r.resource_type as string, i: r.id as string };
-  };
-  // First page of a sort over one common filter: the index-only top-k (topKSearch) instead.
-  const topK = cursor ? undefined : topKSearch(request, opts.paramIds, content, limit);
-  const compiled: CompiledSearch = {
-    sql: topK?.sql ?? sql,
-    params: topK?.params ?? q.params,
-    limit,
-    cursorAfter(row: unknown): string {
-      return encodePageCursor({ ...position(row), before: false, inclusive: false });
-    },
-    paginate: (rows) => pageOf(rows, request.count, cursor, position),
-  };
-  if (request.total !== 'none') {
-    const cq = new Sql(opts.paramIds);
-    compiled.countSql = `SELECT COUNT(*) AS n FROM resources r WHERE ${whereOf(cq)}`;
-    compiled.countParams = cq.params;
-  }
-  return compiled;
+  return compiled(sql, q.params);
 }
 
 /**
