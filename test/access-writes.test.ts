@@ -121,6 +121,34 @@ describe('write decisions are made on the state the write commits on', () => {
   });
 });
 
+describe('the interaction reads what the access check read', () => {
+  it("a professional's vread of a deleted resource's last live version reads that version once; the read of the tombstone reads it once", async () => {
+    await t.http.put('/fhir/Observation/gone-later').send(obs('gone-later', 'anna'));
+    expect((await t.http.delete('/fhir/Observation/gone-later')).status).toBe(204);
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    const store = t.ctx.store;
+    const { current, version } = store;
+    const calls: string[] = [];
+    store.current = (type, id) => (calls.push(`current ${type}/${id}`), current.call(store, type, id));
+    store.version = (type, id, v) => (calls.push(`version ${type}/${id}/${v}`), version.call(store, type, id, v));
+    try {
+      const res = await gp.get('/fhir/Observation/gone-later/_history/1');
+      expect(res.status).toBe(200);
+      expect(res.body.subject.reference).toBe('Patient/anna');
+      expect(calls.filter((c) => c.includes('gone-later'))).toEqual(['current Observation/gone-later', 'version Observation/gone-later/1']);
+      calls.length = 0;
+      expect((await gp.get('/fhir/Observation/gone-later')).status).toBe(410);
+      expect(calls.filter((c) => c.includes('gone-later'))).toEqual(['current Observation/gone-later', 'version Observation/gone-later/1']);
+    } finally {
+      store.current = current;
+      store.version = version;
+    }
+    // Not visible to dr-none before the delete: its vread is the same 404 as a missing one.
+    const none = await t.as({ role: 'practitioner', id: 'Practitioner/dr-none' });
+    expect((await none.get('/fhir/Observation/gone-later/_history/1')).status).toBe(404);
+  });
+});
+
 describe('plain JSON reads send the stored text', () => {
   it('byte for byte as stored, for a professional and an administrator; a body the server replaced is serialised anew', async () => {
     const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });

@@ -11,7 +11,7 @@
  */
 import { createHmac } from 'node:crypto';
 import type { DocumentReference, Resource } from 'fhir/r4';
-import type { CurrentRecord, StoreSession } from '../store/port.ts';
+import type { CurrentRecord, StoreSession, VersionRecord } from '../store/port.ts';
 import type { Filter, SearchRequest } from '../search/types.ts';
 import { extractReferences } from '../search/indexer.ts';
 import { searchParam } from '../search/registry.ts';
@@ -289,19 +289,17 @@ export class AccessScope {
    * Visibility of a stored record (`current` as read from `session`) before anything about it is told or
    * changed: a live resource is checked as it is, a tombstone as its last live version (so that 410 and 404
    * answer the same callers as before the delete). Invisible and missing look alike (404). Returns the
-   * last live resource.
+   * tombstone's last live version when it read one, so that the interaction that follows need not read it again.
    */
-  async checkStored(session: StoreSession, type: string, id: string, current: CurrentRecord | undefined): Promise<Resource | undefined> {
-    if (this.unrestricted) return current?.deleted ? undefined : current?.resource;
-    let res = current?.resource;
-    if (current?.deleted) res = current.versionId > 1 ? (await session.version(type, id, current.versionId - 1))?.resource : undefined;
+  async checkStored(session: StoreSession, type: string, id: string, current: CurrentRecord | undefined): Promise<VersionRecord | undefined> {
+    if (this.unrestricted) return undefined;
+    const lastLive = current?.deleted && current.versionId > 1 ? await session.version(type, id, current.versionId - 1) : undefined;
+    const res = current?.deleted ? lastLive?.resource : current?.resource;
     if (type === 'Binary') {
       this.facts.entity = `${type}/${id}`;
       if (!res || !(await this.canSeeBinary(res))) throw notFound(`Binary/${id} is not known`);
-      return res;
-    }
-    await this.checkInstance(type, id, res);
-    return res;
+    } else await this.checkInstance(type, id, res);
+    return lastLive;
   }
 
   // -- the write hooks (FhirRequest.access): called by the interactions inside their store transaction --------

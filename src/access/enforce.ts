@@ -221,13 +221,6 @@ interface Seen {
   versions: VersionRecord[];
 }
 
-/** The current record of an instance, read once and kept for the interaction that follows (see reuse). */
-async function currentOf(reads: StoreSession, type: string, id: string, seen?: Seen): Promise<CurrentRecord | undefined> {
-  const rec = await reads.current(type, id);
-  if (seen) seen.current = rec;
-  return rec;
-}
-
 /**
  * `reads` for the interaction that follows an access check: the records the check read for `type/id` are
  * answered from memory (the same snapshot the decision was made on), everything else goes to `reads`.
@@ -245,24 +238,16 @@ function reuse(reads: StoreSession, type: string, id: string, seen: Seen): Store
   };
 }
 
-async function checkInstance(scope: AccessScope, reads: StoreSession, type: string, id: string, seen?: Seen): Promise<Resource | undefined> {
-  if (scope.unrestricted || !fhirModel().isResourceType(type) || !ID_PATTERN.test(id)) return undefined;
-  const rec = await currentOf(reads, type, id, seen);
-  // A tombstone's last live version: kept for the interaction too.
-  const reader: StoreSession = seen
-    ? {
-        current: (t, i) => reads.current(t, i),
-        version: async (t, i, v) => {
-          const r = await reads.version(t, i, v);
-          if (r) seen.versions.push(r);
-          return r;
-        },
-        search: (request) => reads.search(request),
-        put: (resource, options) => reads.put(resource, options),
-        delete: (t, i, options) => reads.delete(t, i, options),
-      }
-    : reads;
-  return scope.checkStored(reader, type, id, rec);
+/**
+ * The instance check of a read, history, compartment or operation target, on the record as `reads` holds it.
+ * With `seen`, what it read (the current record, a tombstone's last live version) is kept for the interaction.
+ */
+async function checkInstance(scope: AccessScope, reads: StoreSession, type: string, id: string, seen?: Seen): Promise<void> {
+  if (scope.unrestricted || !fhirModel().isResourceType(type) || !ID_PATTERN.test(id)) return;
+  const current = await reads.current(type, id);
+  if (seen) seen.current = current;
+  const lastLive = await scope.checkStored(reads, type, id, current);
+  if (seen && lastLive) seen.versions.push(lastLive);
 }
 
 async function guarded(ctx: Context, req: FhirRequest, session: StoreSession | undefined, route: Route, scope: AccessScope, info: Classified): Promise<FhirResponse> {
