@@ -8,7 +8,7 @@ import type { CurrentRecord, StoreSession, VersionRecord } from '../store/port.t
 import type { Context } from '../fhir/interactions.ts';
 import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import { FhirError } from '../fhir/outcome.ts';
-import { ID_PATTERN, fhirModel } from '../fhir/model.ts';
+import { ID_PATTERN, TYPE_ID_PATTERN, fhirModel } from '../fhir/model.ts';
 import { buildAuditEvent, transactionAuditOf } from '../audit/event.ts';
 import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
 import { type Permission, type Principal, type Role, hasScope, requireScope } from './principal.ts';
@@ -205,7 +205,7 @@ function createdEntity(location: string | undefined): string | undefined {
   const slash = location!.lastIndexOf('/', end - 1);
   const start = slash < 0 ? -1 : location!.lastIndexOf('/', slash - 1);
   const entity = location!.slice(start + 1, end);
-  return /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/.test(entity) ? entity : undefined;
+  return TYPE_ID_PATTERN.test(entity) ? entity : undefined;
 }
 
 /** Reads, searches and operations whose target is a type holding no patient's data. */

@@ -13,11 +13,11 @@ import type { Binary, Bundle, BundleEntry, FhirResource, Resource } from 'fhir/r
 import type { StoreSession } from '../store/port.ts';
 import { FhirError, badRequest, preconditionFailed, tooLarge } from './outcome.ts';
 import { type FhirRequest, type FhirResponse, type HttpMethod, prefer } from './request.ts';
-import { type Context, ID_PATTERN, assertResourceType, conditionalMatches, create } from './interactions.ts';
+import { type Context, assertResourceType, conditionalMatches, create } from './interactions.ts';
 
 import { dispatch } from './router.ts';
 import { enforce } from '../access/enforce.ts';
-import { fhirModel } from './model.ts';
+import { ID_PATTERN, fhirModel } from './model.ts';
 import { assertValidResource } from '../validation/index.ts';
 import { syncSearchParameters } from '../search/reindex.ts';
 import { openTransactionAudit } from '../audit/event.ts';

@@ -29,8 +29,6 @@ import {
 import { type FhirRequest, type FhirResponse, header, prefer, queryValue } from './request.ts';
 import { storedResponse } from '../formats/negotiate.ts';
 
-export { ID_PATTERN };
-
 export interface Context {
   store: Store;
   config: Config;
