@@ -226,7 +226,8 @@ function ftsQuery(col: 't' | 'c', anyOf: string[][]): string {
   return anyOf.map((words) => '(' + words.map((w) => `${col} : "${w.replace(/"/g, '""')}"*`).join(' AND ') + ')').join(' OR ');
 }
 
-function nearCondition(f: Extract<Filter, { kind: 'near' }>, alias: string, types: string[], q: Sql, sub: string): string {
+/** The rowids of the resources with a `near` point within one of the filter's circles. */
+function nearSelect(f: Extract<Filter, { kind: 'near' }>, types: string[], q: Sql, sub: string): string {
   const alts = f.anyOf.map((pt) => {
     const [lo, hi] = latitudeBand(pt.latitude, pt.distanceKm);
     const lat0 = q.p(pt.latitude);
@@ -235,7 +236,7 @@ function nearCondition(f: Extract<Filter, { kind: 'near' }>, alias: string, type
     const d = `2 * ${EARTH_RADIUS_KM} * asin(min(1, sqrt(power(sin(radians(${sub}.latitude - ${lat0}) / 2), 2) + cos(radians(${lat0})) * cos(radians(${sub}.latitude)) * power(sin(radians(${sub}.longitude - ${lon0}) / 2), 2))))`;
     return `(${sub}.latitude BETWEEN ${q.p(lo)} AND ${q.p(hi)} AND ${d} <= ${q.p(pt.distanceKm)})`;
   });
-  return `${alias}.rowid IN (SELECT ${sub}.rid FROM idx_position ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${alts.join(' OR ')}))`;
+  return `SELECT ${sub}.rid FROM idx_position ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${alts.join(' OR ')})`;
 }
 
 /** Inserts one index row: (rid, pid, n) and the value's columns in TABLES order (no per-row mapping). */
@@ -582,8 +583,12 @@ function paramType(types: string[], code: string): ParamType | undefined {
 /** Filter kinds whose SQL reads nothing of the row but `alias.rowid` (see the `_has` case of compileFilter). */
 const ROWID_ONLY: ReadonlySet<Filter['kind']> = new Set(['param', 'missing', 'chain', 'compartment', 'text', 'near']);
 
-/** `alias.rowid IN (...)` for one filter; `types` are the alias's possible types. */
-function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth: number): string {
+/**
+ * The SQL condition of one filter on the row `alias` (`types` are its possible types). Most filters test the
+ * row's rowid, `rowid` (default `alias.rowid`): `rowid [NOT] IN (rowidSelect)`, or the probe `EXISTS (...)`.
+ * `_id`, `_lastUpdated`, reverse references and `_has` read the row's columns (type, id, last_updated).
+ */
+function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth: number, rowid = `${alias}.rowid`): string {
   const sub = `i${depth}`;
   switch (f.kind) {
     case 'id':
@@ -601,80 +606,42 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
         ')'
       );
     case 'missing': {
-      const t = paramType(types, f.param);
-      if (!t) throw badRequest(`Unknown search parameter ${f.param}`);
-      if (f.param === '_id' || f.param === '_lastUpdated') return f.missing ? '0' : '1';
-      let kind: Kind;
-      let param = f.param;
-      if (t === 'composite') {
-        const def = types.map((ty) => searchParam(ty, f.param)).find((d) => d);
-        kind = kindOf(def?.components?.[0]?.type ?? 'token');
-        param = `${f.param}$0`;
-      } else kind = kindOf(t);
-      const inner = `SELECT ${sub}.rid FROM ${TABLES[kind].table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, param, q)}`;
-      return `${alias}.rowid ${f.missing ? 'NOT IN' : 'IN'} (${inner})`;
+      const inner = rowidSelect(f, types, q, depth);
+      if (inner === undefined) return f.missing ? '0' : '1'; // _id and _lastUpdated: every resource has them
+      return `${rowid} ${f.missing ? 'NOT IN' : 'IN'} (${inner})`;
     }
     case 'param': {
-      if (f.type === 'composite') {
-        const alts = f.anyOf.map((p) => compositeSubquery(f.param, p, types, q, depth));
-        return `${alias}.rowid ${f.not ? 'NOT IN' : 'IN'} (${alts.join(' UNION ALL ')})`;
-      }
-      const kind = kindOf(f.type);
-      const { table, cols } = TABLES[kind];
-      const conds = f.anyOf.map((p) => {
-        const c = predicateCond(p, f.param);
-        return render(kind === 'reference' ? onTargetColumns(c) : c, (field) => `${sub}.${cols[field] ?? badField(field)}`, q);
-      });
-      if (q.probe.has(f) && !f.not)
+      if (q.probe.has(f) && !f.not && f.type !== 'composite') {
         // The row's own index rows through the primary key (rid, pid, n); `+` keeps the planner off the
         // parameter's (pid, value) index.
-        return `EXISTS (SELECT 1 FROM ${table} ${sub} WHERE ${sub}.rid = ${alias}.rowid AND ${pidIs(`+${sub}.pid`, types, f.param, q)} AND (${conds.join(' OR ')}))`;
-      const inner = `SELECT ${sub}.rid FROM ${table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${conds.join(' OR ')})`;
-      return `${alias}.rowid ${f.not ? 'NOT IN' : 'IN'} (${inner})`;
-    }
-    case 'chain': {
-      const t = `t${depth}`;
-      const where = f.where.map((w) => compileFilter(w, t, f.targetTypes, q, depth + 1));
-      const targets = `SELECT ${t}.id, ${t}.resource_type FROM resources ${t} WHERE ${typesClause(t, f.targetTypes, q, f.where)} AND ${t}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
-      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND ${sub}.target_id IS NOT NULL AND (${sub}.target_id, ${sub}.target_type) IN (${targets})`;
-      return `${alias}.rowid IN (${inner})`;
-    }
-    case 'compartment': {
-      const alts = Object.entries(f.paramsByType)
-        .filter(([t, params]) => params.length && (!types.length || types.includes(t)))
-        .map(([t, params]) => `(sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list(params)}))`);
-      if (!alts.length) return '0';
-      let pids = `SELECT sp.pid FROM search_params sp WHERE ${alts.join(' OR ')}`;
-      if (q.pids) {
-        const ids = Object.entries(f.paramsByType)
-          .filter(([t]) => !types.length || types.includes(t))
-          .flatMap(([t, params]) => params.map((c) => q.pids!(t, c)))
-          .filter((x): x is number => x !== undefined);
-        pids = ids.length ? q.list(ids) : '-1';
+        const { table } = TABLES[kindOf(f.type)];
+        return `EXISTS (SELECT 1 FROM ${table} ${sub} WHERE ${sub}.rid = ${rowid} AND ${pidIs(`+${sub}.pid`, types, f.param, q)} AND ${paramConds(f, sub, q)})`;
       }
-      const inner = `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${sub}.pid IN (${pids}) AND ${sub}.target_id = ${q.p(f.targetId)} AND ${sub}.target_type = ${q.p(f.targetType)}`;
-      return `${alias}.rowid IN (${inner})`;
+      return `${rowid} ${f.not ? 'NOT IN' : 'IN'} (${rowidSelect(f, types, q, depth)!})`;
     }
+    case 'chain':
     case 'text':
-      // The FTS row is the resource's (rowid = rid): the type is fixed by the outer query.
-      return `${alias}.rowid IN (SELECT rowid FROM idx_text WHERE idx_text MATCH ${q.p(ftsQuery(f.param === '_text' ? 't' : 'c', f.anyOf))})`;
     case 'near':
-      return nearCondition(f, alias, types, q, sub);
+      return `${rowid} IN (${rowidSelect(f, types, q, depth)!})`;
+    case 'compartment': {
+      const inner = rowidSelect(f, types, q, depth);
+      return inner === undefined ? '0' : `${rowid} IN (${inner})`;
+    }
     case 'has': {
       const s = `s${depth}`;
-      const where = f.where.map((w) => compileFilter(w, s, [f.sourceType], q, depth + 1));
       if (f.where.every((w) => ROWID_ONLY.has(w.kind))) {
         // The source filters need nothing of the source's row but its rowid, which is the reference row's
-        // rid; the row itself need not be read: index rows exist for live resources only (a delete removes
-        // them) and the parameter id is the source type's. Same rows, one B-tree look-up less per source.
-        const rid = (w: string) => w.replace(new RegExp(`\\b${s}\\.rowid\\b`, 'g'), `${sub}.rid`);
-        const conds = where.map((w) => ` AND ${rid(w)}`).join('');
+        // rid: they are compiled on it, and the row itself is not read (index rows exist for live resources
+        // only: a delete removes them; the parameter id is the source type's). Same rows, one B-tree look-up
+        // less per source.
+        const conds = f.where.map((w) => ` AND ${compileFilter(w, s, [f.sourceType], q, depth + 1, `${sub}.rid`)}`).join('');
         const param = pidIs(`${sub}.pid`, [f.sourceType], f.param, q);
         if (q.probe.has(f))
           return `EXISTS (SELECT 1 FROM idx_reference ${sub} WHERE ${param} AND ${sub}.target_id IS NOT NULL AND ${sub}.target_id = ${alias}.id AND ${sub}.target_type = ${alias}.resource_type${conds})`;
         const targetTypes = types.length ? ` AND ${sub}.target_type IN (${q.list(types)})` : ` AND ${sub}.target_type IS NOT NULL`;
         return `(${alias}.resource_type, ${alias}.id) IN (SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${param}${targetTypes}${conds})`;
       }
+      const where = f.where.map((w) => compileFilter(w, s, [f.sourceType], q, depth + 1));
       if (q.probe.has(f)) {
         // Semi-join per row: the references to this row from the source parameter ((pid, target_id,
         // target_type) index), each source probed by rowid; stops at the first source that matches.
@@ -686,6 +653,76 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
       const inner = `SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, [f.sourceType], f.param, q)}${targetTypes} AND ${sub}.rid IN (${sources})`;
       return `(${alias}.resource_type, ${alias}.id) IN (${inner})`;
     }
+  }
+}
+
+/** The value conditions of a (not composite) parameter filter on its index rows `sub`, ORed. */
+function paramConds(f: Extract<Filter, { kind: 'param' }>, sub: string, q: Sql): string {
+  const kind = kindOf(f.type);
+  const { cols } = TABLES[kind];
+  const conds = f.anyOf.map((p) => {
+    const c = predicateCond(p, f.param);
+    return render(kind === 'reference' ? onTargetColumns(c) : c, (field) => `${sub}.${cols[field] ?? badField(field)}`, q);
+  });
+  return `(${conds.join(' OR ')})`;
+}
+
+/**
+ * The one-column SELECT of the rowids that a filter's `rowid IN (...)` form tests (`rowid NOT IN (...)` for
+ * `:not` and `:missing=true`), with no reference to the row tested: compileFilter wraps it, the planner counts
+ * it (planProbes) and the top-k reads its matches from it (topKSearch). Undefined for the filters that have no
+ * such form (`_id`, `_lastUpdated`, reverse references, `_has`, `:missing` on `_id` / `_lastUpdated`, a
+ * compartment without parameters on the types searched).
+ */
+function rowidSelect(f: Filter, types: string[], q: Sql, depth = 1): string | undefined {
+  const sub = `i${depth}`;
+  switch (f.kind) {
+    case 'missing': {
+      const t = paramType(types, f.param);
+      if (!t) throw badRequest(`Unknown search parameter ${f.param}`);
+      if (f.param === '_id' || f.param === '_lastUpdated') return undefined;
+      let kind: Kind;
+      let param = f.param;
+      if (t === 'composite') {
+        const def = types.map((ty) => searchParam(ty, f.param)).find((d) => d);
+        kind = kindOf(def?.components?.[0]?.type ?? 'token');
+        param = `${f.param}$0`;
+      } else kind = kindOf(t);
+      return `SELECT ${sub}.rid FROM ${TABLES[kind].table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, param, q)}`;
+    }
+    case 'param': {
+      if (f.type === 'composite') return f.anyOf.map((p) => compositeSubquery(f.param, p, types, q, depth)).join(' UNION ALL ');
+      const { table } = TABLES[kindOf(f.type)];
+      return `SELECT ${sub}.rid FROM ${table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND ${paramConds(f, sub, q)}`;
+    }
+    case 'chain': {
+      const t = `t${depth}`;
+      const where = f.where.map((w) => compileFilter(w, t, f.targetTypes, q, depth + 1));
+      const targets = `SELECT ${t}.id, ${t}.resource_type FROM resources ${t} WHERE ${typesClause(t, f.targetTypes, q, f.where)} AND ${t}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
+      return `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND ${sub}.target_id IS NOT NULL AND (${sub}.target_id, ${sub}.target_type) IN (${targets})`;
+    }
+    case 'compartment': {
+      const alts = Object.entries(f.paramsByType)
+        .filter(([t, params]) => params.length && (!types.length || types.includes(t)))
+        .map(([t, params]) => `(sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list(params)}))`);
+      if (!alts.length) return undefined;
+      let pids = `SELECT sp.pid FROM search_params sp WHERE ${alts.join(' OR ')}`;
+      if (q.pids) {
+        const ids = Object.entries(f.paramsByType)
+          .filter(([t]) => !types.length || types.includes(t))
+          .flatMap(([t, params]) => params.map((c) => q.pids!(t, c)))
+          .filter((x): x is number => x !== undefined);
+        pids = ids.length ? q.list(ids) : '-1';
+      }
+      return `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${sub}.pid IN (${pids}) AND ${sub}.target_id = ${q.p(f.targetId)} AND ${sub}.target_type = ${q.p(f.targetType)}`;
+    }
+    case 'text':
+      // The FTS row is the resource's (rowid = rid): the type is fixed by the outer query.
+      return `SELECT rowid FROM idx_text WHERE idx_text MATCH ${q.p(ftsQuery(f.param === '_text' ? 't' : 'c', f.anyOf))}`;
+    case 'near':
+      return nearSelect(f, types, q, sub);
+    default:
+      return undefined;
   }
 }
 
@@ -739,8 +776,11 @@ function compositeSubquery(code: string, p: Predicate, types: string[], q: Sql, 
   return `SELECT ${first.alias}.rid FROM ${TABLES[first.kind].table} ${first.alias}${joins} WHERE ${where.join(' AND ')}`;
 }
 
-/** The SQL expression giving one sort key's value for the row `r`. */
-function sortExpression(param: string, descending: boolean, types: string[], q: Sql): string {
+/**
+ * The SQL expression giving one sort key's value for the row `r`: `_id` and `_lastUpdated` from its columns,
+ * a parameter from its index rows, those of the rowid `rowid` (the top-k gives the rid of an index row).
+ */
+function sortExpression(param: string, descending: boolean, types: string[], q: Sql, rowid = 'r.rowid'): string {
   if (param === '_id') return 'r.id';
   if (param === '_lastUpdated') return 'r.last_updated';
   const t = paramType(types, param);
@@ -758,7 +798,7 @@ function sortExpression(param: string, descending: boolean, types: string[], q: 
   };
   // The rid fixes the type: the parameter ids of every searched type can be offered at once. `+x.pid`: the
   // rows of this rid through the primary key, not a walk of the parameter's (pid, value) index.
-  return `(SELECT ${agg}(x.${col[kind]}) FROM ${TABLES[kind].table} x WHERE x.rid = r.rowid AND ${pidIs('+x.pid', types, param, q)})`;
+  return `(SELECT ${agg}(x.${col[kind]}) FROM ${TABLES[kind].table} x WHERE x.rid = ${rowid} AND ${pidIs('+x.pid', types, param, q)})`;
 }
 
 /**
@@ -815,10 +855,9 @@ function planProbes(request: SearchRequest, pids: ParamIds | undefined): { probe
     const bound = probeBound(pids, types, request.count);
     if (bound === 0) return true;
     const eq = new Sql(pids);
-    const expr = compileFilter(f, 'r', types, eq, 1);
-    const head = 'r.rowid IN (';
-    if (!expr.startsWith(head)) return false;
-    return pids.countUpTo!(`SELECT count(*) AS n FROM (${expr.slice(head.length, -1)} LIMIT ${bound})`, eq.params) >= bound;
+    const rids = selectsRowids(f) ? rowidSelect(f, types, eq) : undefined;
+    if (rids === undefined) return false;
+    return pids.countUpTo!(`SELECT count(*) AS n FROM (${rids} LIMIT ${bound})`, eq.params) >= bound;
   };
   const probeAll = (f: Filter) => {
     probe.add(f);
@@ -1033,11 +1072,9 @@ function topKSearch(request: SearchRequest, pids: ParamIds | undefined, content:
   if (!pids || !f || more.length || !key || keys.length || types.length !== 1 || request.count <= 0) return undefined;
   if (f.kind !== 'param' || f.not || f.type === 'composite' || key.param === '_id' || key.param === '_lastUpdated') return undefined;
   const q = new Sql(pids);
-  const expr = compileFilter(f, 'r', types, q, 1);
-  const head = 'r.rowid IN (';
-  if (!expr.startsWith(head)) return undefined;
-  const rids = expr.slice(head.length, -1);
-  const sortKey = sortExpression(key.param, key.descending, types, q).replace('x.rid = r.rowid', 'x.rid = k.rid');
+  const rids = rowidSelect(f, types, q);
+  if (rids === undefined) return undefined;
+  const sortKey = sortExpression(key.param, key.descending, types, q, 'k.rid');
   const order = key.descending ? ' DESC' : '';
   // Missing keys sort first ascending, last descending (SQLite's NULL order, as in the general plan).
   const onPage = key.descending ? 'm.s0 >= (SELECT s0 FROM t)' : 'm.s0 IS NULL OR m.s0 <= (SELECT s0 FROM t)';
