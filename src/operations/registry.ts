@@ -49,7 +49,10 @@ export interface OperationAccess {
   sharedData?: boolean;
 }
 
-/** The common rule: read (`r`), or `u` for an operation that changes data, on the target type (`*` at system level). */
+/**
+ * The common rule of an operation that only reads (the terminology operations): `r` on the target type, or on
+ * `fallbackType` at system level (`*`: a wildcard scope). An operation that changes data names its own scopes.
+ */
 export function readsTarget(audience: OperationAudience, fallbackType = '*'): OperationAccess {
   return { audience, scopes: (target) => [{ type: target.resourceType ?? fallbackType, perms: ['r'] }] };
 }
@@ -62,7 +65,7 @@ export interface Operation {
   /** Resource types it applies to at type/instance level (empty: any). */
   resourceTypes: string[];
   levels: OperationLevel[];
-  /** True when it changes nothing (allowed with GET). */
+  /** True when it changes data: refused with GET (405), and the access caches are renewed after it. */
   affectsState: boolean;
   /** Who may call it (src/access/enforce.ts). Required: an operation registered without one is refused. */
   access: OperationAccess;
