@@ -126,6 +126,7 @@ export function installSearchSchema(db: DatabaseSync): void {
     if (own) db.exec('COMMIT');
   } catch (err) {
     if (own && db.isTransaction) db.exec('ROLLBACK');
+    prepared.delete(db); // statements prepared by the fill, over tables the rollback removed
     throw err;
   }
 }
@@ -167,8 +168,8 @@ function fillDateSpans(db: DatabaseSync): void {
     `SELECT d.rid, d.pid, min(min(d.low, d.high)) AS lo, max(max(d.low, d.high)) AS hi FROM idx_date d
      WHERE d.pid IN (SELECT sp.pid FROM search_params sp WHERE instr(sp.code, '$') = 0 AND sp.pid < ${SPAN_PID_LIMIT}) GROUP BY d.rid, d.pid`,
   );
-  const insert = db.prepare(`INSERT INTO idx_date_span (id, pid0, pid1, low, high) VALUES ((?1 << 21) | ?2, ?2, ?2, ?3, ?4)`);
-  for (const r of rows.iterate() as Iterable<{ rid: number; pid: number; lo: string; hi: string }>) insert.run(r.rid, r.pid, spanLow(r.lo), spanHigh(r.hi));
+  const { insertSpan } = statements(db);
+  for (const r of rows.iterate() as Iterable<{ rid: number; pid: number; lo: string; hi: string }>) insertSpan.run(r.rid, r.pid, spanLow(r.lo), spanHigh(r.hi));
 }
 
 // _text, _content and near ----------------------------------------------------------------------------------
@@ -946,12 +947,12 @@ function planDateSpan(request: SearchRequest, pids: ParamIds): DateSpan | undefi
     byParam.set(f.param, e);
   }
   let best: { span: DateSpan; n: number } | undefined;
+  const bound = probeBound(pids, request.resourceTypes, request.count);
   for (const [param, e] of byParam) {
     if (!Number.isFinite(e.from) || !Number.isFinite(e.to)) continue;
     const pid = pids(type, param);
     if (pid === undefined || pid >= SPAN_PID_LIMIT) continue;
     const span: DateSpan = { pid, from: e.from, to: e.to, filters: e.filters };
-    const bound = probeBound(pids, request.resourceTypes, request.count);
     const n = pids.countUpTo(`SELECT count(*) AS n FROM (SELECT 1 FROM idx_date_span ds WHERE ${spanBox(span, 'ds', (v) => String(v))} LIMIT ${bound})`, []);
     if (n < bound && (!best || n < best.n)) best = { span, n };
   }
