@@ -5,7 +5,7 @@
  * by holding back the store's next transaction until the change is in.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { Resource } from 'fhir/r4';
+import type { AuditEvent, Bundle, Resource } from 'fhir/r4';
 import { makeApp, type Http, type TestApp } from './support/app.ts';
 import { CONF, consent, doc, obs, seed } from './access-fixture.ts';
 import { extractIndex } from '../src/search/indexer.ts';
@@ -118,6 +118,44 @@ describe('write decisions are made on the state the write commits on', () => {
     // dr-grant (linked) may: the same Bundle commits.
     expect((await grant.post('/fhir').send(bundle)).status).toBe(200);
     expect(await count()).toBe(1);
+  });
+});
+
+describe("a refused write is in the audit trail of the patient whose record it targeted", () => {
+  /** The events of anna's $access-log by `who`, as [outcome, entity references]. */
+  async function annaLogOf(who: string): Promise<[string, string[]][]> {
+    const anna = await t.as({ role: 'patient', id: 'Patient/anna' });
+    const log = await anna.get('/fhir/Patient/anna/$access-log?_count=500');
+    expect(log.status).toBe(200);
+    return (log.body as Bundle).entry!
+      .map((e) => e.resource as AuditEvent)
+      .filter((e) => e.agent.some((a) => a.who?.reference === who))
+      .map((e) => [e.outcome!, (e.entity ?? []).map((x) => x.what?.reference ?? '')]);
+  }
+
+  it("an unlinked professional's PUT and POST into the record, a linked one's PUT of the Patient: refused, and in anna's $access-log", async () => {
+    const none = await t.as({ role: 'practitioner', id: 'Practitioner/dr-none' });
+    const gp = await t.as({ role: 'practitioner', id: 'Practitioner/dr-gp' });
+    const put = await none.put('/fhir/Observation/none-put').send(obs('none-put', 'anna'));
+    expect(put.status).toBe(404);
+    const post = await none.post('/fhir/Observation').send({ ...obs('x', 'anna'), id: undefined });
+    expect(post.status).toBe(404);
+    // The body's patient does not exist: nobody's record, nobody's trail.
+    expect((await none.put('/fhir/Observation/none-nobody').send(obs('none-nobody', 'nobody'))).status).toBe(404);
+    const patientPut = await gp.put('/fhir/Patient/anna').send({ resourceType: 'Patient', id: 'anna', generalPractitioner: [{ reference: 'Practitioner/dr-gp' }], active: false });
+    expect(patientPut.status).toBe(403);
+
+    const byNone = await annaLogOf('Practitioner/dr-none');
+    expect(byNone.filter(([outcome]) => outcome === '4')).toEqual(
+      expect.arrayContaining([
+        ['4', expect.arrayContaining(['Patient/anna', 'Observation/none-put'])],
+        ['4', ['Patient/anna']],
+      ]),
+    );
+    expect(byNone.some(([, refs]) => refs.includes('Observation/none-nobody'))).toBe(false);
+    expect(await annaLogOf('Practitioner/dr-gp')).toEqual(expect.arrayContaining([['4', expect.arrayContaining(['Patient/anna'])]]));
+    const nobody = (await t.http.get('/fhir/AuditEvent?entity=Observation/none-nobody')).body as Bundle;
+    expect(nobody.entry!.map((e) => (e.resource as AuditEvent).entity!.map((x) => x.what?.reference))).toEqual([['Observation/none-nobody']]);
   });
 });
 

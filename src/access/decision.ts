@@ -329,7 +329,27 @@ export class AccessScope {
     if (this.unrestricted) return;
     // From an interaction: decided on the write's own transaction (see within).
     const decider = session ? this.within(session) : this;
-    if (decider !== this) return decider.checkWrite(interaction, before, after);
+    try {
+      await decider.writeRules(interaction, before, after);
+    } catch (err) {
+      if (err instanceof FhirError && (err.status === 403 || err.status === 404)) await decider.attributeRefusal(before, after);
+      throw err;
+    }
+  }
+
+  /**
+   * A refused write is in the audit trail of the patients whose record it targeted: those of the stored
+   * resource and of the body, when they exist (a body naming an unknown patient is nobody's record). The caller
+   * is told nothing more (the same 403 / 404).
+   */
+  private async attributeRefusal(before: Resource | undefined, after: Resource | undefined): Promise<void> {
+    for (const r of [before, after]) {
+      if (!r || !isPatientData(r.resourceType)) continue;
+      for (const p of patientsOf(r)) if (!this.facts.patients.has(p) && (await this.policy(p)).exists) this.facts.patients.add(p);
+    }
+  }
+
+  private async writeRules(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined): Promise<void> {
     const pr = this.principal;
     const subject = (after ?? before)!;
     const type = subject.resourceType;
