@@ -42,7 +42,7 @@ export interface Config {
    * also waits for that fsync).
    */
   auditSync: 'commit' | 'disk';
-  /** The embedded store's audit trail is written by a worker thread (default) or on the event loop. */
+  /** The embedded store's audit trail is written by a worker thread, or on the event loop (default). */
   auditThread: boolean;
   /** Profile validation of written resources that declare profiles (meta.profile): off, warn or reject. */
   profileValidation: ProfileValidationMode;
@@ -160,7 +160,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     examplesDir: resolve(cwd, env.DSP_EXAMPLES_DIR ?? 'examples'),
     sqliteSynchronous: sync,
     auditSync,
-    auditThread: bool(env, 'DSP_AUDIT_THREAD', true),
+    auditThread: bool(env, 'DSP_AUDIT_THREAD', false),
     profileValidation: profileValidationMode(env.DSP_PROFILE_VALIDATION),
     validationWarmUp: bool(env, 'DSP_VALIDATION_WARMUP', true),
     auth: authConfig(env, cwd, dataDir),

@@ -416,7 +416,7 @@ describe('audit trail failures and durability modes', () => {
   it('once the writer thread is gone, every answer is a 503, shared data included, and nothing leaves unaudited', async () => {
     const dir = tempDir('dsp-audit-dead-');
     const { defaultAuth } = await import('../src/access/service.ts');
-    const t = await makeApp({ dataDir: dir, auth: { ...defaultAuth(), keyFile: join(dir, 'signing-key.json') } });
+    const t = await makeApp({ dataDir: dir, auditThread: true, auth: { ...defaultAuth(), keyFile: join(dir, 'signing-key.json') } });
     const rt = await accessRuntime(t.ctx);
     await t.http.put('/fhir/Observation/o-dead').send({ resourceType: 'Observation', id: 'o-dead', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p-dead' } });
     await t.http.put('/fhir/Practitioner/pr-dead').send({ resourceType: 'Practitioner', id: 'pr-dead' });

@@ -59,9 +59,9 @@ describe('checked values', () => {
     expect(() => loadConfig({ DSP_PROFILE_VALIDATION: 'strict' }, root)).toThrow(/DSP_PROFILE_VALIDATION must be off, warn or reject/);
   });
 
-  it('DSP_AUDIT_SYNC: commit (default) or disk; DSP_AUDIT_THREAD: a boolean (default true); anything else names the variable', () => {
-    expect(loadConfig({}, root)).toMatchObject({ auditSync: 'commit', auditThread: true });
-    expect(loadConfig({ DSP_AUDIT_SYNC: 'DISK', DSP_AUDIT_THREAD: 'false' }, root)).toMatchObject({ auditSync: 'disk', auditThread: false });
+  it('DSP_AUDIT_SYNC: commit (default) or disk; DSP_AUDIT_THREAD: a boolean (default false); anything else names the variable', () => {
+    expect(loadConfig({}, root)).toMatchObject({ auditSync: 'commit', auditThread: false });
+    expect(loadConfig({ DSP_AUDIT_SYNC: 'DISK', DSP_AUDIT_THREAD: 'true' }, root)).toMatchObject({ auditSync: 'disk', auditThread: true });
     expect(() => loadConfig({ DSP_AUDIT_SYNC: 'fsync' }, root)).toThrow(/DSP_AUDIT_SYNC must be commit or disk/);
     expect(() => loadConfig({ DSP_AUDIT_THREAD: 'maybe' }, root)).toThrow(/DSP_AUDIT_THREAD must be true or false/);
   });

@@ -68,7 +68,7 @@ describe('sqlite durability: FULL commits wait for a WAL fsync run off the event
     try {
       for (let i = 0; i < 600; i++) await store.put({ resourceType: 'Patient', id: `c${i}`, gender: 'other' } as Resource, { method: 'PUT', index: [] });
       // The worker answers asynchronously: give it the time to finish the checkpoints it was asked for.
-      for (let i = 0; i < 200 && store.syncStats().checkpoints < 2; i++) await new Promise((r) => setTimeout(r, 25));
+      for (let i = 0; i < 2400 && store.syncStats().checkpoints < 2; i++) await new Promise((r) => setTimeout(r, 25));
       expect(store.syncStats().checkpoints).toBeGreaterThanOrEqual(2);
     } finally {
       await store.close();
@@ -81,7 +81,7 @@ describe('sqlite durability: FULL commits wait for a WAL fsync run off the event
     } finally {
       await again.close();
     }
-  });
+  }, 120_000);
 
   it('synchronous NORMAL runs no fsync of its own', async () => {
     const store = await fileStore('NORMAL');
