@@ -158,6 +158,11 @@ export function timeOrderedId(now = Date.now()): string {
  * a chunk (extractIndex ~90-300 µs per AuditEvent, plus its COMMIT) keeps the event loop for tens of ms at most.
  */
 const INDEX_CHUNK = 64;
+/**
+ * Longest time a chunk's index extraction may take before the chunk is written and the event loop is given
+ * back: a chunk of large events (a transaction's event lists every entry) would otherwise hold it for tens of ms.
+ */
+const INDEX_BUDGET_MS = 2;
 /** Backlog of unindexed entries above which indexing runs even while requests keep coming. */
 const INDEX_HIGH_WATER = 10_000;
 /** Quiet time after the last write before the backlog is indexed. */
@@ -352,11 +357,15 @@ export class AuditLog {
       try {
         if (this.recoverAfter !== null) await this.recover();
         while (this.unindexed.length) {
-          const chunk = this.unindexed.slice(0, INDEX_CHUNK);
-          const entries = chunk.map((u) => ({ resourceType: 'AuditEvent', id: u.id, index: extractIndex(u.event) }));
+          const started = performance.now();
+          const entries: { resourceType: string; id: string; index: ReturnType<typeof extractIndex> }[] = [];
+          for (const u of this.unindexed) {
+            entries.push({ resourceType: 'AuditEvent', id: u.id, index: extractIndex(u.event) });
+            if (entries.length >= INDEX_CHUNK || performance.now() - started >= INDEX_BUDGET_MS) break;
+          }
           await this.store.reindex(entries);
-          this.unindexed.splice(0, chunk.length);
-          if (this.head) this.head.indexedThrough = chunk[chunk.length - 1].lastUpdated;
+          const done = this.unindexed.splice(0, entries.length);
+          if (this.head) this.head.indexedThrough = done[done.length - 1].lastUpdated;
           if (this.unindexed.length) await nextTurn();
         }
       } finally {
