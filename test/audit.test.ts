@@ -24,65 +24,64 @@ function event(i: number): AuditEvent {
   return buildAuditEvent({ principal: { role: 'practitioner', ref: 'Practitioner/p', scopes: [], method: 'development' }, interaction: 'read', action: 'R', status: 200, entity: `Observation/o${i}`, patients: ['anna'], emergency: false });
 }
 
-async function trail(n: number): Promise<{ store: SqliteStore; head: string }> {
+async function trail(n: number): Promise<{ store: SqliteStore; dir: string }> {
   const dir = tempDir('dsp-audit-');
   const store = new SqliteStore({ path: join(dir, 'audit.sqlite') });
   await store.init();
-  const head = join(dir, 'audit-head.json');
   const log = new AuditLog(store);
   for (let i = 0; i < n; i++) {
     log.record(event(i));
     if (i % 3 === 0) await log.flush();
   }
   await log.flush();
-  return { store, head };
+  return { store, dir };
 }
 
 describe('audit hash chain', () => {
   it('an untouched trail verifies, and a new log continues the chain', async () => {
-    const { store, head } = await trail(10);
-    expect(await verifyAuditChain(store, head)).toEqual({ ok: true, entries: 10, problems: [] });
+    const { store } = await trail(10);
+    expect(await verifyAuditChain(store)).toEqual({ ok: true, entries: 10, problems: [] });
     const again = new AuditLog(store);
     again.record(event(99));
     await again.flush();
     const events = await allAuditEvents(store);
     expect(events.map((e) => chainOf(e)!.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
-    expect((await verifyAuditChain(store, head)).ok).toBe(true);
+    expect((await verifyAuditChain(store)).ok).toBe(true);
   });
 
   it('detects an edited entry', async () => {
-    const { store, head } = await trail(6);
+    const { store } = await trail(6);
     const victim = (await allAuditEvents(store))[2];
     const edited = { ...victim, agent: [{ ...victim.agent[0], who: { reference: 'Practitioner/someone-else' } }, ...victim.agent.slice(1)] };
     await store.put(edited, { method: 'PUT', index: extractIndex(edited) });
-    const report = await verifyAuditChain(store, head);
+    const report = await verifyAuditChain(store);
     expect(report.ok).toBe(false);
     expect(report.problems.join('\n')).toMatch(/entry 3 .*modified/);
   });
 
   it('detects a removed entry', async () => {
-    const { store, head } = await trail(6);
+    const { store } = await trail(6);
     const victim = (await allAuditEvents(store))[3];
     await store.delete('AuditEvent', victim.id!, { method: 'DELETE' });
-    const report = await verifyAuditChain(store, head);
+    const report = await verifyAuditChain(store);
     expect(report.ok).toBe(false);
     expect(report.problems.join('\n')).toMatch(/entry 4 missing/);
   });
 
   it('detects a truncated trail (the last entries removed)', async () => {
-    const { store, head } = await trail(6);
+    const { store } = await trail(6);
     const events = await allAuditEvents(store);
     for (const e of events.slice(4)) await store.delete('AuditEvent', e.id!, { method: 'DELETE' });
-    const report = await verifyAuditChain(store, head);
+    const report = await verifyAuditChain(store);
     expect(report.ok).toBe(false);
     expect(report.problems.join('\n')).toMatch(/truncated/);
   });
 
   it('an entry written outside the trail is reported', async () => {
-    const { store, head } = await trail(2);
+    const { store } = await trail(2);
     const forged = { ...event(5), id: 'forged' };
     await store.put(forged, { method: 'PUT', index: extractIndex(forged) });
-    expect((await verifyAuditChain(store, head)).problems.join('\n')).toMatch(/AuditEvent\/forged has no chain link/);
+    expect((await verifyAuditChain(store)).problems.join('\n')).toMatch(/AuditEvent\/forged has no chain link/);
   });
 });
 
@@ -94,10 +93,10 @@ async function byEntity(store: SqliteStore, ref: string): Promise<AuditEvent[]> 
 
 describe('lean audit writes', () => {
   it('the chain head lives in the audit store, written with the entries; no head file', async () => {
-    const { store, head } = await trail(5);
+    const { store, dir } = await trail(5);
     const last = chainOf((await allAuditEvents(store))[4])!;
     expect(await readHead(store)).toMatchObject({ seq: 5, hash: last.hash });
-    expect(existsSync(head)).toBe(false);
+    expect(existsSync(join(dir, 'audit-head.json'))).toBe(false);
   });
 
   it('a removed chain head is reported: the newest one, or all of them', async () => {

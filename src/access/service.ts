@@ -32,10 +32,6 @@ export function defaultAuth(): AuthConfig {
   return { mode: 'development', audience: 'dsp-fhir', issuers: [], clients: [] };
 }
 
-export function auditHeadFile(config: Config): string | undefined {
-  return config.auth?.keyFile ? join(config.dataDir, 'audit-head.json') : undefined;
-}
-
 /**
  * The audit store: `audit.sqlite` in the data folder next to the embedded store, the `<db>_audit` database
  * next to MongoDB's, or in memory for tests and embedding (no key file configured).

@@ -399,9 +399,9 @@ export interface VerifyReport {
 
 /**
  * Checks the whole chain: edited (hash), removed (gap / prev), truncated (the head in the store records more
- * entries), unchained entries. `_legacyHeadFile` is ignored (the head lives in the store).
+ * entries), unchained entries.
  */
-export async function verifyAuditChain(store: Store, _legacyHeadFile?: string): Promise<VerifyReport> {
+export async function verifyAuditChain(store: Store): Promise<VerifyReport> {
   const events = await allAuditEvents(store);
   const problems: string[] = [];
   let prev = GENESIS;

@@ -1,7 +1,7 @@
 /** `dsp-fhir audit verify`: checks the audit trail's hash chain (edited, removed or truncated entries). */
 import type { Command } from 'commander';
 import { loadConfig } from '../config.ts';
-import { auditHeadFile, openAuditStore } from '../access/service.ts';
+import { openAuditStore } from '../access/service.ts';
 import { verifyAuditChain } from '../audit/chain.ts';
 
 export function registerAudit(program: Command): void {
@@ -19,7 +19,7 @@ export function registerAudit(program: Command): void {
       }
       const store = await openAuditStore(config);
       try {
-        const report = await verifyAuditChain(store, auditHeadFile(config));
+        const report = await verifyAuditChain(store);
         for (const p of report.problems) console.log(`TAMPERED: ${p}`);
         console.log(report.ok ? `audit trail intact: ${report.entries} entries` : `audit trail NOT intact: ${report.problems.length} problem(s) in ${report.entries} entries`);
         process.exitCode = report.ok ? 0 : 1;
