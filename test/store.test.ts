@@ -83,6 +83,53 @@ describe('sqlite durability: FULL commits wait for a WAL fsync run off the event
     }
   }, 120_000);
 
+  it('a transaction that changed nothing waits for no fsync and makes no reader wait', async () => {
+    const store = await fileStore();
+    try {
+      await store.put({ resourceType: 'Patient', id: 'kept' } as Resource, { method: 'PUT', index: [] });
+      const before = store.syncStats();
+      // A delete of a resource that does not exist writes nothing.
+      expect(await store.delete('Patient', 'never-there', { method: 'DELETE' })).toBeUndefined();
+      expect(store.syncStats()).toMatchObject({ commits: before.commits, syncs: before.syncs });
+      await store.put({ resourceType: 'Patient', id: 'kept2' } as Resource, { method: 'PUT', index: [] });
+      expect(store.syncStats().commits).toBe(before.commits + 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a failed fsync fails its commit, the commits queued behind it and every later write (503): nothing is called durable over lost pages', async () => {
+    const fs = (await import('node:fs')).default;
+    const { syncBuiltinESMExports } = await import('node:module');
+    const store = await fileStore();
+    const original = fs.fdatasync;
+    let calls = 0;
+    fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+      // The first fsync fails, late (while a second commit queues behind it); later ones would succeed, as
+      // Linux lets them after marking the failed pages clean.
+      if (++calls === 1) setTimeout(() => cb(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })), 60);
+      else original(fd, cb);
+    }) as typeof fs.fdatasync;
+    syncBuiltinESMExports();
+    try {
+      const first = store.put({ resourceType: 'Patient', id: 'f1' } as Resource, { method: 'PUT', index: [] });
+      first.catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 15));
+      const second = store.put({ resourceType: 'Patient', id: 'f2' } as Resource, { method: 'PUT', index: [] });
+      second.catch(() => undefined);
+      await expect(first).rejects.toMatchObject({ status: 503 });
+      await expect(second).rejects.toMatchObject({ status: 503 });
+      await expect(store.put({ resourceType: 'Patient', id: 'f3' } as Resource, { method: 'PUT', index: [] })).rejects.toMatchObject({ status: 503 });
+      expect(store.syncStats().durableThrough).toBe(0);
+      // A read that would show the undurable commits is refused too.
+      await expect(store.current('Patient', 'f1')).rejects.toMatchObject({ status: 503 });
+    } finally {
+      fs.fdatasync = original;
+      syncBuiltinESMExports();
+      await store.close();
+    }
+  });
+
   it('synchronous NORMAL runs no fsync of its own', async () => {
     const store = await fileStore('NORMAL');
     try {

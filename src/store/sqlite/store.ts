@@ -16,7 +16,7 @@
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
-import { close as closeFd, fdatasync, mkdirSync, openSync } from 'node:fs';
+import { close as closeFd, closeSync, fdatasync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Resource } from 'fhir/r4';
 import { FhirError, badRequest, preconditionFailed } from '../../fhir/outcome.ts';
@@ -157,6 +157,8 @@ function withStoredJson(record: VersionRecord, content: string): void {
 /** Prepared statements of one connection. */
 class Statements {
   readonly current: StatementSync;
+  /** Rows changed on this connection so far (tells a transaction that wrote nothing). */
+  readonly totalChanges: StatementSync;
   /** The current row without its content (writes need the rid, version and deleted flag only). */
   readonly head: StatementSync;
   readonly version: StatementSync;
@@ -185,6 +187,7 @@ class Statements {
       'INSERT INTO history (resource_type, id, version, last_updated, method, deleted, content) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     this.count = db.prepare('SELECT count(*) AS n FROM resources WHERE deleted = 0');
+    this.totalChanges = db.prepare('SELECT total_changes() AS n');
     this.countType = db.prepare('SELECT count(*) AS n FROM resources WHERE deleted = 0 AND resource_type = ?');
   }
 }
@@ -235,8 +238,8 @@ export class SqliteStore implements Store {
       PRAGMA foreign_keys = OFF; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;`);
     checkSchemaVersion(this.writer, this.options.path);
     this.writer.exec(SCHEMA);
+    // Sets PRAGMA user_version itself, in the same transaction as any upgrade.
     installSearchSchema(this.writer);
-    this.writer.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     this.w = new Statements(this.writer);
     if (this.memory) {
       this.reader = this.writer;
@@ -318,13 +321,19 @@ export class SqliteStore implements Store {
       // After a failed fsync nothing more is written (WalSync).
       if (this.wal.failure) throw this.wal.failure;
       const db = this.writer;
+      const changesBefore = this.w.totalChanges.get() as { n: number };
       db.exec('BEGIN IMMEDIATE');
       const session = this.session();
       try {
         const result = await work(session);
+        // A transaction that changed nothing (a delete of a missing resource, a conditional create that found
+        // its match) has nothing to make durable: it neither waits for an fsync nor makes readers wait.
+        const wrote = (this.w.totalChanges.get() as { n: number }).n !== changesBefore.n;
         db.exec('COMMIT');
-        if (this.syncWal) seq = this.wal.commit();
-        this.checkpointer?.committed();
+        if (wrote) {
+          if (this.syncWal) seq = this.wal.commit();
+          this.checkpointer?.committed();
+        }
         return result;
       } catch (err) {
         if (db.isTransaction) db.exec('ROLLBACK');
@@ -378,22 +387,16 @@ export class SqliteStore implements Store {
   }
 
   async clear(): Promise<void> {
-    await this.mutex.run(async () => {
+    // Through transaction(): durable like any other commit, and refused after a failed fsync.
+    await this.transaction(async () => {
       const tables = this.writer
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
         .all() as { name: string }[];
-      this.writer.exec('BEGIN IMMEDIATE');
-      try {
-        // The full-text table is emptied through itself; its shadow tables may not be written directly.
-        for (const t of tables) if (!isSearchShadowTable(t.name)) this.writer.exec(`DELETE FROM "${t.name}"`);
-        this.writer.exec('COMMIT');
-      } catch (err) {
-        if (this.writer.isTransaction) this.writer.exec('ROLLBACK');
-        throw err;
-      }
-      resetSearchCaches(this.writer);
-      resetSearchCaches(this.reader);
+      // The full-text table is emptied through itself; its shadow tables may not be written directly.
+      for (const t of tables) if (!isSearchShadowTable(t.name)) this.writer.exec(`DELETE FROM "${t.name}"`);
     });
+    resetSearchCaches(this.writer);
+    resetSearchCaches(this.reader);
   }
 
   /** A session bound to the writer connection; only valid inside `transaction()`. */
@@ -546,8 +549,16 @@ class WalSync {
   private queued: Promise<void> | undefined;
 
   async open(path: string): Promise<void> {
-    // The WAL file exists once the database is in WAL mode with a connection open.
+    // The WAL file exists once the database is in WAL mode with a connection open. It is created anew when a
+    // database is opened after its last connection closed: its directory entry is made durable once here
+    // (SQLite's own FULL syncs the directory on a new WAL's first sync; the writer connection never syncs).
     this.fd = openSync(path, 'r+');
+    const dir = openSync(dirname(path), 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
   }
 
   async close(): Promise<void> {
@@ -579,6 +590,8 @@ class WalSync {
   }
 
   private start(): Promise<void> {
+    // A queued fsync after a failed one would "succeed" over the lost pages: the commits it covers fail too.
+    if (this.failure) return Promise.reject(this.failure);
     const upTo = this.committed;
     const fd = this.fd;
     const synced = new Promise<void>((resolve, reject) => {
