@@ -87,7 +87,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       // Entries still queued (answers that did not wait for their commit) are written before the stores close.
       await access.audit.close();
-      if (access.auditStore !== store) await access.auditStore.close();
+      await access.auditStore.close();
       await store.close();
     },
   };

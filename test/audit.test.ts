@@ -351,7 +351,7 @@ describe.each([true, false])('the audit trail of an embedded store with an audit
     const events = await allAuditEvents(rt.auditStore);
     expect(events.map((e) => chainOf(e)!.seq)).toEqual(events.map((_, i) => i + 1));
     await rt.audit.flush();
-    await rt.audit.close?.();
+    await rt.audit.close();
     // After close, the trail is complete in the file and verifies from a fresh store.
     const store = new SqliteStore({ path: join(dir, 'audit.sqlite') });
     await store.init();
@@ -397,6 +397,27 @@ describe('audit trail failures and durability modes', () => {
     await store.close();
   });
 
+  it('a failed indexing run makes every AuditEvent search waiting on it a 503, not a shorter answer', async () => {
+    const store = new SqliteStore({ path: ':memory:' });
+    await store.init();
+    const failing = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'reindex') return async () => Promise.reject(new Error('database is locked'));
+        return Reflect.get(target, prop, receiver) as unknown;
+      },
+    });
+    const log = new AuditLog(failing);
+    log.record(event(1));
+    await log.flush();
+    // Two searches at once: the second joins the first one's run.
+    const [a, b] = await Promise.allSettled([log.indexed(), log.indexed()]);
+    for (const r of [a, b]) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toMatchObject({ status: 503 });
+    }
+    await store.close();
+  });
+
   it('DSP_AUDIT_SYNC=disk: a flush resolves only once its commit is on disk', async () => {
     const dir = tempDir('dsp-audit-disk-');
     const store = new SqliteStore({ path: join(dir, 'audit.sqlite') });
@@ -420,7 +441,13 @@ describe('audit trail failures and durability modes', () => {
     await t.http.put('/fhir/Observation/o-dead').send({ resourceType: 'Observation', id: 'o-dead', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p-dead' } });
     await t.http.put('/fhir/Practitioner/pr-dead').send({ resourceType: 'Practitioner', id: 'pr-dead' });
     expect((await t.http.get('/fhir/Observation/o-dead')).status).toBe(200);
-    await rt.audit.close();
+    // The writer thread dies (terminated from outside, as a crash would end it), not closed by the server.
+    const { AuditTrailWorker } = await import('../src/audit/writer.ts');
+    expect(rt.audit).toBeInstanceOf(AuditTrailWorker);
+    const worker = (rt.audit as unknown as { worker: import('node:worker_threads').Worker }).worker;
+    const exited = new Promise((r) => worker.once('exit', r));
+    await worker.terminate();
+    await exited;
     expect(rt.audit.failed).toBe(true);
     for (const path of ['/fhir/Observation/o-dead', '/fhir/Practitioner/pr-dead']) {
       const res = await t.http.get(path);

@@ -325,10 +325,10 @@ export class AccessScope {
    * patient, authors or security labels of a resource they did not write (nor delete it); patients and
    * assistants write in their own record; Consent is the patient's.
    */
-  async checkWrite(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined, session?: StoreSession): Promise<void> {
+  async checkWrite(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined, session: StoreSession): Promise<void> {
     if (this.unrestricted) return;
-    // From an interaction: decided on the write's own transaction (see within).
-    const decider = session ? this.within(session) : this;
+    // Decided on the write's own transaction (see within): never on the shared policy cache.
+    const decider = this.within(session);
     try {
       await decider.writeRules(interaction, before, after);
     } catch (err) {

@@ -186,7 +186,8 @@ function applyConsent(policy: PatientPolicy, c: Consent, now: number): void {
   }
 }
 
-const PROFESSIONAL = new RegExp(`^(Practitioner|PractitionerRole)/${ID_SOURCE}$`);
+/** A reference to a professional: `Practitioner/id` or `PractitionerRole/id`. */
+export const PROFESSIONAL = new RegExp(`^(Practitioner|PractitionerRole)/${ID_SOURCE}$`);
 const searchBase = { sort: [], count: 10_000, total: 'none' as const, include: [] };
 
 function refFilter(param: string, reference: string) {

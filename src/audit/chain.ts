@@ -180,6 +180,7 @@ export class AuditLog {
   /** The queue holds an entry whose answer waits for a durable commit. */
   private durableQueued = false;
   private head: Head | undefined;
+  private headRead: Promise<Head> | undefined;
   /** The last write's commit (the next one follows it). */
   private writing: Promise<void> = Promise.resolve();
   /** The last write's outcome: its commit and, for a durable one waiting for the disk, its fsync. */
@@ -219,8 +220,19 @@ export class AuditLog {
     if (options?.durable !== false) this.durableQueued = true;
   }
 
+  /**
+   * The head, read once: concurrent callers (the first write, an `indexed()`) share one read, and a read that
+   * finishes late never replaces a head a write has moved on since.
+   */
   private async loadHead(): Promise<Head> {
     if (this.head) return this.head;
+    this.headRead ??= this.readHeadFromStore();
+    const head = await this.headRead;
+    this.head ??= head;
+    return this.head;
+  }
+
+  private async readHeadFromStore(): Promise<Head> {
     let head = await readHead(this.store);
     if (!head) {
       // No head (a new trail, or one written before the head moved into the store): the entries tell.
@@ -231,7 +243,6 @@ export class AuditLog {
       }
     }
     if (this.recoverAfter === null) this.recoverAfter = head.indexedThrough;
-    this.head = head;
     return head;
   }
 
@@ -346,7 +357,15 @@ export class AuditLog {
     await this.flush().catch(() => undefined);
     await this.writing;
     await this.loadHead();
-    await this.runIndexer();
+    // A search must not answer without entries that lack their index rows: a failed indexing run (joined or
+    // started here) is a 503, not a shorter result.
+    const newest = this.unindexed[this.unindexed.length - 1];
+    const unavailable = (detail?: string) =>
+      new FhirError(503, `The audit trail's search index could not be brought up to date${detail ? ` (${detail})` : ''}`, 'transient');
+    await this.runIndexer().catch((err: unknown) => {
+      throw err instanceof FhirError ? err : unavailable(err instanceof Error ? err.message : String(err));
+    });
+    if (newest && this.unindexed.includes(newest)) throw unavailable();
   }
 
   /** Indexes the backlog in chunks, one store transaction each, yielding to requests between chunks. */

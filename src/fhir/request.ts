@@ -56,7 +56,7 @@ export interface WriteGuard {
   /** The target as read in the transaction must be visible to the caller (else the same 404 as a missing one). */
   checkWriteTarget(session: StoreSession, type: string, id: string, current: CurrentRecord | undefined): Promise<void>;
   /** May the caller turn `before` into `after` (create: no `before`; delete: no `after`)? 403 / 404 when not. */
-  checkWrite(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined, session?: StoreSession): Promise<void>;
+  checkWrite(interaction: 'create' | 'update' | 'patch' | 'delete', before: Resource | undefined, after: Resource | undefined, session: StoreSession): Promise<void>;
 }
 
 export interface FhirResponse {

@@ -28,19 +28,17 @@ import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import type { Context } from '../fhir/interactions.ts';
 import type { Principal } from '../access/principal.ts';
 import { FhirError, badRequest, gone, notFound } from '../fhir/outcome.ts';
-import { ID_SOURCE, TYPE_ID_PATTERN, fhirModel } from '../fhir/model.ts';
+import { TYPE_ID_PATTERN, fhirModel } from '../fhir/model.ts';
 import { compartmentFilter } from '../fhir/compartments.ts';
 import { search, withoutServerMeta } from '../fhir/interactions.ts';
 import { extractIndex } from '../search/indexer.ts';
-import { CONFIDENTIALITY, POLICY_SYSTEM, type PatientPolicy, type PolicyKind, active, activeConsents, loadPolicy, periodEndMs, policyKind } from '../access/policy.ts';
+import { CONFIDENTIALITY, POLICY_SYSTEM, PROFESSIONAL, type PatientPolicy, type PolicyKind, active, activeConsents, loadPolicy, periodEndMs, policyKind } from '../access/policy.ts';
 import { patientsOf } from '../access/decision.ts';
 import { accessRuntime } from '../access/service.ts';
 import { FLAG_SYSTEM } from '../audit/event.ts';
 import { type OperationAccess, type ScopeNeed, operationRegistry } from './registry.ts';
 
 const BASE = 'https://dsp.lu/fhir/OperationDefinition/';
-const PROFESSIONAL = new RegExp(`^(Practitioner|PractitionerRole)/${ID_SOURCE}$`);
-const REFERENCE = TYPE_ID_PATTERN;
 
 /**
  * Their access rules (src/access/enforce.ts applies them): the patient, their assistant or an administrator;
@@ -78,7 +76,7 @@ function single(req: FhirRequest, name: string, required: boolean): ParametersPa
 function referenceParam(req: FhirRequest, name: string): string {
   const p = single(req, name, true);
   const ref = p.valueReference?.reference ?? p.valueString;
-  if (typeof ref !== 'string' || !REFERENCE.test(ref)) throw badRequest(`Parameter ${name} must be a reference Type/id (valueReference)`, [where(name)]);
+  if (typeof ref !== 'string' || !TYPE_ID_PATTERN.test(ref)) throw badRequest(`Parameter ${name} must be a reference Type/id (valueReference)`, [where(name)]);
   return ref;
 }
 
@@ -309,7 +307,7 @@ type Change = (w: ConsentWriter, req: FhirRequest) => Promise<void>;
 
 /** A resource of this patient's record (live); anything else is a 422 that does not tell whether it exists. */
 async function inRecord(session: StoreSession, patientId: string, reference: string, name: string, type?: string): Promise<void> {
-  const [, t, id] = REFERENCE.exec(reference)!;
+  const [, t, id] = TYPE_ID_PATTERN.exec(reference)!;
   if (type && t !== type) throw unprocessable(`Parameter ${name} must be a reference to ${type}, not ${t}`, name);
   if (!fhirModel().isResourceType(t)) throw unprocessable(`${t} is not a resource type`, name);
   if (t === 'Patient') throw unprocessable('The Patient resource itself cannot be hidden: use $close to close the record', name);
@@ -491,7 +489,7 @@ operationRegistry.register({
     if (emergency) filters.push({ kind: 'param', param: '_tag', type: 'token', anyOf: [{ type: 'token', system: FLAG_SYSTEM, code: 'emergency-access' }] });
     const rt = await accessRuntime(ctx);
     // Entries whose search rows are built in the background are indexed before the trail is searched.
-    await (rt.audit as { indexed?: () => Promise<void> }).indexed?.();
+    await rt.audit.indexed();
     const res = await search({ ...ctx, store: rt.auditStore }, rt.auditStore, req, 'AuditEvent', params, { path: `Patient/${patientId}/$access-log`, filters });
     // The paging links keep the operation's own parameters.
     const bundle = res.body as Bundle;
