@@ -4,7 +4,7 @@
  * write no events of their own. A batch keeps one event per entry (its entries are independent requests).
  */
 import { describe, expect, it } from 'vitest';
-import type { AuditEvent, AuditEventEntity, Bundle } from 'fhir/r4';
+import type { AuditEvent, AuditEventEntity, Bundle, BundleEntry } from 'fhir/r4';
 import { makeApp } from './support/app.ts';
 import { accessRuntime } from '../src/access/service.ts';
 import { verifyAuditChain } from '../src/audit/chain.ts';
@@ -12,21 +12,23 @@ import { obs, seed } from './access-fixture.ts';
 
 const detail = (e: AuditEventEntity, type: string) => e.detail?.find((d) => d.type === type)?.valueString;
 
+/** A fresh app, the audit count before, and the answer to a Bundle of that type posted by an administrator. */
+async function post(type: 'transaction' | 'batch', entry: BundleEntry[]) {
+  const t = await makeApp();
+  const rt = await accessRuntime(t.ctx);
+  const before = rt.audit.written;
+  const res = await t.http.post('/fhir').send({ resourceType: 'Bundle', type, entry });
+  return { t, rt, before, res };
+}
+
 describe('one AuditEvent per transaction', () => {
   it('lists every entry with its outcome and every patient; found by entity, subtype and the patient’s $access-log', async () => {
-    const t = await makeApp();
-    const rt = await accessRuntime(t.ctx);
-    const before = rt.audit.written;
-    const tx = await t.http.post('/fhir').send({
-      resourceType: 'Bundle',
-      type: 'transaction',
-      entry: [
-        { fullUrl: 'urn:uuid:0d4c7f2e-1111-4a5b-9c1d-000000000001', resource: { resourceType: 'Patient', name: [{ family: 'Tx' }] }, request: { method: 'POST', url: 'Patient' } },
-        { resource: { resourceType: 'Observation', status: 'final', code: { text: 'a' }, subject: { reference: 'urn:uuid:0d4c7f2e-1111-4a5b-9c1d-000000000001' } }, request: { method: 'POST', url: 'Observation' } },
-        { resource: { resourceType: 'Observation', id: 'tx-audit-obs', status: 'final', code: { text: 'b' }, subject: { reference: 'urn:uuid:0d4c7f2e-1111-4a5b-9c1d-000000000001' } }, request: { method: 'PUT', url: 'Observation/tx-audit-obs' } },
-        { resource: { resourceType: 'Practitioner', id: 'tx-audit-pr' }, request: { method: 'PUT', url: 'Practitioner/tx-audit-pr' } },
-      ],
-    });
+    const { t, rt, before, res: tx } = await post('transaction', [
+      { fullUrl: 'urn:uuid:0d4c7f2e-1111-4a5b-9c1d-000000000001', resource: { resourceType: 'Patient', name: [{ family: 'Tx' }] }, request: { method: 'POST', url: 'Patient' } },
+      { resource: { resourceType: 'Observation', status: 'final', code: { text: 'a' }, subject: { reference: 'urn:uuid:0d4c7f2e-1111-4a5b-9c1d-000000000001' } }, request: { method: 'POST', url: 'Observation' } },
+      { resource: { resourceType: 'Observation', id: 'tx-audit-obs', status: 'final', code: { text: 'b' }, subject: { reference: 'urn:uuid:0d4c7f2e-1111-4a5b-9c1d-000000000001' } }, request: { method: 'PUT', url: 'Observation/tx-audit-obs' } },
+      { resource: { resourceType: 'Practitioner', id: 'tx-audit-pr' }, request: { method: 'PUT', url: 'Practitioner/tx-audit-pr' } },
+    ]);
     expect(tx.status).toBe(200);
     // One entry in the trail for the whole Bundle.
     expect(rt.audit.written).toBe(before + 1);
@@ -60,17 +62,10 @@ describe('one AuditEvent per transaction', () => {
   });
 
   it('a failed transaction: one event with the failure, the entries that ran and the failing entry’s status', async () => {
-    const t = await makeApp();
-    const rt = await accessRuntime(t.ctx);
-    const before = rt.audit.written;
-    const tx = await t.http.post('/fhir').send({
-      resourceType: 'Bundle',
-      type: 'transaction',
-      entry: [
-        { resource: { resourceType: 'Observation', status: 'final', code: { text: 'a' }, subject: { reference: 'Patient/tx-fail' } }, request: { method: 'POST', url: 'Observation' } },
-        { resource: { resourceType: 'Observation', id: 'tx-fail-2', status: 'final', code: { text: 'b' } }, request: { method: 'PUT', url: 'Observation/tx-fail-2', ifMatch: 'W/"4"' } },
-      ],
-    });
+    const { t, rt, before, res: tx } = await post('transaction', [
+      { resource: { resourceType: 'Observation', status: 'final', code: { text: 'a' }, subject: { reference: 'Patient/tx-fail' } }, request: { method: 'POST', url: 'Observation' } },
+      { resource: { resourceType: 'Observation', id: 'tx-fail-2', status: 'final', code: { text: 'b' } }, request: { method: 'PUT', url: 'Observation/tx-fail-2', ifMatch: 'W/"4"' } },
+    ]);
     expect(tx.status).toBe(412);
     expect(rt.audit.written).toBe(before + 1);
     const found = await t.http.get('/fhir/AuditEvent?subtype=transaction&_count=10');
@@ -124,17 +119,10 @@ describe('one AuditEvent per transaction', () => {
   });
 
   it('a batch keeps one event per entry', async () => {
-    const t = await makeApp();
-    const rt = await accessRuntime(t.ctx);
-    const before = rt.audit.written;
-    const batch = await t.http.post('/fhir').send({
-      resourceType: 'Bundle',
-      type: 'batch',
-      entry: [
-        { resource: { resourceType: 'Practitioner', id: 'b-1' }, request: { method: 'PUT', url: 'Practitioner/b-1' } },
-        { resource: { resourceType: 'Practitioner', id: 'b-2' }, request: { method: 'PUT', url: 'Practitioner/b-2' } },
-      ],
-    });
+    const { t, rt, before, res: batch } = await post('batch', [
+      { resource: { resourceType: 'Practitioner', id: 'b-1' }, request: { method: 'PUT', url: 'Practitioner/b-1' } },
+      { resource: { resourceType: 'Practitioner', id: 'b-2' }, request: { method: 'PUT', url: 'Practitioner/b-2' } },
+    ]);
     expect(batch.status).toBe(200);
     expect(rt.audit.written).toBe(before + 3);
   });

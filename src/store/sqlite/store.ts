@@ -12,7 +12,9 @@
  *   `fdatasync`s the WAL file through the libuv thread pool before the commit's caller resumes: the event loop
  *   keeps serving requests during the fsync, and commits made while one is in flight share the next one
  *   (group commit). Reads outside a transaction that start while a commit is not yet on disk wait for it
- *   before they return, so no answer shows data a power loss could still take back (FULL's guarantee).
+ *   before they return, so no answer shows data a power loss could still take back (FULL's guarantee). This
+ *   holds per store object: another SqliteStore on the same file (the audit writer thread's, with
+ *   DSP_AUDIT_THREAD) makes commits this one's reads do not wait for.
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
@@ -45,6 +47,7 @@ import {
   isSearchShadowTable,
   paramIds,
   resetSearchCaches,
+  typeRowsChanged,
   resolveIncludes,
   writeIndex,
 } from './search-sql.ts';
@@ -434,7 +437,11 @@ export class SqliteStore implements Store {
       if (existing) {
         rid = existing.rid!;
         s.update.run(versionId, lastUpdated, deleted, content, rid);
-      } else rid = Number(s.insert.run(resourceType, id, versionId, lastUpdated, deleted, content).lastInsertRowid);
+      } else {
+        rid = Number(s.insert.run(resourceType, id, versionId, lastUpdated, deleted, content).lastInsertRowid);
+        // A new row of the type (a delete keeps its row): the probe bound's count follows without a recount.
+        typeRowsChanged(s.db, resourceType, 1);
+      }
       s.insertHistory.run(resourceType, id, versionId, lastUpdated, method, deleted, content);
       if (resource) writeIndex(s.db, resourceType, id, options.index ?? [], !existing || existing.deleted === 1, rid);
       else deleteIndex(s.db, resourceType, id, rid);
