@@ -4,7 +4,7 @@
  * validation options reachable from $validate and the CLI; ImplementationGuide global profiles independent of
  * the order packages were loaded and read in.
  */
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -229,6 +229,23 @@ describe('ImplementationGuide global profiles from loaded packages', () => {
     } finally {
       if (indexDir === undefined) delete process.env.DSP_PACKAGE_INDEX_DIR;
       else process.env.DSP_PACKAGE_INDEX_DIR = indexDir;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('a .tgz package\'s guides come from the archive the registry read, not from the file on disk later', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsp-global-tgz-'));
+    try {
+      const folder = makePackage(dir, 'test.global.tgz', 'needs-gender', 'gender');
+      const tgz = join(dir, 'test.global.tgz-1.0.0.tgz');
+      execFileSync('tar', ['czf', tgz, '-C', folder, 'package']);
+      const reg = new PackageRegistry();
+      reg.addPackage(tgz);
+      rmSync(tgz); // the registry holds every file of the archive: nothing is read from disk again
+      expect(reg.packageGuides().map((g) => g.id)).toEqual(['test.global.tgz']);
+      expect(reg.packageGuides('"no such text"')).toEqual([]);
+      const issues = key(validateFull(patient, { validator: profileLayer(reg) }));
+      expect(issues.filter((i) => i.startsWith('error')), issues.join('\n')).toEqual([expect.stringMatching(/^error Patient\.gender .*requires at least 1/)]);
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -55,7 +55,11 @@ interface PackageSource {
   urlIndex?: Map<string, string[]>;
   /** Where the url index of a folder package is cached between runs (undefined: no cache). */
   indexCache?: string;
+  /** Its ImplementationGuide files, parsed (see `packageGuides`), per `mentioning` filter. */
+  guides?: Map<string, ConformanceResource[]>;
 }
+
+const GUIDE_FILE = /^ImplementationGuide-[^/]+\.json$/;
 
 /** Index cache: a package's files are read in full once; later runs read only `[file, type, url, version]` rows. */
 function indexCacheFile(info: PackageInfo, dir: string): string | undefined {
@@ -81,6 +85,16 @@ function versionMatches(have: string | undefined, want: string | undefined): boo
   if (!want) return true;
   if (!have) return false;
   return have === want || have.startsWith(want + '.');
+}
+
+/** A package file's resource; undefined when it is not JSON or not a resource (a broken file defines nothing). */
+function parseResource(buf: Buffer): ConformanceResource | undefined {
+  try {
+    const r = JSON.parse(buf.toString('utf8')) as ConformanceResource;
+    return r && typeof r === 'object' && typeof r.resourceType === 'string' ? r : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reads a package folder's files (either at the top or under `package/`). */
@@ -223,12 +237,7 @@ export class PackageRegistry {
   }
 
   private parse(src: PackageSource, file: string): ConformanceResource | undefined {
-    try {
-      const r = JSON.parse(src.files.get(file)!().toString('utf8')) as ConformanceResource;
-      return r && typeof r === 'object' && typeof r.resourceType === 'string' ? r : undefined;
-    } catch {
-      return undefined;
-    }
+    return parseResource(src.files.get(file)!());
   }
 
   /** Makes every file of a package findable by url (from the index cache when there is one). */
@@ -369,6 +378,33 @@ export class PackageRegistry {
       this.globals = { generation: this.generation, byType };
     }
     return this.globals.byType.get(type) ?? [];
+  }
+
+  /**
+   * The ImplementationGuide resources the loaded packages ship: each source's `ImplementationGuide-*.json` files
+   * (the IG publisher's naming), in source order then file name, read from the files the source already holds
+   * (a .tgz is in memory), once per source. Unlike `globalProfiles`, the answer does not depend on which files
+   * lookups happened to read. With `mentioning`, a file whose text lacks that string is skipped unparsed (the
+   * terminology package's guide is 2.2 MB and takes 20 ms or more to parse).
+   */
+  packageGuides(mentioning = ''): ConformanceResource[] {
+    const out: ConformanceResource[] = [];
+    for (const src of this.sources) {
+      src.guides ??= new Map();
+      let list = src.guides.get(mentioning);
+      if (!list) {
+        list = [];
+        for (const f of [...src.files.keys()].filter((n) => GUIDE_FILE.test(n)).sort()) {
+          const buf = src.files.get(f)!();
+          if (mentioning && !buf.includes(mentioning)) continue;
+          const r = parseResource(buf);
+          if (r?.resourceType === 'ImplementationGuide') list.push(r);
+        }
+        src.guides.set(mentioning, list);
+      }
+      out.push(...list);
+    }
+    return out;
   }
 
   /** Every resource of a type held by one package (by name), reading the package fully. */
