@@ -223,13 +223,20 @@ async function ingest(client: Client, server: Child, ids: Map<string, string[]>)
 }
 
 /**
- * Terminology over HTTP (issue 5): ValueSet/$validate-code on a required R4 binding, codes drawn at random
- * (one in five is not in the value set, so both answers are measured). Same load generator as the reads.
+ * Terminology over HTTP (issue 5): ValueSet/$validate-code on a required R4 binding (resource-types), 61 codes
+ * drawn at random (one in five is not in the value set, so both answers are measured). Same load generator
+ * as the reads.
  */
-const GENDER_CODES = ['male', 'female', 'other', 'unknown', 'mail'];
+const RESOURCE_TYPE_CODES = ('Account ActivityDefinition AllergyIntolerance Appointment AuditEvent Basic Binary Bundle CarePlan CareTeam ' +
+  'ChargeItem Claim ClinicalImpression CodeSystem Communication Composition ConceptMap Condition Consent Coverage DetectedIssue ' +
+  'Device DiagnosticReport DocumentReference Encounter Endpoint EpisodeOfCare FamilyMemberHistory Flag Goal Group HealthcareService ' +
+  'ImagingStudy Immunization Library List Location Measure Media Medication MedicationAdministration MedicationDispense ' +
+  'MedicationRequest MedicationStatement NutritionOrder Observation Organization Patient Practitioner PractitionerRole Procedure ' +
+  'Provenance Questionnaire QuestionnaireResponse RelatedPerson RiskAssessment ServiceRequest Specimen StructureDefinition Task ValueSet').split(' ');
 function validateCodePath(random: () => number): string {
-  const code = GENDER_CODES[Math.floor(random() * GENDER_CODES.length)];
-  return `/fhir/ValueSet/$validate-code?url=${encodeURIComponent('http://hl7.org/fhir/ValueSet/administrative-gender')}&system=${encodeURIComponent('http://hl7.org/fhir/administrative-gender')}&code=${code}`;
+  const known = RESOURCE_TYPE_CODES[Math.floor(random() * RESOURCE_TYPE_CODES.length)]!;
+  const code = random() < 0.2 ? `${known}X` : known;
+  return `/fhir/ValueSet/$validate-code?url=${encodeURIComponent('http://hl7.org/fhir/ValueSet/resource-types')}&system=${encodeURIComponent('http://hl7.org/fhir/resource-types')}&code=${code}`;
 }
 
 /**

@@ -231,64 +231,6 @@ function combine(results: ValidateResult[]): ValidateResult {
   return { result: false, issues, message: issues.filter((i) => i.severity === 'error').map((i) => i.text).join('; ') || results[0]?.message, code: results[0]?.code, system: results[0]?.system, display: results[0]?.display, version: results[0]?.version };
 }
 
-// -- answers of repeated calls --------------------------------------------------------------------------------
-
-/** Most answers kept per scope (the oldest goes first). */
-const ANSWERS_PER_SCOPE = 10_000;
-/** Answers per Scope object, with the content version of its layers they were computed over. */
-const answerCache = new WeakMap<Scope, { version: number; answers: Map<string, Parameters> }>();
-
-function layersVersion(scope: Scope): number {
-  let v = 0;
-  for (const l of scope.layers) v += l.version;
-  return v;
-}
-
-/**
- * What the answer of a type-level GET depends on besides the terminology content: the operation, the type, the
- * query parameters (in order; `_format`, `_pretty`... change only the rendering) and Accept-Language.
- * undefined for anything else (POST bodies, tx-resource, instance level): not kept.
- */
-function answerKey(op: string, req: FhirRequest, target: OperationTarget): string | undefined {
-  if (req.method !== 'GET' || target.level !== 'type' || req.body !== undefined) return undefined;
-  const parts: string[] = [op, target.resourceType ?? '', header(req, 'accept-language') ?? ''];
-  for (const [k, v] of req.query) if (!k.startsWith('_')) parts.push(k, v);
-  return JSON.stringify(parts);
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
-  }
-  return value;
-}
-
-/**
- * The answer of a repeated type-level GET `$validate-code` or `$translate`, kept per Scope: the service hands out
- * one Scope object while the stored terminology is known to be unchanged and a new one after any change, and
- * additions to a layer (static content, package look-ups) bump its version, which is part of the validity.
- * A hit skips parameter parsing, value set resolution and the engine (~0.1 ms of a sequential call's CPU on this
- * machine, docs/terminology.md). Errors are never kept; kept answers are frozen (every hit shares them).
- */
-async function remembered(op: string, ctx: Context, req: FhirRequest, target: OperationTarget, compute: () => Promise<Parameters>): Promise<Parameters> {
-  const key = answerKey(op, req, target);
-  const scope = key === undefined ? undefined : terminologyService().freshScope(ctx.store);
-  if (!scope) return compute();
-  const version = layersVersion(scope);
-  let entry = answerCache.get(scope);
-  if (!entry || entry.version !== version) answerCache.set(scope, (entry = { version, answers: new Map() }));
-  const hit = entry.answers.get(key!);
-  if (hit) return hit;
-  const answer = await compute();
-  // Kept only when nothing changed while it was computed.
-  if (terminologyService().freshScope(ctx.store) === scope && layersVersion(scope) === version) {
-    if (entry.answers.size >= ANSWERS_PER_SCOPE) entry.answers.delete(entry.answers.keys().next().value!);
-    entry.answers.set(key!, deepFreeze(answer));
-  }
-  return answer;
-}
-
 // -- ValueSet/$expand -----------------------------------------------------------------------------------------
 
 operationRegistry.register({
@@ -328,7 +270,7 @@ operationRegistry.register({
   levels: ['type', 'instance'],
   affectsState: false,
   access: { ...readsTarget('any', 'ValueSet'), sharedData: true },
-  handler: async (ctx, req, target) => ok(await remembered('validate-code', ctx, req, target, () => validateCode(ctx, req, target, new OpParams(req)))),
+  handler: async (ctx, req, target) => ok(await validateCode(ctx, req, target, new OpParams(req))),
 });
 
 async function validateCode(ctx: Context, req: FhirRequest, target: OperationTarget, params: OpParams): Promise<Parameters> {
@@ -452,7 +394,7 @@ operationRegistry.register({
   levels: ['type', 'instance'],
   affectsState: false,
   access: { ...readsTarget('any', 'ConceptMap'), sharedData: true },
-  handler: async (ctx, req, target) => ok(await remembered('translate', ctx, req, target, () => translateCall(ctx, req, target))),
+  handler: async (ctx, req, target) => ok(await translateCall(ctx, req, target)),
 });
 
 async function translateCall(ctx: Context, req: FhirRequest, target: OperationTarget): Promise<Parameters> {

@@ -118,8 +118,6 @@ export class ResourceSet {
   readonly supplements = new Map<string, Map<string, Designation[]>>();
   readonly supplementResources: CodeSystem[] = [];
   private readonly indexCache = new WeakMap<CodeSystem, CodeSystemIndex>();
-  /** Bumped by every addition: answers computed over this set are valid while it stays the same. */
-  version = 0;
 
   add(r: Resource): void {
     if (r.resourceType === 'CodeSystem') this.addCodeSystem(r as CodeSystem);
@@ -128,7 +126,6 @@ export class ResourceSet {
   }
 
   addCodeSystem(cs: CodeSystem, index?: CodeSystemIndex): void {
-    this.version++;
     if (cs.content === 'supplement' && cs.supplements) {
       this.supplementResources.push(cs);
       const system = canonicalSystem(cs.supplements.split('|')[0]!);
@@ -159,7 +156,6 @@ export class ResourceSet {
   }
 
   addValueSet(vs: ValueSet): void {
-    this.version++;
     const keys = new Set<string>();
     if (vs.url) keys.add(vs.url);
     for (const id of vs.identifier ?? []) if (id.value?.startsWith('urn:oid:')) keys.add(id.value);
@@ -173,7 +169,6 @@ export class ResourceSet {
   keepAllMaps = false;
 
   addConceptMap(cm: ConceptMap): void {
-    this.version++;
     const key = cm.url ?? `ConceptMap/${cm.id}`;
     const list = this.conceptMaps.get(key) ?? [];
     this.conceptMaps.set(key, [...(this.keepAllMaps ? list : list.filter((x) => x.version !== cm.version)), cm]);
