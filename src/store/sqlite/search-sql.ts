@@ -291,12 +291,32 @@ interface Prepared {
   /** resource type -> code -> pid. */
   pids: Map<string, Map<string, number>>;
   countType: StatementSync;
-  /** resource type -> its row count and when it was counted (paramIds typeRows). */
-  typeRows: Map<string, { n: number; at: number }>;
+  /** resource type -> its row count (paramIds typeRows), shared with the other connections to the file. */
+  typeRows: Map<string, number>;
 }
-/** How long a type's row count serves the probe bound (a size estimate: minutes-old is close enough). */
-const TYPE_ROWS_TTL_MS = 60_000;
 const prepared = new WeakMap<DatabaseSync, Prepared>();
+
+/**
+ * The row counts per resource type of each database file, shared by the connections open on it in this process
+ * (the store writes on one and searches on another: the counts the writer's writes keep current are the ones
+ * the reader's searches use). An entry lives while one of its connections is open: a file opened again after
+ * all were closed is counted again.
+ */
+const typeRowsByFile = new Map<string, { rows: Map<string, number>; dbs: WeakRef<DatabaseSync>[] }>();
+
+function sharedTypeRows(db: DatabaseSync): Map<string, number> {
+  const file = db.location();
+  // In memory: one connection, its own counts.
+  if (!file) return new Map();
+  for (const [f, e] of typeRowsByFile) {
+    e.dbs = e.dbs.filter((r) => r.deref()?.isOpen);
+    if (!e.dbs.length) typeRowsByFile.delete(f);
+  }
+  let e = typeRowsByFile.get(file);
+  if (!e) typeRowsByFile.set(file, (e = { rows: new Map(), dbs: [] }));
+  e.dbs.push(new WeakRef(db));
+  return e.rows;
+}
 
 function statements(db: DatabaseSync): Prepared {
   let p = prepared.get(db);
@@ -315,7 +335,7 @@ function statements(db: DatabaseSync): Prepared {
       addParam: db.prepare('INSERT INTO search_params (resource_type, code, kind) VALUES (?, ?, ?)'),
       pids: new Map(),
       countType: db.prepare('SELECT count(*) AS n FROM resources WHERE resource_type = ?'),
-      typeRows: new Map(),
+      typeRows: sharedTypeRows(db),
     };
     prepared.set(db, p);
   }
@@ -334,12 +354,14 @@ function insertStatements(db: DatabaseSync, suffix: string): Record<Kind, Statem
 }
 
 /**
- * Forgets the cached parameter ids of a connection: call after a ROLLBACK (ids created in the rolled-back
- * transaction are gone) or after the tables were emptied.
+ * Forgets the cached parameter ids of a connection and the row counts of its file: call after a ROLLBACK (ids
+ * created in the rolled-back transaction are gone, rows it added were counted) or after the tables were
+ * emptied. The next search counts each type again.
  */
 export function resetSearchCaches(db: DatabaseSync): void {
   prepared.get(db)?.pids.clear();
-  prepared.get(db)?.typeRows.clear();
+  const file = db.location();
+  (prepared.get(db)?.typeRows ?? (file ? typeRowsByFile.get(file)?.rows : undefined))?.clear();
 }
 
 /**
@@ -362,16 +384,28 @@ export function paramIds(db: DatabaseSync): ParamIds {
   };
   ids.countUpTo = (sql, params) => (db.prepare(sql).get(...(params as SQLInputValue[])) as { n: number }).n;
   ids.typeRows = (resourceType) => {
-    const now = Date.now();
-    let e = p.typeRows.get(resourceType);
-    if (!e || now - e.at > TYPE_ROWS_TTL_MS) {
-      // Through the (resource_type, id) index: ~15 ms for 470,000 Observations, once a minute.
-      e = { n: (p.countType.get(resourceType) as { n: number }).n, at: now };
-      p.typeRows.set(resourceType, e);
+    let n = p.typeRows.get(resourceType);
+    if (n === undefined) {
+      // Through the (resource_type, id) index: ~15 ms for 470,000 Observations, once per type (then kept
+      // current by typeRowsChanged, never recounted on a timer: no periodic stall of the event loop).
+      n = (p.countType.get(resourceType) as { n: number }).n;
+      p.typeRows.set(resourceType, n);
     }
-    return e.n;
+    return n;
   };
   return ids;
+}
+
+/**
+ * The store's writes report the rows they add to (or remove from) `resources` here, inside their transaction:
+ * the counts behind the probe bound follow them without a recount. A type not counted yet is left alone (its
+ * first search counts it). A transaction rolled back afterwards calls resetSearchCaches, which drops the
+ * counts; a count taken while a write is in flight may be off by that write: an estimate either way.
+ */
+export function typeRowsChanged(db: DatabaseSync, resourceType: string, delta: number): void {
+  const rows = statements(db).typeRows;
+  const n = rows.get(resourceType);
+  if (n !== undefined) rows.set(resourceType, Math.max(0, n + delta));
 }
 
 function paramId(p: Prepared, resourceType: string, code: string, kind: Kind): number {
@@ -463,7 +497,7 @@ export function deleteIndex(db: DatabaseSync, resourceType: string, id: string, 
 export interface ParamIds {
   (resourceType: string, code: string): number | undefined;
   countUpTo?: (sql: string, params: SqlParam[]) => number;
-  /** Rows of a resource type (deleted ones included), recounted at most once a minute (TYPE_ROWS_TTL_MS). */
+  /** Rows of a resource type (deleted ones included): counted once, then kept current (typeRowsChanged). */
   typeRows?: (resourceType: string) => number;
 }
 
