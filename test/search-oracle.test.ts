@@ -294,7 +294,7 @@ async function mongoSearch(q: GenQuery): Promise<{ ids: string[]; included: Set<
     if (page > 200) throw new Error('more than 200 pages');
     const request: SearchRequest = parseSearch(q.type, [...q.params, ['_count', String(q.count)]], { strict: true }).request;
     if (cursor) request.cursor = cursor;
-    await expandSearchFilters(request, () => terminologyService().scope(t.ctx.store), mingoSearchAll);
+    await expandSearchFilters(request, () => terminologyService().scope(t.ctx.store), { search: async (r) => ({ resources: await mingoSearchAll(r) }) });
     const resolved = await resolveMongoChains(request, find);
     const c = compileMongoFilter(resolved);
     const found = new Query(c.filter).find<Document>(docs).sort(c.sort).limit(c.limit).all() as Document[];

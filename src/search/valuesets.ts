@@ -9,10 +9,7 @@
  * - reference `:below` / `:above` on a strict hierarchy (R4 search.html#recursive, src/search/hierarchy.ts): the
  *   start node and the nodes below / above it in the store.
  */
-import type { Resource } from 'fhir/r4';
-import type { Store } from '../store/port.ts';
 import { FhirError, badRequest } from '../fhir/outcome.ts';
-import { terminologyService } from '../terminology/service.ts';
 import { fullExpansion } from '../terminology/engine.ts';
 import type { Scope } from '../terminology/registry.ts';
 import { hierarchyNodes, type SearchAll } from './hierarchy.ts';
@@ -96,23 +93,4 @@ export async function expandSearchFilters(request: SearchRequest, scope: () => P
     if (!p.targetType || !p.targetId) throw badRequest(`${param}:${p.modifier}: no start node`);
     p.references = await hierarchyNodes(searchAll, p.targetType, p.targetId, p.modifier as 'above' | 'below', `${param}:${p.modifier}`);
   }
-}
-
-/** Every live match of a request on a store (all pages). */
-export function storeSearchAll(store: Store): SearchAll {
-  return async (request) => {
-    const out: Resource[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await store.search({ ...request, cursor });
-      out.push(...page.resources);
-      cursor = page.next;
-    } while (cursor);
-    return out;
-  };
-}
-
-/** expandSearchFilters with the store's terminology scope and searches (called before every search). */
-export async function expandValueSetFilters(store: Store, request: SearchRequest): Promise<void> {
-  await expandSearchFilters(request, () => terminologyService().scope(store), storeSearchAll(store));
 }
