@@ -6,7 +6,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
@@ -129,6 +130,28 @@ describe('sqlite durability: FULL commits wait for a WAL fsync run off the event
       await store.close();
     }
   });
+
+  it('a process ends once its store is closed, also when close() comes while a checkpoint runs', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsp-store-close-'));
+    fileDirs.push(dir);
+    const script = join(dir, 'close.ts');
+    const storeModule = join(process.cwd(), 'src/store/sqlite/store.ts');
+    writeFileSync(
+      script,
+      `import { SqliteStore } from ${JSON.stringify(storeModule)};
+const store = new SqliteStore({ path: ${JSON.stringify(join(dir, 'c.sqlite'))}, synchronous: 'NORMAL' });
+await store.init();
+// 300 commits ask for a checkpoint; close() follows at once, while the worker still runs it.
+for (let i = 0; i < 300; i++) await store.put({ resourceType: 'Patient', id: 'p' + i }, { method: 'PUT', index: [] });
+await store.close();
+console.log('closed');
+`,
+    );
+    const run = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 60_000 });
+    // Exit 13 is Node's "unsettled top-level await": the loop ended while close() still waited.
+    expect(run.status).toBe(0);
+    expect(run.stdout.trim()).toBe('closed');
+  }, 90_000);
 
   it('synchronous NORMAL runs no fsync of its own', async () => {
     const store = await fileStore('NORMAL');

@@ -636,6 +636,7 @@ class Checkpointer {
   private readonly fallback: () => void;
   private worker: Worker | undefined;
   private failed = false;
+  private closing = false;
   private running = false;
   private commits = 0;
   private last = Date.now();
@@ -663,7 +664,8 @@ class Checkpointer {
       worker.unref();
       worker.on('message', (reply: { ok: boolean }) => {
         this.running = false;
-        worker.unref();
+        // Unreferenced between checkpoints; never while closing (close() waits for the worker's exit).
+        if (!this.closing) worker.unref();
         // A checkpoint that fails (not one that merely could not copy everything) gives SQLite its own back:
         // with wal_autocheckpoint=0 and no working checkpointer the WAL would grow without bound.
         if (!reply.ok) this.fail();
@@ -693,6 +695,7 @@ class Checkpointer {
     const worker = this.worker;
     this.worker = undefined;
     this.failed = true;
+    this.closing = true;
     if (!worker) return;
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     // An unreferenced worker would let the process end before its exit is seen (a top-level await never settled).
