@@ -131,7 +131,7 @@ function profileValidationMode(raw: string | undefined): ProfileValidationMode {
 }
 
 /** The server's signing key (dev tokens, token endpoint) in a data folder. */
-export function signingKeyFile(dataDir: string): string {
+function signingKeyFile(dataDir: string): string {
   return resolve(dataDir, 'signing-key.jwk.json');
 }
 

@@ -5,7 +5,7 @@
  * `LAZY_MS`, so that many of them share one commit, unless an entry whose answer waits arrives first, which
  * fires it at the end of that turn.
  */
-export const LAZY_MS = 10;
+const LAZY_MS = 10;
 
 export class GroupWindow {
   private readonly write: () => Promise<void>;
