@@ -6,6 +6,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import type { Bundle, FhirResource, OperationOutcome, Parameters, Patient, Resource } from 'fhir/r4';
 import { makeApp, type TestApp } from './support/app.ts';
 import { parseFhirXml, toFhirXml } from '../src/formats/xml.ts';
+import { acceptRanges, responseFormat, withUtf8Charset } from '../src/formats/negotiate.ts';
 
 type Fmt = 'json' | 'xml';
 const MIME: Record<Fmt, string> = { json: 'application/fhir+json', xml: 'application/fhir+xml' };
@@ -111,5 +112,24 @@ describe.each<Fmt>(['json', 'xml'])('in %s', (fmt) => {
     const batch: Bundle = { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'Patient/nope' } }, { resource: patient, request: { method: 'POST', url: 'Patient' } }] };
     const b = await call('post', '/fhir', batch);
     expect((b.resource as Bundle).entry!.map((e) => e.response!.status)).toEqual(['404', '201']);
+  });
+});
+
+describe('Accept ranges and the raw answers\' charset (one parser for FHIR and raw XML negotiation)', () => {
+  it('orders ranges by q then header order, drops q=0, lower-cases types', () => {
+    expect(acceptRanges('text/html;q=0.5, Application/XML, application/fhir+json;q=0.9, image/png;q=0')).toEqual([
+      { type: 'application/xml', q: 1 },
+      { type: 'application/fhir+json', q: 0.9 },
+      { type: 'text/html', q: 0.5 },
+    ]);
+    expect(acceptRanges('application/fhir+xml;q=0.8, application/xml;q=0.8').map((r) => r.type)).toEqual(['application/fhir+xml', 'application/xml']);
+    // The same ranges decide the FHIR format: the most preferred FHIR-capable type wins.
+    expect(responseFormat(undefined, 'text/html;q=0.5, application/fhir+xml;q=0.7, application/fhir+json;q=0.6')).toBe('xml');
+    expect(responseFormat(undefined, 'application/fhir+xml;q=0, application/json')).toBe('json');
+  });
+  it('appends a UTF-8 charset only when the content type names none', () => {
+    expect(withUtf8Charset('application/xml')).toBe('application/xml; charset=utf-8');
+    expect(withUtf8Charset('application/xml; charset=ISO-8859-1')).toBe('application/xml; charset=ISO-8859-1');
+    expect(withUtf8Charset('text/xml;Charset=utf-8')).toBe('text/xml;Charset=utf-8');
   });
 });

@@ -28,6 +28,25 @@ export function formatOf(value: string): Format | undefined {
   return undefined;
 }
 
+/** The media ranges of an Accept header, most preferred first (highest q, then header order); q=0 dropped. */
+export function acceptRanges(accept: string): { type: string; q: number }[] {
+  return accept
+    .split(',')
+    .map((part, i) => {
+      const [type, ...params] = part.split(';').map((s) => s.trim());
+      const q = params.find((p) => p.startsWith('q='));
+      return { type: (type ?? '').toLowerCase(), q: q ? Number(q.slice(2)) : 1, i };
+    })
+    .filter((r) => r.q > 0)
+    .sort((x, y) => y.q - x.q || x.i - y.i)
+    .map(({ type, q }) => ({ type, q }));
+}
+
+/** A content type with `; charset=utf-8` appended, unless it already names a charset. */
+export function withUtf8Charset(contentType: string): string {
+  return /;\s*charset\s*=/i.test(contentType) ? contentType : `${contentType}; charset=utf-8`;
+}
+
 /** The response format: `_format` wins over Accept; JSON by default. */
 export function responseFormat(formatParam: string | undefined, accept: string | undefined): Format {
   if (formatParam) {
@@ -37,15 +56,7 @@ export function responseFormat(formatParam: string | undefined, accept: string |
   }
   if (!accept) return 'json';
   // Highest q first; the first FHIR-capable type decides. */* or unknown types fall back to JSON.
-  const ranges = accept
-    .split(',')
-    .map((part, i) => {
-      const [type, ...params] = part.split(';').map((s) => s.trim());
-      const q = params.find((p) => p.startsWith('q='));
-      return { type: type.toLowerCase(), q: q ? Number(q.slice(2)) : 1, i };
-    })
-    .filter((r) => r.q > 0)
-    .sort((x, y) => y.q - x.q || x.i - y.i);
+  const ranges = acceptRanges(accept);
   for (const r of ranges) {
     const f = formatOf(r.type);
     if (f) return f;

@@ -11,7 +11,7 @@ import { dispatch } from '../fhir/router.ts';
 import { FhirError, operationOutcome } from '../fhir/outcome.ts';
 import type { FhirRequest, FhirResponse, HttpMethod } from '../fhir/request.ts';
 import type { Principal } from '../access/principal.ts';
-import { type Format, contentTypeOf, formatOf, mediaType, parseBody, responseFormat, serialize, storedJson } from '../formats/negotiate.ts';
+import { type Format, acceptRanges, contentTypeOf, formatOf, mediaType, parseBody, responseFormat, serialize, storedJson, withUtf8Charset } from '../formats/negotiate.ts';
 import { applySubsetting, parseSummary } from '../formats/summary.ts';
 import { authenticate, flushAudit, registerAuthRoutes } from '../access/http.ts';
 import { accessRuntime } from '../access/service.ts';
@@ -172,17 +172,21 @@ function rawXmlOperation(path: string): Operation | undefined {
 function wantsRawXml(req: Request, query: [string, string][]): boolean {
   if (firstQuery(query, '_format')) return false;
   const accept = req.get('accept');
-  if (!accept) return false;
-  const ranges = accept
-    .split(',')
-    .map((part, i) => {
-      const [type, ...params] = part.split(';').map((x) => x.trim());
-      const q = params.find((p) => p.startsWith('q='));
-      return { type: (type ?? '').toLowerCase(), q: q ? Number(q.slice(2)) : 1, i };
-    })
-    .filter((r) => r.q > 0)
-    .sort((x, y) => y.q - x.q || x.i - y.i);
-  return ranges[0]?.type === 'application/xml';
+  return !!accept && acceptRanges(accept)[0]?.type === 'application/xml';
+}
+
+/** The status, the result's headers, then a Binary's bytes as the body with `contentType` (no Binary: no body). */
+function sendBinaryBytes(res: Response, status: number, headers: Record<string, string>, binary: Binary | undefined, contentType: string | undefined, head: boolean): void {
+  res.status(status);
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  if (!binary) {
+    res.end();
+    return;
+  }
+  const bytes = Buffer.from(binary.data ?? '', 'base64');
+  if (contentType) res.setHeader('Content-Type', contentType);
+  res.setHeader('Content-Length', bytes.length);
+  res.end(head ? undefined : bytes);
 }
 
 async function sendRawBinary(ctx: Context, req: Request, res: Response, query: [string, string][], principal: Principal): Promise<void> {
@@ -196,17 +200,8 @@ async function sendRawBinary(ctx: Context, req: Request, res: Response, query: [
     baseUrl: ctx.config.baseUrl ?? `${req.protocol}://${req.get('host')}${FHIR_BASE_PATH}`,
     principal,
   }));
-  const binary = result.body as Binary | undefined;
-  res.status(result.status);
-  for (const [k, v] of Object.entries(result.headers)) res.setHeader(k, v);
-  if (!binary || result.status === 304) {
-    res.end();
-    return;
-  }
-  const bytes = Buffer.from(binary.data ?? '', 'base64');
-  res.setHeader('Content-Type', binary.contentType);
-  res.setHeader('Content-Length', bytes.length);
-  res.end(req.method === 'HEAD' ? undefined : bytes);
+  const binary = result.status === 304 ? undefined : (result.body as Binary | undefined);
+  sendBinaryBytes(res, result.status, result.headers, binary, binary?.contentType, req.method === 'HEAD');
 }
 
 async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated, query: [string, string][], principal: Principal): Promise<void> {
@@ -251,12 +246,7 @@ async function handle(ctx: Context, req: Request, res: Response, neg: Negotiated
   // when the client asks for application/xml by name.
   if (rawOp?.rawXml?.response && result.status === 200 && result.body?.resourceType === 'Binary' && wantsRawXml(req, query)) {
     const binary = result.body as Binary;
-    const bytes = Buffer.from(binary.data ?? '', 'base64');
-    res.status(200);
-    for (const [k, v] of Object.entries(result.headers)) res.setHeader(k, v);
-    res.setHeader('Content-Type', `${binary.contentType ?? 'application/xml'}; charset=utf-8`);
-    res.setHeader('Content-Length', bytes.length);
-    res.end(method === 'HEAD' ? undefined : bytes);
+    sendBinaryBytes(res, 200, result.headers, binary, withUtf8Charset(binary.contentType ?? 'application/xml'), method === 'HEAD');
     return;
   }
   // A plain JSON read: the stored text is the body as it is (no parse, no serialisation).
