@@ -19,7 +19,6 @@ import type { Store, StoreSession } from '../store/port.ts';
 import { packageRegistry, type ConformanceResource } from '../packages/registry.ts';
 import { isValidationOptionName, setValidationOption, validateFull, type ValidationOptions } from '../validation/index.ts';
 import { operationRegistry, type OperationTarget, type ScopeNeed } from './registry.ts';
-import type { FhirRequest } from '../fhir/request.ts';
 
 const MODES = ['create', 'update', 'delete'];
 
@@ -59,14 +58,12 @@ function declaredProfiles(resource: unknown): string[] {
 }
 
 /**
- * Instance level reads the stored resource (`r`); type level validates a body before writing it or as a
- * check: read, create or update on the validated type (the URL's, else the body's resource type).
+ * $validate is registered at type and instance level only, so the URL always names the type. Instance level
+ * reads the stored resource (`r`); type level validates a body before writing it or as a check: read, create or
+ * update on that type.
  */
-function validateScopes(target: OperationTarget, req: FhirRequest): ScopeNeed[] {
-  if (target.level === 'instance') return [{ type: target.resourceType!, perms: ['r'] }];
-  const body = req.body as { resourceType?: unknown; parameter?: { name?: string; resource?: { resourceType?: unknown } }[] } | undefined;
-  const inner = body?.resourceType === 'Parameters' ? (Array.isArray(body.parameter) ? body.parameter.find((p) => p?.name === 'resource')?.resource?.resourceType : undefined) : body?.resourceType;
-  return [{ type: target.resourceType ?? (typeof inner === 'string' ? inner : '*'), perms: ['r', 'c', 'u'] }];
+function validateScopes(target: OperationTarget): ScopeNeed[] {
+  return [{ type: target.resourceType!, perms: target.level === 'instance' ? ['r'] : ['r', 'c', 'u'] }];
 }
 
 operationRegistry.register({
