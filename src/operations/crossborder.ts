@@ -49,8 +49,19 @@ function cdaText(binary: Binary, where: string): string {
   return Buffer.from(binary.data, 'base64').toString('utf8');
 }
 
+/** `lang` of the query, else of the Parameters body (valueCode or valueString: anything else is a 400), else Accept-Language. */
 function language(req: FhirRequest): string | undefined {
-  return queryValue(req, 'lang') ?? param(req.body, 'lang')?.valueCode ?? param(req.body, 'lang')?.valueString ?? parseLanguages(header(req, 'accept-language'))[0];
+  const q = queryValue(req, 'lang');
+  if (q) return q;
+  const list = (req.body as Parameters | undefined)?.resourceType === 'Parameters' ? ((req.body as Parameters).parameter ?? []) : [];
+  const at = list.findIndex((x) => x?.name === 'lang');
+  if (at >= 0) {
+    const p = list[at]!;
+    const v: unknown = p.valueCode ?? p.valueString;
+    if (typeof v !== 'string' || !v.trim()) throw badRequest('Parameter `lang` must be a valueCode (or valueString) holding a language tag such as fr or de-LU', [`Parameters.parameter[${at}]`]);
+    return v;
+  }
+  return parseLanguages(header(req, 'accept-language'))[0];
 }
 
 operationRegistry.register({
@@ -91,6 +102,9 @@ operationRegistry.register({
   access: { audience: 'admin', scopes: (target) => [{ type: target.level === 'instance' ? (target.resourceType ?? 'Binary') : 'Bundle', perms: ['r'] }] },
   rawXml: { body: true },
   async handler(ctx, req, target, session) {
+    // A posted resource (Binary or Parameters, at either level) has not been through the write path's validation:
+    // a malformed one (document as a number, Binary.data as an object...) is a 400 with its issues, not a 500.
+    if (req.body && typeof req.body === 'object') assertValidResource(req.body);
     let xml: string;
     if (target.level === 'instance') {
       if (target.resourceType !== 'Binary') throw badRequest('Instance-level $from-cda reads a stored Binary: Binary/{id}/$from-cda');
