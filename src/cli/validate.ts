@@ -38,9 +38,9 @@ export function registerValidate(program: Command): void {
       try {
         if (opts.displayMismatch !== undefined) setValidationOption(run, 'display-mismatch', opts.displayMismatch);
         // commander reads `--no-x` as x = false (default true).
-        if (opts.securityChecks) run.securityChecks = true;
-        if (opts.htmlInMarkdown === false) run.noHtmlInMarkdown = true;
-        if (opts.exampleUrls === false) run.noExampleUrls = true;
+        if (opts.securityChecks) setValidationOption(run, 'security-checks', true);
+        if (opts.htmlInMarkdown === false) setValidationOption(run, 'no-html-in-markdown', true);
+        if (opts.exampleUrls === false) setValidationOption(run, 'no-example-urls', true);
         files = jsonFiles(path);
       } catch (err) {
         console.error(`dsp-fhir validate: ${err instanceof FhirError ? `--${err.message}` : (err as Error).message}`);

@@ -274,30 +274,28 @@ operationRegistry.register({
 });
 
 async function validateCode(ctx: Context, req: FhirRequest, target: OperationTarget, params: OpParams): Promise<Parameters> {
-  {
-    const scope = await scopeFor(ctx, params);
-    const opts = { displayLanguage: languages(req, params), abstractAllowed: params.bool('abstract') ?? true, activeOnly: params.bool('activeOnly') ?? false, versions: versionRules(params), lenientDisplay: params.bool('lenient-display-validation') ?? false };
-    const { inputs, path } = codeInputs(params);
-    const cc = path === 'codeableConcept' ? params.codeableConcept('codeableConcept') : undefined;
-    if (!inputs.length) throw badRequest('The codeableConcept has no coding with a code');
-    if (target.resourceType === 'CodeSystem') {
-      const stored = await instance<CodeSystem>(ctx, target);
-      const inline = params.resource<CodeSystem>('codeSystem', 'CodeSystem');
-      let extra: Scope = scope;
-      let system = stored?.url ?? inline?.url ?? params.str('url');
-      if (stored || inline) extra = await terminologyService().scope(ctx.store, [...params.txResources(), (stored ?? inline)!]);
-      const results = inputs.map((i) => {
-        const sys = i.system ?? system;
-        if (!sys) throw badRequest('No code system: give url (or system), a codeSystem resource, or call the operation on CodeSystem/{id}');
-        if (system && i.system && i.system !== system) system = system;
-        return validateInCodeSystem(extra, { ...i, system: sys, version: i.version ?? params.str('version') }, opts);
-      });
-      return validationParameters(combine(results), cc);
-    }
-    const vs = await resolveValueSet(ctx, scope, params, target);
-    const results = inputs.map((i) => validateInValueSet(scope, vs, i, opts));
+  const scope = await scopeFor(ctx, params);
+  const opts = { displayLanguage: languages(req, params), abstractAllowed: params.bool('abstract') ?? true, activeOnly: params.bool('activeOnly') ?? false, versions: versionRules(params), lenientDisplay: params.bool('lenient-display-validation') ?? false };
+  const { inputs, path } = codeInputs(params);
+  const cc = path === 'codeableConcept' ? params.codeableConcept('codeableConcept') : undefined;
+  if (!inputs.length) throw badRequest('The codeableConcept has no coding with a code');
+  if (target.resourceType === 'CodeSystem') {
+    const stored = await instance<CodeSystem>(ctx, target);
+    const inline = params.resource<CodeSystem>('codeSystem', 'CodeSystem');
+    let extra: Scope = scope;
+    let system = stored?.url ?? inline?.url ?? params.str('url');
+    if (stored || inline) extra = await terminologyService().scope(ctx.store, [...params.txResources(), (stored ?? inline)!]);
+    const results = inputs.map((i) => {
+      const sys = i.system ?? system;
+      if (!sys) throw badRequest('No code system: give url (or system), a codeSystem resource, or call the operation on CodeSystem/{id}');
+      if (system && i.system && i.system !== system) system = system;
+      return validateInCodeSystem(extra, { ...i, system: sys, version: i.version ?? params.str('version') }, opts);
+    });
     return validationParameters(combine(results), cc);
   }
+  const vs = await resolveValueSet(ctx, scope, params, target);
+  const results = inputs.map((i) => validateInValueSet(scope, vs, i, opts));
+  return validationParameters(combine(results), cc);
 }
 
 // -- $batch-validate-code (ValueSet and CodeSystem) ----------------------------------------------------------
@@ -398,47 +396,45 @@ operationRegistry.register({
 });
 
 async function translateCall(ctx: Context, req: FhirRequest, target: OperationTarget): Promise<Parameters> {
-  {
-    const params = new OpParams(req);
-    const scope = await scopeFor(ctx, params);
-    let cm = (await instance<ConceptMap>(ctx, target)) ?? params.resource<ConceptMap>('conceptMap', 'ConceptMap');
-    const url = params.str('url');
-    if (!cm && url) {
-      cm = scope.conceptMap(url, params.str('conceptMapVersion'));
-      if (!cm) throw new FhirError(404, [{ severity: 'error', code: 'not-found', diagnostics: `A definition for the ConceptMap '${url}' could not be found` }]);
-    }
-    const reverse = params.bool('reverse') ?? false;
-    // R4 names (code, system, coding, codeableConcept, targetsystem) and R5 names (sourceCode, sourceSystem, ...).
-    let codings: { system?: string; code: string; version?: string }[];
-    const cc = params.codeableConcept('codeableConcept', 'sourceCodeableConcept', 'targetCodeableConcept');
-    const coding = params.coding('coding', 'sourceCoding', 'targetCoding');
-    const code = params.str('code', 'sourceCode', 'targetCode');
-    const r5Reverse = params.has('targetCode', 'targetCoding', 'targetCodeableConcept');
-    if (cc) codings = (cc.coding ?? []).filter((c) => c.code).map((c) => ({ system: c.system, code: c.code!, version: c.version }));
-    else if (coding?.code) codings = [{ system: coding.system, code: coding.code, version: coding.version }];
-    else if (code) codings = [{ system: params.str('system', 'sourceSystem', 'targetSystem'), code, version: params.str('version') }];
-    else throw badRequest('$translate needs a code (with system), a coding or a codeableConcept');
-    const result = translate(scope, {
-      codings,
-      conceptMap: cm,
-      sourceScope: params.str('source', 'sourceScope'),
-      targetScope: params.str('target', 'targetScope'),
-      targetSystem: r5Reverse ? undefined : params.str('targetsystem', ...(params.has('sourceCode', 'sourceCoding', 'sourceCodeableConcept') ? ['targetSystem'] : [])),
-      reverse: reverse || r5Reverse,
-    });
-    const out: Record<string, unknown>[] = [{ name: 'result', valueBoolean: result.result }];
-    if (result.message) out.push({ name: 'message', valueString: result.message });
-    for (const m of result.matches) {
-      out.push({
-        name: 'match',
-        part: [
-          { name: 'equivalence', valueCode: m.equivalence },
-          { name: 'concept', valueCoding: m.concept },
-          { name: 'source', valueUri: m.source },
-          ...(m.comment ? [{ name: 'comment', valueString: m.comment }] : []),
-        ],
-      });
-    }
-    return parameters(out);
+  const params = new OpParams(req);
+  const scope = await scopeFor(ctx, params);
+  let cm = (await instance<ConceptMap>(ctx, target)) ?? params.resource<ConceptMap>('conceptMap', 'ConceptMap');
+  const url = params.str('url');
+  if (!cm && url) {
+    cm = scope.conceptMap(url, params.str('conceptMapVersion'));
+    if (!cm) throw new FhirError(404, [{ severity: 'error', code: 'not-found', diagnostics: `A definition for the ConceptMap '${url}' could not be found` }]);
   }
+  const reverse = params.bool('reverse') ?? false;
+  // R4 names (code, system, coding, codeableConcept, targetsystem) and R5 names (sourceCode, sourceSystem, ...).
+  let codings: { system?: string; code: string; version?: string }[];
+  const cc = params.codeableConcept('codeableConcept', 'sourceCodeableConcept', 'targetCodeableConcept');
+  const coding = params.coding('coding', 'sourceCoding', 'targetCoding');
+  const code = params.str('code', 'sourceCode', 'targetCode');
+  const r5Reverse = params.has('targetCode', 'targetCoding', 'targetCodeableConcept');
+  if (cc) codings = (cc.coding ?? []).filter((c) => c.code).map((c) => ({ system: c.system, code: c.code!, version: c.version }));
+  else if (coding?.code) codings = [{ system: coding.system, code: coding.code, version: coding.version }];
+  else if (code) codings = [{ system: params.str('system', 'sourceSystem', 'targetSystem'), code, version: params.str('version') }];
+  else throw badRequest('$translate needs a code (with system), a coding or a codeableConcept');
+  const result = translate(scope, {
+    codings,
+    conceptMap: cm,
+    sourceScope: params.str('source', 'sourceScope'),
+    targetScope: params.str('target', 'targetScope'),
+    targetSystem: r5Reverse ? undefined : params.str('targetsystem', ...(params.has('sourceCode', 'sourceCoding', 'sourceCodeableConcept') ? ['targetSystem'] : [])),
+    reverse: reverse || r5Reverse,
+  });
+  const out: Record<string, unknown>[] = [{ name: 'result', valueBoolean: result.result }];
+  if (result.message) out.push({ name: 'message', valueString: result.message });
+  for (const m of result.matches) {
+    out.push({
+      name: 'match',
+      part: [
+        { name: 'equivalence', valueCode: m.equivalence },
+        { name: 'concept', valueCoding: m.concept },
+        { name: 'source', valueUri: m.source },
+        ...(m.comment ? [{ name: 'comment', valueString: m.comment }] : []),
+      ],
+    });
+  }
+  return parameters(out);
 }

@@ -212,15 +212,8 @@ export function declaresProfiles(resource: unknown): boolean {
   return seen(resource);
 }
 
+/** DSP_PROFILE_VALIDATION (parsed by src/config.ts). */
 export type ProfileValidationMode = 'off' | 'warn' | 'reject';
-
-/** Parses DSP_PROFILE_VALIDATION (off | warn | reject; default warn). */
-export function profileValidationMode(raw: string | undefined): ProfileValidationMode {
-  const v = (raw ?? '').trim().toLowerCase();
-  if (v === '') return 'warn';
-  if (v === 'off' || v === 'warn' || v === 'reject') return v;
-  throw new Error(`DSP_PROFILE_VALIDATION must be off, warn or reject (got "${raw}")`);
-}
 
 /**
  * Profile validation on write, for resources that declare profiles (meta.profile, also in Bundle entries

@@ -25,7 +25,7 @@ const PRIMITIVES = new Set(['boolean', 'integer', 'decimal', 'positiveInt', 'uns
 /**
  * The options of a validation run: the one options type of `validateFull`, `ProfileValidator.validate`,
  * `$validate` (parameters `profile`, `display-mismatch`, `security-checks`, `no-html-in-markdown`,
- * `no-example-urls`) and `dsp-fhir validate` (flags of the same names); see `validationOption` in index.ts.
+ * `no-example-urls`) and `dsp-fhir validate` (flags of the same names); see `setValidationOption` in index.ts.
  */
 export interface ValidationOptions {
   /** Validate every resource (root and nested) against its core definition: invariants, bindings (default true). */
