@@ -645,6 +645,10 @@ describe('results other than the blood group (FHIR -> CDA -> FHIR)', () => {
     expect(attr(kid0(lone, 'code')!, 'nullFlavor')).toBe('NI');
     expect(kids(lone, 'component')).toHaveLength(1);
     const g = xpath(lone, 'component', 'observation')!;
+    // One act, one id: the observation keeps the resource's id, the NI organizer around it has an id of its own.
+    expect(attr(kid0(g, 'id')!, 'root')).toBe('5F0C7C2E-8D1A-4C55-9A3E-1F2B3C4D5E60');
+    expect(attr(kid0(lone, 'id')!, 'root')).toMatch(/^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/);
+    expect(attr(kid0(lone, 'id')!, 'root')).not.toBe(attr(kid0(g, 'id')!, 'root'));
     expect(attr(kid0(g, 'interpretationCode')!, 'code')).toBe('H');
     const range = xpath(g, 'referenceRange', 'observationRange', 'value')!;
     expect([attr(kid0(range, 'low')!, 'value'), attr(kid0(range, 'high')!, 'value')]).toEqual(['0.7', '1.1']);

@@ -1167,7 +1167,8 @@ function results(list: Observation[], sid: string, ctx: Ctx): Built {
         'organizer',
         { classCode: 'BATTERY', moodCode: 'EVN' },
         tid(T('3.42')),
-        entryId(o),
+        // A result standing alone: its id goes on the observation inside; the organizer is another act, another id.
+        members.length ? entryId(o) : el('id', { root: randomUUID().toUpperCase() }),
         members.length ? toCD(displayed(o.code), { tag: 'code', ref: `${rowId}-name` }) : el('code', { nullFlavor: 'NI' }),
         el('statusCode', { code: 'completed' }),
         members.length && when ? ts('effectiveTime', when) : undefined,
