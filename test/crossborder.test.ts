@@ -629,7 +629,8 @@ describe('results other than the blood group (FHIR -> CDA -> FHIR)', () => {
     for (const r of [glucose, na, k, panel]) b.entry!.push({ fullUrl: `urn:uuid:${r.id}`, resource: r });
     let results = comp.section!.find((x) => x.code?.coding?.[0]?.code === '30954-2');
     if (!results) comp.section!.push((results = { title: 'Résultats', code: { coding: [{ system: 'http://loinc.org', code: '30954-2' }] }, text: { status: 'generated', div: '<div xmlns="http://www.w3.org/1999/xhtml">Résultats</div>' } }));
-    results.entry = [...(results.entry ?? []), { reference: `urn:uuid:${glucose.id}` }, { reference: `urn:uuid:${panel.id}` }];
+    // The members are listed too (a common IPS layout): they are written once, inside the panel's organizer.
+    results.entry = [...(results.entry ?? []), { reference: `urn:uuid:${glucose.id}` }, { reference: `urn:uuid:${panel.id}` }, { reference: `urn:uuid:${na.id}` }, { reference: `urn:uuid:${k.id}` }];
     delete results.emptyReason;
     return b;
   }
@@ -649,6 +650,11 @@ describe('results other than the blood group (FHIR -> CDA -> FHIR)', () => {
     expect(attr(kid0(g, 'id')!, 'root')).toBe('5F0C7C2E-8D1A-4C55-9A3E-1F2B3C4D5E60');
     expect(attr(kid0(lone, 'id')!, 'root')).toMatch(/^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/);
     expect(attr(kid0(lone, 'id')!, 'root')).not.toBe(attr(kid0(g, 'id')!, 'root'));
+    // A member the section lists as well is written once, inside its panel: each id once, one narrative row each.
+    const entryIds = all(doc, 'id').map((i) => attr(i, 'root'));
+    for (const id of ['6A1D8D3F-9E2B-4D66-8B4F-2A3C4D5E6F70', '7B2E9E40-AF3C-4E77-9C50-3B4D5E6F7A80', '8C3FA051-B04D-4F88-8D61-4C5E6F7A8B90', '5F0C7C2E-8D1A-4C55-9A3E-1F2B3C4D5E60']) expect(entryIds.filter((x) => x === id), id).toHaveLength(1);
+    const resultsText = xpath(all(doc, 'section').find((s) => attr(xpath(s, 'code'), 'code') === '30954-2')!, 'text')!;
+    expect(all(resultsText, 'tr').filter((tr) => /Sodium/.test(tr.textContent ?? ''))).toHaveLength(1);
     expect(attr(kid0(g, 'interpretationCode')!, 'code')).toBe('H');
     const range = xpath(g, 'referenceRange', 'observationRange', 'value')!;
     expect([attr(kid0(range, 'low')!, 'value'), attr(kid0(range, 'high')!, 'value')]).toEqual(['0.7', '1.1']);
@@ -662,6 +668,8 @@ describe('results other than the blood group (FHIR -> CDA -> FHIR)', () => {
     expect(glucose.referenceRange?.[0]).toMatchObject({ low: { value: 0.7 }, high: { value: 1.1 } });
     const panel = listed.find((o) => o.code.coding?.some((c) => c.code === '24326-1'))!;
     expect(panel.hasMember!.map((m) => obs.find((o) => `urn:uuid:${o.id}` === m.reference)!.code.coding![0]!.code).sort()).toEqual(['2823-3', '2951-2']);
+    // One Observation per member on the way back.
+    for (const code of ['2951-2', '2823-3']) expect(obs.filter((o) => o.code.coding?.some((c) => c.code === code)), code).toHaveLength(1);
     expect(errorsOf(back, LU_PS).map((e) => e.diagnostics.slice(0, 300))).toEqual([]);
   }, 120_000);
 });

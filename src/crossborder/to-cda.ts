@@ -1151,7 +1151,15 @@ function results(list: Observation[], sid: string, ctx: Ctx): Built {
     rows.push([{ text: textOfConcept(o.code, ctx.lang), id: `${rowId}-name` }, { text: obsText(o), id: `${rowId}-value` }, { text: rangeText(o.referenceRange?.[0]) }, { text: fmtDate(o.effectiveDateTime ?? o.effectivePeriod?.start) }]);
     return rowId;
   };
+  // A panel's members are written inside its organizer: a member the section also lists (a common IPS layout) is
+  // not written again as an entry of its own (same id twice, narrative rows doubled, two Observations on the way back).
+  const inPanel = new Set<Observation>();
+  for (const o of list) for (const r of o.hasMember ?? []) {
+    const m = ctx.res.get<Observation>(r);
+    if (m && m !== o) inPanel.add(m);
+  }
   for (const o of list) {
+    if (inPanel.has(o)) continue;
     const rowId = row(o);
     const when = o.effectiveDateTime ?? o.effectivePeriod?.start;
     if (isBloodGroup(o)) {
