@@ -458,7 +458,7 @@ function section(code: string, s: CompositionSection | undefined, ctx: Ctx): X |
   const L = ctx.L;
   const title = s?.title ?? L[def.key] ?? def.title;
   const built = buildEntries(def.key, entries(s, ctx), s, ctx);
-  // The results section needs at least one coded entry (blood group) in eHDSI 8.0.0: without one it is left out.
+  // eHDSIResults needs at least one entry (a blood group or a result organizer): a results section with none is left out.
   if (def.key === 'results' && !built.entries.length) return undefined;
   return el(
     'section',
@@ -1292,12 +1292,8 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
   for (const o of list) {
     const rowId = nid(ctx, sid);
     const refRange = o.referenceRange?.[0];
-    rows.push([{ text: textOfConcept(o.code, ctx.lang), id: `${rowId}-name` }, { text: obsText(o), id: `${rowId}-value` }, { text: refRange?.text ?? [refRange?.low && fmtQ(refRange.low), refRange?.high && fmtQ(refRange.high)].filter(Boolean).join(' – ') }, { text: fmtDate(o.effectiveDateTime ?? o.effectivePeriod?.start) }]);
+    rows.push([{ text: textOfConcept(o.code, ctx.lang), id: `${rowId}-name` }, { text: obsText(o), id: `${rowId}-value` }, { text: rangeText(refRange) }, { text: fmtDate(o.effectiveDateTime ?? o.effectivePeriod?.start) }]);
     const when = o.effectiveDateTime ?? o.effectivePeriod?.start;
-    const blood = o.code?.coding?.some((c) => c.system === LOINC_URI && ['882-1', '34530-6', '883-9', '10331-7'].includes(c.code ?? ''));
-    // eHDSI 8.0.0 result entries are the blood group only (eHDSIBloodGroup, LOINC 34530-6); other results stay in
-    // the narrative.
-    if (key === 'results' && !blood) continue;
     // Social history entries are bound to eHDSISocialHistory: others stay in the narrative.
     if (key === 'social' && !o.code?.coding?.some((c) => inValueSet(VS.socialHistory, c.system, c.code))) continue;
     // Pregnancy history (eHDSI 8.0.0): an outcome of pregnancy (eHDSIOutcomeOfPregnancy code, a count) is an
@@ -1334,15 +1330,14 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
       );
       continue;
     }
+    // Social history or pregnancy (functional status and pregnancy outcomes are written above).
     const templates =
       key === 'social'
         ? [T('3.23'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13', '1.3.6.1.4.1.19376.1.5.3.1.4.13.4', '2.16.840.1.113883.10.20.1.33']
-        : key === 'pregnancy'
-          ? o.code?.coding?.some((c) => inValueSet(VS.pregnancyInformation, c.system, c.code))
-            ? [T('3.24'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13', '1.3.6.1.4.1.19376.1.5.3.1.4.13.5']
-            : [T('3.45')]
-          : [T('3.25'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13'];
-    const valueSet = key === 'social' ? undefined : key === 'pregnancy' ? VS.currentPregnancyStatus : blood ? VS.bloodGroup : undefined;
+        : o.code?.coding?.some((c) => inValueSet(VS.pregnancyInformation, c.system, c.code))
+          ? [T('3.24'), T('3.20'), '1.3.6.1.4.1.19376.1.5.3.1.4.13', '1.3.6.1.4.1.19376.1.5.3.1.4.13.5']
+          : [T('3.45')];
+    const valueSet = key === 'pregnancy' ? VS.currentPregnancyStatus : undefined;
     const low = refRange?.low;
     const high = refRange?.high;
     const isPregInfo = key === 'pregnancy' && o.code?.coding?.some((c) => inValueSet(VS.pregnancyInformation, c.system, c.code));
@@ -1354,11 +1349,11 @@ function observations(key: string, list: Observation[], sid: string, ctx: Ctx): 
         { classCode: 'OBS', moodCode: 'EVN' },
         ...templates.map(tid),
         entryId(o),
-        blood ? bloodGroupCode(o.code, `${rowId}-name`) : toCD(displayed(o.code), { tag: 'code', valueSet: key === 'social' ? VS.socialHistory : key === 'pregnancy' ? VS.pregnancyInformation : undefined, ref: `${rowId}-name` }),
+        toCD(displayed(o.code), { tag: 'code', valueSet: key === 'social' ? VS.socialHistory : VS.pregnancyInformation, ref: `${rowId}-name` }),
         el('text', undefined, el('reference', { value: `#${rowId}-name` })),
         el('statusCode', { code: 'completed' }),
         key === 'social' ? ivl('effectiveTime', when, o.effectivePeriod?.end, false) : ts('effectiveTime', when),
-        obsValue(o, `${rowId}-value`, valueSet, key === 'pregnancy' || blood ? 'CE' : 'CD'),
+        obsValue(o, `${rowId}-value`, valueSet, key === 'pregnancy' ? 'CE' : 'CD'),
         ...(o.interpretation ?? []).map((i) => toCD(displayed(i), { tag: 'interpretationCode', noOriginalText: true })),
         low || high
           ? el('referenceRange', { typeCode: 'REFV' }, el('observationRange', { classCode: 'OBS', moodCode: 'EVN.CRT' }, refRange?.text ? el('text', undefined, refRange.text) : undefined, el('value', { 'xsi:type': 'IVL_PQ' }, low ? pq('low', low) : undefined, high ? pq('high', high) : undefined)))
