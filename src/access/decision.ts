@@ -16,7 +16,7 @@ import type { Filter, SearchRequest } from '../search/types.ts';
 import { extractReferences } from '../search/indexer.ts';
 import { searchParam } from '../search/registry.ts';
 import { compartmentFilter, compartmentTypes } from '../fhir/compartments.ts';
-import { FhirError, notFound } from '../fhir/outcome.ts';
+import { FhirError, forbidden, notFound } from '../fhir/outcome.ts';
 import { CONFIDENTIALITY, type PatientPolicy, candidatePatients, linkOf, loadPolicy } from './policy.ts';
 import { type Permission, type Principal, hasScope, requireScope } from './principal.ts';
 import { ncpCanSeeDocument, ncpNarrow } from '../crossborder/ncp.ts';
@@ -772,7 +772,6 @@ export class PolicyCache {
   }
 }
 
-export function forbidden(message: string): FhirError {
-  return new FhirError(403, message, 'forbidden');
-}
+/** Defined in fhir/outcome.ts (ncp.ts, which this module imports, needs it too: no import cycle); kept here for enforce.ts. */
+export { forbidden };
 

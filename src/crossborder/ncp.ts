@@ -23,11 +23,9 @@ import type { StoreSession } from '../store/port.ts';
 import type { Filter } from '../search/types.ts';
 import type { Principal } from '../access/principal.ts';
 import type { AccessScope } from '../access/decision.ts';
-import { FhirError } from '../fhir/outcome.ts';
-import { forbidden } from '../access/decision.ts';
+import { FhirError, forbidden } from '../fhir/outcome.ts';
 import { LOINC_URI as LOINC, MATRICULE_SYSTEM, PATIENT_SUMMARY_LOINC as PATIENT_SUMMARY } from './transcode.ts';
 
-export { MATRICULE_SYSTEM };
 const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED', display: 'subsetted' };
 /** At most this many records share the identifiers of one identification request (duplicates of one person). */
 const MAX_CANDIDATES = 20;

@@ -51,6 +51,7 @@ export const badRequest = (msg: string, expression?: string[]) =>
   new FhirError(400, [{ severity: 'error', code: 'invalid', diagnostics: msg, expression }]);
 export const notFound = (msg: string) => new FhirError(404, msg, 'not-found');
 export const gone = (msg: string) => new FhirError(410, msg, 'deleted');
+export const forbidden = (msg: string) => new FhirError(403, msg, 'forbidden');
 export const conflict = (msg: string) => new FhirError(409, msg, 'conflict');
 export const preconditionFailed = (msg: string) => new FhirError(412, msg, 'conflict');
 export const unprocessable = (issues: Issue[]) => new FhirError(422, issues);
