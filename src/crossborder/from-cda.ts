@@ -19,7 +19,7 @@ import { isOid } from '../terminology/codesystems.ts';
 import { attr, hasTemplate, kid, kids, parseXml, path, textOf, xsiType, CDA_NS, PHARM_NS, type Element, type XmlLimits, at } from './cda/xml.ts';
 import { tsToFhir } from './dates.ts';
 import { labels, narrativeIds, narrativeToXhtml } from './narrative.ts';
-import { cdaUidToUri, fromCD, isUuid, EXT_NULLFLAVOR, LOINC_URI, PATIENT_SUMMARY_LOINC, type ReadContext } from './transcode.ts';
+import { cdaUidToUri, fromCD, EXT_NULLFLAVOR, LOINC_URI, PATIENT_SUMMARY_LOINC, type ReadContext } from './transcode.ts';
 
 export const PS_TEMPLATE = '1.3.6.1.4.1.12559.11.10.1.3.1.1.3';
 /** A CDA coded element FHIR has no element for, kept for the way back: extension with a name and the concept. */
@@ -67,8 +67,9 @@ function identifier(el: Element | undefined): Identifier | undefined {
   const root = attr(el, 'root');
   const ext = attr(el, 'extension');
   if (!root) return ext ? { value: ext } : undefined;
-  // An OID root is urn:oid:, a UUID urn:uuid:, anything else (an RUID) is kept under the project namespace (cdaUidToUri).
-  const ns = isUuid(root) ? `urn:uuid:${root.toLowerCase()}` : isOid(root) ? `urn:oid:${root}` : cdaUidToUri(root);
+  // An OID root is urn:oid: (an identifier namespace, not the code-system table's URI); a UUID (urn:uuid:) or anything
+  // else (an RUID, kept under the project namespace) as cdaUidToUri says.
+  const ns = isOid(root) ? `urn:oid:${root}` : cdaUidToUri(root);
   if (!ext) return { system: 'urn:ietf:rfc:3986', value: ns };
   return { system: ns, value: ext };
 }
@@ -577,7 +578,8 @@ function device(s: Element, ctx: Ctx): Resource[] {
   const dev: Device = { resourceType: 'Device', type, patient: ctx.patientRef, ...(udi ? { udiCarrier: [{ deviceIdentifier: udi }] } : {}) };
   const devRef = add(ctx, dev);
   // Older waves also coded the supply act itself (supply/code, the device kind again): kept for the way back.
-  const supplyCode = cdaExt('supplyCode', fromCD(kid(s, 'code'), ctx)?.coding?.length ? fromCD(kid(s, 'code'), ctx) : undefined);
+  const sc = fromCD(kid(s, 'code'), ctx);
+  const supplyCode = cdaExt('supplyCode', sc?.coding?.length ? sc : undefined);
   const et = kid(s, 'effectiveTime');
   const start = low(et);
   const end = high(et);

@@ -14,7 +14,7 @@ import type {
   Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
 } from 'fhir/r4';
 import { badRequest, unprocessable } from '../fhir/outcome.ts';
-import { uriToOid, isOid } from '../terminology/codesystems.ts';
+import { isOid } from '../terminology/codesystems.ts';
 import { serialize, type X } from './cda/xml.ts';
 import { fhirToTs } from './dates.ts';
 import { labels, paragraph, table, type Cell } from './narrative.ts';
@@ -77,7 +77,8 @@ function ii(id: Identifier | undefined, tag = 'id'): X {
     if (/^urn:oid:/i.test(id.value)) return el(tag, { root: id.value.slice(8) });
     return el(tag, { nullFlavor: 'NI' });
   }
-  const oid = id.system && !keptCdaUid(id.system) ? uriToOid(id.system) : undefined;
+  // describeCodeSystem gives a uid kept under CDA_UID_NS as it came (an RUID: neither OID nor UUID, hence OTH below).
+  const oid = id.system ? describeCodeSystem(id.system).oid : undefined;
   if (oid && (isOid(oid) || isUuid(oid))) return el(tag, { root: oid.toUpperCase(), extension: id.value });
   return el(tag, { nullFlavor: 'OTH', extension: id.value });
 }
