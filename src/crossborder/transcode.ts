@@ -73,7 +73,9 @@ export const VS = {
 /**
  * CDA uids (codeSystem, II root) that are neither an OID nor a UUID (`CNPEM`, `CPARA-REACAO`, `NA`, the RUID
  * `PRT00000009`): FHIR gets them under this project namespace, the value as given (percent-encoded), because
- * `urn:oid:` demands an OID; the way back to CDA writes the value unchanged (docs/crossborder.md).
+ * `urn:oid:` demands an OID. The way back to CDA writes a kept code system unchanged as `codeSystem`; a kept
+ * identifier namespace cannot be an II root (dtr1-10a-II), so the identifier goes back as
+ * `<id nullFlavor="OTH" extension="<value>"/>` (docs/crossborder.md).
  */
 export const CDA_UID_NS = 'https://dsp.lu/fhir/cda-uid/';
 /** A UUID (either case): the one pattern the module uses for CDA uids, FHIR ids and urn:uuid values. */
