@@ -506,7 +506,10 @@ const PROBLEM_STATUS: Record<string, string> = { '55561003': 'active', '73425007
 function condition(act: Element, ctx: Ctx, past: boolean): Resource[] {
   const out: Resource[] = [];
   for (const obs of rel(act, 'SUBJ')) {
-    const value = withAbsentCode(fromCD(kid(obs, 'value'), ctx));
+    // An older wave's SNOMED CT absence code (160245001 "no current problems") says "no known problems" in the
+    // problem list only; in the past-illness section it is a condition of the history, kept as it is.
+    const coded = fromCD(kid(obs, 'value'), ctx);
+    const value = past ? coded : withAbsentCode(coded);
     if (isAbsent(value)) {
       const ext = cdaExt('problemType', fromCD(kid(obs, 'code'), ctx));
       out.push({ resourceType: 'Condition', ...(ext.length ? { extension: ext } : {}), code: value, subject: ctx.patientRef } as Condition);
