@@ -26,13 +26,14 @@
  * through the primary key. Sorting uses correlated MIN/MAX sub-selects per sort key; paging is keyset-based
  * with an opaque cursor. `idx_date_span` (R*Tree) holds each resource's date span per parameter: two-sided date
  * bounds are one box query (planDateSpan). Common filters are probed per row instead of driving (planProbes);
- * the first page of a one-filter, one-key sort is an index-only top-k (topKSearch).
+ * the first page of a one-filter, one-key sort is an index-only top-k (topKSearch); a one-key sort whose filters
+ * are all common walks the key's index in order and probes the filters per row (sortWalk).
  */
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Resource } from 'fhir/r4';
 import { badRequest, notSupported } from '../../fhir/outcome.ts';
 import { keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
-import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PagePosition } from '../cursor.ts';
+import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PageCursor, type PagePosition } from '../cursor.ts';
 import { searchParam } from '../../search/registry.ts';
 import { normalizeReference } from '../../search/normalize.ts';
 import { EARTH_RADIUS_KM, latitudeBand } from '../../search/text.ts';
@@ -383,6 +384,7 @@ export function paramIds(db: DatabaseSync): ParamIds {
     return pid;
   };
   ids.countUpTo = (sql, params) => (db.prepare(sql).get(...(params as SQLInputValue[])) as { n: number }).n;
+  ids.rows = (sql, params) => db.prepare(sql).all(...(params as SQLInputValue[])) as Record<string, SqlParam>[];
   ids.typeRows = (resourceType) => {
     let n = p.typeRows.get(resourceType);
     if (n === undefined) {
@@ -497,6 +499,8 @@ export function deleteIndex(db: DatabaseSync, resourceType: string, id: string, 
 export interface ParamIds {
   (resourceType: string, code: string): number | undefined;
   countUpTo?: (sql: string, params: SqlParam[]) => number;
+  /** Runs a query and returns its rows (the sort walk's index walks, sortWalk). */
+  rows?: (sql: string, params: SqlParam[]) => Record<string, SqlParam>[];
   /** Rows of a resource type (deleted ones included): counted once, then kept current (typeRowsChanged). */
   typeRows?: (resourceType: string) => number;
 }
@@ -1059,6 +1063,9 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
     }
     return c;
   };
+  // A sort whose filters are all common: the sort key's index walked in order (sortWalk), first page or later.
+  const walk = sortWalk(request, opts.paramIds, cursor, content, limit);
+  if (walk) return compiled(walk.sql, walk.params);
   // First page of a sort over one filter: the index-only top-k (topKSearch), which needs none of the planning
   // below (its bounded counts and R*Tree count would be thrown away).
   const topK = cursor ? undefined : topKSearch(request, opts.paramIds, content, limit);
@@ -1119,6 +1126,126 @@ function topKSearch(request: SearchRequest, pids: ParamIds | undefined, content:
     `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}, m.s0 AS s0 FROM m JOIN resources r ON r.rowid = m.rid ` +
     `WHERE ((SELECT s0 FROM t) IS NULL OR ${onPage}) AND r.resource_type = ${q.p(types[0]!)} AND r.deleted = 0 ` +
     `ORDER BY s0${order}, r.resource_type, r.id LIMIT ${q.p(limit)}`;
+  return { sql, params: q.params };
+}
+
+/** Sort key kinds whose key column leads a (pid, column) index: the walk reads that index in order. */
+const WALKABLE: Partial<Record<Kind, (descending: boolean) => string>> = {
+  date: (descending) => (descending ? 'high' : 'low'),
+  string: () => 'value',
+  token: () => 'code',
+  number: () => 'value',
+  uri: () => 'value',
+};
+
+/**
+ * A page of `[type]?p1=a&p2=b&_sort=[-]key` whose filters are all common (or absent), by walking the sort
+ * key's index in the page's order: `idx_date (pid, high)` downwards for `-date`. Each index row is a candidate
+ * when it holds its resource's key (the highest value descending, the lowest ascending: sortExpression's MAX /
+ * MIN; one row per resource) and the resource passes every filter, probed on its rid (`EXISTS` through the
+ * filter table's primary key); the walk stops at count + 1 candidates, then the rows tied with the last one
+ * are added (the (type, id) tie-break needs them), and only those rows are read. The top-k and the general
+ * plan compute the key of every match (18,000 look-ups for a frequent code); with n matches among R keyed
+ * rows the walk visits about R × (count + 1) / n index rows, fewer when n is above the probe bound (the same
+ * crossover, √(R × (count + 1))), so every filter must count at least the bound (planProbes' bounded count).
+ *
+ * Where it applies: one type, one sort key on a parameter of a walkable kind (WALKABLE), filters that are
+ * positive, non-composite parameters; page 1 descending (missing keys sort last: after the walk), or a page
+ * after or before a cursor holding a key (the walk starts at it). The walk runs here, when the search is
+ * compiled (the store runs the compiled SQL at once), and gives up, leaving the page to the top-k or the
+ * general plan, when it finds fewer than count + 1 rows walking down (the page ends in resources without the
+ * key, which only those plans order) or when it reaches its extent: at most as many index rows as the
+ * filters' estimated matches (counted up to 4 × the bound), so that a walk through matches clustered at the
+ * far end of the order (Synthea's panels: 8 to 16 times the rows independence predicts) costs at most about
+ * what the top-k would. Results: the general plan's rows, in its order.
+ */
+function sortWalk(request: SearchRequest, pids: ParamIds | undefined, cursor: PageCursor | undefined, content: string, limit: number): { sql: string; params: SqlParam[] } | undefined {
+  const [key, ...keys] = request.sort;
+  const types = request.resourceTypes;
+  if (!pids?.rows || !pids.countUpTo || !key || keys.length || types.length !== 1 || request.count <= 0) return undefined;
+  const type = types[0]!;
+  if (key.param === '_id' || key.param === '_lastUpdated') return undefined;
+  const kind = paramType(types, key.param);
+  const column = kind && kind in TABLES ? WALKABLE[kind as Kind]?.(key.descending) : undefined;
+  if (!column) return undefined;
+  if (!request.filters.every((f) => f.kind === 'param' && !f.not && f.type !== 'composite' && f.type in TABLES)) return undefined;
+  const back = !!cursor?.before;
+  // Walking down the index: descending forwards, ascending backwards (a previous link). Missing keys are
+  // lowest: a walk up from a cursor's key never meets them, a walk down ends before them.
+  const down = key.descending !== back;
+  const from = cursor?.v[0];
+  if (cursor ? from === null || from === undefined : !down) return undefined;
+  const sortPid = pids(type, key.param);
+  if (sortPid === undefined) return undefined;
+  const bound = probeBound(pids, types, request.count);
+  // The matches, estimated: the least of the filters' counts, each up to 4 × the bound.
+  let matches = Infinity;
+  if (bound > 0)
+    for (const f of request.filters) {
+      const eq = new Sql(pids);
+      const n = pids.countUpTo(`SELECT count(*) AS n FROM (${rowidSelect(f, types, eq)!} LIMIT ${4 * bound})`, eq.params);
+      if (n < bound) return undefined;
+      matches = Math.min(matches, n);
+    }
+  const table = TABLES[kind as Kind].table;
+  const dir = down ? ' DESC' : '';
+  const cmp = down ? '<=' : '>=';
+  // The extent of the walk (no filter: none, every row is a candidate).
+  let extent: SqlParam | undefined;
+  if (Number.isFinite(matches)) {
+    const q = new Sql(pids);
+    const start = cursor ? ` AND e.${column} ${cmp} ${q.p(from!)}` : '';
+    const sql = `SELECT e.${column} AS k FROM ${table} e WHERE e.pid = ${q.p(sortPid)} AND e.${column} IS NOT NULL${start} ORDER BY e.${column}${dir} LIMIT 1 OFFSET ${q.p(matches)}`;
+    extent = pids.rows(sql, q.params)[0]?.k ?? undefined;
+  }
+  // The candidates among the index rows `d` that `range` selects.
+  const walk = (range: (q: Sql) => string, tail: string): { sql: string; params: SqlParam[] } => {
+    const q = new Sql(pids, new Set(request.filters));
+    const conds = [`d.pid = ${q.p(sortPid)}`, `d.${column} IS NOT NULL`, range(q)];
+    const test: string[] = request.filters.map((f) => compileFilter(f, 'd', types, q, 1, 'd.rid'));
+    // The resource's key: no other value of it is better (nor an equal one numbered lower). Through the primary
+    // key (rid, pid): `+` keeps the planner off the (pid, value) index, which it takes when the walk's value is
+    // a constant (the ties' walk) and which then reads every better value of the parameter.
+    const better = key.descending ? '>' : '<';
+    test.push(`NOT EXISTS (SELECT 1 FROM ${table} d2 WHERE d2.rid = d.rid AND d2.pid = d.pid AND (+d2.${column} ${better} d.${column} OR (+d2.${column} = d.${column} AND d2.n < d.n)))`);
+    if (cursor) {
+      // At the cursor's key, the (type, id) tie-break (ascending; reversed for a previous link).
+      const op = `${back ? '<' : '>'}${cursor.inclusive ? '=' : ''}`;
+      const tie = type === cursor.t ? `(SELECT t.id ${op} ${q.p(cursor.i)} FROM resources t WHERE t.rowid = d.rid)` : (back ? type < cursor.t : type > cursor.t) ? '1' : '0';
+      test.push(`(d.${column} <> ${q.p(from!)} OR ${tie})`);
+    }
+    // Probes first, the row last (read for candidates only): live and of the searched type.
+    const live = `(SELECT r.deleted = 0 FROM resources r WHERE r.rowid = d.rid AND r.resource_type = ${q.p(type)})`;
+    const sql = `SELECT d.rid AS rid, d.${column} AS k FROM ${table} d WHERE ${conds.join(' AND ')} AND CASE WHEN ${test.join(' AND ')} THEN ${live} ELSE 0 END${tail}`;
+    return { sql, params: q.params };
+  };
+  const first = walk((q) => {
+    const range: string[] = [];
+    if (cursor) range.push(`d.${column} ${cmp} ${q.p(from!)}`);
+    if (extent !== undefined) range.push(`d.${column} ${down ? '>=' : '<='} ${q.p(extent)}`);
+    return range.join(' AND ') || '1';
+  }, ` ORDER BY d.${column}${dir} LIMIT ${limit}`);
+  const found = pids.rows(first.sql, first.params);
+  const rids = new Set<SqlParam>();
+  if (found.length === limit) {
+    // Every row tied with the last one found.
+    const last = found[found.length - 1]!.k!;
+    for (const r of found) if (r.k !== last) rids.add(r.rid!);
+    const ties = walk((q) => `d.${column} = ${q.p(last)}`, '');
+    for (const r of pids.rows(ties.sql, ties.params)) rids.add(r.rid!);
+  } else if (!down && extent === undefined) {
+    // Walking up to the end of the index: these are all the rows (the last page of an ascending sort, the
+    // first of a descending one reached back).
+    for (const r of found) rids.add(r.rid!);
+  } else return undefined;
+  // The page in the general plan's order (a previous link fetches reversed, like the general plan).
+  const q = new Sql(pids);
+  const order = (descending: boolean) => (descending !== back ? ' DESC' : '');
+  const sortKey = sortExpression(key.param, key.descending, types, q);
+  const sql =
+    `WITH w AS (SELECT r.rowid AS rid, r.resource_type AS t, r.id AS i, ${sortKey} AS s0 FROM resources r WHERE r.rowid IN (SELECT value FROM json_each(${q.p(JSON.stringify([...rids]))})) AND r.deleted = 0 ` +
+    `ORDER BY s0${order(key.descending)}, t${order(false)}, i${order(false)} LIMIT ${q.p(limit)}) ` +
+    `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}, w.s0 AS s0 FROM w JOIN resources r ON r.rowid = w.rid ORDER BY w.s0${order(key.descending)}, w.t${order(false)}, w.i${order(false)}`;
   return { sql, params: q.params };
 }
 

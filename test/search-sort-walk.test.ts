@@ -1,0 +1,212 @@
+/**
+ * The sort walk (SQLite, sortWalk in src/store/sqlite/search-sql.ts): a sorted search whose filters are all
+ * common is answered by walking the sort key's index in the page's order and probing the filters on each
+ * index row. Checked here on a store where it applies (2,600 Observations; filters above the probe bound):
+ * every page, followed forwards by `next` links and then backwards by `previous` links, equals the page the
+ * general plan gives (the plans without the walk: top-k on a first page, else the general one), cursors
+ * included; and the plan taken: the walk for the pages it can serve, the other plans when the walk gives up
+ * (an ascending first page, matches clustered at the far end of the order, fewer keyed matches than a page).
+ *
+ * The data has what the walk must get right: ties (a few distinct days, the same instant many times), missing
+ * keys (no effective[x]), multi-valued keys (a Period: the highest end descending, the lowest start
+ * ascending), deleted and updated resources, and a code whose matches all lie at the old end of the order.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import type { Observation, Resource } from 'fhir/r4';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../src/store/sqlite/store.ts';
+import { extractIndex } from '../src/search/indexer.ts';
+import { parseSearch } from '../src/search/parse.ts';
+import { compileSearch, paramIds, type ParamIds } from '../src/store/sqlite/search-sql.ts';
+import type { SearchRequest } from '../src/search/types.ts';
+
+/** The plan shapes are those of the scaled probe bound (a fixed DSP_SEARCH_PROBE_BOUND changes them). */
+const SCALED = !process.env.DSP_SEARCH_PROBE_BOUND;
+const dir = mkdtempSync(join(tmpdir(), 'dsp-sort-walk-'));
+const path = join(dir, 'walk.db');
+let store: SqliteStore;
+let db: DatabaseSync;
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const N = 2600;
+
+/**
+ * Observation i: code A (common, spread over the years), B (common, only in 1990-1992: the old end of the
+ * order), C (rare); status final or amended; effective a day of 2000-2020 (12 distinct days a year: many ties),
+ * a Period (two values of the key) or nothing. B's dates are 1990-1992.
+ */
+function observation(i: number, rand: () => number): Observation {
+  const code = i % 8 === 0 ? 'B' : i % 50 === 1 ? 'C' : 'A';
+  const year = code === 'B' ? 1990 + (i % 3) : 2000 + Math.floor(rand() * 21);
+  const day = `${year}-${String(1 + Math.floor(rand() * 12)).padStart(2, '0')}-15`;
+  const o: Observation = {
+    resourceType: 'Observation',
+    id: `o${String(i).padStart(5, '0')}`,
+    status: rand() < 0.7 ? 'final' : 'amended',
+    code: { coding: [{ system: 'http://example.org/codes', code }] },
+    subject: { reference: `Patient/p${i % 40}` },
+  };
+  const r = rand();
+  if (r < 0.08) return o; // no effective[x]: no sort key
+  if (r < 0.2) o.effectivePeriod = { start: day, end: `${year + 1 + Math.floor(rand() * 3)}-06-30` };
+  else if (r < 0.3) o.effectiveDateTime = `${day}T10:00:00Z`;
+  else o.effectiveDateTime = day;
+  return o;
+}
+
+beforeAll(async () => {
+  store = new SqliteStore({ path });
+  await store.init();
+  const rand = rng(20261122);
+  const all: Observation[] = [];
+  for (let i = 0; i < N; i++) all.push(observation(i, rand));
+  await store.transaction(async (session) => {
+    for (const o of all) await session.put(o as Resource, { method: 'PUT', index: extractIndex(o as Resource) });
+  });
+  // Deleted ones, and updates that move a key (the new value is the one sorted on).
+  for (let i = 3; i < N; i += 97) await store.delete('Observation', all[i]!.id!, { method: 'DELETE' });
+  for (let i = 5; i < N; i += 89) {
+    const o = { ...all[i]!, effectiveDateTime: '2021-01-01', effectivePeriod: undefined };
+    await store.put(o as Resource, { method: 'PUT', index: extractIndex(o as Resource) });
+  }
+  db = new DatabaseSync(path, { readOnly: true });
+}, 120_000);
+
+afterAll(async () => {
+  db?.close();
+  await store?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Page {
+  ids: string[];
+  next?: string;
+  previous?: string;
+}
+
+/** The page of the plans without the walk: a ParamIds that cannot run the walk's queries (no `rows`). */
+function generalPage(request: SearchRequest): Page {
+  const ids = paramIds(db);
+  const noWalk: ParamIds = Object.assign((t: string, c: string) => ids(t, c), { countUpTo: ids.countUpTo, typeRows: ids.typeRows });
+  const c = compileSearch(request, { paramIds: noWalk });
+  expect(c.sql.startsWith('WITH w AS')).toBe(false);
+  const rows = db.prepare(c.sql).all(...(c.params as SQLInputValue[])) as { id: string }[];
+  const { page, next, previous } = c.paginate(rows);
+  return { ids: page.map((r) => r.id), next, previous };
+}
+
+/** The page the store gives (the walk where it applies). */
+async function storePage(request: SearchRequest): Promise<Page> {
+  const res = await store.search(request);
+  return { ids: res.resources.map((r) => r.id!), next: res.next, previous: res.previous };
+}
+
+/** Whether the store's plan for the request is the walk. */
+function walked(request: SearchRequest): boolean {
+  return compileSearch(request, { paramIds: paramIds(db) }).sql.startsWith('WITH w AS');
+}
+
+/**
+ * Follows `next` links to the end, then `previous` links back to the first page, on both sides; every page
+ * must be the same. Returns which pages the store walked (forwards, then backwards) and every id seen.
+ */
+async function compare(query: string): Promise<{ forward: boolean[]; backward: boolean[]; ids: string[] }> {
+  const request = (cursor?: string) => {
+    const r = parseSearch('Observation', [...new URLSearchParams(query)], { strict: true }).request;
+    if (cursor) r.cursor = cursor;
+    return r;
+  };
+  const forward: boolean[] = [];
+  const backward: boolean[] = [];
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  let last: Page | undefined;
+  for (let n = 0; n < 3000; n++) {
+    const want = generalPage(request(cursor));
+    forward.push(walked(request(cursor)));
+    const got = await storePage(request(cursor));
+    expect({ query, page: n, ...got }).toEqual({ query, page: n, ...want });
+    ids.push(...got.ids);
+    last = got;
+    if (!got.next) break;
+    cursor = got.next;
+  }
+  cursor = last?.previous;
+  for (let n = 0; cursor && n < 3000; n++) {
+    const want = generalPage(request(cursor));
+    backward.push(walked(request(cursor)));
+    const got = await storePage(request(cursor));
+    expect({ query, back: n, ...got }).toEqual({ query, back: n, ...want });
+    cursor = got.previous;
+  }
+  return { forward, backward, ids };
+}
+
+describe('sort walk', () => {
+  it('pages a common code sorted by -date as the general plan does, walking every page that holds keys', async () => {
+    for (const count of [11, 60, 300]) {
+      const r = await compare(`code=A&_sort=-date&_count=${count}`);
+      expect(new Set(r.ids).size).toBe(r.ids.length);
+      if (!SCALED) continue;
+      // Walked: the first page and the following ones while keyed matches remain; the general plan for the
+      // pages in and next to the resources without the key (the end of a descending order).
+      expect(r.forward[0]).toBe(true);
+      expect(r.forward.filter(Boolean).length).toBeGreaterThan(r.forward.length / 2);
+      expect(r.forward.at(-1)).toBe(false);
+      // Backwards, each page is before a keyed row: walked up (the first page too: fewer rows than a page
+      // and the end of the index reached).
+      expect(r.backward.filter(Boolean).length).toBeGreaterThan(0);
+      expect(r.backward.at(-1)).toBe(true);
+    }
+  });
+
+  it('pages an ascending sort (the first page from the top-k, later pages walked up from the cursor)', async () => {
+    const r = await compare('code=A&_sort=date&_count=20');
+    if (!SCALED) return;
+    expect(r.forward[0]).toBe(false);
+    expect(r.forward.slice(1).some(Boolean)).toBe(true);
+    // Up to the end of the index: the last page too.
+    expect(r.forward.at(-1)).toBe(true);
+  });
+
+  it('pages two common filters, and no filter at all', async () => {
+    const two = await compare('code=A&status=final&_sort=-date&_count=25');
+    const none = await compare('_sort=-date&_count=50');
+    if (!SCALED) return;
+    expect(two.forward[0]).toBe(true);
+    expect(none.forward[0]).toBe(true);
+  });
+
+  it('pages a token sort key with large ties (every match of a code has the same key)', async () => {
+    for (const sort of ['-code', 'code']) {
+      const r = await compare(`status=amended&_sort=${sort}&_count=30`);
+      if (SCALED && sort === '-code') expect(r.forward[0]).toBe(true);
+    }
+  });
+
+  it('leaves the page to the other plans when the matches lie at the far end of the order, or are rare', async () => {
+    // B: all in 1990-1992, the last keyed rows of a descending walk: beyond the walk's extent.
+    const clustered = await compare('code=B&_sort=-date&_count=20');
+    // C: rare (below the probe bound): never walked.
+    const rare = await compare('code=C&_sort=-date&_count=5');
+    // A type without the sort key's values: nothing to walk.
+    const none = await compare('code=A&_sort=-value-quantity&_count=20');
+    if (!SCALED) return;
+    expect(clustered.forward[0]).toBe(false);
+    expect(rare.forward.some(Boolean)).toBe(false);
+    expect(none.forward.some(Boolean)).toBe(false);
+  });
+});
