@@ -86,7 +86,7 @@ function sameType(a: string, b: string): boolean {
  * JSON object, per child name, the nodes and the type they were computed for (one object is nearly always
  * seen with one type; another type is computed without the cache).
  */
-let memo: WeakMap<object, Map<string, { type: string; nodes: Node[] }>> | undefined;
+let memo: Map<object, Map<string, { type: string; nodes: Node[] }>> | undefined;
 
 function childNodes(model: FhirModel, node: Node, name: string): Node[] {
   const v = node.value;
@@ -104,23 +104,47 @@ function childNodes(model: FhirModel, node: Node, name: string): Node[] {
 }
 
 function childNodesUncached(model: FhirModel, node: Node, name: string): Node[] {
-  const v = node.value;
-  const obj = v as Record<string, unknown>;
   const children = node.element?.children ?? model.childrenOfType(node.type);
   if (!children) return [];
-  const element = children.get(name) ?? children.get(name + '[x]');
-  if (!element) return [];
+  const slot = slotOf(children, name);
+  if (!slot) return [];
+  const obj = node.value as Record<string, unknown>;
   const out: Node[] = [];
-  const push = (val: unknown, type: string) => {
-    if (val === undefined || val === null) return;
+  for (let i = 0; i < slot.keys.length; i++) {
+    const val = obj[slot.keys[i]!];
+    if (val === undefined || val === null) continue;
+    const type = slot.types[i]!;
     if (Array.isArray(val)) {
-      for (const item of val) if (item !== null && item !== undefined) out.push(nodeOf(item, type, element));
-    } else out.push(nodeOf(val, type, element));
-  };
-  if (element.isChoice) {
-    for (const type of element.types) push(obj[FhirModel.choiceName(element, type)], type);
-  } else push(obj[name], element.types[0] ?? 'Element');
+      for (const item of val) if (item !== null && item !== undefined) out.push(nodeOf(item, type, slot.element));
+    } else out.push(nodeOf(val, type, slot.element));
+  }
   return out;
+}
+
+/** A child name resolved among an element's children: the element, and its JSON keys with the type of each. */
+interface ChildSlot {
+  element: ElementInfo;
+  keys: string[];
+  types: string[];
+}
+/**
+ * Child names resolved once per children map (`value` -> `value[x]` and its `valueQuantity`, `valueString`...
+ * keys): resolving them on every visit built every choice name again (a string per type per visit).
+ */
+const slots = new WeakMap<Map<string, ElementInfo>, Map<string, ChildSlot | null>>();
+
+function slotOf(children: Map<string, ElementInfo>, name: string): ChildSlot | null {
+  let byName = slots.get(children);
+  if (!byName) slots.set(children, (byName = new Map()));
+  let slot = byName.get(name);
+  if (slot === undefined) {
+    const element = children.get(name) ?? children.get(name + '[x]');
+    if (!element) slot = null;
+    else if (element.isChoice) slot = { element, keys: element.types.map((t) => FhirModel.choiceName(element, t)), types: [...element.types] };
+    else slot = { element, keys: [name], types: [element.types[0] ?? 'Element'] };
+    byName.set(name, slot);
+  }
+  return slot;
 }
 
 function nodeOf(value: unknown, type: string, element: ElementInfo): Node {
@@ -131,38 +155,53 @@ function nodeOf(value: unknown, type: string, element: ElementInfo): Node {
   return { value, type, element: element.children ? element : undefined };
 }
 
+/**
+ * One operation per step, built once (no closure per evaluation); the walk stops at the first step that
+ * leaves nothing (most parameters of a resource end at an absent element).
+ */
 function compileSteps(steps: Step[]): Evaluator {
   const model = fhirModel();
-  return (input) => {
-    let nodes = input;
-    for (const step of steps) {
-      switch (step.kind) {
-        case 'child':
-          if (nodes.length === 1) nodes = childNodes(model, nodes[0]!, step.name);
-          else {
-            const next: Node[] = [];
-            for (const n of nodes) for (const c of childNodes(model, n, step.name)) next.push(c);
-            nodes = next;
-          }
-          break;
-        case 'ofType':
-          nodes = nodes.filter((n) => sameType(n.type, step.type));
-          break;
-        case 'resolveIs':
-          nodes = nodes.filter((n) => {
+  const ops = steps.map((step): ((nodes: Node[]) => Node[]) => {
+    switch (step.kind) {
+      case 'child': {
+        const name = step.name;
+        return (nodes) => {
+          if (nodes.length === 1) return childNodes(model, nodes[0]!, name);
+          const next: Node[] = [];
+          for (const n of nodes) for (const c of childNodes(model, n, name)) next.push(c);
+          return next;
+        };
+      }
+      case 'ofType': {
+        const type = step.type;
+        return (nodes) => {
+          const next: Node[] = [];
+          for (const n of nodes) if (sameType(n.type, type)) next.push(n);
+          return next;
+        };
+      }
+      case 'resolveIs': {
+        const type = step.type;
+        return (nodes) =>
+          nodes.filter((n) => {
             const ref = (n.value as { reference?: string }).reference;
             if (typeof ref !== 'string') return false;
-            return normalizeReference(ref).targetType === step.type;
+            return normalizeReference(ref).targetType === type;
           });
-          break;
-        case 'whereEq':
-          nodes = nodes.filter((n) => (n.value as Record<string, unknown>)[step.field] === step.value);
-          break;
-        case 'index':
-          nodes = nodes.length > step.index ? [nodes[step.index]!] : [];
-          break;
+      }
+      case 'whereEq': {
+        const { field, value } = step;
+        return (nodes) => nodes.filter((n) => (n.value as Record<string, unknown>)[field] === value);
+      }
+      case 'index': {
+        const index = step.index;
+        return (nodes) => (nodes.length > index ? [nodes[index]!] : []);
       }
     }
+  });
+  return (input) => {
+    let nodes = input;
+    for (let i = 0; i < ops.length && nodes.length > 0; i++) nodes = ops[i]!(nodes);
     return nodes;
   };
 }
@@ -550,7 +589,7 @@ function jsonKeys(resourceType: string, expression: string): string[] | undefine
 
 /** Every index value of `resource` (resource-level `_tag`, `_profile`, `_security`, `_source` included). */
 export function extractIndex(resource: Resource): IndexValue[] {
-  memo = new WeakMap();
+  memo = new Map();
   try {
     const values = extractWithMemo(resource);
     // `_text`, `_content` and `near` have no FHIRPath expression to evaluate (src/search/text.ts).
@@ -567,7 +606,7 @@ export function extractIndex(resource: Resource): IndexValue[] {
  * the other parameters, the text words and the positions.
  */
 export function extractReferences(resource: Resource, params?: ReadonlySet<string>): IndexValue[] {
-  memo = new WeakMap();
+  memo = new Map();
   try {
     const out: IndexValue[] = [];
     const root: Node[] = [{ value: resource, type: resource.resourceType }];
@@ -655,6 +694,15 @@ function dedupe(values: IndexValue[]): IndexValue[] {
         for (let m = kept; m < out.length && !dup; m++) dup = sameJson(out[m]!, v);
         if (!dup) out.push(v);
       }
+    } else if (values[i]!.type !== 'composite' && j - i <= 8) {
+      // Short runs (a name's parts, a resource's identifiers): compared pairwise, no key strings built.
+      const kept = out.length;
+      for (let k = i; k < j; k++) {
+        const v = values[k]!;
+        let dup = false;
+        for (let m = kept; m < out.length && !dup; m++) dup = sameKey(out[m]!, v);
+        if (!dup) out.push(v);
+      }
     } else {
       const seen = new Set<string>();
       for (let k = i; k < j; k++) {
@@ -668,6 +716,31 @@ function dedupe(values: IndexValue[]): IndexValue[] {
     i = j;
   }
   return out;
+}
+
+/**
+ * `Object.values(a).join('\u0000') === Object.values(b).join('\u0000')` (the key of dedupeAll) for flat values,
+ * without building the strings: element by element, null and undefined as ''. When no element holds a NUL the
+ * two joins split back into the same elements, so the element comparison is exact; otherwise the joins decide.
+ */
+function sameKey(a: IndexValue, b: IndexValue): boolean {
+  const x = Object.values(a) as unknown[];
+  const y = Object.values(b) as unknown[];
+  if (x.length === y.length) {
+    let k = 0;
+    while (k < x.length && (x[k] === y[k] || joinPart(x[k]) === joinPart(y[k]))) k++;
+    if (k === x.length) return true;
+  }
+  return hasNul(x) || hasNul(y) ? x.join('\u0000') === y.join('\u0000') : false;
+}
+
+function joinPart(v: unknown): string {
+  return v === undefined || v === null ? '' : String(v);
+}
+
+function hasNul(values: unknown[]): boolean {
+  for (const v of values) if (typeof v === 'string' && v.includes('\u0000')) return true;
+  return false;
 }
 
 /** JSON.stringify(a) === JSON.stringify(b) for index values (flat, or composite of flat components). */
