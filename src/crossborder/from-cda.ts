@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type {
-  Address, AllergyIntolerance, Bundle, BundleEntry, CodeableConcept, Composition, CompositionSection, Condition, ContactPoint, Device,
+  Address, AllergyIntolerance, Bundle, BundleEntry, CareTeam, CodeableConcept, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, Extension, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, ObservationComponent,
   Organization, Patient, PatientContact, ClinicalImpression, Practitioner, Procedure, Quantity, Reference, Resource, Dosage, Timing, Annotation,
 } from 'fhir/r4';
@@ -181,12 +181,35 @@ function patient(doc: Element, ctx: Ctx): Patient {
   const p = kid(role, 'patient');
   const ids = kids(role, 'id').map(identifier).filter((x): x is Identifier => !!x);
   const gender = { M: 'male', F: 'female', UN: 'other' }[attr(kid(p, 'administrativeGenderCode'), 'code') ?? ''] as Patient['gender'];
+  // A gender code outside M / F / UN (2-5678-W2: `MM`) is no FHIR gender (unknown): the code is kept for the way back.
+  const otherGender = !gender && attr(kid(p, 'administrativeGenderCode'), 'code') ? fromCD(kid(p, 'administrativeGenderCode'), ctx) : undefined;
   const birth = tsToFhir(attr(kid(p, 'birthTime'), 'value'));
   const names = kids(p, 'name').map(humanName).filter((x): x is HumanName => !!x);
   const addrs = kids(role, 'addr').map(address).filter((x): x is Address => !!x);
-  const langs = kids(p, 'languageCommunication').map((l) => attr(kid(l, 'languageCode'), 'code')).filter((x): x is string => !!x);
+  // Languages; a language's mode (LanguageAbilityMode: expressed / received, spoken / written) has no element in
+  // Patient.communication: kept in cda-code `modeCode` on the communication for the way back.
+  const langs = kids(p, 'languageCommunication')
+    .map((l) => ({ code: attr(kid(l, 'languageCode'), 'code'), mode: fromCD(kid(l, 'modeCode'), ctx) }))
+    .filter((x): x is { code: string; mode: CodeableConcept | undefined } => !!x.code);
   const marital = fromCD(kid(p, 'maritalStatusCode'), ctx);
   const contacts: PatientContact[] = [];
+  // Guardians (recordTarget/patient/guardian, eHDSI 8.0.0 allows one with the IHE template) are contacts too: the
+  // relationship code (eHDSIPersonalRelationship, or another RoleCode) and the role class GUARD say so.
+  for (const g of kids(p, 'guardian')) {
+    if (attr(g, 'nullFlavor')) continue;
+    const rel = fromCD(kid(g, 'code'), ctx);
+    const n = humanName(path(g, 'guardianPerson', 'name'));
+    const org = textOf(path(g, 'guardianOrganization', 'name'));
+    const adr = address(kid(g, 'addr'));
+    if (!n && !telecoms(g).length && !adr && !org) continue;
+    contacts.push({
+      relationship: [...(rel ? [rel] : []), { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-RoleClass', code: 'GUARD' }] }],
+      ...(n ? { name: n } : {}),
+      ...(telecoms(g).length ? { telecom: telecoms(g) } : {}),
+      ...(adr ? { address: adr } : {}),
+      ...(org ? { organization: { display: org } } : {}),
+    });
+  }
   for (const part of kids(doc, 'participant')) {
     const ae = kid(part, 'associatedEntity');
     if (!ae) continue;
@@ -206,6 +229,7 @@ function patient(doc: Element, ctx: Ctx): Patient {
   }
   return {
     resourceType: 'Patient',
+    ...(otherGender ? { extension: cdaExt('administrativeGender', otherGender) } : {}),
     ...(ids.length ? { identifier: ids } : {}),
     ...(names.length ? { name: names } : {}),
     ...(telecoms(role).length ? { telecom: telecoms(role) } : {}),
@@ -215,7 +239,7 @@ function patient(doc: Element, ctx: Ctx): Patient {
     ...(addrs.length ? { address: addrs } : {}),
     ...(marital ? { maritalStatus: marital } : {}),
     ...(contacts.length ? { contact: contacts } : {}),
-    ...(langs.length ? { communication: langs.map((l) => ({ language: { coding: [{ system: 'urn:ietf:bcp:47', code: l }] } })) } : {}),
+    ...(langs.length ? { communication: langs.map((l) => ({ ...(l.mode ? { extension: cdaExt('modeCode', l.mode) } : {}), language: { coding: [{ system: 'urn:ietf:bcp:47', code: l.code }] } })) } : {}),
   };
 }
 
@@ -546,12 +570,41 @@ function condition(act: Element, ctx: Ctx, past: boolean): Resource[] {
     }
     const notes = comments(obs, ctx);
     if (notes.length) c.note = notes;
+    careTeams(obs, c, ctx);
     clinical ??= past || end || statusOf(act) === 'completed' ? 'resolved' : 'active';
     c.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: clinical }] };
     if (ext.length) c.extension = ext;
     out.push(c);
   }
   return out;
+}
+
+/**
+ * eHDSI care team acts (3.48, LOINC 85847-2, PCPR) under a problem observation: the team that looks after the
+ * condition (the rare-disease care team). FHIR's home is a CareTeam whose reasonReference is the Condition (category:
+ * the act code, participants: the performers); it is in the Bundle, referenced by no section, and written back
+ * under the same problem.
+ */
+function careTeams(obs: Element, c: Condition, ctx: Ctx): void {
+  for (const act of rel(obs, 'REFR')) {
+    if (act.localName !== 'act' || !(hasTemplate(act, T('3.48')) || attr(kid(act, 'code'), 'code') === '85847-2')) continue;
+    c.id ??= randomUUID();
+    const code = fromCD(kid(act, 'code'), ctx);
+    const st = statusOf(act);
+    const status = st === 'normal' || st === 'active' ? 'active' : st === 'completed' ? 'inactive' : st === 'suspended' ? 'suspended' : undefined;
+    const et = kid(act, 'effectiveTime');
+    const members = kids(act, 'performer').map((p) => practitioner(kid(p, 'assignedEntity'), ctx)).filter((r): r is Reference => !!r);
+    const team: CareTeam = {
+      resourceType: 'CareTeam',
+      ...(status ? { status } : {}),
+      ...(code ? { category: [code] } : {}),
+      subject: ctx.patientRef,
+      ...(low(et) || high(et) ? { period: { ...(low(et) ? { start: low(et) } : {}), ...(high(et) ? { end: high(et) } : {}) } } : {}),
+      ...(members.length ? { participant: members.map((member) => ({ member })) } : {}),
+      reasonReference: [{ reference: `urn:uuid:${c.id}` }],
+    };
+    add(ctx, team);
+  }
 }
 
 function procedure(p: Element, ctx: Ctx): Resource[] {

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type {
   Address, AllergyIntolerance, Bundle, CodeableConcept, Coding, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, Organization, Patient,
-  Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
+  Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, CareTeam, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
 } from 'fhir/r4';
 import { badRequest, unprocessable } from '../fhir/outcome.ts';
 import { isOid } from '../terminology/codesystems.ts';
@@ -230,6 +230,8 @@ interface Ctx {
   sectionIndex: number;
   n: number;
   authorRef?: Reference;
+  /** CareTeams of the Bundle by the Condition they look after (reasonReference): eHDSI care team acts (3.48). */
+  careTeams: Map<Resource, CareTeam[]>;
 }
 
 /** Converts a LU PS document Bundle into the pivot CDA XML string. */
@@ -248,7 +250,14 @@ export function bundleToCdaTree(bundle: Bundle, opts: ToCdaOptions = {}): X {
   const patient = res.get<Patient>(comp.subject);
   if (patient?.resourceType !== 'Patient') throw unprocessable([{ severity: 'error', code: 'required', diagnostics: 'Composition.subject does not resolve to a Patient in the Bundle', expression: ['Composition.subject'] }]);
   const lang = comp.language ?? bundle.language ?? opts.language ?? 'fr-LU';
-  const ctx: Ctx = { lang, L: labels(lang), res, sectionIndex: 0, n: 0, authorRef: comp.author?.[0] };
+  const ctx: Ctx = { lang, L: labels(lang), res, sectionIndex: 0, n: 0, authorRef: comp.author?.[0], careTeams: new Map() };
+  for (const e of bundle.entry ?? []) {
+    if (e.resource?.resourceType !== 'CareTeam') continue;
+    for (const r of e.resource.reasonReference ?? []) {
+      const c = res.get<Condition>(r);
+      if (c?.resourceType === 'Condition') ctx.careTeams.set(c, [...(ctx.careTeams.get(c) ?? []), e.resource]);
+    }
+  }
 
   const header: X[] = [
     el('typeId', { root: '2.16.840.1.113883.1.3', extension: 'POCD_HD000040' }),
@@ -297,7 +306,10 @@ function recordTarget(p: Patient, ctx: Ctx): X {
   ids.sort((a, b) => Number(b.system === MATRICULE_SYSTEM) - Number(a.system === MATRICULE_SYSTEM));
   const gender = ({ male: 'M', female: 'F', other: 'UN' } as Record<string, string>)[p.gender ?? ''];
   const genderName = ({ M: 'Male', F: 'Female', UN: 'Undifferentiated' } as Record<string, string>)[gender ?? ''];
-  const langs = (p.communication ?? []).map((c) => c.language.coding?.[0]?.code).filter((c): c is string => !!c);
+  const langs = (p.communication ?? []).map((c) => ({ code: c.language.coding?.[0]?.code, mode: readCdaExt(c, 'modeCode') })).filter((c): c is { code: string; mode: CodeableConcept | undefined } => !!c.code);
+  // A gender code FHIR has no value for (2-5678-W2 `MM`, kept in cda-code `administrativeGender`) is not written:
+  // eHDSIAdministrativeGender has M, F, UN only and its rule refuses nullFlavor OTH, the one null that could carry
+  // the code as translation; it stays in FHIR and the CDA says UNK.
   void ctx;
   return el(
     'recordTarget',
@@ -315,9 +327,39 @@ function recordTarget(p: Patient, ctx: Ctx): X {
         gender ? el('administrativeGenderCode', { code: gender, codeSystem: '2.16.840.1.113883.5.1', codeSystemName: 'AdministrativeGender', displayName: genderName }) : el('administrativeGenderCode', { nullFlavor: 'UNK' }),
         p.birthDate ? ts('birthTime', p.birthDate) : el('birthTime', { nullFlavor: 'NI' }),
         p.maritalStatus?.coding?.length ? toCD(displayed(p.maritalStatus), { tag: 'maritalStatusCode', noOriginalText: true }) : undefined,
-        ...langs.map((l) => el('languageCommunication', undefined, el('languageCode', { code: l.length === 2 ? `${l}-${(p.address?.[0]?.country ?? 'LU').toUpperCase()}` : l }))),
+        ...(p.contact ?? []).filter(isGuardian).map(guardian),
+        ...langs.map((l) =>
+          el(
+            'languageCommunication',
+            undefined,
+            el('languageCode', { code: l.code.length === 2 ? `${l.code}-${(p.address?.[0]?.country ?? 'LU').toUpperCase()}` : l.code }),
+            l.mode?.coding?.length ? toCD(displayed(l.mode), { tag: 'modeCode', noOriginalText: true }) : undefined,
+          ),
+        ),
       ),
     ),
+  );
+}
+
+const ROLE_CLASS = 'http://terminology.hl7.org/CodeSystem/v3-RoleClass';
+/** A Patient.contact read from a CDA guardian (role class GUARD). */
+const isGuardian = (c: NonNullable<Patient['contact']>[number]) => !!c.relationship?.some((r) => r.coding?.some((k) => k.system === ROLE_CLASS && k.code === 'GUARD'));
+
+/**
+ * A guardian (IHE template 1.3.6.1.4.1.19376.1.5.3.1.2.4, as eHDSIRecordTarget wants it): relationship code bound to
+ * eHDSIPersonalRelationship (another code, e.g. RoleCode GUARD, is nullFlavor OTH with the code as translation),
+ * address, telecoms, the guardian's name.
+ */
+function guardian(c: NonNullable<Patient['contact']>[number]): X {
+  const codings = (c.relationship ?? []).flatMap((r) => r.coding ?? []).filter((k) => k.system !== ROLE_CLASS);
+  return el(
+    'guardian',
+    { classCode: 'GUARD' },
+    tid('1.3.6.1.4.1.19376.1.5.3.1.2.4'),
+    codings.length ? toCD({ coding: codings.map((k) => withDisplay(k)) }, { tag: 'code', valueSet: VS.personalRelationship, noOriginalText: true }) : undefined,
+    addr(c.address),
+    ...telecoms(c.telecom),
+    el('guardianPerson', undefined, name(c.name)),
   );
 }
 
@@ -380,6 +422,8 @@ function legalAuthenticator(comp: Composition, ctx: Ctx): X | undefined {
 function participants(p: Patient, ctx: Ctx): X[] {
   const out: X[] = [];
   for (const c of p.contact ?? []) {
+    // Guardians are written in recordTarget (guardian), not as participants.
+    if (isGuardian(c)) continue;
     const rel = c.relationship?.flatMap((r) => r.coding ?? []).find((k) => inValueSet(VS.personalRelationship, k.system, k.code));
     const ecn = c.relationship?.some((r) => r.coding?.some((k) => ['C', 'EP'].includes(k.code ?? '')));
     out.push(
@@ -954,6 +998,7 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
               ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), toCD(displayed(c.severity), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true })))
               : undefined,
             ...statusObservations(c, `${rowId}-name`),
+            ...(ctx.careTeams.get(c) ?? []).map((t) => careTeamAct(t, ctx)),
             ...commentActs(c.note, ctx, sid, notes),
           ),
         ),
@@ -961,6 +1006,30 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
     );
   }
   return { narrative: [table([L.name, L.onset, L.end, L.status], rows), ...notes], entries: out };
+}
+
+/**
+ * eHDSI care team act (3.48, eHDSICareTeamAct) for a CareTeam that looks after the condition: code 85847-2 (the
+ * team's LOINC category, else the template's code), status, period, and each participant who is a Practitioner as
+ * a performer (assignedEntity: id, name).
+ */
+function careTeamAct(t: CareTeam, ctx: Ctx): X {
+  const category = t.category?.find((c) => c.coding?.some((k) => k.system === LOINC_URI && k.code === '85847-2'));
+  const status = t.status === 'active' ? 'active' : t.status === 'inactive' ? 'completed' : t.status === 'suspended' ? 'suspended' : 'normal';
+  const performers = (t.participant ?? []).map((p) => ctx.res.get<Practitioner>(p.member)).filter((p): p is Practitioner => p?.resourceType === 'Practitioner');
+  return el(
+    'entryRelationship',
+    { typeCode: 'REFR', inversionInd: 'false' },
+    el(
+      'act',
+      { classCode: 'PCPR', moodCode: 'EVN' },
+      tid(T('3.48')),
+      category ? toCD(displayed(category), { tag: 'code', noOriginalText: true }) : fixed('code', '85847-2', LOINC_URI, 'Patient Care team information'),
+      el('statusCode', { code: status }),
+      t.period?.start || t.period?.end ? ivl('effectiveTime', t.period.start, t.period.end) : undefined,
+      ...performers.map((p) => el('performer', { typeCode: 'PRF' }, el('assignedEntity', { classCode: 'ASSIGNED' }, idForResource(p, '1.3.182.4.10'), el('assignedPerson', { classCode: 'PSN', determinerCode: 'INSTANCE' }, name(p.name?.[0]))))),
+    ),
+  );
 }
 
 /**
