@@ -10,6 +10,10 @@
  * The data has what the walk must get right: ties (a few distinct days, the same instant many times), missing
  * keys (no effective[x]), multi-valued keys (a Period: the highest end descending, the lowest start
  * ascending), deleted and updated resources, and a code whose matches all lie at the old end of the order.
+ *
+ * Also `_has` whose source filter is common but under 4 × the probe bound: each target's references are looked
+ * up in the source filter's set of rids (its `IN` form inside the per-target probe), compared with the `IN`
+ * plan over the same data.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -75,6 +79,10 @@ beforeAll(async () => {
   for (let i = 0; i < N; i++) all.push(observation(i, rand));
   await store.transaction(async (session) => {
     for (const o of all) await session.put(o as Resource, { method: 'PUT', index: extractIndex(o as Resource) });
+    for (let p = 0; p < 40; p++) {
+      const patient = { resourceType: 'Patient', id: `p${p}`, name: [{ family: `F${p % 3}` }] } as Resource;
+      await session.put(patient, { method: 'PUT', index: extractIndex(patient) });
+    }
   });
   // Deleted ones, and updates that move a key (the new value is the one sorted on).
   for (let i = 3; i < N; i += 97) await store.delete('Observation', all[i]!.id!, { method: 'DELETE' });
@@ -208,5 +216,50 @@ describe('sort walk', () => {
     expect(clustered.forward[0]).toBe(false);
     expect(rare.forward.some(Boolean)).toBe(false);
     expect(none.forward.some(Boolean)).toBe(false);
+  });
+});
+
+describe('_has with a source filter in the set form', () => {
+  /** Every page of a Patient search, with the store's plan or with no estimates at all (every filter `IN`). */
+  function pages(query: string, estimates: boolean): { ids: string[]; sql: string } {
+    const ids = paramIds(db);
+    const plain: ParamIds = Object.assign((t: string, c: string) => ids(t, c), {});
+    const request = parseSearch('Patient', [...new URLSearchParams(query)], { strict: true }).request;
+    const out: string[] = [];
+    let sql = '';
+    for (let n = 0; n < 100; n++) {
+      const c = compileSearch(request, { paramIds: estimates ? ids : plain });
+      if (n === 0) sql = c.sql;
+      const { page, next } = c.paginate(db.prepare(c.sql).all(...(c.params as SQLInputValue[])) as { id: string }[]);
+      out.push(...page.map((r) => r.id));
+      if (!next) break;
+      request.cursor = next;
+    }
+    return { ids: out, sql };
+  }
+
+  it('finds the same targets as the IN plan, deleted and updated sources included', () => {
+    // B: 325 Observations (8 % of 2,600: between the bound, ~230, and 4 × the bound) of 5 patients; A: most
+    // Observations (above 4 × the bound: probed per reference); C: 52 (selective: IN).
+    const forms: Record<string, string> = {};
+    for (const q of ['_has:Observation:patient:code=B', '_has:Observation:patient:code=A', '_has:Observation:patient:code=C', '_has:Observation:patient:code=B&family=F1', '_has:Observation:patient:code=B,C']) {
+      for (const count of [2, 20]) {
+        const got = pages(`${q}&_count=${count}`, true);
+        const want = pages(`${q}&_count=${count}`, false);
+        expect(want.sql.includes('EXISTS')).toBe(false);
+        expect({ q, count, ids: got.ids }).toEqual({ q, count, ids: want.ids });
+        expect(got.ids.length).toBeGreaterThan(0);
+        forms[q] = got.sql.includes('+i1.rid IN (') ? 'set' : got.sql.includes('EXISTS') ? 'probe' : 'in';
+      }
+    }
+    if (SCALED)
+      expect(forms).toEqual({
+        '_has:Observation:patient:code=B': 'set',
+        '_has:Observation:patient:code=A': 'probe',
+        '_has:Observation:patient:code=C': 'in',
+        // family selective: the query is driven by it, the `_has` probed on its rows (its source as a set).
+        '_has:Observation:patient:code=B&family=F1': 'set',
+        '_has:Observation:patient:code=B,C': 'set',
+      });
   });
 });
