@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import type {
   Address, AllergyIntolerance, Bundle, BundleEntry, CareTeam, CodeableConcept, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, Extension, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, ObservationComponent,
-  Organization, Patient, PatientContact, ClinicalImpression, Practitioner, Procedure, Quantity, Reference, Resource, Dosage, Timing, Annotation,
+  Organization, Patient, PatientContact, ClinicalImpression, Practitioner, PractitionerRole, Procedure, RelatedPerson, Quantity, Reference, Resource, Dosage, Timing, Annotation,
 } from 'fhir/r4';
 import { FhirError, unprocessable } from '../fhir/outcome.ts';
 import { isOid } from '../terminology/codesystems.ts';
@@ -391,6 +391,7 @@ function medication(sa: Element, ctx: Ctx): Resource[] {
   }
   const reasons = rel(sa, 'RSON').map((o) => fromCD(kid(o, 'value'), ctx)).filter((x): x is CodeableConcept => !!x);
   const notes = comments(sa, ctx);
+  const source = prescriber(kid(sa, 'author'), ctx);
   const st = statusOf(sa);
   const start = low(period);
   const end = high(period);
@@ -401,11 +402,30 @@ function medication(sa: Element, ctx: Ctx): Resource[] {
       medicationReference: { ...medRef, ...(nm ? { display: nm } : {}) },
       subject,
       ...(start || end ? { effectivePeriod: { ...(start ? { start } : {}), ...(end ? { end } : {}) } } : {}),
+      ...(source?.time ? { dateAsserted: source.time } : {}),
+      ...(source ? { informationSource: source.ref } : {}),
       ...(reasons.length ? { reasonCode: reasons } : {}),
       ...(notes.length ? { note: notes } : {}),
       ...(Object.keys(dosage).length ? { dosage: [dosage] } : {}),
     } as MedicationStatement,
   ];
+}
+
+/**
+ * The author of a medication entry (eHDSIAuthorPrescriber: functionCode, time, the assigned author): a
+ * PractitionerRole (code: the function code, practitioner, organization) as MedicationStatement.informationSource,
+ * its time as dateAsserted. Only a person author is read (a device has no role).
+ */
+function prescriber(author: Element | undefined, ctx: Ctx): { ref: Reference; time?: string } | undefined {
+  const assigned = kid(author, 'assignedAuthor');
+  if (!assigned || !kid(assigned, 'assignedPerson')) return undefined;
+  const pract = practitioner(assigned, ctx);
+  if (!pract) return undefined;
+  const fn = fromCD(kid(author, 'functionCode'), ctx);
+  const org = organization(kid(assigned, 'representedOrganization'), ctx);
+  const role: PractitionerRole = { resourceType: 'PractitionerRole', practitioner: pract, ...(org ? { organization: org } : {}), ...(fn ? { code: [fn] } : {}) };
+  const t = time(kid(author, 'time'));
+  return { ref: { ...add(ctx, role), ...(pract.display ? { display: pract.display } : {}) }, ...(t ? { time: t } : {}) };
 }
 
 const ALLERGY_TYPES: Record<string, { type?: AllergyIntolerance['type']; category?: AllergyIntolerance['category'] }> = {
@@ -483,6 +503,18 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
     }
     const notes = comments(obs, ctx);
     if (notes.length) a.note = notes;
+    // Who recorded the allergy (the observation's author: a Practitioner whose qualification keeps the author's role
+    // code) and who told it (an informant related person: a RelatedPerson whose relationship keeps its code, e.g.
+    // ONESELF).
+    const au = kid(kid(obs, 'author'), 'assignedAuthor');
+    const recorder = au && kid(au, 'assignedPerson') ? practitioner(au, ctx) : undefined;
+    if (recorder) a.recorder = recorder;
+    const informant = path(obs, 'informant', 'relatedEntity');
+    if (informant) {
+      const relation = fromCD(kid(informant, 'code'), ctx);
+      const n = humanName(path(informant, 'relatedPerson', 'name'));
+      if (relation || n) a.asserter = add(ctx, { resourceType: 'RelatedPerson', patient: ctx.patientRef, ...(relation ? { relationship: [relation] } : {}), ...(n ? { name: [n] } : {}) } as RelatedPerson);
+    }
     for (const s of [...rel(obs, 'SUBJ'), ...rel(obs, 'REFR')]) {
       const c = attr(kid(s, 'code'), 'code');
       const v = fromCD(kid(s, 'value'), ctx);

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type {
   Address, AllergyIntolerance, Bundle, CodeableConcept, Coding, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, Organization, Patient,
-  Practitioner, PractitionerRole, Procedure, Quantity, Reference, Resource, CarePlan, CareTeam, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
+  Practitioner, PractitionerRole, Procedure, Quantity, Reference, RelatedPerson, Resource, CarePlan, CareTeam, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
 } from 'fhir/r4';
 import { badRequest, unprocessable } from '../fhir/outcome.ts';
 import { isOid } from '../terminology/codesystems.ts';
@@ -745,6 +745,36 @@ function packageOf(med: Medication | undefined): X | undefined {
   );
 }
 
+/**
+ * The author of a medication entry (eHDSIAuthorPrescriber) from MedicationStatement.informationSource when it is a
+ * PractitionerRole whose code is in eHDSIHealthcareProfessionalRole (the author's functionCode; no function code is
+ * invented) with a Practitioner: time (dateAsserted), id, address, telecoms, the person's name (family and given
+ * nullFlavored when unknown), the represented organization (nullFlavor NI when there is none).
+ */
+function prescriber(ms: MedicationStatement, ctx: Ctx): X | undefined {
+  const who = person(ms.informationSource, ctx);
+  const fn = who.role?.code?.flatMap((c) => c.coding ?? []).find((c) => inValueSet(VS.healthcareProfessionalRole, c.system, c.code));
+  const p = who.pract;
+  if (!fn || !p) return undefined;
+  const n = p.name?.[0];
+  const personName = n && (n.family || n.given?.length) ? name(n) : el('name', undefined, ...(n?.text ? [n.text] : []), el('given', { nullFlavor: 'UNK' }), el('family', { nullFlavor: 'UNK' }));
+  return el(
+    'author',
+    { typeCode: 'AUT' },
+    toCD({ coding: [withDisplay(fn)] }, { tag: 'functionCode', noOriginalText: true }),
+    ts('time', ms.dateAsserted),
+    el(
+      'assignedAuthor',
+      { classCode: 'ASSIGNED' },
+      idForResource(p, '1.3.182.4.10'),
+      addr(p.address?.[0]),
+      ...telecoms(p.telecom),
+      el('assignedPerson', { classCode: 'PSN', determinerCode: 'INSTANCE' }, personName),
+      who.org ? organization(who.org, 'representedOrganization') : el('representedOrganization', { nullFlavor: 'NI' }),
+    ),
+  );
+}
+
 /** IHE and CCD templates of the instruction acts. */
 const INSTRUCTION_TEMPLATES: Record<string, [string, string]> = { PINSTRUCT: ['1.3.6.1.4.1.19376.1.5.3.1.4.3', '2.16.840.1.113883.10.20.1.49'], FINSTRUCT: ['1.3.6.1.4.1.19376.1.5.3.1.4.3.1', '2.16.840.1.113883.10.20.1.43'] };
 
@@ -836,6 +866,7 @@ function medications(list: MedicationStatement[], sid: string, ctx: Ctx): Built 
             ),
           ),
         ),
+        prescriber(ms, ctx),
         ...instructionActs(dose),
         ...commentActs(ms.note, ctx, sid, notes),
         ...(ms.reasonCode ?? []).map((r) =>
@@ -902,6 +933,8 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
             el('text', undefined, el('reference', { value: `#${rowId}-agent` })),
             el('statusCode', { code: 'completed' }),
             el('effectiveTime', undefined, obsTime ? ts('low', obsTime) : el('low', { nullFlavor: 'UNK' })),
+            recorderAuthor(a, ctx),
+            informantOf(a, ctx),
             el(
               'participant',
               { typeCode: 'CSM' },
@@ -951,6 +984,44 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
     );
   }
   return { narrative: [table([L.agent, L.reaction, L.severity, L.criticality, L.onset], rows), ...notes], entries: out };
+}
+
+/**
+ * The author of an allergy observation from AllergyIntolerance.recorder (a Practitioner): time (recordedDate), id, the
+ * role code kept in its qualification, name, represented organization. CDA R2 allows an author on any clinical
+ * statement; eHDSI 8.0.0's allergy template does not constrain it (open template).
+ */
+function recorderAuthor(a: AllergyIntolerance, ctx: Ctx): X | undefined {
+  const p = person(a.recorder, ctx).pract;
+  if (!p) return undefined;
+  const code = p.qualification?.[0]?.code;
+  const org = ctx.res.get<Organization>(p.extension?.find((e) => e.url === 'http://dsp.lu/fhir/StructureDefinition/represented-organization')?.valueReference);
+  return el(
+    'author',
+    undefined,
+    ts('time', a.recordedDate),
+    el(
+      'assignedAuthor',
+      undefined,
+      idForResource(p, '1.3.182.4.10'),
+      code?.coding?.length ? toCD(displayed(code), { tag: 'code', noOriginalText: true }) : undefined,
+      el('assignedPerson', undefined, name(p.name?.[0])),
+      org?.resourceType === 'Organization' ? el('representedOrganization', undefined, idForResource(org, '1.3.182.4.11'), org.name ? el('name', undefined, org.name) : undefined) : undefined,
+    ),
+  );
+}
+
+/** The informant of an allergy observation from AllergyIntolerance.asserter when it is a RelatedPerson (relationship code, name). */
+function informantOf(a: AllergyIntolerance, ctx: Ctx): X | undefined {
+  const rp = ctx.res.get<RelatedPerson>(a.asserter);
+  if (rp?.resourceType !== 'RelatedPerson') return undefined;
+  const rel = rp.relationship?.[0];
+  const self = rel?.coding?.some((c) => c.code === 'ONESELF');
+  return el(
+    'informant',
+    undefined,
+    el('relatedEntity', { classCode: self ? 'PAT' : 'PRS' }, rel?.coding?.length ? toCD(displayed(rel), { tag: 'code', noOriginalText: true }) : undefined, rp.name?.[0] ? el('relatedPerson', undefined, name(rp.name[0])) : undefined),
+  );
 }
 
 function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Built {
