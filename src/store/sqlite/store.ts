@@ -166,6 +166,8 @@ class Statements {
   readonly head: StatementSync;
   readonly version: StatementSync;
   readonly insert: StatementSync;
+  /** The insert of a create: does nothing (0 changes) when the (type, id) row exists. */
+  readonly insertNew: StatementSync;
   readonly update: StatementSync;
   readonly insertHistory: StatementSync;
   readonly count: StatementSync;
@@ -184,6 +186,9 @@ class Statements {
     // The row of an id keeps its rid for life (index rows are keyed by it): insert once, then update.
     this.insert = db.prepare(
       'INSERT INTO resources (resource_type, id, version, last_updated, deleted, content) VALUES (?, ?, ?, ?, ?, ?)',
+    );
+    this.insertNew = db.prepare(
+      'INSERT INTO resources (resource_type, id, version, last_updated, deleted, content) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (resource_type, id) DO NOTHING',
     );
     this.update = db.prepare('UPDATE resources SET version = ?, last_updated = ?, deleted = ?, content = ? WHERE rid = ?');
     this.insertHistory = db.prepare(
@@ -413,6 +418,24 @@ export class SqliteStore implements Store {
       resource: Resource | undefined,
       options: { expectedVersion?: number; index?: IndexValue[] },
     ): VersionRecord | undefined => {
+      // A create (POST, no version expected) nearly always names an id nobody has used (the server drew it): its row
+      // is inserted straight away, and the UNIQUE (resource_type, id) index that the insert checks in any case says
+      // whether the id existed after all; only then is the current row read and the write goes the usual way. This
+      // saves a separate lookup per created resource (~10 µs, docs/performance.md "Session 4: ingest").
+      let drawn: string | undefined;
+      if (method === 'POST' && resource && options.expectedVersion === undefined) {
+        drawn = clock.next();
+        const stored = { ...resource, meta: { ...resource.meta, versionId: '1', lastUpdated: drawn } } as Resource;
+        const content = JSON.stringify(stored);
+        const inserted = s.insertNew.run(resourceType, id, 1, drawn, 0, content);
+        if (inserted.changes === 1) {
+          const rid = Number(inserted.lastInsertRowid);
+          typeRowsChanged(s.db, resourceType, 1);
+          s.insertHistory.run(resourceType, id, 1, drawn, method, 0, content);
+          writeIndex(s.db, resourceType, id, options.index ?? [], true, rid);
+          return { resourceType, id, versionId: 1, lastUpdated: drawn, method, deleted: false, resource: stored };
+        }
+      }
       const existing = s.head.get(resourceType, id) as Pick<ResourceRow, 'rid' | 'version' | 'deleted'> | undefined;
       if (options.expectedVersion !== undefined) {
         if (!existing || existing.deleted || existing.version !== options.expectedVersion) {
@@ -425,7 +448,7 @@ export class SqliteStore implements Store {
       }
       if (!resource && (!existing || existing.deleted)) return undefined;
       const versionId = (existing?.version ?? 0) + 1;
-      const lastUpdated = clock.next();
+      const lastUpdated = drawn ?? clock.next();
       let content: string | null = null;
       let stored: Resource | undefined;
       if (resource) {
