@@ -1,11 +1,11 @@
 /**
  * The sort walk (SQLite, sortWalk in src/store/sqlite/search-sql.ts): a sorted search whose filters are all
- * common is answered by walking the sort key's index in the page's order and probing the filters on each
- * index row. Checked here on a store where it applies (2,600 Observations; filters above the probe bound):
+ * common is answered by walking the sort key's index in the page's order and testing the filters on each
+ * index row. Checked here on a store where it applies (3,000 Observations; filters above the probe bound):
  * every page, followed forwards by `next` links and then backwards by `previous` links, equals the page the
  * general plan gives (the plans without the walk: top-k on a first page, else the general one), cursors
  * included; and the plan taken: the walk for the pages it can serve, the other plans when the walk gives up
- * (an ascending first page, matches clustered at the far end of the order, fewer keyed matches than a page).
+ * (an ascending first page, probed matches clustered beyond the walk's extent, fewer keyed matches than a page).
  *
  * The data has what the walk must get right: ties (a few distinct days, the same instant many times), missing
  * keys (no effective[x]), multi-valued keys (a Period: the highest end descending, the lowest start
@@ -45,16 +45,18 @@ function rng(seed: number): () => number {
   };
 }
 
-const N = 2600;
+const N = 3000;
 
 /**
- * Observation i: code A (common, spread over the years), B (common, only in 1990-1992: the old end of the
- * order), C (rare); status final or amended; effective a day of 2000-2020 (12 distinct days a year: many ties),
- * a Period (two values of the key) or nothing. B's dates are 1990-1992.
+ * Observation i: code B (1,500: above 4 × the probe bound of a page of 20, ~250, so probed per candidate) only
+ * in 1990-1992, the old end of the order; E (375: between the bound and 4 × the bound, so tested by its set of
+ * rids) only in 1993-1995; C (rare: 30); A (the other 1,095, above 4 × the bound) spread over 2000-2020. Status
+ * final or amended; effective a day (12 distinct days a year: many ties), a Period (two values of the key) or
+ * nothing.
  */
 function observation(i: number, rand: () => number): Observation {
-  const code = i % 8 === 0 ? 'B' : i % 50 === 1 ? 'C' : 'A';
-  const year = code === 'B' ? 1990 + (i % 3) : 2000 + Math.floor(rand() * 21);
+  const code = i % 2 === 0 ? 'B' : i % 8 === 1 ? 'E' : i % 100 === 3 ? 'C' : 'A';
+  const year = code === 'B' ? 1990 + (i % 3) : code === 'E' ? 1993 + (i % 3) : 2000 + Math.floor(rand() * 21);
   const day = `${year}-${String(1 + Math.floor(rand() * 12)).padStart(2, '0')}-15`;
   const o: Observation = {
     resourceType: 'Observation',
@@ -205,15 +207,19 @@ describe('sort walk', () => {
     }
   });
 
-  it('leaves the page to the other plans when the matches lie at the far end of the order, or are rare', async () => {
-    // B: all in 1990-1992, the last keyed rows of a descending walk: beyond the walk's extent.
+  it('leaves the page to the other plans when probed matches lie beyond the extent, or are rare', async () => {
+    // B: all in 1990-1992, the last keyed rows of a descending walk: beyond the extent of a probed walk (as many
+    // index rows as B counts, up to 4 × the bound). E, in 1993-1995 and tested by its set, is within its
+    // extent (16 times its count).
     const clustered = await compare('code=B&_sort=-date&_count=20');
+    const set = await compare('code=E&_sort=-date&_count=20');
     // C: rare (below the probe bound): never walked.
     const rare = await compare('code=C&_sort=-date&_count=5');
     // A type without the sort key's values: nothing to walk.
     const none = await compare('code=A&_sort=-value-quantity&_count=20');
     if (!SCALED) return;
     expect(clustered.forward[0]).toBe(false);
+    expect(set.forward[0]).toBe(true);
     expect(rare.forward.some(Boolean)).toBe(false);
     expect(none.forward.some(Boolean)).toBe(false);
   });
@@ -239,10 +245,10 @@ describe('_has with a source filter in the set form', () => {
   }
 
   it('finds the same targets as the IN plan, deleted and updated sources included', () => {
-    // B: 325 Observations (8 % of 2,600: between the bound, ~230, and 4 × the bound) of 5 patients; A: most
-    // Observations (above 4 × the bound: probed per reference); C: 52 (selective: IN).
+    // E: 375 Observations (between the bound and 4 × the bound) of 5 patients; A: 1,095 (above 4 × the bound:
+    // probed per reference); C: 30 (selective: IN).
     const forms: Record<string, string> = {};
-    for (const q of ['_has:Observation:patient:code=B', '_has:Observation:patient:code=A', '_has:Observation:patient:code=C', '_has:Observation:patient:code=B&family=F1', '_has:Observation:patient:code=B,C']) {
+    for (const q of ['_has:Observation:patient:code=E', '_has:Observation:patient:code=A', '_has:Observation:patient:code=C', '_has:Observation:patient:code=E&family=F1', '_has:Observation:patient:code=E,C']) {
       for (const count of [2, 20]) {
         const got = pages(`${q}&_count=${count}`, true);
         const want = pages(`${q}&_count=${count}`, false);
@@ -254,12 +260,12 @@ describe('_has with a source filter in the set form', () => {
     }
     if (SCALED)
       expect(forms).toEqual({
-        '_has:Observation:patient:code=B': 'set',
+        '_has:Observation:patient:code=E': 'set',
         '_has:Observation:patient:code=A': 'probe',
         '_has:Observation:patient:code=C': 'in',
         // family selective: the query is driven by it, the `_has` probed on its rows (its source as a set).
-        '_has:Observation:patient:code=B&family=F1': 'set',
-        '_has:Observation:patient:code=B,C': 'set',
+        '_has:Observation:patient:code=E&family=F1': 'set',
+        '_has:Observation:patient:code=E,C': 'set',
       });
   });
 });
