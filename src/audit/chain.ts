@@ -16,8 +16,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { AuditEvent, Basic, Extension, Resource } from 'fhir/r4';
 import type { Store } from '../store/port.ts';
-import type { Filter } from '../search/types.ts';
-import { extractIndex } from '../search/indexer.ts';
+import type { Filter, IndexValue } from '../search/types.ts';
+import { auditIndexValues } from './index-values.ts';
 import { FhirError } from '../fhir/outcome.ts';
 import { GroupWindow } from './window.ts';
 
@@ -154,10 +154,12 @@ export function timeOrderedId(now = Date.now()): string {
 }
 
 /**
- * Entries whose index rows are written in one store transaction by the background indexer: small enough that
- * a chunk (extractIndex ~90-300 µs per AuditEvent, plus its COMMIT) keeps the event loop for tens of ms at most.
+ * Entries whose index rows are written in one store transaction by the background indexer. The values come
+ * from auditIndexValues (index-values.ts, ~20-30 µs per read's event, the generic indexer ~90-150): the chunk's
+ * cost is its ~17 index rows per entry (~150-250 µs per entry at this size on this machine), so 16 entries keep
+ * the event loop for a few ms (64 entries held it for ~10-15 ms once the extraction was cheap).
  */
-const INDEX_CHUNK = 64;
+const INDEX_CHUNK = 16;
 /**
  * Longest time a chunk's index extraction may take before the chunk is written and the event loop is given
  * back: a chunk of large events (a transaction's event lists every entry) would otherwise hold it for tens of ms.
@@ -377,9 +379,9 @@ export class AuditLog {
         if (this.recoverAfter !== null) await this.recover();
         while (this.unindexed.length) {
           const started = performance.now();
-          const entries: { resourceType: string; id: string; index: ReturnType<typeof extractIndex> }[] = [];
+          const entries: { resourceType: string; id: string; index: IndexValue[] }[] = [];
           for (const u of this.unindexed) {
-            entries.push({ resourceType: 'AuditEvent', id: u.id, index: extractIndex(u.event) });
+            entries.push({ resourceType: 'AuditEvent', id: u.id, index: auditIndexValues(u.event) });
             if (entries.length >= INDEX_CHUNK || performance.now() - started >= INDEX_BUDGET_MS) break;
           }
           await this.store.reindex(entries);
