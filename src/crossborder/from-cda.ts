@@ -663,7 +663,19 @@ function device(s: Element, ctx: Ctx): Resource[] {
   const role = path(s, 'participant', 'participantRole');
   const type = fromCD(path(role, 'playingDevice', 'code'), ctx) ?? { text: entryText(s, ctx) ?? 'unknown' };
   const udi = attr(kid(role, 'id'), 'extension');
-  const dev: Device = { resourceType: 'Device', type, patient: ctx.patientRef, ...(udi ? { udiCarrier: [{ deviceIdentifier: udi }] } : {}) };
+  // The model (playingDevice/manufacturerModelName, an SC: text with an optional code): its name is Device.deviceName
+  // (model-name); its code, which FHIR has no element for, is kept in cda-code `manufacturerModelName`.
+  const model = path(role, 'playingDevice', 'manufacturerModelName');
+  const modelName = textOf(model);
+  const modelCode = attr(model, 'code') ? fromCD(model, ctx) : undefined;
+  const dev: Device = {
+    resourceType: 'Device',
+    ...(modelCode ? { extension: cdaExt('manufacturerModelName', modelCode) } : {}),
+    type,
+    patient: ctx.patientRef,
+    ...(udi ? { udiCarrier: [{ deviceIdentifier: udi }] } : {}),
+    ...(modelName ? { deviceName: [{ name: modelName, type: 'model-name' }] } : {}),
+  };
   const devRef = add(ctx, dev);
   // Older waves also coded the supply act itself (supply/code, the device kind again): kept for the way back.
   const sc = fromCD(kid(s, 'code'), ctx);

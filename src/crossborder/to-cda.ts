@@ -1191,12 +1191,21 @@ function devices(list: DeviceUseStatement[], sid: string, ctx: Ctx): Built {
         el(
           'participant',
           { typeCode: 'DEV' },
-          el('participantRole', { classCode: 'MANU' }, udi ? el('id', { root: '2.16.840.1.113883.3.3719', extension: udi }) : undefined, el('playingDevice', { classCode: 'DEV', determinerCode: 'INSTANCE' }, toCD(displayed(dev?.type), { tag: 'code', valueSet: VS.medicalDevice, ref: `${rowId}-name` }))),
+          el('participantRole', { classCode: 'MANU' }, udi ? el('id', { root: '2.16.840.1.113883.3.3719', extension: udi }) : undefined, el('playingDevice', { classCode: 'DEV', determinerCode: 'INSTANCE' }, toCD(displayed(dev?.type), { tag: 'code', valueSet: VS.medicalDevice, ref: `${rowId}-name` }), modelName(dev))),
         ),
       ),
     );
   }
   return { narrative: [table([L.name, L.since], rows)], entries: out };
+}
+
+/** playingDevice/manufacturerModelName (SC, eHDSIDevice allows one): the model name (deviceName model-name) with its kept code. */
+function modelName(dev: Device | undefined): X | undefined {
+  const text = dev?.deviceName?.find((n) => n.type === 'model-name')?.name;
+  const c = readCdaExt(dev, 'manufacturerModelName')?.coding?.find((k) => k.system && k.code && describeCodeSystem(k.system).oid);
+  if (!text && !c) return undefined;
+  const d = c ? describeCodeSystem(c.system!) : undefined;
+  return el('manufacturerModelName', c ? { code: c.code, codeSystem: d!.oid, codeSystemName: d!.cdaName, displayName: c.display } : undefined, ...(text ? [text] : []));
 }
 
 function immunizations(list: Immunization[], sid: string, ctx: Ctx): Built {
