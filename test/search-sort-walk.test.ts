@@ -225,12 +225,12 @@ describe('sort walk', () => {
   });
 });
 
-describe('_has with a source filter in the set form', () => {
-  /** Every page of a Patient search, with the store's plan or with no estimates at all (every filter `IN`). */
-  function pages(query: string, estimates: boolean): { ids: string[]; sql: string } {
+describe('common filters in the set form', () => {
+  /** Every page of a search, with the store's plan or with no estimates at all (every filter `IN`). */
+  function pages(query: string, estimates: boolean, type = 'Patient'): { ids: string[]; sql: string } {
     const ids = paramIds(db);
     const plain: ParamIds = Object.assign((t: string, c: string) => ids(t, c), {});
-    const request = parseSearch('Patient', [...new URLSearchParams(query)], { strict: true }).request;
+    const request = parseSearch(type, [...new URLSearchParams(query)], { strict: true }).request;
     const out: string[] = [];
     let sql = '';
     for (let n = 0; n < 100; n++) {
@@ -266,6 +266,39 @@ describe('_has with a source filter in the set form', () => {
         // family selective: the query is driven by it, the `_has` probed on its rows (its source as a set).
         '_has:Observation:patient:code=E&family=F1': 'set',
         '_has:Observation:patient:code=E,C': 'set',
+      });
+  });
+
+  it('pages an unsorted search as the IN plan does, the type walked and a filter under 2 × the bound tested by its set', () => {
+    // E: 375 (between the bound and 2 × the bound: a set); A: 1,095 (probed); C: 30 (IN, driving); two filters.
+    const forms: Record<string, string> = {};
+    for (const q of ['code=E', 'code=A', 'code=C', 'code=E&status=final', 'code=A&status=amended', 'code=E,C']) {
+      for (const count of [2, 20]) {
+        const got = pages(`${q}&_count=${count}`, true, 'Observation');
+        const want = pages(`${q}&_count=${count}`, false, 'Observation');
+        expect(want.sql.includes('EXISTS') || want.sql.includes('+r.rowid IN (')).toBe(false);
+        expect({ q, count, ids: got.ids }).toEqual({ q, count, ids: want.ids });
+        expect(got.ids.length).toBeGreaterThan(0);
+        forms[`${q}&_count=${count}`] = got.sql.includes('+r.rowid IN (') ? (got.sql.includes('EXISTS') ? 'set+probe' : 'set') : got.sql.includes('EXISTS') ? 'probe' : 'in';
+      }
+    }
+    if (SCALED)
+      expect(forms).toEqual({
+        'code=E&_count=2': 'set',
+        'code=E&_count=20': 'set',
+        'code=A&_count=2': 'probe',
+        'code=A&_count=20': 'probe',
+        'code=C&_count=2': 'in',
+        'code=C&_count=20': 'in',
+        // status=final (~2,100) is probed, E tested by its set first.
+        'code=E&status=final&_count=2': 'set+probe',
+        'code=E&status=final&_count=20': 'set+probe',
+        // status=amended (~900): above 2 × the bound at both page sizes (2 × 200, 2 × 251): probed, as A is.
+        'code=A&status=amended&_count=2': 'probe',
+        'code=A&status=amended&_count=20': 'probe',
+        // E or C: at least 400 index rows: 2 × the bound of a page of 2 (200), under that of a page of 20 (251).
+        'code=E,C&_count=2': 'probe',
+        'code=E,C&_count=20': 'set',
       });
   });
 });
