@@ -240,6 +240,12 @@ function kinds(s: ReturnType<typeof sample>): Kind[] {
       note: 'Observation?code=<code>&_sort=-date&_count=20',
       make: () => ['Observation', [['code', obsCode().code], ['_sort', '-date'], ['_count', '20']]],
     },
+    {
+      name: 'sorted, whole type, paged',
+      note: 'Observation?code=<code>&_sort=-date&_count=20, page 1 then page 2 by cursor (each timed)',
+      make: () => ['Observation', [['code', obsCode().code], ['_sort', '-date'], ['_count', '20']]],
+      follow: true,
+    },
   ];
 }
 
