@@ -12,7 +12,8 @@ import { buildAuditEvent } from '../src/audit/event.ts';
 import { extractIndex } from '../src/search/indexer.ts';
 import { ROOT, startServerProcess, tempDir } from './support/process.ts';
 import { existsSync } from 'node:fs';
-import { HEAD_TYPE, headId, readHead } from '../src/audit/chain.ts';
+import { AUDIT_HISTORYLESS, HEAD_TYPE, headId, readHead } from '../src/audit/chain.ts';
+import { DatabaseSync } from 'node:sqlite';
 import { parseSearch } from '../src/search/parse.ts';
 import { makeApp } from './support/app.ts';
 import { accessRuntime } from '../src/access/service.ts';
@@ -456,5 +457,110 @@ describe('audit trail failures and durability modes', () => {
       expect(JSON.stringify(res.body)).toContain('audit trail');
       expect(JSON.stringify(res.body)).not.toContain('o-dead');
     }
+  });
+});
+
+describe('audit entries without a history copy (SqliteStoreOptions.historyless)', () => {
+  async function historylessTrail(n: number): Promise<{ store: SqliteStore; path: string; log: AuditLog }> {
+    const path = join(tempDir('dsp-audit-nohist-'), 'audit.sqlite');
+    const store = new SqliteStore({ path, synchronous: 'NORMAL', historyless: AUDIT_HISTORYLESS });
+    await store.init();
+    const log = new AuditLog(store);
+    for (let i = 0; i < n; i++) {
+      log.record(event(i));
+      if (i % 4 === 3) await log.flush();
+    }
+    await log.flush();
+    return { store, path, log };
+  }
+  const historyRows = (path: string, type: string) => {
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM history WHERE resource_type = ?').get(type) as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  };
+
+  it('entries and heads have one row each; vread, instance, type and system history find them, in commit order, paged', async () => {
+    const { store, path } = await historylessTrail(7);
+    expect(historyRows(path, 'AuditEvent')).toBe(0);
+    expect(historyRows(path, HEAD_TYPE)).toBe(0);
+    const events = await allAuditEvents(store);
+    expect(events.length).toBe(7);
+    const third = events[2];
+    const v1 = await store.version('AuditEvent', third.id!, 1);
+    expect(v1).toMatchObject({ versionId: 1, method: 'POST', deleted: false });
+    expect(v1!.resource).toEqual(third);
+    expect(await store.version('AuditEvent', third.id!, 2)).toBeUndefined();
+    const instance = await store.history({ resourceType: 'AuditEvent', id: third.id!, count: 10 });
+    expect(instance.total).toBe(1);
+    expect(instance.entries.map((e) => e.resource)).toEqual([third]);
+    // The type's history: newest first, three pages of three, two and two, every entry once.
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await store.history({ resourceType: 'AuditEvent', count: 3, ...(cursor ? { cursor } : {}) });
+      expect(page.total).toBe(7);
+      seen.push(...page.entries.map((e) => e.id));
+      cursor = page.next;
+      pages++;
+    } while (cursor);
+    expect(pages).toBe(3);
+    expect(seen).toEqual(events.map((e) => e.id!).reverse());
+    const since = await store.history({ resourceType: 'AuditEvent', since: events[4].meta!.lastUpdated!, count: 10 });
+    expect(since.entries.map((e) => e.id)).toEqual([events[6].id, events[5].id]);
+    // System history of the audit store: the entries and the heads of the two group commits.
+    const all = await store.history({ count: 100 });
+    expect(all.entries.filter((e) => e.resourceType === 'AuditEvent').length).toBe(7);
+    expect(all.entries.filter((e) => e.resourceType === HEAD_TYPE).length).toBe(2);
+    expect(all.total).toBe(9);
+    expect((await verifyAuditChain(store)).ok).toBe(true);
+    await store.close();
+  });
+
+  it('a changed entry keeps both versions in history, and the chain shows the edit; a reopened store dates new entries after the old ones', async () => {
+    const { store, path, log } = await historylessTrail(3);
+    await log.close();
+    const victim = (await allAuditEvents(store))[1];
+    const edited = { ...victim, outcome: '8' as const };
+    await store.put(edited, { method: 'PUT', index: [] });
+    expect(historyRows(path, 'AuditEvent')).toBe(2);
+    const h = await store.history({ resourceType: 'AuditEvent', id: victim.id!, count: 10 });
+    expect(h.entries.map((e) => [e.versionId, e.method])).toEqual([[2, 'PUT'], [1, 'POST']]);
+    expect((await store.version('AuditEvent', victim.id!, 1))!.resource).toEqual(victim);
+    expect((await store.history({ resourceType: 'AuditEvent', count: 10 })).total).toBe(4);
+    expect((await verifyAuditChain(store)).problems.join('\n')).toMatch(/entry 2 .*modified/);
+    await store.close();
+    // A new process: its clock starts after the newest entry, although no history row holds that instant.
+    const again = new SqliteStore({ path, synchronous: 'NORMAL', historyless: AUDIT_HISTORYLESS });
+    await again.init();
+    const newest = (await allAuditEvents(again)).map((e) => e.meta!.lastUpdated!).sort().pop()!;
+    const next = new AuditLog(again);
+    next.record(event(9));
+    await next.flush();
+    const added = (await allAuditEvents(again)).find((e) => chainOf(e)!.seq === 4)!;
+    expect(added.meta!.lastUpdated! > newest).toBe(true);
+    await next.close();
+    await again.close();
+  });
+
+  it('over HTTP: an administrator vreads an entry and reads its history and the type history', async () => {
+    const t = await makeApp();
+    expect((await t.http.get('/fhir/Patient/nobody')).status).toBe(404);
+    const rt = await accessRuntime(t.ctx);
+    await rt.audit.flush();
+    const [entry] = await allAuditEvents(rt.auditStore);
+    const v = await t.http.get(`/fhir/AuditEvent/${entry.id}/_history/1`);
+    expect(v.status).toBe(200);
+    expect(v.body.id).toBe(entry.id);
+    const h = await t.http.get(`/fhir/AuditEvent/${entry.id}/_history`);
+    expect(h.status).toBe(200);
+    expect(h.body.entry.map((e: { resource: AuditEvent }) => e.resource.id)).toEqual([entry.id]);
+    const type = await t.http.get('/fhir/AuditEvent/_history?_count=1');
+    expect(type.status).toBe(200);
+    expect(type.body.entry.length).toBe(1);
+    expect(type.body.link.some((l: { relation: string }) => l.relation === 'next')).toBe(true);
   });
 });

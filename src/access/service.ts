@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { AuthConfig, Config } from '../config.ts';
 import type { Store } from '../store/port.ts';
-import { AuditLog } from '../audit/chain.ts';
+import { AUDIT_HISTORYLESS, AuditLog } from '../audit/chain.ts';
 import { type AuditTrail, AuditTrailWorker } from '../audit/writer.ts';
 import { PolicyCache } from './decision.ts';
 import { SqliteStore } from '../store/sqlite/store.ts';
@@ -42,7 +42,7 @@ export async function openAuditStore(config: Config, main?: Store): Promise<Stor
     const { MongoStore } = await import('../store/mongo/store.ts');
     store = new MongoStore({ uri: config.mongodbUri, dbName: `${config.mongodbDb}_audit` });
   } else {
-    store = new SqliteStore({ path: config.auth?.keyFile ? join(config.dataDir, 'audit.sqlite') : ':memory:', synchronous: config.sqliteSynchronous });
+    store = new SqliteStore({ path: config.auth?.keyFile ? join(config.dataDir, 'audit.sqlite') : ':memory:', synchronous: config.sqliteSynchronous, historyless: AUDIT_HISTORYLESS });
   }
   await store.init();
   return store;

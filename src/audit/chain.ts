@@ -25,6 +25,11 @@ export const CHAIN_URL = 'https://dsp.lu/fhir/StructureDefinition/audit-chain';
 export const GENESIS = '0'.repeat(64);
 /** The chain head's resources in the audit store: one per group commit, the newest (highest id) counts. */
 export const HEAD_TYPE = 'Basic';
+/**
+ * Types of the audit store written once and never changed (entries and heads): the embedded store keeps them
+ * without a history copy (SqliteStoreOptions.historyless; measured ~30-40 µs of CPU less per entry).
+ */
+export const AUDIT_HISTORYLESS: readonly string[] = ['AuditEvent', HEAD_TYPE];
 
 /**
  * The id of the head written with entry `seq`: zero-padded, so the newest head is the highest id. A new head

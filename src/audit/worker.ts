@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { AuditEvent } from 'fhir/r4';
 import { SqliteStore } from '../store/sqlite/store.ts';
-import { AuditLog } from './chain.ts';
+import { AUDIT_HISTORYLESS, AuditLog } from './chain.ts';
 
 export interface WriterData {
   path: string;
@@ -21,7 +21,7 @@ export type WriterReply = { id: number; ok: true; written: number } | { id: numb
 
 const port = parentPort!;
 const data = workerData as WriterData;
-const store = new SqliteStore({ path: data.path, synchronous: data.synchronous });
+const store = new SqliteStore({ path: data.path, synchronous: data.synchronous, historyless: AUDIT_HISTORYLESS });
 await store.init();
 const log = new AuditLog(store, { waitForDisk: data.waitForDisk });
 

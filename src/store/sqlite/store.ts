@@ -57,7 +57,16 @@ export interface SqliteStoreOptions {
   path: string;
   /** PRAGMA synchronous: FULL (default) or NORMAL. */
   synchronous?: 'FULL' | 'NORMAL';
+  /**
+   * Types whose versions are written once and never changed (the audit trail's entries and chain heads): a
+   * version created by POST is kept in `resources` only, without its copy in `history` (one row per entry
+   * instead of two); vread and history find it there. Should such a resource change after all, its version is
+   * copied into `history` first.
+   */
+  historyless?: readonly string[];
 }
+
+const NO_TYPES: ReadonlySet<string> = new Set();
 
 interface ResourceRow {
   rid?: number;
@@ -173,6 +182,8 @@ class Statements {
   readonly count: StatementSync;
   readonly countType: StatementSync;
   readonly byKeys = new Map<number, StatementSync>();
+  /** SqliteStoreOptions.historyless. */
+  historyless = NO_TYPES;
 
   readonly db: DatabaseSync;
 
@@ -257,8 +268,16 @@ export class SqliteStore implements Store {
       this.reader.exec('PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;');
       this.r = new Statements(this.reader);
     }
+    const historyless = new Set(this.options.historyless ?? []);
+    for (const t of historyless) if (!/^[A-Z][A-Za-z]+$/.test(t)) throw new Error(`historyless: "${t}" is not a resource type`);
+    this.w.historyless = this.r.historyless = historyless;
     const last = this.writer.prepare('SELECT max(last_updated) AS t FROM history').get() as { t: string | null };
     if (last.t) this.clock.observe(last.t);
+    // Versions kept without a history copy count too: the clock never hands out an instant older than theirs.
+    for (const t of historyless) {
+      const newest = this.writer.prepare('SELECT max(last_updated) AS t FROM resources WHERE resource_type = ?').get(t) as { t: string | null };
+      if (newest.t) this.clock.observe(newest.t);
+    }
     if (this.syncWal) await this.wal.open(`${this.options.path}-wal`);
     if (!this.memory) {
       // Checkpoints (copying the WAL into the database file, with two fsyncs) run in a worker thread; SQLite
@@ -310,7 +329,7 @@ export class SqliteStore implements Store {
   }
 
   history(query: HistoryQuery): Promise<HistoryPage> {
-    return this.readOnly((s) => historyIn(s.db, query));
+    return this.readOnly((s) => historyIn(s.db, query, s.historyless));
   }
 
   // -- writes ----------------------------------------------------------------------------------------------
@@ -431,7 +450,7 @@ export class SqliteStore implements Store {
         if (inserted.changes === 1) {
           const rid = Number(inserted.lastInsertRowid);
           typeRowsChanged(s.db, resourceType, 1);
-          s.insertHistory.run(resourceType, id, 1, drawn, method, 0, content);
+          if (!s.historyless.has(resourceType)) s.insertHistory.run(resourceType, id, 1, drawn, method, 0, content);
           writeIndex(s.db, resourceType, id, options.index ?? [], true, rid);
           return { resourceType, id, versionId: 1, lastUpdated: drawn, method, deleted: false, resource: stored };
         }
@@ -459,6 +478,8 @@ export class SqliteStore implements Store {
       let rid: number;
       if (existing) {
         rid = existing.rid!;
+        // A historyless version being replaced gets its history copy now (as a create: see the options).
+        if (s.historyless.has(resourceType)) preparedOn(s.db, COPY_TO_HISTORY).run(rid);
         s.update.run(versionId, lastUpdated, deleted, content, rid);
       } else {
         rid = Number(s.insert.run(resourceType, id, versionId, lastUpdated, deleted, content).lastInsertRowid);
@@ -487,7 +508,24 @@ function currentOf(s: Statements, resourceType: string, id: string): CurrentReco
 
 function versionOf(s: Statements, resourceType: string, id: string, versionId: number): VersionRecord | undefined {
   const row = s.version.get(resourceType, id, versionId) as HistoryRow | undefined;
-  return row ? toRecord(row) : undefined;
+  if (row) return toRecord(row);
+  // A historyless version has no history copy while it is the current one.
+  if (!s.historyless.has(resourceType)) return undefined;
+  const current = preparedOn(s.db, 'SELECT * FROM resources WHERE resource_type = ? AND id = ? AND version = ?').get(resourceType, id, versionId) as ResourceRow | undefined;
+  return current ? toRecord({ ...current, method: 'POST' }) : undefined;
+}
+
+/** The history copy of a historyless version about to be replaced (nothing when it has one). */
+const COPY_TO_HISTORY =
+  "INSERT OR IGNORE INTO history (resource_type, id, version, last_updated, method, deleted, content) SELECT resource_type, id, version, last_updated, 'POST', deleted, content FROM resources WHERE rid = ?";
+
+/**
+ * The versions of historyless types that have no history copy (the current version of each such resource that
+ * never changed), as history rows: what a history query reads besides the history table.
+ */
+function historylessVersions(types: ReadonlySet<string>): string {
+  const list = [...types].map((t) => `'${t}'`).join(', ');
+  return `SELECT NULL AS seq, r.resource_type, r.id, r.version, r.last_updated, 'POST' AS method, r.deleted, r.content FROM resources r WHERE r.resource_type IN (${list}) AND NOT EXISTS (SELECT 1 FROM history h WHERE h.resource_type = r.resource_type AND h.id = r.id AND h.version = r.version)`;
 }
 
 function searchIn(s: Statements, request: SearchRequest): SearchResult {
@@ -523,7 +561,12 @@ function preparedOn(db: DatabaseSync, sql: string): StatementSync {
   return st;
 }
 
-function historyIn(db: DatabaseSync, query: HistoryQuery): HistoryPage {
+function historyIn(db: DatabaseSync, query: HistoryQuery, historyless: ReadonlySet<string> = NO_TYPES): HistoryPage {
+  // Historyless versions (see the options) are read from `resources` as well; with them, the order is that of
+  // lastUpdated (strictly increasing per store: the commit order) and the cursor an instant.
+  const both = historyless.size > 0 && (!query.resourceType || historyless.has(query.resourceType));
+  const source = both ? `(SELECT seq, resource_type, id, version, last_updated, method, deleted, content FROM history UNION ALL ${historylessVersions(historyless)})` : 'history';
+  const order = both ? 'last_updated' : 'seq';
   const where: string[] = [];
   const params: SQLInputValue[] = [];
   if (query.resourceType) {
@@ -546,17 +589,21 @@ function historyIn(db: DatabaseSync, query: HistoryQuery): HistoryPage {
   const pageWhere = [...where];
   const pageParams = [...params];
   if (query.cursor) {
-    const seq = decodeCursor<{ seq?: unknown }>(query.cursor).seq;
-    if (typeof seq !== 'number' || !Number.isSafeInteger(seq)) throw badRequest('The history paging cursor is invalid');
-    pageWhere.push('seq < ?');
-    pageParams.push(seq);
+    const c = decodeCursor<{ seq?: unknown; t?: unknown }>(query.cursor);
+    const at = both ? c.t : c.seq;
+    if (both ? typeof at !== 'string' : typeof at !== 'number' || !Number.isSafeInteger(at)) throw badRequest('The history paging cursor is invalid');
+    pageWhere.push(`${order} < ?`);
+    pageParams.push(at as SQLInputValue);
   }
-  const sql = `SELECT * FROM history ${pageWhere.length ? `WHERE ${pageWhere.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
+  const sql = `SELECT * FROM ${source} ${pageWhere.length ? `WHERE ${pageWhere.join(' AND ')}` : ''} ORDER BY ${order} DESC LIMIT ?`;
   const rows = preparedOn(db, sql).all(...pageParams, query.count + 1) as unknown as HistoryRow[];
   const page = rows.slice(0, query.count);
   const result: HistoryPage = { entries: page.map(toRecord) };
-  if (rows.length > query.count) result.next = encodeCursor({ seq: page[page.length - 1].seq });
-  result.total = (preparedOn(db, `SELECT count(*) AS n FROM history ${filter}`).get(...params) as { n: number }).n;
+  if (rows.length > query.count) {
+    const last = page[page.length - 1];
+    result.next = encodeCursor(both ? { t: last.last_updated } : { seq: last.seq });
+  }
+  result.total = (preparedOn(db, `SELECT count(*) AS n FROM ${source} ${filter}`).get(...params) as { n: number }).n;
   return result;
 }
 
