@@ -200,6 +200,29 @@ describe('sort walk', () => {
     expect(none.forward[0]).toBe(true);
   });
 
+  it('reads the index window in order and stops with the walk (no sort of the window)', () => {
+    const ids = paramIds(db);
+    const plans: string[] = [];
+    const spy: ParamIds = Object.assign((t: string, c: string) => ids(t, c), {
+      countUpTo: ids.countUpTo,
+      typeRows: ids.typeRows,
+      rows: (sql: string, params: (string | number | null)[]) => {
+        if (sql.includes(' LIMIT ')) plans.push((db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...(params as SQLInputValue[])) as { detail: string }[]).map((p) => p.detail).join(' | '));
+        return ids.rows!(sql, params);
+      },
+    });
+    // A probed filter (A) and a set (E), both with the window of the walk.
+    for (const q of ['code=A&_sort=-date', 'code=E&_sort=-date']) {
+      plans.length = 0;
+      const sql = compileSearch(parseSearch('Observation', [...new URLSearchParams(q)], { strict: true }).request, { paramIds: spy }).sql;
+      if (!SCALED) continue;
+      expect({ q, walk: sql.startsWith('WITH w AS') }).toEqual({ q, walk: true });
+      expect(plans).toHaveLength(1);
+      expect(plans[0]).toMatch(/CO-ROUTINE d \| SEARCH e USING COVERING INDEX idx_date_high/);
+      expect(plans[0]).not.toMatch(/TEMP B-TREE/);
+    }
+  });
+
   it('pages a token sort key with large ties (every match of a code has the same key)', async () => {
     for (const sort of ['-code', 'code']) {
       const r = await compare(`status=amended&_sort=${sort}&_count=30`);
