@@ -283,9 +283,9 @@ const SOURCE_DEFECTS: Record<string, { rule: RegExp; why: string; inSource: (doc
 /**
  * Coded items of the 50 samples still lost by the round trip (docs/crossborder.md "Still lost"); measured 2026-11-22:
  * 43, then 28 with care team acts (3.48), guardians, language modes, medication authors (eHDSIAuthorPrescriber) and
- * allergy authors and informants carried, then 27 with device model codes.
+ * allergy authors and informants carried, then 27 with device model codes, 26 with problem value qualifiers.
  */
-const LOSS_PIN = 27;
+const LOSS_PIN = 26;
 
 describe.skipIf(!hasShared)('CDA -> FHIR -> CDA over the eHDSI samples', () => {
   const files = samples();
@@ -790,6 +790,18 @@ describe.skipIf(!hasShared)('lossless coded content: each carried item in its FH
     const model = all(parseXml(bundleToCda(b)), 'manufacturerModelName')[0]!;
     expect([attr(model, 'code'), attr(model, 'codeSystem'), model.textContent]).toEqual(['71231130', '1.3.182.5.34', 'GENOU ADAPTATEUR LEGION Implant Chrome-Cobalt décalé +2mm B/1 stér']);
     expect((model.parentNode as Element).localName).toBe('playingDevice');
+  });
+
+  it('a qualifier of a problem value (a stage) is kept in cda-code valueQualifier and written back inside the value', () => {
+    const b = read('openncp-cda-display-tool/RTD_CCD_Martha_as_PS.xml');
+    const c = resources(b).find((r): r is Condition => r.resourceType === 'Condition' && codesOf((r as Condition).code).some((k) => k.endsWith('|C50')))!;
+    expect(JSON.stringify(c.extension)).toContain('"valueString":"valueQualifier"');
+    expect(JSON.stringify(c.extension)).toContain('"code":"258219007"');
+    const value = all(parseXml(bundleToCda(b)), 'value').find((v) => attr(v, 'code') === 'C50')!;
+    const q = kid0(value, 'qualifier')!;
+    expect([attr(kid0(q, 'value')!, 'code'), attr(kid0(q, 'value')!, 'codeSystem')]).toEqual(['258219007', '2.16.840.1.113883.19.6.96']);
+    // CD order: originalText, qualifier, translation.
+    expect(kids(value).map((k) => k.localName)).toEqual(['originalText', 'qualifier', 'translation']);
   });
 
   it('a guardian is a Patient.contact (role class GUARD) and a guardian again; a language mode and an unknown gender code are kept', () => {

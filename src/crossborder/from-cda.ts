@@ -582,7 +582,10 @@ function condition(act: Element, ctx: Ctx, past: boolean): Resource[] {
       ...(on ? { onsetDateTime: on } : {}),
       ...(end ? { abatementDateTime: end } : {}),
     };
-    const ext: Extension[] = [...cdaExt('problemType', fromCD(kid(obs, 'code'), ctx))];
+    // A qualifier of the problem value (CD qualifier/value, e.g. a stage) has no generic FHIR element (a qualifier may
+    // be a stage, a laterality, a severity...): each is kept in cda-code `valueQualifier`.
+    const qualifiers = kids(kid(obs, 'value'), 'qualifier').map((q) => fromCD(kid(q, 'value'), ctx)).filter((x): x is CodeableConcept => !!x);
+    const ext: Extension[] = [...cdaExt('problemType', fromCD(kid(obs, 'code'), ctx)), ...qualifiers.flatMap((q) => cdaExt('valueQualifier', q))];
     let clinical: string | undefined;
     for (const s of [...rel(obs, 'REFR'), ...rel(obs, 'SUBJ')]) {
       const code = attr(kid(s, 'code'), 'code');

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type {
   Address, AllergyIntolerance, Bundle, CodeableConcept, Coding, Composition, CompositionSection, Condition, ContactPoint, Device,
   DeviceUseStatement, HumanName, Identifier, Immunization, Medication, MedicationStatement, Observation, Organization, Patient,
-  Practitioner, PractitionerRole, Procedure, Quantity, Reference, RelatedPerson, Resource, CarePlan, CareTeam, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
+  Practitioner, PractitionerRole, Procedure, Quantity, Reference, RelatedPerson, Resource, CarePlan, CareTeam, Extension, Consent, Ratio, Range, Timing, ClinicalImpression, Dosage, Annotation,
 } from 'fhir/r4';
 import { badRequest, unprocessable } from '../fhir/outcome.ts';
 import { isOid } from '../terminology/codesystems.ts';
@@ -19,7 +19,7 @@ import { serialize, type X } from './cda/xml.ts';
 import { fhirToTs } from './dates.ts';
 import { labels, paragraph, table, type Cell } from './narrative.ts';
 import { describeCodeSystem, designation, distinctTranslations, inValueSet, isUuid, keptCdaUid, LOINC_URI, MATRICULE_OID, MATRICULE_SYSTEM, PATIENT_SUMMARY_LOINC, toCD, valueSetMembers, VS, withDisplay } from './transcode.ts';
-import { IPS_ABSENT_URI, PS_TEMPLATE, readCdaExt } from './from-cda.ts';
+import { EXT_CDA_CODE, IPS_ABSENT_URI, PS_TEMPLATE, readCdaExt } from './from-cda.ts';
 
 const T = (n: string) => `1.3.6.1.4.1.12559.11.10.1.3.1.${n}`;
 const LOINC = '2.16.840.1.113883.6.1';
@@ -1061,7 +1061,7 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
             el('text', undefined, el('reference', { value: `#${rowId}-name` })),
             el('statusCode', { code: 'completed' }),
             ivl('effectiveTime', onset, end, false),
-            toCD(displayed(c.code), { tag: 'value', xsiType: 'CD', valueSet, ref: `${rowId}-name` }),
+            withQualifiers(toCD(displayed(c.code), { tag: 'value', xsiType: 'CD', valueSet, ref: `${rowId}-name` }), readCdaExts(c, 'valueQualifier')),
             ver?.code && inValueSet(VS.certainty, ver.system, ver.code) !== false
               ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.49')), fixed('code', '66455-7', LOINC_URI, 'Condition verification status'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
               : undefined,
@@ -1124,6 +1124,27 @@ function keptCode(kept: CodeableConcept | undefined, valueSet: string, dflt: Cod
   const primary = inVs ?? dflt;
   const d = describeCodeSystem(primary.system!);
   return el(tag, { code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: withDisplay(primary)!.display }, ...distinctTranslations(primary, kept?.coding ?? []));
+}
+
+/** Every concept kept in cda-code under one name (readCdaExt gives the first). */
+function readCdaExts(r: { extension?: Extension[] } | undefined, key: string): CodeableConcept[] {
+  return (r?.extension ?? [])
+    .filter((e) => e.url === EXT_CDA_CODE && e.extension?.find((x) => x.url === 'name')?.valueString === key)
+    .map((e) => e.extension?.find((x) => x.url === 'value')?.valueCodeableConcept)
+    .filter((x): x is CodeableConcept => !!x);
+}
+
+/**
+ * A CD with the qualifiers kept from the source (`<qualifier><value .../></qualifier>`, after originalText and before
+ * the translations, as the CD schema orders them). A null CD (nullFlavor) takes none: its code is not there to qualify.
+ */
+function withQualifiers(cd: X, qualifiers: CodeableConcept[]): X {
+  if (!qualifiers.length || cd.a?.nullFlavor) return cd;
+  const qs = qualifiers.map((q) => toCD(displayed(q), { tag: 'value', noOriginalText: true })).filter((v) => !v.a?.nullFlavor).map((v) => el('qualifier', undefined, v));
+  if (!qs.length) return cd;
+  const kids = (cd.c ?? []).filter((k) => k !== undefined && k !== null);
+  const first = kids[0] && typeof kids[0] === 'object' && (kids[0] as X).n === 'originalText' ? [kids[0]] : [];
+  return { ...cd, c: [...first, ...qs, ...kids.slice(first.length)] };
 }
 
 /** A coded element with the codings of a kept concept as translations (other than its own code). */
