@@ -160,11 +160,13 @@ export function timeOrderedId(now = Date.now()): string {
 
 /**
  * Entries whose index rows are written in one store transaction by the background indexer. The values come
- * from auditIndexValues (index-values.ts, ~20-30 µs per read's event, the generic indexer ~90-150): the chunk's
- * cost is its ~17 index rows per entry (~150-250 µs per entry at this size on this machine), so 16 entries keep
- * the event loop for a few ms (64 entries held it for ~10-15 ms once the extraction was cheap).
+ * from auditIndexValues (index-values.ts, ~20-30 µs per read's event; the generic indexer ~90-150), so a chunk's
+ * cost is its ~17 index rows per entry plus a COMMIT that writes every index page the chunk touched (~1.5 ms
+ * whatever the size): in process, 16-entry chunks cost ~280-350 µs per entry, 32-entry ones ~180-260, 64-entry
+ * ones ~180-200 but hold the event loop ~10 ms. 32 holds it about as long as the earlier chunks cut by their
+ * 2 ms of extraction (~20 entries), for more entries per chunk.
  */
-const INDEX_CHUNK = 16;
+const INDEX_CHUNK = 32;
 /**
  * Longest time a chunk's index extraction may take before the chunk is written and the event loop is given
  * back: a chunk of large events (a transaction's event lists every entry) would otherwise hold it for tens of ms.
