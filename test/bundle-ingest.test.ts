@@ -4,13 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Bundle, BundleEntry, Observation, Patient } from 'fhir/r4';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { makeApp } from './support/app.ts';
-import { SqliteStore } from '../src/store/sqlite/store.ts';
-import { extractIndex } from '../src/search/indexer.ts';
-import { parseSearch } from '../src/search/parse.ts';
 
 function tx(entries: BundleEntry[], type: 'transaction' | 'batch' = 'transaction'): Bundle {
   return { resourceType: 'Bundle', type, entry: entries };
@@ -176,50 +170,4 @@ describe('batch entries in one store transaction (savepoints)', () => {
     expect(await t.ctx.store.count('Patient')).toBe(119);
     expect((await t.ctx.store.current('Patient', 'b1'))!.versionId).toBe(1);
   });
-});
-
-describe('store write of a create (row inserted first, looked up only on a clash)', () => {
-  const patient = (id: string, family: string) => ({ resourceType: 'Patient', id, name: [{ family }] }) as Patient;
-
-  for (const path of [':memory:', 'file'] as const) {
-    it(`${path}: a POST write whose id exists, live or deleted, becomes the next version with its index rows replaced`, async () => {
-      const dir = path === 'file' ? mkdtempSync(join(tmpdir(), 'dsp-create-')) : undefined;
-      const store = new SqliteStore({ path: dir ? join(dir, 'fhir.sqlite') : ':memory:' });
-      await store.init();
-      try {
-        const index = (family: string) => extractIndex(patient('p1', family));
-        const family = async (name: string) => (await store.search(parseSearch('Patient', [['family:exact', name]], { strict: true }).request)).resources.map((r) => r.id);
-        const first = await store.put(patient('p1', 'Alpha'), { method: 'POST', index: index('Alpha') });
-        expect(first).toMatchObject({ versionId: 1, deleted: false, method: 'POST' });
-        expect(first.resource!.meta).toEqual({ versionId: '1', lastUpdated: first.lastUpdated });
-        // The same id again as a create: no second row, version 2, the old index row gone.
-        const again = await store.put(patient('p1', 'Beta'), { method: 'POST', index: index('Beta') });
-        expect(again).toMatchObject({ versionId: 2, deleted: false });
-        expect(again.resource!.meta!.versionId).toBe('2');
-        expect(again.lastUpdated > first.lastUpdated).toBe(true);
-        expect(await store.count('Patient')).toBe(1);
-        expect(await family('Alpha')).toEqual([]);
-        expect(await family('Beta')).toEqual(['p1']);
-        // Deleted, then created again under the same id: version 4, live.
-        await store.delete('Patient', 'p1', { method: 'DELETE' });
-        const revived = await store.put(patient('p1', 'Gamma'), { method: 'POST', index: index('Gamma') });
-        expect(revived).toMatchObject({ versionId: 4, deleted: false });
-        expect((await store.current('Patient', 'p1'))!.resource).toMatchObject({ name: [{ family: 'Gamma' }], meta: { versionId: '4' } });
-        expect(await family('Gamma')).toEqual(['p1']);
-        const history = await store.history({ resourceType: 'Patient', id: 'p1', count: 10 });
-        expect(history.entries.map((e) => [e.versionId, e.method, e.deleted])).toEqual([
-          [4, 'POST', false],
-          [3, 'DELETE', true],
-          [2, 'POST', false],
-          [1, 'POST', false],
-        ]);
-        // A create that expects a version still checks it.
-        await expect(store.put(patient('p1', 'Delta'), { method: 'POST', expectedVersion: 1, index: index('Delta') })).rejects.toMatchObject({ status: 412 });
-        expect((await store.current('Patient', 'p1'))!.versionId).toBe(4);
-      } finally {
-        await store.close();
-        if (dir) rmSync(dir, { recursive: true, force: true });
-      }
-    });
-  }
 });

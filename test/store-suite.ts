@@ -96,8 +96,8 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('current() of an id never used is undefined, and types are kept apart', async () => {
-        await store.put(patient('same'), opts());
-        await store.put(resource('Observation', 'same'), opts());
+        await store.put(patient('same'), opts('POST'));
+        await store.put(resource('Observation', 'same'), opts('POST'));
         await store.put(resource('Observation', 'same'), opts());
         expect(await store.current('Patient', 'other')).toBeUndefined();
         expect((await store.current('Patient', 'same'))?.versionId).toBe(1);
@@ -106,7 +106,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
 
       it('lastUpdated strictly increases over consecutive writes', async () => {
         const stamps: string[] = [];
-        for (let i = 0; i < 20; i++) stamps.push((await store.put(patient(`p${i % 3}`), opts())).lastUpdated);
+        for (let i = 0; i < 20; i++) stamps.push((await store.put(patient(`p${i % 3}`), opts(i < 3 ? 'POST' : 'PUT'))).lastUpdated);
         for (let i = 1; i < stamps.length; i++) expect(stamps[i] > stamps[i - 1]).toBe(true);
         for (const s of stamps) expect(s).toMatch(ISO_MS);
       });
@@ -115,7 +115,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
     describe('deletes', () => {
       it('delete writes a tombstone version and current() reports it deleted', async () => {
         await store.put(patient('p1'), opts('POST'));
-        await store.put(patient('p1'), opts());
+        await store.put(patient('p1'), opts('POST'));
         const del = await store.delete('Patient', 'p1', { method: 'DELETE' });
         expect(del).toMatchObject({ resourceType: 'Patient', id: 'p1', versionId: 3, deleted: true, method: 'DELETE' });
         expect(del?.resource).toBeUndefined();
@@ -129,7 +129,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       it('deleting what is not live writes nothing and returns undefined', async () => {
         expect(await store.delete('Patient', 'never', { method: 'DELETE' })).toBeUndefined();
         expect(await store.current('Patient', 'never')).toBeUndefined();
-        await store.put(patient('p1'), opts());
+        await store.put(patient('p1'), opts('POST'));
         await store.delete('Patient', 'p1', { method: 'DELETE' });
         expect(await store.delete('Patient', 'p1', { method: 'DELETE' })).toBeUndefined();
         expect((await store.current('Patient', 'p1'))?.versionId).toBe(2);
@@ -137,7 +137,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('put after delete revives the id with the next version', async () => {
-        await store.put(patient('p1', 'One'), opts());
+        await store.put(patient('p1', 'One'), opts('POST'));
         await store.delete('Patient', 'p1', { method: 'DELETE' });
         const revived = await store.put(patient('p1', 'Back'), opts());
         expect(revived).toMatchObject({ versionId: 3, deleted: false });
@@ -148,15 +148,82 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
     });
 
+    describe('a create (POST) over an id that exists', () => {
+      const familyIndex = (f: string): IndexValue[] => [{ param: 'family', type: 'string', value: f.toLowerCase(), exact: f }];
+      const family = async (f: string) =>
+        (
+          await store.search(
+            searchRequest(['Patient'], { filters: [{ kind: 'param', param: 'family', type: 'string', anyOf: [{ type: 'string', value: f, modifier: 'exact' }] }] }),
+          )
+        ).resources.map((r) => r.id);
+
+      it('live or deleted, becomes the next version with its index rows replaced; an expected version is still checked', async () => {
+        const first = await store.put(patient('p1', 'Alpha'), { method: 'POST', index: familyIndex('Alpha') });
+        expect(first).toMatchObject({ versionId: 1, deleted: false, method: 'POST' });
+        expect(first.resource!.meta).toEqual({ versionId: '1', lastUpdated: first.lastUpdated });
+        // The same id again as a create: no second row, version 2, the old index row gone.
+        const again = await store.put(patient('p1', 'Beta'), { method: 'POST', index: familyIndex('Beta') });
+        expect(again).toMatchObject({ versionId: 2, deleted: false });
+        expect(again.resource!.meta!.versionId).toBe('2');
+        expect(again.lastUpdated > first.lastUpdated).toBe(true);
+        expect(await store.count('Patient')).toBe(1);
+        expect(await family('Alpha')).toEqual([]);
+        expect(await family('Beta')).toEqual(['p1']);
+        // Deleted, then created again under the same id: version 4, live.
+        await store.delete('Patient', 'p1', { method: 'DELETE' });
+        const revived = await store.put(patient('p1', 'Gamma'), { method: 'POST', index: familyIndex('Gamma') });
+        expect(revived).toMatchObject({ versionId: 4, deleted: false });
+        expect((await store.current('Patient', 'p1'))!.resource).toMatchObject({ name: [{ family: 'Gamma' }], meta: { versionId: '4' } });
+        expect(await family('Gamma')).toEqual(['p1']);
+        const history = await store.history({ resourceType: 'Patient', id: 'p1', count: 10 });
+        expect(history.entries.map((e) => [e.versionId, e.method, e.deleted])).toEqual([
+          [4, 'POST', false],
+          [3, 'DELETE', true],
+          [2, 'POST', false],
+          [1, 'POST', false],
+        ]);
+        // A create that expects a version still checks it.
+        await expectStatus(store.put(patient('p1', 'Delta'), { method: 'POST', expectedVersion: 1, index: familyIndex('Delta') }), 412);
+        expect((await store.current('Patient', 'p1'))!.versionId).toBe(4);
+      });
+
+      it('a created version replaced by a second create keeps both: vread of each, history at every level', async () => {
+        const other = await store.put(resource('Observation', 'o1'), opts('POST'));
+        const v1 = await store.put(patient('p1', 'One'), opts('POST'));
+        const v2 = await store.put(patient('p1', 'Two'), opts('POST'));
+        expect(v2).toMatchObject({ versionId: 2, method: 'POST' });
+        const read1 = await store.version('Patient', 'p1', 1);
+        expect(read1).toMatchObject({ versionId: 1, method: 'POST', deleted: false, lastUpdated: v1.lastUpdated });
+        expect(read1!.resource).toMatchObject({ name: [{ family: 'One' }], meta: { versionId: '1', lastUpdated: v1.lastUpdated } });
+        const read2 = await store.version('Patient', 'p1', 2);
+        expect(read2).toMatchObject({ versionId: 2, method: 'POST', lastUpdated: v2.lastUpdated });
+        expect((read2!.resource as Patient).name?.[0].family).toBe('Two');
+        expect(await store.version('Patient', 'p1', 3)).toBeUndefined();
+        const instance = await store.history({ resourceType: 'Patient', id: 'p1', count: 10 });
+        expect(instance.entries.map((e) => [e.versionId, e.method, (e.resource as Patient).name?.[0].family])).toEqual([
+          [2, 'POST', 'Two'],
+          [1, 'POST', 'One'],
+        ]);
+        if (instance.total !== undefined) expect(instance.total).toBe(2);
+        const type = await store.history({ resourceType: 'Patient', count: 10 });
+        expect(type.entries.map(key)).toEqual(['Patient/p1/2', 'Patient/p1/1']);
+        if (type.total !== undefined) expect(type.total).toBe(2);
+        const system = (await fullHistory({}, 1)).flat();
+        expect(system.map(key)).toEqual(['Patient/p1/2', 'Patient/p1/1', key(other)]);
+        const total = (await store.history({ count: 1 })).total;
+        if (total !== undefined) expect(total).toBe(3);
+      });
+    });
+
     describe('conditional writes', () => {
       it('a matching expectedVersion writes the next version', async () => {
-        await store.put(patient('p1'), opts());
+        await store.put(patient('p1'), opts('POST'));
         const r = await store.put(patient('p1', 'New'), opts('PUT', 1));
         expect(r.versionId).toBe(2);
       });
 
       it('a stale expectedVersion is a 412 and nothing is written', async () => {
-        await store.put(patient('p1', 'One'), opts());
+        await store.put(patient('p1', 'One'), opts('POST'));
         await store.put(patient('p1', 'Two'), opts());
         await expectStatus(store.put(patient('p1', 'Stale'), opts('PUT', 1)), 412);
         const cur = await store.current('Patient', 'p1');
@@ -169,14 +236,14 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       it('expectedVersion on an unknown or deleted id is a 412 and nothing is written', async () => {
         await expectStatus(store.put(patient('ghost'), opts('PUT', 1)), 412);
         expect(await store.current('Patient', 'ghost')).toBeUndefined();
-        await store.put(patient('p1'), opts());
+        await store.put(patient('p1'), opts('POST'));
         await store.delete('Patient', 'p1', { method: 'DELETE' });
         await expectStatus(store.put(patient('p1'), opts('PUT', 2)), 412);
         expect(await store.current('Patient', 'p1')).toMatchObject({ versionId: 2, deleted: true });
       });
 
       it('a delete with a stale expectedVersion is a 412 and the resource stays live', async () => {
-        await store.put(patient('p1'), opts());
+        await store.put(patient('p1'), opts('POST'));
         await store.put(patient('p1'), opts());
         await expectStatus(store.delete('Patient', 'p1', { method: 'DELETE', expectedVersion: 1 }), 412);
         expect(await store.current('Patient', 'p1')).toMatchObject({ versionId: 2, deleted: false });
@@ -185,7 +252,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('two concurrent puts with the same expectedVersion: exactly one wins, the other gets 412', async () => {
-        await store.put(patient('race'), opts());
+        await store.put(patient('race'), opts('POST'));
         const results = await Promise.allSettled([
           store.put(patient('race', 'A'), opts('PUT', 1)),
           store.put(patient('race', 'B'), opts('PUT', 1)),
@@ -204,7 +271,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('five concurrent conditional writers: one wins', async () => {
-        await store.put(patient('race'), opts());
+        await store.put(patient('race'), opts('POST'));
         const results = await Promise.allSettled(
           ['A', 'B', 'C', 'D', 'E'].map((f) => store.put(patient('race', f), opts('PUT', 1))),
         );
@@ -234,8 +301,8 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('a throw inside rolls back every write, creates included, and the store is unchanged', async () => {
-        await store.put(patient('keep', 'Before'), opts());
-        await store.put(patient('gone'), opts());
+        await store.put(patient('keep', 'Before'), opts('POST'));
+        await store.put(patient('gone'), opts('POST'));
         const historyBefore = (await fullHistory()).flat().map(key);
         const boom = new Error('boom');
         await expect(
@@ -256,12 +323,12 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
         expect(await store.count()).toBe(2);
         expect((await fullHistory()).flat().map(key)).toEqual(historyBefore);
         // The ids are usable afterwards and start at version 1.
-        expect((await store.put(patient('fresh'), opts())).versionId).toBe(1);
+        expect((await store.put(patient('fresh'), opts('POST'))).versionId).toBe(1);
         expect((await store.put(patient('keep'), opts())).versionId).toBe(2);
       });
 
       it('a 412 inside a transaction rolls back the writes made before it', async () => {
-        await store.put(patient('p1'), opts());
+        await store.put(patient('p1'), opts('POST'));
         await store.put(patient('p1'), opts());
         await expectStatus(
           store.transaction(async (s) => {
@@ -275,7 +342,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('reads inside a transaction see its own writes', async () => {
-        await store.put(patient('p1', 'Old'), opts());
+        await store.put(patient('p1', 'Old'), opts('POST'));
         await store.transaction(async (s) => {
           const created = await s.put(patient('t1', 'New'), opts('POST'));
           expect(await s.current('Patient', 't1')).toMatchObject({ versionId: 1, deleted: false });
@@ -301,18 +368,19 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       async function seed(): Promise<VersionRecord[]> {
         const writes: VersionRecord[] = [];
         const put = async (r: Resource) => writes.push(await store.put(r, opts()));
+        const create = async (r: Resource) => writes.push(await store.put(r, opts('POST')));
         const del = async (type: string, id: string) => writes.push((await store.delete(type, id, { method: 'DELETE' }))!);
-        await put(patient('a'));
-        await put(patient('b'));
-        await put(resource('Observation', 'o1'));
+        await create(patient('a'));
+        await create(patient('b'));
+        await create(resource('Observation', 'o1'));
         await put(patient('a', 'A2'));
-        await put(patient('c'));
+        await create(patient('c'));
         await del('Patient', 'b');
-        await put(resource('Observation', 'o2'));
+        await create(resource('Observation', 'o2'));
         await put(patient('a', 'A3'));
         await put(resource('Observation', 'o1'));
         await put(patient('b', 'Revived'));
-        await put(patient('d'));
+        await create(patient('d'));
         await del('Observation', 'o2');
         return writes;
       }
@@ -376,7 +444,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       it('a cursor keeps its place when newer versions are written between pages', async () => {
         const writes = await seed();
         const first = await store.history({ count: 4 });
-        await store.put(patient('late'), opts());
+        await store.put(patient('late'), opts('POST'));
         const rest = (await fullHistory({}, 100)).flat();
         expect(rest[0].id).toBe('late');
         const second = await store.history({ count: 100, cursor: first.next });
@@ -386,10 +454,10 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
 
     describe('search (no filters)', () => {
       it('finds live resources of the type only, with accurate totals', async () => {
-        await store.put(patient('a'), opts());
-        await store.put(patient('b'), opts());
-        await store.put(patient('c'), opts());
-        await store.put(resource('Observation', 'o'), opts());
+        await store.put(patient('a'), opts('POST'));
+        await store.put(patient('b'), opts('POST'));
+        await store.put(patient('c'), opts('POST'));
+        await store.put(resource('Observation', 'o'), opts('POST'));
         await store.delete('Patient', 'b', { method: 'DELETE' });
         const result = await store.search(searchRequest(['Patient'], { total: 'accurate' }));
         expect(result.resources.map((r) => r.id).sort()).toEqual(['a', 'c']);
@@ -398,7 +466,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('pages cover every match once', async () => {
-        for (let i = 0; i < 7; i++) await store.put(patient(`p${i}`), opts());
+        for (let i = 0; i < 7; i++) await store.put(patient(`p${i}`), opts('POST'));
         const seen: string[] = [];
         let cursor: string | undefined;
         for (let i = 0; i < 10; i++) {
@@ -412,17 +480,17 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('_id restricts the matches', async () => {
-        await store.put(patient('a'), opts());
-        await store.put(patient('b'), opts());
-        await store.put(patient('c'), opts());
+        await store.put(patient('a'), opts('POST'));
+        await store.put(patient('b'), opts('POST'));
+        await store.put(patient('c'), opts('POST'));
         const result = await store.search(searchRequest(['Patient'], { filters: [{ kind: 'id', ids: ['a', 'c', 'zz'] }] }));
         expect(result.resources.map((r) => r.id).sort()).toEqual(['a', 'c']);
       });
 
       it('not-refs leaves out exactly the listed Type/id (the same id of another type stays), totals included', async () => {
-        for (const id of ['a', 'b', 'c']) await store.put(patient(id), opts());
-        await store.put(resource('Observation', 'a'), opts());
-        await store.put(resource('Observation', 'b'), opts());
+        for (const id of ['a', 'b', 'c']) await store.put(patient(id), opts('POST'));
+        await store.put(resource('Observation', 'a'), opts('POST'));
+        await store.put(resource('Observation', 'b'), opts('POST'));
         const refs = (r: { resources: Resource[] }) => r.resources.map((x) => `${x.resourceType}/${x.id}`).sort();
         const both = ['Patient', 'Observation'];
         const result = await store.search(searchRequest(both, { total: 'accurate', filters: [{ kind: 'not-refs', refs: ['Patient/a', 'Observation/b', 'Observation/zz'] }] }));
@@ -445,7 +513,8 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       const familyIndex = (f: string | undefined): IndexValue[] => (f === undefined ? [] : [{ param: 'family', type: 'string', value: f, exact: f }]);
       async function putFamily(id: string, f: string | undefined): Promise<void> {
         family.set(id, f);
-        await store.put(patient(id, f ?? 'none'), { method: 'PUT', index: familyIndex(f) });
+        // Every id written here is new (the seed's and the clones'): a create.
+        await store.put(patient(id, f ?? 'none'), { method: 'POST', index: familyIndex(f) });
       }
       async function seed(): Promise<void> {
         // 20 patients; family values repeat (ties break on id) and one has none (lowest).
@@ -512,14 +581,14 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       ];
       const observation = (id: string, target: string) =>
         store.put({ resourceType: 'Observation', id, status: 'final', code: { text: 'x' }, subject: { reference: target } } as Resource, {
-          method: 'PUT',
+          method: 'POST',
           index: subject(target),
         });
 
       it('_include adds the live resources the matches reference, once each', async () => {
-        await store.put(patient('a'), opts());
-        await store.put(patient('b'), opts());
-        await store.put(patient('c'), opts());
+        await store.put(patient('a'), opts('POST'));
+        await store.put(patient('b'), opts('POST'));
+        await store.put(patient('c'), opts('POST'));
         await observation('o1', 'Patient/a');
         await observation('o2', 'Patient/a');
         await observation('o3', 'Patient/b');
@@ -535,8 +604,8 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('_revinclude adds the live resources that reference the matches', async () => {
-        await store.put(patient('a'), opts());
-        await store.put(patient('b'), opts());
+        await store.put(patient('a'), opts('POST'));
+        await store.put(patient('b'), opts('POST'));
         await observation('o1', 'Patient/a');
         await observation('o2', 'Patient/b');
         await observation('o3', 'Patient/b');
@@ -552,7 +621,7 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('a rewrite without the reference drops it from includes', async () => {
-        await store.put(patient('a'), opts());
+        await store.put(patient('a'), opts('POST'));
         await observation('o1', 'Patient/a');
         await store.put({ resourceType: 'Observation', id: 'o1', status: 'final', code: { text: 'x' } } as Resource, opts());
         const rev = await store.search(
@@ -568,8 +637,8 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
           { kind: 'param', param: 'gender', type: 'token', anyOf: [{ type: 'token', code }] },
         ];
         const indexed = (code: string) => [{ param: 'gender', type: 'token' as const, code }];
-        await store.put(patient('a'), { method: 'PUT', index: indexed('male') });
-        await store.put(patient('b'), { method: 'PUT', index: indexed('male') });
+        await store.put(patient('a'), { method: 'POST', index: indexed('male') });
+        await store.put(patient('b'), { method: 'POST', index: indexed('male') });
         await store.delete('Patient', 'b', { method: 'DELETE' });
         await store.reindex([
           { resourceType: 'Patient', id: 'a', index: indexed('female') },
@@ -587,10 +656,10 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
 
     describe('count and clear', () => {
       it('count() counts live resources, per type or in all', async () => {
+        await store.put(patient('a'), opts('POST'));
         await store.put(patient('a'), opts());
-        await store.put(patient('a'), opts());
-        await store.put(patient('b'), opts());
-        await store.put(resource('Observation', 'o'), opts());
+        await store.put(patient('b'), opts('POST'));
+        await store.put(resource('Observation', 'o'), opts('POST'));
         await store.delete('Patient', 'b', { method: 'DELETE' });
         expect(await store.count('Patient')).toBe(1);
         expect(await store.count('Observation')).toBe(1);
@@ -599,15 +668,15 @@ export function defineStoreSuite(name: string, makeStore: () => Promise<Store>):
       });
 
       it('clear() drops every resource and version', async () => {
+        await store.put(patient('a'), opts('POST'));
         await store.put(patient('a'), opts());
-        await store.put(patient('a'), opts());
-        await store.put(resource('Observation', 'o'), opts());
+        await store.put(resource('Observation', 'o'), opts('POST'));
         await store.clear();
         expect(await store.count()).toBe(0);
         expect(await store.current('Patient', 'a')).toBeUndefined();
         expect(await store.version('Patient', 'a', 1)).toBeUndefined();
         expect((await store.history({ count: 10 })).entries).toEqual([]);
-        expect((await store.put(patient('a'), opts())).versionId).toBe(1);
+        expect((await store.put(patient('a'), opts('POST'))).versionId).toBe(1);
       });
     });
   });

@@ -24,14 +24,17 @@ defineStoreSuite('sqlite (:memory:)', async () => {
 
 // The file store has what the in-memory one lacks: a second connection for reads and the WAL fsync of FULL.
 const fileDirs: string[] = [];
-async function fileStore(synchronous: 'FULL' | 'NORMAL' = 'FULL'): Promise<SqliteStore> {
+async function fileStore(synchronous: 'FULL' | 'NORMAL' = 'FULL', historyless?: string[]): Promise<SqliteStore> {
   const dir = mkdtempSync(join(tmpdir(), 'dsp-store-'));
   fileDirs.push(dir);
-  const store = new SqliteStore({ path: join(dir, 'fhir.sqlite'), synchronous });
+  const store = new SqliteStore({ path: join(dir, 'fhir.sqlite'), synchronous, ...(historyless ? { historyless } : {}) });
   await store.init();
   return store;
 }
 defineStoreSuite('sqlite (file, synchronous FULL)', () => fileStore());
+// Patients kept like audit entries (SqliteStoreOptions.historyless): a created version lives in `resources` only
+// until it changes; vread, history (every level, paged by lastUpdated) and totals must not tell the difference.
+defineStoreSuite('sqlite historyless Patient (file)', () => fileStore('NORMAL', ['Patient']));
 
 describe('sqlite durability: FULL commits wait for a WAL fsync run off the event loop', () => {
   it('every acknowledged commit is covered by a finished fsync, concurrent commits share fsyncs, reads wait for pending ones', async () => {
