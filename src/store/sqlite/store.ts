@@ -511,8 +511,8 @@ function versionOf(s: Statements, resourceType: string, id: string, versionId: n
   if (row) return toRecord(row);
   // A historyless version has no history copy while it is the current one.
   if (!s.historyless.has(resourceType)) return undefined;
-  const current = preparedOn(s.db, 'SELECT * FROM resources WHERE resource_type = ? AND id = ? AND version = ?').get(resourceType, id, versionId) as ResourceRow | undefined;
-  return current ? toRecord({ ...current, method: 'POST' }) : undefined;
+  const current = s.current.get(resourceType, id) as ResourceRow | undefined;
+  return current?.version === versionId ? toRecord({ ...current, method: 'POST' }) : undefined;
 }
 
 /** The history copy of a historyless version about to be replaced (nothing when it has one). */
@@ -561,7 +561,7 @@ function preparedOn(db: DatabaseSync, sql: string): StatementSync {
   return st;
 }
 
-function historyIn(db: DatabaseSync, query: HistoryQuery, historyless: ReadonlySet<string> = NO_TYPES): HistoryPage {
+function historyIn(db: DatabaseSync, query: HistoryQuery, historyless: ReadonlySet<string>): HistoryPage {
   // Historyless versions (see the options) are read from `resources` as well; with them, the order is that of
   // lastUpdated (strictly increasing per store: the commit order) and the cursor an instant.
   const both = historyless.size > 0 && (!query.resourceType || historyless.has(query.resourceType));
