@@ -442,20 +442,18 @@ export class SqliteStore implements Store {
       // whether the id existed after all; only then is the current row read and the write goes the usual way. This
       // saves a separate lookup per created resource (~10 µs, docs/performance.md "Session 4: ingest").
       let drawn: string | undefined;
+      let content: string | null = null;
+      let stored: Resource | undefined;
+      /** The rid of the row a create has just inserted (undefined: the id existed, or not a create). */
+      let fresh: number | undefined;
       if (method === 'POST' && resource && options.expectedVersion === undefined) {
         drawn = clock.next();
-        const stored = { ...resource, meta: { ...resource.meta, versionId: '1', lastUpdated: drawn } } as Resource;
-        const content = JSON.stringify(stored);
+        stored = { ...resource, meta: { ...resource.meta, versionId: '1', lastUpdated: drawn } } as Resource;
+        content = JSON.stringify(stored);
         const inserted = s.insertNew.run(resourceType, id, 1, drawn, 0, content);
-        if (inserted.changes === 1) {
-          const rid = Number(inserted.lastInsertRowid);
-          typeRowsChanged(s.db, resourceType, 1);
-          if (!s.historyless.has(resourceType)) s.insertHistory.run(resourceType, id, 1, drawn, method, 0, content);
-          writeIndex(s.db, resourceType, id, options.index ?? [], true, rid);
-          return { resourceType, id, versionId: 1, lastUpdated: drawn, method, deleted: false, resource: stored };
-        }
+        if (inserted.changes === 1) fresh = Number(inserted.lastInsertRowid);
       }
-      const existing = s.head.get(resourceType, id) as Pick<ResourceRow, 'rid' | 'version' | 'deleted'> | undefined;
+      const existing = fresh === undefined ? (s.head.get(resourceType, id) as Pick<ResourceRow, 'rid' | 'version' | 'deleted'> | undefined) : undefined;
       if (options.expectedVersion !== undefined) {
         if (!existing || existing.deleted || existing.version !== options.expectedVersion) {
           throw preconditionFailed(
@@ -468,9 +466,8 @@ export class SqliteStore implements Store {
       if (!resource && (!existing || existing.deleted)) return undefined;
       const versionId = (existing?.version ?? 0) + 1;
       const lastUpdated = drawn ?? clock.next();
-      let content: string | null = null;
-      let stored: Resource | undefined;
-      if (resource) {
+      // A create's version 1 is built above; any other version (a create over an existing id included) here.
+      if (resource && fresh === undefined) {
         stored = { ...resource, meta: { ...resource.meta, versionId: String(versionId), lastUpdated } } as Resource;
         content = JSON.stringify(stored);
       }
@@ -482,11 +479,12 @@ export class SqliteStore implements Store {
         if (s.historyless.has(resourceType)) preparedOn(s.db, COPY_TO_HISTORY).run(rid);
         s.update.run(versionId, lastUpdated, deleted, content, rid);
       } else {
-        rid = Number(s.insert.run(resourceType, id, versionId, lastUpdated, deleted, content).lastInsertRowid);
+        rid = fresh ?? Number(s.insert.run(resourceType, id, versionId, lastUpdated, deleted, content).lastInsertRowid);
         // A new row of the type (a delete keeps its row): the probe bound's count follows without a recount.
         typeRowsChanged(s.db, resourceType, 1);
       }
-      s.insertHistory.run(resourceType, id, versionId, lastUpdated, method, deleted, content);
+      // A created version of a historyless type stays in `resources` only (see the options).
+      if (!(fresh !== undefined && s.historyless.has(resourceType))) s.insertHistory.run(resourceType, id, versionId, lastUpdated, method, deleted, content);
       if (resource) writeIndex(s.db, resourceType, id, options.index ?? [], !existing || existing.deleted === 1, rid);
       else deleteIndex(s.db, resourceType, id, rid);
       return { resourceType, id, versionId, lastUpdated, method, deleted: !resource, resource: stored };
