@@ -46,7 +46,7 @@ export const CROSSBORDER_EXTENSIONS: StructureDefinition[] = [
     name: 'CdaCode',
     title: 'CDA code kept for the way back',
     status: 'draft',
-    description: 'A coded element of the source CDA that FHIR has no element for (allergy type, also of a no-known-allergy statement; problem type, status and health status; severity outside the FHIR codes; reaction observation code; vital signs organizer; generic product; package form; administration unit; an immunization act code under another code system; a patient gender code outside M / F / UN; a language mode; a device model code; a qualifier of a problem value), with its name.',
+    description: 'A coded element of the source CDA that FHIR has no element for (allergy type, also of a no-known-allergy statement; problem type, status and health status; severity outside the FHIR codes; an allergy-level severity beside the reaction\'s; the interpretation codes of a severity observation; reaction observation code; vital signs organizer; generic product; package form; administration unit; an immunization act code under another code system; a patient gender code outside M / F / UN; a language mode; a device model code; a qualifier of a problem value), with its name.',
     fhirVersion: '4.0.1',
     kind: 'complex-type',
     abstract: false,

@@ -440,6 +440,11 @@ const ALLERGY_TYPES: Record<string, { type?: AllergyIntolerance['type']; categor
 };
 const SEVERITY: Record<string, 'mild' | 'moderate' | 'severe'> = { '255604002': 'mild', '6736007': 'moderate', '24484000': 'severe' };
 
+/** The interpretation codes of a severity observation, each kept in cda-code `severityInterpretation`. */
+function severityInterpretations(sevObs: Element, ctx: Ctx): Extension[] {
+  return kids(sevObs, 'interpretationCode').flatMap((i) => cdaExt('severityInterpretation', fromCD(i, ctx)));
+}
+
 function allergy(act: Element, ctx: Ctx): Resource[] {
   const out: Resource[] = [];
   for (const obs of rel(act, 'SUBJ')) {
@@ -453,7 +458,8 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
       out.push({ resourceType: 'AllergyIntolerance', ...(ext.length ? { extension: ext } : {}), code: value, patient: ctx.patientRef, clinicalStatus: allergyClinical(known ? 'active' : concernClinical(act, obs)), ...(known ? { verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] } } : {}) } as AllergyIntolerance);
       continue;
     }
-    const agent = fromCD(path(obs, 'participant', 'participantRole', 'playingEntity', 'code'), ctx) ?? value ?? { text: entryText(obs, ctx) ?? 'unknown' };
+    const playing = fromCD(path(obs, 'participant', 'participantRole', 'playingEntity', 'code'), ctx);
+    const agent = playing ?? value ?? { text: entryText(obs, ctx) ?? 'unknown' };
     const typeCode = obsCode?.coding?.[0]?.code ?? '';
     const known = ALLERGY_TYPES[typeCode];
     const a: AllergyIntolerance = {
@@ -463,7 +469,9 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
       code: agent,
       patient: ctx.patientRef,
     };
-    const ext: Extension[] = [...cdaExt('type', obsCode)];
+    // A coded value beside the agent (PT samples repeat the agent there) is kept in cda-code `value` for the way back:
+    // the observation's first value is an unbound CD in eHDSIAllergiesAndIntolerances (validator: 0 errors).
+    const ext: Extension[] = [...cdaExt('type', obsCode), ...(playing && value?.coding?.length ? cdaExt('value', value) : [])];
     const et = kid(obs, 'effectiveTime');
     const on = low(et);
     if (on) a.onsetDateTime = on;
@@ -486,6 +494,9 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
         const code = sv?.coding?.[0]?.code;
         if (code && SEVERITY[code]) reaction.severity = SEVERITY[code];
         else if (sv) reaction.extension = [...(reaction.extension ?? []), ...cdaExt('severity', sv)];
+        // The severity observation's interpretation (CCD wrote S / N): FHIR's reaction.severity is a bare code.
+        if (sv || reaction.severity) reaction.extension = [...(reaction.extension ?? []), ...severityInterpretations(s, ctx)];
+        if (!reaction.extension?.length) delete reaction.extension;
       }
       const rn = comments(r, ctx);
       if (rn.length) reaction.note = rn;
@@ -493,6 +504,9 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
     }
     // Older waves put the severity on the allergy observation itself: it belongs to the (first) reaction in FHIR.
     // (SUBJ in IHE; CCD wrote SAS.)
+    // When the reaction has a severity of its own (RTD_CCD_Martha: an overall severity beside the reaction's), or
+    // there is no reaction, the allergy-level severity and its interpretation stay on the AllergyIntolerance
+    // (cda-code `severity` / `severityInterpretation`: R4 has no allergy-level severity).
     const sevObs = rel(obs).find((s) => attr(kid(s, 'code'), 'code') === 'SEV');
     const first = a.reaction?.[0];
     if (sevObs && first && !first.severity && !readCdaExt(first, 'severity')) {
@@ -500,6 +514,11 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
       const code = sv?.coding?.[0]?.code;
       if (code && SEVERITY[code]) first.severity = SEVERITY[code];
       else if (sv) first.extension = [...(first.extension ?? []), ...cdaExt('severity', sv)];
+      if (sv) first.extension = [...(first.extension ?? []), ...severityInterpretations(sevObs, ctx)];
+      if (!first.extension?.length) delete first.extension;
+    } else if (sevObs) {
+      const sv = fromCD(kid(sevObs, 'value'), ctx);
+      if (sv) ext.push(...cdaExt('severity', sv), ...severityInterpretations(sevObs, ctx));
     }
     const notes = comments(obs, ctx);
     if (notes.length) a.note = notes;

@@ -908,6 +908,16 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
     const sevKept = readCdaExt(reaction, 'severity');
     const sevCode = reaction?.severity ? { mild: ['255604002', 'Mild'], moderate: ['6736007', 'Moderate'], severe: ['24484000', 'Severe'] }[reaction.severity] : undefined;
     const sev = sevKept?.coding?.length ? toCD(displayed(sevKept), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true }) : sevCode ? el('value', { 'xsi:type': 'CD', code: sevCode[0], codeSystem: SCT, codeSystemName: 'SNOMED CT', displayName: sevCode[1] }) : undefined;
+    // The interpretation codes of a severity observation (CCD: S / N), kept in cda-code: the observation's own
+    // interpretationCode, which neither eHDSISeverity nor the IHE severity entry constrains.
+    const interpretations = (r: { extension?: Extension[] } | undefined) => readCdaExts(r, 'severityInterpretation').map((i) => toCD(displayed(i), { tag: 'interpretationCode', noOriginalText: true }));
+    const severityObservation = (value: X, interp: X[]) =>
+      el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('statusCode', { code: 'completed' }), value, ...interp));
+    // An allergy-level severity beside the reaction's (kept in cda-code on the AllergyIntolerance): the IHE severity
+    // entry (1.3.6.1.4.1.19376.1.5.3.1.4.1) under the allergy observation, as IHE PCC's allergy entry, the parent of
+    // eHDSIAllergiesAndIntolerances, allows; the eHDSI template leaves it open (validator: 0 errors).
+    const overallKept = readCdaExt(a, 'severity');
+    const overall = overallKept?.coding?.length ? severityObservation(toCD(displayed(overallKept), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true }), interpretations(a)) : undefined;
     const crit = a.criticality;
     const clin = a.clinicalStatus?.coding?.[0];
     const ver = a.verificationStatus?.coding?.[0];
@@ -933,6 +943,7 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
             el('text', undefined, el('reference', { value: `#${rowId}-agent` })),
             el('statusCode', { code: 'completed' }),
             el('effectiveTime', undefined, obsTime ? ts('low', obsTime) : el('low', { nullFlavor: 'UNK' })),
+            keptValue(readCdaExt(a, 'value')),
             recorderAuthor(a, ctx),
             informantOf(a, ctx),
             el(
@@ -954,17 +965,12 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
                     el('statusCode', { code: 'completed' }),
                     el('effectiveTime', undefined, reaction?.onset ? ts('low', reaction.onset) : el('low', { nullFlavor: 'UNK' })),
                     toCD(displayed(manifest), { tag: 'value', xsiType: 'CD', valueSet: VS.reactionAllergy, ref: `${rowId}-reaction` }),
-                    sev
-                      ? el(
-                          'entryRelationship',
-                          { typeCode: 'SUBJ', inversionInd: 'true' },
-                          el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('statusCode', { code: 'completed' }), sev),
-                        )
-                      : undefined,
+                    sev ? severityObservation(sev, interpretations(reaction)) : undefined,
                     ...commentActs(reaction?.note, ctx, sid, notes),
                   ),
                 )
               : undefined,
+            overall,
             // A criticality coded outside the FHIR codes (kept in cda-code) is not written: eHDSICriticalityObservation
             // wants a value from eHDSICriticality, with no nullFlavor.
             crit
@@ -1124,6 +1130,19 @@ function keptCode(kept: CodeableConcept | undefined, valueSet: string, dflt: Cod
   const primary = inVs ?? dflt;
   const d = describeCodeSystem(primary.system!);
   return el(tag, { code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: withDisplay(primary)!.display }, ...distinctTranslations(primary, kept?.coding ?? []));
+}
+
+/**
+ * An allergy observation's value kept from the source (cda-code `value`; PT samples repeat the agent there), written
+ * as it came: its first coding with an OID as the CD, the others as translations, no transcoding (the value is not
+ * the agent's place; eHDSIAllergiesAndIntolerances leaves the first value an unbound CD).
+ */
+function keptValue(kept: CodeableConcept | undefined): X | undefined {
+  const codings = (kept?.coding ?? []).filter((c) => c.system && c.code && describeCodeSystem(c.system).oid);
+  const primary = codings[0] && withDisplay(codings[0]);
+  if (!primary) return undefined;
+  const d = describeCodeSystem(primary.system!);
+  return el('value', { 'xsi:type': 'CD', code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: primary.display }, ...distinctTranslations(primary, codings.slice(1)));
 }
 
 /** Every concept kept in cda-code under one name (readCdaExt gives the first). */
