@@ -11,9 +11,10 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MongoClient } from 'mongodb';
+import { DatabaseSync } from 'node:sqlite';
 import { defineStoreSuite } from './store-suite.ts';
 import { SqliteStore } from '../src/store/sqlite/store.ts';
-import type { Store } from '../src/store/port.ts';
+import type { HistoryQuery, Store, VersionRecord } from '../src/store/port.ts';
 import type { Resource } from 'fhir/r4';
 
 defineStoreSuite('sqlite (:memory:)', async () => {
@@ -35,6 +36,88 @@ defineStoreSuite('sqlite (file, synchronous FULL)', () => fileStore());
 // Patients kept like audit entries (SqliteStoreOptions.historyless): a created version lives in `resources` only
 // until it changes; vread, history (every level, paged by lastUpdated) and totals must not tell the difference.
 defineStoreSuite('sqlite historyless Patient (file)', () => fileStore('NORMAL', ['Patient']));
+
+describe('sqlite history with historyless types: arms merged in index order, totals from counts', () => {
+  it('pages and totals hold every version once, newest first, at every level; no query plan sorts rows', async () => {
+    const store = await fileStore('NORMAL', ['AuditEvent', 'Basic']);
+    const path = store.path!;
+    const writes: VersionRecord[] = [];
+    const prepared: string[] = [];
+    const prepare = DatabaseSync.prototype.prepare;
+    try {
+      // Entries created in group commits, each with a head that is changed every commit (copies in history).
+      for (let c = 0; c < 8; c++) {
+        await store.transaction(async (s) => {
+          for (let k = 0; k < 4; k++) writes.push(await s.put({ resourceType: 'AuditEvent', id: `e${c}-${k}` } as Resource, { method: 'POST', index: [] }));
+          writes.push(await s.put({ resourceType: 'Basic', id: 'head', code: { text: `c${c}` } } as Resource, { method: c ? 'PUT' : 'POST', index: [] }));
+        });
+      }
+      // An entry changed after all, one deleted, and a type with history copies in the same database.
+      writes.push(await store.put({ resourceType: 'AuditEvent', id: 'e3-1', outcome: '4' } as Resource, { method: 'PUT', index: [] }));
+      writes.push((await store.delete('AuditEvent', 'e5-0', { method: 'DELETE' }))!);
+      writes.push(await store.put({ resourceType: 'Patient', id: 'p1' } as Resource, { method: 'POST', index: [] }));
+      writes.push(await store.put({ resourceType: 'Patient', id: 'p1', active: true } as Resource, { method: 'PUT', index: [] }));
+      writes.push(await store.put({ resourceType: 'AuditEvent', id: 'last' } as Resource, { method: 'POST', index: [] }));
+      for (let i = 1; i < writes.length; i++) expect(writes[i].lastUpdated > writes[i - 1].lastUpdated).toBe(true);
+
+      // The statements the history reads prepare (each shape once per connection) are kept for their plans.
+      DatabaseSync.prototype.prepare = function (this: DatabaseSync, sql: string) {
+        prepared.push(sql);
+        return prepare.call(this, sql);
+      } as typeof prepare;
+      const queries: Omit<HistoryQuery, 'count'>[] = [
+        {},
+        { resourceType: 'AuditEvent' },
+        { resourceType: 'Basic' },
+        { resourceType: 'Basic', id: 'head' },
+        { resourceType: 'AuditEvent', id: 'e3-1' },
+        { resourceType: 'AuditEvent', id: 'e6-2' },
+        { resourceType: 'AuditEvent', since: writes[17].lastUpdated },
+        { at: writes[30].lastUpdated, since: writes[3].lastUpdated },
+        { resourceType: 'Basic', id: 'head', since: writes[9].lastUpdated },
+        { resourceType: 'Patient' },
+      ];
+      for (const query of queries) {
+        const expected = writes
+          .filter(
+            (w) =>
+              (!query.resourceType || w.resourceType === query.resourceType) &&
+              (!query.id || w.id === query.id) &&
+              (!query.since || w.lastUpdated > query.since) &&
+              (!query.at || w.lastUpdated <= query.at),
+          )
+          .reverse()
+          .map((w) => `${w.resourceType}/${w.id}/${w.versionId} ${w.method} ${w.lastUpdated}`);
+        const seen: string[] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await store.history({ ...query, count: 3, ...(cursor ? { cursor } : {}) });
+          expect(page.total, JSON.stringify(query)).toBe(expected.length);
+          seen.push(...page.entries.map((e) => `${e.resourceType}/${e.id}/${e.versionId} ${e.method} ${e.lastUpdated}`));
+          cursor = page.next;
+        } while (cursor);
+        expect(seen, JSON.stringify(query)).toEqual(expected);
+      }
+    } finally {
+      DatabaseSync.prototype.prepare = prepare;
+      await store.close();
+    }
+    // Each page reads its arms (history, and each historyless type's versions without a copy) newest first
+    // through an index and merges them: no temporary B-tree (a sort of every version, content included).
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      const history = prepared.filter((sql) => /\bhistory\b/.test(sql));
+      expect(history.filter((sql) => sql.includes('UNION ALL')).length).toBeGreaterThanOrEqual(8);
+      for (const sql of history) {
+        const plan = (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((r) => r.detail).join('\n');
+        expect(plan, sql).not.toMatch(/TEMP B-TREE/);
+        if (sql.includes('UNION ALL')) expect(plan, sql).toMatch(/MERGE \(UNION ALL\)/);
+      }
+    } finally {
+      db.close();
+    }
+  });
+});
 
 describe('sqlite durability: FULL commits wait for a WAL fsync run off the event loop', () => {
   it('every acknowledged commit is covered by a finished fsync, concurrent commits share fsyncs, reads wait for pending ones', async () => {
