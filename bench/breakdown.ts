@@ -28,7 +28,7 @@ import { searchParamsFor } from '../src/search/registry.ts';
 import { compileExpression } from '../src/search/indexer.ts';
 import { SqliteStore } from '../src/store/sqlite/store.ts';
 import type { Issue } from '../src/fhir/outcome.ts';
-import { AuditLog } from '../src/audit/chain.ts';
+import { AUDIT_HISTORYLESS, AuditLog } from '../src/audit/chain.ts';
 import { TransactionAudit, buildAuditEvent } from '../src/audit/event.ts';
 import { patientsOf, isPatientData } from '../src/access/decision.ts';
 import type { Principal } from '../src/access/principal.ts';
@@ -49,7 +49,8 @@ const byType = new Map<string, { n: number; validate: number; index: number; sto
 const work = mkdtempSync(join(tmpdir(), 'dsp-breakdown-'));
 const store = new SqliteStore({ path: join(work, 'fhir.sqlite'), synchronous: values.synchronous as 'FULL' | 'NORMAL' });
 await store.init();
-const auditStore = new SqliteStore({ path: join(work, 'audit.sqlite'), synchronous: values.synchronous as 'FULL' | 'NORMAL' });
+// As the server opens it (src/access/service.ts): entries and heads without a history copy.
+const auditStore = new SqliteStore({ path: join(work, 'audit.sqlite'), synchronous: values.synchronous as 'FULL' | 'NORMAL', historyless: AUDIT_HISTORYLESS });
 await auditStore.init();
 const auditLog = new AuditLog(auditStore);
 const admin: Principal = { role: 'admin', ref: 'Practitioner/bench', scopes: [], method: 'oauth' } as Principal;

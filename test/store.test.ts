@@ -119,6 +119,75 @@ describe('sqlite history with historyless types: arms merged in index order, tot
   });
 });
 
+describe('sqlite historyless types are kept in the database', () => {
+  const historyRows = (path: string, type: string): number => {
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM history WHERE resource_type = ?').get(type) as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  };
+
+  it('a store opened later without the option reads and changes those types the same way; a stored type stays', async () => {
+    const first = await fileStore('NORMAL', ['AuditEvent']);
+    const path = first.path!;
+    const created = await first.put({ resourceType: 'AuditEvent', id: 'a1', outcome: '0' } as Resource, { method: 'POST', index: [] });
+    await first.put({ resourceType: 'AuditEvent', id: 'a2', outcome: '0' } as Resource, { method: 'POST', index: [] });
+    await first.close();
+    expect(historyRows(path, 'AuditEvent')).toBe(0);
+
+    // Reopened without the option: the never-changed entries are still there to vread and in every history.
+    const plain = new SqliteStore({ path, synchronous: 'NORMAL' });
+    await plain.init();
+    try {
+      expect(await plain.version('AuditEvent', 'a1', 1)).toMatchObject({ versionId: 1, method: 'POST', lastUpdated: created.lastUpdated });
+      const instance = await plain.history({ resourceType: 'AuditEvent', id: 'a1', count: 10 });
+      expect(instance.entries.map((e) => e.versionId)).toEqual([1]);
+      expect(instance.total).toBe(1);
+      expect((await plain.history({ resourceType: 'AuditEvent', count: 10 })).entries.map((e) => e.id)).toEqual(['a2', 'a1']);
+      expect((await plain.history({ count: 10 })).total).toBe(2);
+      // An update through it copies version 1 into history first: both versions stay.
+      await plain.put({ resourceType: 'AuditEvent', id: 'a1', outcome: '8' } as Resource, { method: 'PUT', index: [] });
+      expect((await plain.version('AuditEvent', 'a1', 1))?.resource).toMatchObject({ outcome: '0', meta: { versionId: '1' } });
+      expect((await plain.version('AuditEvent', 'a1', 2))?.resource).toMatchObject({ outcome: '8' });
+      const both = await plain.history({ resourceType: 'AuditEvent', id: 'a1', count: 10 });
+      expect(both.entries.map((e) => [e.versionId, e.method])).toEqual([
+        [2, 'PUT'],
+        [1, 'POST'],
+      ]);
+      // A delete too; and a create after clear() is still kept without a history copy.
+      await plain.delete('AuditEvent', 'a2', { method: 'DELETE' });
+      expect((await plain.version('AuditEvent', 'a2', 1))?.resource).toMatchObject({ id: 'a2', outcome: '0' });
+      expect((await plain.history({ resourceType: 'AuditEvent', count: 10 })).total).toBe(4);
+      await plain.clear();
+      await plain.put({ resourceType: 'AuditEvent', id: 'a3' } as Resource, { method: 'POST', index: [] });
+    } finally {
+      await plain.close();
+    }
+    expect(historyRows(path, 'AuditEvent')).toBe(0);
+
+    // Another type given later joins the stored one; neither can be dropped.
+    const more = new SqliteStore({ path, synchronous: 'NORMAL', historyless: ['Basic'] });
+    await more.init();
+    try {
+      await more.put({ resourceType: 'Basic', id: 'b1', code: { text: 'x' } } as Resource, { method: 'POST', index: [] });
+      await more.put({ resourceType: 'AuditEvent', id: 'a4' } as Resource, { method: 'POST', index: [] });
+      await more.put({ resourceType: 'Patient', id: 'p1' } as Resource, { method: 'POST', index: [] });
+    } finally {
+      await more.close();
+    }
+    expect([historyRows(path, 'Basic'), historyRows(path, 'AuditEvent'), historyRows(path, 'Patient')]).toEqual([0, 0, 1]);
+    const last = new SqliteStore({ path, synchronous: 'NORMAL' });
+    await last.init();
+    try {
+      expect((await last.history({ count: 10 })).entries.map((e) => `${e.resourceType}/${e.id}`)).toEqual(['Patient/p1', 'AuditEvent/a4', 'Basic/b1', 'AuditEvent/a3']);
+    } finally {
+      await last.close();
+    }
+  });
+});
+
 describe('sqlite durability: FULL commits wait for a WAL fsync run off the event loop', () => {
   it('every acknowledged commit is covered by a finished fsync, concurrent commits share fsyncs, reads wait for pending ones', async () => {
     const store = await fileStore();

@@ -62,6 +62,10 @@ export interface SqliteStoreOptions {
    * version created by POST is kept in `resources` only, without its copy in `history` (one row per entry
    * instead of two); vread and history find it there. Should such a resource change after all, its version is
    * copied into `history` first.
+   *
+   * The list describes the data, so it is kept in the database (`historyless_types`, written at init()): a store
+   * opened later on the same file without the option reads and writes those types the same way. The types in
+   * effect are those stored plus those given; a type once stored stays historyless.
    */
   historyless?: readonly string[];
 }
@@ -107,7 +111,11 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_type_seq ON history (resource_type, seq);
 CREATE INDEX IF NOT EXISTS history_last_updated ON history (last_updated);
+CREATE TABLE IF NOT EXISTS historyless_types (resource_type TEXT PRIMARY KEY);
 `;
+
+/** Tables that describe the database rather than hold data: clear() keeps them. */
+const LAYOUT_TABLES = new Set(['historyless_types']);
 
 /**
  * Schema version in `PRAGMA user_version`: 4 = integer-keyed index rows (rid, pid), 5 = plus the `_text` /
@@ -259,8 +267,13 @@ export class SqliteStore implements Store {
     this.writer.exec(SCHEMA);
     // Sets PRAGMA user_version itself, in the same transaction as any upgrade.
     installSearchSchema(this.writer);
-    const historyless = new Set(this.options.historyless ?? []);
-    for (const t of historyless) if (!/^[A-Z][A-Za-z]+$/.test(t)) throw new Error(`historyless: "${t}" is not a resource type`);
+    for (const t of this.options.historyless ?? []) if (!/^[A-Z][A-Za-z]+$/.test(t)) throw new Error(`historyless: "${t}" is not a resource type`);
+    // The types in effect: those the database has (see the option) and those given, which it keeps from now on.
+    const remember = this.writer.prepare('INSERT OR IGNORE INTO historyless_types (resource_type) VALUES (?)');
+    for (const t of this.options.historyless ?? []) remember.run(t);
+    const historyless: ReadonlySet<string> = new Set(
+      (this.writer.prepare('SELECT resource_type FROM historyless_types ORDER BY resource_type').all() as { resource_type: string }[]).map((r) => r.resource_type),
+    );
     // The history of a historyless type is read newest first by lastUpdated (historyIn): an index for that, only in
     // a database that has such types (the clinical store's history is read by seq and needs none).
     if (historyless.size) this.writer.exec('CREATE INDEX IF NOT EXISTS history_type_last_updated ON history (resource_type, last_updated)');
@@ -423,7 +436,7 @@ export class SqliteStore implements Store {
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
         .all() as { name: string }[];
       // The full-text table is emptied through itself; its shadow tables may not be written directly.
-      for (const t of tables) if (!isSearchShadowTable(t.name)) this.writer.exec(`DELETE FROM "${t.name}"`);
+      for (const t of tables) if (!isSearchShadowTable(t.name) && !LAYOUT_TABLES.has(t.name)) this.writer.exec(`DELETE FROM "${t.name}"`);
     });
     resetSearchCaches(this.writer);
     resetSearchCaches(this.reader);
