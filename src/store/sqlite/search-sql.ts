@@ -1259,13 +1259,18 @@ function sortWalk(request: SearchRequest, pids: ParamIds | undefined, cursor: Pa
   const start = (q: Sql, alias: string) => (cursor ? `${alias}.${column} ${cmp} ${q.p(from!)}` : '1');
   const first = walk((q) => start(q, 'e'), ` ORDER BY d.k${dir} LIMIT ${limit}`, extent);
   const found = pids.rows(first.sql, first.params);
-  const rids = new Set<SqlParam>();
+  const rids: SqlParam[] = [];
   if (found.length === limit) {
-    // Every row tied with the last one found.
+    // The rows tied with the last one found: only `limit - before` of them can reach the page, the first in the
+    // (type, id) tie-break (one type: by id; reversed for a previous link). The ties query sorts them by id and
+    // keeps those (SQLite's sorter with a LIMIT), so a key of few values (status, gender, a code: thousands of
+    // ties) reads every tie once in SQL but never carries them through JS or the page query (20,000
+    // Observations: `_sort=-status` 7 ms CPU against 18-22 with every tie kept).
     const last = found[found.length - 1]!.k!;
-    for (const r of found) if (r.k !== last) rids.add(r.rid!);
-    const ties = walk((q) => `e.${column} = ${q.p(last)}`, '');
-    for (const r of pids.rows(ties.sql, ties.params)) rids.add(r.rid!);
+    for (const r of found) if (r.k !== last) rids.push(r.rid!);
+    const byId = ` ORDER BY (SELECT t.id FROM resources t WHERE t.rowid = d.rid)${back ? ' DESC' : ''} LIMIT ${limit - rids.length}`;
+    const ties = walk((q) => `e.${column} = ${q.p(last)}`, byId);
+    for (const r of pids.rows(ties.sql, ties.params)) rids.push(r.rid!);
   } else if (!down) {
     // Walking up to the end of the index (not stopped by the extent), these are all the rows: the last page
     // of an ascending sort, the first of a descending one reached back.
@@ -1274,14 +1279,14 @@ function sortWalk(request: SearchRequest, pids: ParamIds | undefined, cursor: Pa
       const beyond = `SELECT 1 AS k FROM ${table} e WHERE e.pid = ${q.p(sortPid)} AND e.${column} IS NOT NULL AND ${start(q, 'e')} ORDER BY e.${column}${dir} LIMIT 1 OFFSET ${q.p(extent)}`;
       if (pids.rows(beyond, q.params).length) return undefined;
     }
-    for (const r of found) rids.add(r.rid!);
+    for (const r of found) rids.push(r.rid!);
   } else return undefined;
   // The page in the general plan's order (a previous link fetches reversed, like the general plan).
   const q = new Sql(pids);
   const order = (descending: boolean) => (descending !== back ? ' DESC' : '');
   const sortKey = sortExpression(key.param, key.descending, types, q);
   const sql =
-    `WITH w AS (SELECT r.rowid AS rid, r.resource_type AS t, r.id AS i, ${sortKey} AS s0 FROM resources r WHERE r.rowid IN (SELECT value FROM json_each(${q.p(JSON.stringify([...rids]))})) AND r.deleted = 0 ` +
+    `WITH w AS (SELECT r.rowid AS rid, r.resource_type AS t, r.id AS i, ${sortKey} AS s0 FROM resources r WHERE r.rowid IN (SELECT value FROM json_each(${q.p(JSON.stringify(rids))})) AND r.deleted = 0 ` +
     `ORDER BY s0${order(key.descending)}, t${order(false)}, i${order(false)} LIMIT ${q.p(limit)}) ` +
     `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}, w.s0 AS s0 FROM w JOIN resources r ON r.rowid = w.rid ORDER BY w.s0${order(key.descending)}, w.t${order(false)}, w.i${order(false)}`;
   return { sql, params: q.params };
