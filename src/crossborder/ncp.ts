@@ -193,7 +193,7 @@ async function withRepresentations(session: StoreSession, d: DocumentReference):
   const known = new Set(d.content.map((c) => c.attachment.url));
   const added = [
     { attachment: { contentType: 'application/fhir+json', url: `Bundle/${doc.id}`, title: 'Patient Summary (FHIR document)', ...(doc.timestamp ? { creation: doc.timestamp } : {}) } },
-    { attachment: { contentType: 'application/xml', url: `Bundle/${doc.id}/$to-cda`, title: 'Patient Summary (eHDSI pivot CDA, returned in a Binary)', ...(doc.timestamp ? { creation: doc.timestamp } : {}) } },
+    { attachment: { contentType: 'application/xml', url: `Bundle/${doc.id}/$to-cda`, title: 'Patient Summary (eHDSI pivot CDA: raw XML with Accept: application/xml, else a Binary)', ...(doc.timestamp ? { creation: doc.timestamp } : {}) } },
   ].filter((c) => !known.has(c.attachment.url));
   return added.length ? { ...d, content: [...d.content, ...added] } : d;
 }
