@@ -695,13 +695,18 @@ function dedupe(values: IndexValue[]): IndexValue[] {
         if (!dup) out.push(v);
       }
     } else if (values[i]!.type !== 'composite' && j - i <= 8) {
-      // Short runs (a name's parts, a resource's identifiers): compared pairwise, no key strings built.
-      const kept = out.length;
+      // Short runs (a name's parts, a resource's identifiers): compared pairwise, no key strings built; each
+      // value's elements are listed once.
+      const keptValues: unknown[][] = [];
       for (let k = i; k < j; k++) {
         const v = values[k]!;
+        const elements = Object.values(v) as unknown[];
         let dup = false;
-        for (let m = kept; m < out.length && !dup; m++) dup = sameKey(out[m]!, v);
-        if (!dup) out.push(v);
+        for (let m = 0; m < keptValues.length && !dup; m++) dup = sameKey(keptValues[m]!, elements);
+        if (!dup) {
+          out.push(v);
+          keptValues.push(elements);
+        }
       }
     } else {
       const seen = new Set<string>();
@@ -719,13 +724,11 @@ function dedupe(values: IndexValue[]): IndexValue[] {
 }
 
 /**
- * `Object.values(a).join('\u0000') === Object.values(b).join('\u0000')` (the key of dedupeAll) for flat values,
- * without building the strings: element by element, null and undefined as ''. When no element holds a NUL the
- * two joins split back into the same elements, so the element comparison is exact; otherwise the joins decide.
+ * `x.join('\u0000') === y.join('\u0000')` for the `Object.values` of two flat values (the key of dedupeAll), without
+ * building the strings: element by element, null and undefined as ''. When no element holds a NUL the two joins
+ * split back into the same elements, so the element comparison is exact; otherwise the joins decide.
  */
-function sameKey(a: IndexValue, b: IndexValue): boolean {
-  const x = Object.values(a) as unknown[];
-  const y = Object.values(b) as unknown[];
+function sameKey(x: unknown[], y: unknown[]): boolean {
   if (x.length === y.length) {
     let k = 0;
     while (k < x.length && (x[k] === y[k] || joinPart(x[k]) === joinPart(y[k]))) k++;
