@@ -263,6 +263,51 @@ describe('sort walk', () => {
     }
   });
 
+  it('counts no filter twice in one compile (the walk, the probes and the date span share their counts)', async () => {
+    const ids = paramIds(db);
+    const seen: { key: string; limit: number; n: number }[] = [];
+    const spy: ParamIds = Object.assign((t: string, c: string) => ids(t, c), {
+      typeRows: ids.typeRows,
+      rows: ids.rows,
+      countUpTo: (sql: string, params: (string | number | null)[]) => {
+        const n = ids.countUpTo!(sql, params);
+        const m = /^(.*) LIMIT (\d+)\)$/s.exec(sql)!;
+        seen.push({ key: `${m[1]} ${JSON.stringify(params)}`, limit: Number(m[2]), n });
+        return n;
+      },
+    });
+    const queries = [
+      // A patient's Observations of a common code: the walk ends at the patient's count, the probes reuse both.
+      'code=A&subject=Patient/p1&_sort=-date',
+      'code=A&subject=Patient/p1&_sort=date',
+      'code=A&status=final&_sort=-date',
+      'code=E&status=amended&_sort=-date',
+      'code=A&date=ge2000-01-01&date=lt2003-01-01&_sort=-date',
+      'code=A&date=ge2000-01-01&date=lt2003-01-01',
+      'code=E&status=final',
+      'code=C&_sort=-date',
+    ];
+    for (const q of queries) {
+      const request = parseSearch('Observation', [...new URLSearchParams(q), ['_count', '20']], { strict: true }).request;
+      for (let page = 0; page < 2; page++) {
+        seen.length = 0;
+        const c = compileSearch(request, { paramIds: spy });
+        const byKey = new Map<string, { limit: number; n: number }[]>();
+        for (const s of seen) byKey.set(s.key, [...(byKey.get(s.key) ?? []), s]);
+        for (const [key, list] of byKey) {
+          // A count again only when the earlier one reached its (lower) limit: it could not answer.
+          for (let i = 1; i < list.length; i++) expect({ q, page, key, again: list[i] }).toEqual({ q, page, key, again: { ...list[i]!, limit: Math.max(list[i]!.limit, list[i - 1]!.limit + 1) } });
+          for (let i = 1; i < list.length; i++) expect({ q, page, key, earlier: list[i - 1]!.n }).toEqual({ q, page, key, earlier: list[i - 1]!.limit });
+          if (q.includes('subject=')) expect({ q, page, key, counts: list.length }).toEqual({ q, page, key, counts: 1 });
+        }
+        if (q.includes('subject=') && SCALED) expect({ q, page, filters: byKey.size }).toEqual({ q, page, filters: 2 });
+        const next = c.paginate(db.prepare(c.sql).all(...(c.params as SQLInputValue[])) as { id: string }[]).next;
+        if (!next) break;
+        request.cursor = next;
+      }
+    }
+  });
+
   it('leaves the page to the other plans when probed matches lie beyond the extent, or are rare', async () => {
     // B: all in 1990-1992, the last keyed rows of a descending walk: beyond the extent of a probed walk (as many
     // index rows as B counts, up to 4 × the bound). E, in 1993-1995 and tested by its set, is within its

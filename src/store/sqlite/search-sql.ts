@@ -877,6 +877,41 @@ function probeBound(pids: ParamIds, types: string[], count: number): number {
   return Math.min(MAX_PROBE_BOUND, Math.max(MIN_PROBE_BOUND, Math.round(Math.sqrt(rows * (count + 1)))));
 }
 
+/**
+ * The bounded counts of one compile (sortWalk, planProbes, planDateSpan): `SELECT count(*)` over at most `limit`
+ * of a filter's index rows (or a date span's boxes), each kept with its limit, so that no filter is counted
+ * again where an earlier count answers: an exact count (under its limit) answers any limit, a count that
+ * reached its limit any lower one (4 × the bound answers 2 × the bound).
+ */
+class Counts {
+  private readonly known = new Map<Filter | string, { n: number; limit: number }>();
+  private readonly pids: ParamIds;
+  constructor(pids: ParamIds) {
+    this.pids = pids;
+  }
+  /** min(rows, limit) for the query `select` builds (run only when no earlier count answers). */
+  upTo(key: Filter | string, limit: number, select: () => { sql: string; params: SqlParam[] }): number {
+    const k = this.known.get(key);
+    if (k && (k.n < k.limit || k.limit >= limit)) return Math.min(k.n, limit);
+    const { sql, params } = select();
+    const n = this.pids.countUpTo!(`SELECT count(*) AS n FROM (${sql} LIMIT ${limit})`, params);
+    this.known.set(key, { n, limit });
+    return n;
+  }
+  /** min(index rows, limit) of a filter on `types` (always the same types for one Filter); undefined without a rowid form. */
+  filter(f: Filter, types: string[], limit: number): number | undefined {
+    if (!selectsRowids(f)) return undefined;
+    let none = false;
+    const n = this.upTo(f, limit, () => {
+      const q = new Sql(this.pids);
+      const sql = rowidSelect(f, types, q);
+      none = sql === undefined;
+      return { sql: sql ?? 'SELECT 1 WHERE 0', params: q.params };
+    });
+    return none ? undefined : n;
+  }
+}
+
 /** Whether a filter has a probe form (positive, not composite). */
 function probeable(f: Filter): boolean {
   return (f.kind === 'param' && !f.not && f.type !== 'composite') || f.kind === 'has';
@@ -895,10 +930,10 @@ function probeable(f: Filter): boolean {
  * walk of the type's index, and so is a source filter of a probed `_has` under 4 × the bound, on each
  * reference.
  */
-function planProbes(request: SearchRequest, pids: ParamIds | undefined): { probe: Set<Filter>; span?: DateSpan; sets?: Set<Filter> } {
+function planProbes(request: SearchRequest, pids: ParamIds | undefined, counts: Counts | undefined): { probe: Set<Filter>; span?: DateSpan; sets?: Set<Filter> } {
   const probe = new Set<Filter>();
-  if (!pids?.countUpTo || request.count <= 0) return { probe };
-  const span = planDateSpan(request, pids);
+  if (!pids?.countUpTo || !counts || request.count <= 0) return { probe };
+  const span = planDateSpan(request, pids, counts);
   // The source filters of a probed `_has` that count between the bound and 4 × the bound keep their `IN` form:
   // SQLite builds their set of rids once (under 5 ms for 12,000), and each target's references are looked up in
   // it instead of probed one by one (a patient has ~360 Observations: a target without a match cost ~0.5 ms,
@@ -912,11 +947,10 @@ function planProbes(request: SearchRequest, pids: ParamIds | undefined): { probe
     if (f.kind === 'has') return !f.where.some((w) => probeable(w) && !common(w, [f.sourceType], true));
     const bound = probeBound(pids, types, request.count);
     if (bound === 0) return true;
-    const eq = new Sql(pids);
-    const rids = selectsRowids(f) ? rowidSelect(f, types, eq) : undefined;
-    if (rids === undefined) return false;
-    const limit = (source ? 4 : 2) * bound;
-    const n = pids.countUpTo!(`SELECT count(*) AS n FROM (${rids} LIMIT ${limit})`, eq.params);
+    // A sorted search never tests a filter by its set (only `_has` sources): whether it is common is enough.
+    const limit = (source ? 4 : request.sort.length ? 1 : 2) * bound;
+    const n = counts.filter(f, types, limit);
+    if (n === undefined) return false;
     if (n >= bound && n < limit) inSet.add(f);
     return n >= bound;
   };
@@ -1000,7 +1034,7 @@ function dateSpanBounds(anyOf: Predicate[]): { from?: number; to?: number } {
  * bound its span on both sides (`date=geX&date=ltY`, `date=eqX`, `date=apX`), the R*Tree box query, when it
  * yields fewer than the probe bound's entries (the least of them when several parameters qualify).
  */
-function planDateSpan(request: SearchRequest, pids: ParamIds): DateSpan | undefined {
+function planDateSpan(request: SearchRequest, pids: ParamIds, counts: Counts): DateSpan | undefined {
   if (request.resourceTypes.length !== 1 || !pids.countUpTo) return undefined;
   const type = request.resourceTypes[0]!;
   const byParam = new Map<string, { from: number; to: number; filters: Filter[] }>();
@@ -1021,7 +1055,8 @@ function planDateSpan(request: SearchRequest, pids: ParamIds): DateSpan | undefi
     const pid = pids(type, param);
     if (pid === undefined || pid >= SPAN_PID_LIMIT) continue;
     const span: DateSpan = { pid, from: e.from, to: e.to, filters: e.filters };
-    const n = pids.countUpTo(`SELECT count(*) AS n FROM (SELECT 1 FROM idx_date_span ds WHERE ${spanBox(span, 'ds', (v) => String(v))} LIMIT ${bound})`, []);
+    const box = spanBox(span, 'ds', (v) => String(v));
+    const n = counts.upTo(`span ${box}`, bound, () => ({ sql: `SELECT 1 FROM idx_date_span ds WHERE ${box}`, params: [] }));
     if (n < bound && (!best || n < best.n)) best = { span, n };
   }
   return best?.span;
@@ -1100,13 +1135,14 @@ export function compileSearch(request: SearchRequest, opts: { includeContent?: b
     return c;
   };
   // A sort whose filters are all common: the sort key's index walked in order (sortWalk), first page or later.
-  const walk = sortWalk(request, opts.paramIds, cursor, content, limit);
+  const counts = opts.paramIds?.countUpTo ? new Counts(opts.paramIds) : undefined;
+  const walk = sortWalk(request, opts.paramIds, counts, cursor, content, limit);
   if (walk) return compiled(walk.sql, walk.params);
   // First page of a sort over one filter: the index-only top-k (topKSearch), which needs none of the planning
   // below (its bounded counts and R*Tree count would be thrown away).
   const topK = cursor ? undefined : topKSearch(request, opts.paramIds, content, limit);
   if (topK) return compiled(topK.sql, topK.params);
-  const plan = planProbes(request, opts.paramIds);
+  const plan = planProbes(request, opts.paramIds, counts);
   const q = new Sql(opts.paramIds, plan.probe, plan.span, plan.sets);
   const sortCols = request.sort.map((k, i) => `${sortExpression(k.param, k.descending, types, q)} AS s${i}`);
   const select = `SELECT r.resource_type, r.id, r.version, r.last_updated, r.deleted, ${content}${sortCols.map((c) => ', ' + c).join('')} FROM resources r WHERE ${whereOf(q)}`;
@@ -1195,10 +1231,17 @@ const WALKABLE: Partial<Record<Kind, (descending: boolean) => string>> = {
  * far end of the order (Synthea's panels: 8 to 16 times the rows independence predicts) costs at most about
  * what the top-k would. Results: the general plan's rows, in its order.
  */
-function sortWalk(request: SearchRequest, pids: ParamIds | undefined, cursor: PageCursor | undefined, content: string, limit: number): { sql: string; params: SqlParam[] } | undefined {
+function sortWalk(
+  request: SearchRequest,
+  pids: ParamIds | undefined,
+  counts: Counts | undefined,
+  cursor: PageCursor | undefined,
+  content: string,
+  limit: number,
+): { sql: string; params: SqlParam[] } | undefined {
   const [key, ...keys] = request.sort;
   const types = request.resourceTypes;
-  if (!pids?.rows || !pids.countUpTo || !key || keys.length || types.length !== 1 || request.count <= 0) return undefined;
+  if (!pids?.rows || !counts || !key || keys.length || types.length !== 1 || request.count <= 0) return undefined;
   const type = types[0]!;
   if (key.param === '_id' || key.param === '_lastUpdated') return undefined;
   const kind = paramType(types, key.param);
@@ -1219,10 +1262,13 @@ function sortWalk(request: SearchRequest, pids: ParamIds | undefined, cursor: Pa
   // above by a probe per candidate (~3 µs: the index rows of a frequent code are met within a few hundred).
   let matches = Infinity;
   const inSet = new Set<Filter>();
+  // With several filters each is first counted up to the bound only: a selective one (a patient's) ends the walk
+  // before a common one is counted further; planProbes, which then only asks whether a filter is common (a
+  // sorted search), reuses these counts.
+  if (bound > 0 && request.filters.length > 1) for (const f of request.filters) if (counts.filter(f, types, bound)! < bound) return undefined;
   if (bound > 0)
     for (const f of request.filters) {
-      const eq = new Sql(pids);
-      const n = pids.countUpTo(`SELECT count(*) AS n FROM (${rowidSelect(f, types, eq)!} LIMIT ${4 * bound})`, eq.params);
+      const n = counts.filter(f, types, 4 * bound)!;
       if (n < bound) return undefined;
       if (n < 4 * bound) inSet.add(f);
       matches = Math.min(matches, n);
