@@ -822,6 +822,23 @@ function compositeSubquery(code: string, p: Predicate, types: string[], q: Sql, 
   return `SELECT ${first.alias}.rid FROM ${TABLES[first.kind].table} ${first.alias}${joins} WHERE ${where.join(' AND ')}`;
 }
 
+/** The index column holding a sort key of `kind` (a date's high end descending, its low end ascending). */
+function sortColumn(kind: Kind, descending: boolean): string {
+  switch (kind) {
+    case 'token':
+      return 'code';
+    case 'reference':
+      return 'reference';
+    case 'date':
+      return descending ? 'high' : 'low';
+    default:
+      return 'value';
+  }
+}
+
+/** Sort key kinds whose key column leads a (pid, column) index: the walk reads that index in order (sortWalk). */
+const WALKABLE: ReadonlySet<Kind> = new Set(['date', 'string', 'token', 'number', 'uri']);
+
 /**
  * The SQL expression giving one sort key's value for the row `r`: `_id` and `_lastUpdated` from its columns,
  * a parameter from its index rows, those of the rowid `rowid` (the top-k gives the rid of an index row).
@@ -833,18 +850,9 @@ function sortExpression(param: string, descending: boolean, types: string[], q: 
   if (!t) throw badRequest(`Unknown sort parameter ${param}`);
   const kind = kindOf(t);
   const agg = descending ? 'MAX' : 'MIN';
-  const col: Record<Kind, string> = {
-    string: 'value',
-    token: 'code',
-    reference: 'reference',
-    date: descending ? 'high' : 'low',
-    number: 'value',
-    quantity: 'value',
-    uri: 'value',
-  };
   // The rid fixes the type: the parameter ids of every searched type can be offered at once. `+x.pid`: the
   // rows of this rid through the primary key, not a walk of the parameter's (pid, value) index.
-  return `(SELECT ${agg}(x.${col[kind]}) FROM ${TABLES[kind].table} x WHERE x.rid = ${rowid} AND ${pidIs('+x.pid', types, param, q)})`;
+  return `(SELECT ${agg}(x.${sortColumn(kind, descending)}) FROM ${TABLES[kind].table} x WHERE x.rid = ${rowid} AND ${pidIs('+x.pid', types, param, q)})`;
 }
 
 /**
@@ -1201,15 +1209,6 @@ function topKSearch(request: SearchRequest, pids: ParamIds | undefined, content:
   return { sql, params: q.params };
 }
 
-/** Sort key kinds whose key column leads a (pid, column) index: the walk reads that index in order. */
-const WALKABLE: Partial<Record<Kind, (descending: boolean) => string>> = {
-  date: (descending) => (descending ? 'high' : 'low'),
-  string: () => 'value',
-  token: () => 'code',
-  number: () => 'value',
-  uri: () => 'value',
-};
-
 /**
  * A page of `[type]?p1=a&p2=b&_sort=[-]key` whose filters are all common (or absent), by walking the sort
  * key's index in the page's order: `idx_date (pid, high)` downwards for `-date`. Each index row is a candidate
@@ -1245,8 +1244,8 @@ function sortWalk(
   const type = types[0]!;
   if (key.param === '_id' || key.param === '_lastUpdated') return undefined;
   const kind = paramType(types, key.param);
-  const column = kind && kind in TABLES ? WALKABLE[kind as Kind]?.(key.descending) : undefined;
-  if (!column) return undefined;
+  if (!kind || !WALKABLE.has(kind as Kind)) return undefined;
+  const column = sortColumn(kind as Kind, key.descending);
   if (!request.filters.every((f) => f.kind === 'param' && !f.not && f.type !== 'composite' && f.type in TABLES)) return undefined;
   const back = !!cursor?.before;
   // Walking down the index: descending forwards, ascending backwards (a previous link). Missing keys are
