@@ -538,7 +538,23 @@ const HISTORYLESS_COLUMNS = "NULL AS seq, r.resource_type, r.id, r.version, r.la
 /** The resources row (alias r) has no history copy. */
 const NO_HISTORY_COPY = 'NOT EXISTS (SELECT 1 FROM history h WHERE h.resource_type = r.resource_type AND h.id = r.id AND h.version = r.version)';
 
+/**
+ * A search's statements (the sort walk's and counts at compile time, the page, `_total`, the includes) read one
+ * snapshot: in a read transaction of their own outside a write transaction. Without it each statement sees the
+ * commits made up to its start, and with the audit worker (DSP_AUDIT_THREAD) another connection commits to the
+ * same file between them.
+ */
 function searchIn(s: Statements, request: SearchRequest): SearchResult {
+  if (s.db.isTransaction) return searchOnce(s, request);
+  s.db.exec('BEGIN');
+  try {
+    return searchOnce(s, request);
+  } finally {
+    s.db.exec('COMMIT');
+  }
+}
+
+function searchOnce(s: Statements, request: SearchRequest): SearchResult {
   const compiled = compileSearch(request, { paramIds: paramIds(s.db) });
   // count 0 (_summary=count, _count=0): the total only, no page query.
   const rows = request.count > 0 ? (s.db.prepare(compiled.sql).all(...(compiled.params as SQLInputValue[])) as unknown as ResourceRow[]) : [];
