@@ -1215,7 +1215,8 @@ function topKSearch(request: SearchRequest, pids: ParamIds | undefined, content:
  * when it holds its resource's key (the highest value descending, the lowest ascending: sortExpression's MAX /
  * MIN; one row per resource) and the resource passes every filter, probed on its rid (`EXISTS` through the
  * filter table's primary key); the walk stops at count + 1 candidates, then the rows tied with the last one
- * are added (the (type, id) tie-break needs them), and only those rows are read. The top-k and the general
+ * that can still reach the page are added (the first by id: the (type, id) tie-break), and only those rows are
+ * read. The top-k and the general
  * plan compute the key of every match (18,000 look-ups for a frequent code); with n matches among R keyed
  * rows the walk visits about R × (count + 1) / n index rows, fewer when n is above the probe bound (the same
  * crossover, √(R × (count + 1))), so every filter must count at least the bound (planProbes' bounded count).
