@@ -19,23 +19,13 @@ import { extractIndex } from '../src/search/indexer.ts';
 import { parseSearch } from '../src/search/parse.ts';
 import { compileSearch, paramIds, SEARCH_SCHEMA_VERSION, type ParamIds } from '../src/store/sqlite/search-sql.ts';
 import type { Predicate } from '../src/search/types.ts';
+import { rng } from '../bench/lib/stats.ts';
 
 /** Spans drive queries only under a probe bound above 0. */
 const SPANS = process.env.DSP_SEARCH_PROBE_BOUND !== '0';
 const dir = mkdtempSync(join(tmpdir(), 'dsp-date-span-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Deterministic pseudo-random numbers (the data and queries are the same in every run). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = rng(20261122);
 const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
 const pad = (n: number) => String(n).padStart(2, '0');

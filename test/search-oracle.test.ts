@@ -24,6 +24,7 @@ import { expandSearchFilters } from '../src/search/valuesets.ts';
 import { terminologyService } from '../src/terminology/service.ts';
 import type { SearchRequest } from '../src/search/types.ts';
 import { compileMongoFilter, mongoIndexFields, resolveMongoChains, resolveMongoIncludes, type Document } from '../src/store/mongo/search-filter.ts';
+import { rng } from '../bench/lib/stats.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const SYNTHEA = join(ROOT, '..', 'shared', 'data', 'synthea');
@@ -47,17 +48,6 @@ interface GenQuery {
   count: number;
   /** The oracle's answer, computed once. */
   expected?: { matches: Set<string>; included: Set<string> };
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const readBundle = (file: string) => JSON.parse(execFileSync('bzip2', ['-dc', file], { maxBuffer: 1 << 30 }).toString('utf8')) as Bundle;

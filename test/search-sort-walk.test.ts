@@ -26,6 +26,7 @@ import { extractIndex } from '../src/search/indexer.ts';
 import { parseSearch } from '../src/search/parse.ts';
 import { compileSearch, paramIds, type ParamIds } from '../src/store/sqlite/search-sql.ts';
 import type { SearchRequest } from '../src/search/types.ts';
+import { rng } from '../bench/lib/stats.ts';
 
 /** The plan shapes are those of the scaled probe bound (a fixed DSP_SEARCH_PROBE_BOUND changes them). */
 const SCALED = !process.env.DSP_SEARCH_PROBE_BOUND;
@@ -33,17 +34,6 @@ const dir = mkdtempSync(join(tmpdir(), 'dsp-sort-walk-'));
 const path = join(dir, 'walk.db');
 let store: SqliteStore;
 let db: DatabaseSync;
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const N = 3000;
 
