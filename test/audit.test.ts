@@ -394,6 +394,10 @@ describe('audit trail failures and durability modes', () => {
     expect(log.failed).toBe(true);
     log.record(event(3));
     await expect(log.flush()).rejects.toMatchObject({ status: 503 });
+    // Nothing is ever written again, so nothing is kept: the queue does not grow with every refused request.
+    const queued = () => (log as unknown as { queue: unknown[] }).queue.length;
+    for (let i = 4; i < 20; i++) log.record(event(i));
+    expect(queued()).toBe(0);
     expect((await allAuditEvents(store)).length).toBe(1);
     await store.close();
   });
@@ -450,6 +454,7 @@ describe('audit trail failures and durability modes', () => {
     await worker.terminate();
     await exited;
     expect(rt.audit.failed).toBe(true);
+    const queued = () => (rt.audit as unknown as { queue: unknown[] }).queue.length;
     for (const path of ['/fhir/Observation/o-dead', '/fhir/Practitioner/pr-dead']) {
       const res = await t.http.get(path);
       expect(res.status).toBe(503);
@@ -457,6 +462,8 @@ describe('audit trail failures and durability modes', () => {
       expect(JSON.stringify(res.body)).toContain('audit trail');
       expect(JSON.stringify(res.body)).not.toContain('o-dead');
     }
+    // The refused answers' entries are not kept either (nothing will ever send them).
+    expect(queued()).toBe(0);
   });
 });
 

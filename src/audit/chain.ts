@@ -225,6 +225,8 @@ export class AuditLog {
    * same commit makes it durable.
    */
   record(event: AuditEvent, options?: { durable?: boolean }): void {
+    // After a failure no write happens again (flush() rejects at once): queuing would only grow memory per request.
+    if (this.failure) return;
     this.queue.push(event);
     if (options?.durable !== false) this.durableQueued = true;
   }

@@ -89,6 +89,8 @@ export class AuditTrailWorker implements AuditTrail {
   }
 
   record(event: AuditEvent, options?: { durable?: boolean }): void {
+    // After a failure nothing is sent again (flush() rejects at once): queuing would only grow memory per request.
+    if (this.failure) return;
     this.queue.push({ event, durable: options?.durable !== false });
   }
 
