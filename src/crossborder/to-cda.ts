@@ -252,10 +252,15 @@ export function bundleToCdaTree(bundle: Bundle, opts: ToCdaOptions = {}): X {
   const lang = comp.language ?? bundle.language ?? opts.language ?? 'fr-LU';
   const ctx: Ctx = { lang, L: labels(lang), res, sectionIndex: 0, n: 0, authorRef: comp.author?.[0], careTeams: new Map() };
   for (const e of bundle.entry ?? []) {
-    if (e.resource?.resourceType !== 'CareTeam') continue;
+    // A team entered in error never looked after the condition: the pivot has no status that says "void" for a
+    // care team act (statusCode normal/active/completed/suspended all assert it existed), so it is not written.
+    if (e.resource?.resourceType !== 'CareTeam' || e.resource.status === 'entered-in-error') continue;
     for (const r of e.resource.reasonReference ?? []) {
       const c = res.get<Condition>(r);
-      if (c?.resourceType === 'Condition') ctx.careTeams.set(c, [...(ctx.careTeams.get(c) ?? []), e.resource]);
+      if (c?.resourceType !== 'Condition') continue;
+      // One act per team and condition, however often the team's reasonReference names it.
+      const teams = ctx.careTeams.get(c) ?? [];
+      if (!teams.includes(e.resource)) ctx.careTeams.set(c, [...teams, e.resource]);
     }
   }
 
@@ -1087,11 +1092,11 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
 
 /**
  * eHDSI care team act (3.48, eHDSICareTeamAct) for a CareTeam that looks after the condition: code 85847-2 (the
- * team's LOINC category, else the template's code), status, period, and each participant who is a Practitioner as
- * a performer (assignedEntity: id, name).
+ * template fixes it; the team's category codings travel as its translations), status, period, and each
+ * participant who is a Practitioner as a performer (assignedEntity: id, name).
  */
 function careTeamAct(t: CareTeam, ctx: Ctx): X {
-  const category = t.category?.find((c) => c.coding?.some((k) => k.system === LOINC_URI && k.code === '85847-2'));
+  const own: Coding = { system: LOINC_URI, code: '85847-2' };
   const status = t.status === 'active' ? 'active' : t.status === 'inactive' ? 'completed' : t.status === 'suspended' ? 'suspended' : 'normal';
   const performers = (t.participant ?? []).map((p) => ctx.res.get<Practitioner>(p.member)).filter((p): p is Practitioner => p?.resourceType === 'Practitioner');
   return el(
@@ -1101,7 +1106,7 @@ function careTeamAct(t: CareTeam, ctx: Ctx): X {
       'act',
       { classCode: 'PCPR', moodCode: 'EVN' },
       tid(T('3.48')),
-      category ? toCD(displayed(category), { tag: 'code', noOriginalText: true }) : fixed('code', '85847-2', LOINC_URI, 'Patient Care team information'),
+      withTranslations(fixed('code', own.code!, LOINC_URI, 'Patient Care team information'), own, { coding: (t.category ?? []).flatMap((c) => c.coding ?? []) }),
       el('statusCode', { code: status }),
       t.period?.start || t.period?.end ? ivl('effectiveTime', t.period.start, t.period.end) : undefined,
       ...performers.map((p) => el('performer', { typeCode: 'PRF' }, el('assignedEntity', { classCode: 'ASSIGNED' }, idForResource(p, '1.3.182.4.10'), el('assignedPerson', { classCode: 'PSN', determinerCode: 'INSTANCE' }, name(p.name?.[0]))))),
