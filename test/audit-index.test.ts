@@ -96,6 +96,25 @@ describe('the audit trail index extractor', () => {
     expect(values.some((v) => v.param === 'agent-name')).toBe(true);
   });
 
+  it('a malformed stored entry (edited outside the server) goes through extractIndex instead of throwing', () => {
+    const malformed: Record<string, unknown>[] = [];
+    const tagged = events.find((e) => e.meta?.tag?.length)!;
+    const at = (e: AuditEvent, edit: (x: Record<string, any>) => void) => {
+      const x = structuredClone(e) as unknown as Record<string, any>;
+      edit(x);
+      malformed.push(x);
+    };
+    at(tagged, (x) => (x.meta.tag = x.meta.tag[0]));
+    at(events[0], (x) => (x.subtype = x.subtype[0]));
+    at(events[0], (x) => (x.agent[0].role = 'doctor'));
+    at(events[0], (x) => (x.agent[0].policy = 'https://dsp.lu/policy'));
+    for (const x of malformed) {
+      const e = x as unknown as AuditEvent;
+      expect(indexedDirectly(e), JSON.stringify(x)).toBe(false);
+      expect(auditIndexValues(e)).toStrictEqual(extractIndex(e));
+    }
+  });
+
   it('a SearchParameter registered on AuditEvent sends every event through extractIndex', () => {
     const e = events[0];
     expect(indexedDirectly(e)).toBe(true);

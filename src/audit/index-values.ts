@@ -98,9 +98,18 @@ function knownShape(e: Obj): boolean {
   for (const k in e) if (!EVENT_KEYS.has(k)) return false;
   if (!optionalOnly(e.meta, META_KEYS) || !optionalOnly(e.source, SOURCE_KEYS)) return false;
   if (!eachOnly(e.agent, AGENT_KEYS) || !eachOnly(e.entity, ENTITY_KEYS)) return false;
-  for (const a of (e.agent as Obj[] | undefined) ?? []) if (!optionalOnly(a.who, REFERENCE_KEYS)) return false;
+  // The repeating elements read below must be arrays: a stored entry edited outside the server may hold an
+  // object or a string there (for...of would throw, or walk a string's characters).
+  if (!optionalArray((e.meta as Obj | undefined)?.tag) || !optionalArray(e.subtype)) return false;
+  for (const a of (e.agent as Obj[] | undefined) ?? []) {
+    if (!optionalOnly(a.who, REFERENCE_KEYS) || !optionalArray(a.role) || !optionalArray(a.policy)) return false;
+  }
   for (const x of (e.entity as Obj[] | undefined) ?? []) if (!optionalOnly(x.what, REFERENCE_KEYS)) return false;
   return optionalOnly((e.source as Obj | undefined)?.observer, REFERENCE_KEYS);
+}
+
+function optionalArray(value: unknown): boolean {
+  return value === undefined || Array.isArray(value);
 }
 
 // -- values, as src/search/indexer.ts converts them --------------------------------------------------------
@@ -197,6 +206,16 @@ export function indexedDirectly(event: AuditEvent | Resource): boolean {
 export function auditIndexValues(event: AuditEvent | Resource): IndexValue[] {
   const e = event as unknown as Obj;
   if (!registryIsBase() || !knownShape(e)) return extractIndex(event as Resource);
+  try {
+    return directValues(e);
+  } catch {
+    // A shape knownShape let through but the direct path cannot read (a malformed stored entry): the generic
+    // indexer answers, so that one odd entry never stops the indexing of the trail.
+    return extractIndex(event as Resource);
+  }
+}
+
+function directValues(e: Obj): IndexValue[] {
   const out: IndexValue[] = [];
   const agents = (e.agent as Obj[] | undefined) ?? [];
   const entities = (e.entity as Obj[] | undefined) ?? [];
