@@ -402,6 +402,46 @@ describe('audit trail failures and durability modes', () => {
     await store.close();
   });
 
+  it('an indexing chunk that finishes while a write commits keeps its progress (the head the write installs has it)', async () => {
+    const store = new SqliteStore({ path: ':memory:' });
+    await store.init();
+    let gate: Promise<void> | undefined;
+    const held = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'transaction') {
+          return async (work: Parameters<SqliteStore['transaction']>[0], options?: Parameters<SqliteStore['transaction']>[1]) => {
+            if (gate) await gate;
+            return target.transaction(work, options);
+          };
+        }
+        const v = Reflect.get(target, prop) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const log = new AuditLog(held);
+    const inner = log as unknown as { head?: { indexedThrough?: string }; runIndexer(): Promise<void>; unindexed: { lastUpdated: string }[] };
+    log.record(event(1));
+    await log.flush();
+    const firstTime = inner.unindexed[0].lastUpdated;
+    // The second write copies the head, then waits in its commit while the indexer indexes the first entry.
+    let open!: () => void;
+    gate = new Promise<void>((r) => (open = r));
+    log.record(event(2));
+    const second = log.flush();
+    await new Promise((r) => setTimeout(r, 10));
+    await inner.runIndexer();
+    expect(inner.head?.indexedThrough).toBe(firstTime);
+    gate = undefined;
+    open();
+    await second;
+    expect(inner.head?.indexedThrough).toBe(firstTime);
+    await log.indexed();
+    expect(inner.unindexed.length).toBe(0);
+    expect(inner.head?.indexedThrough).toBe((await allAuditEvents(store)).at(-1)?.meta?.lastUpdated);
+    await log.close();
+    await store.close();
+  });
+
   it('a failed indexing run makes every AuditEvent search waiting on it a 503, not a shorter answer', async () => {
     const store = new SqliteStore({ path: ':memory:' });
     await store.init();

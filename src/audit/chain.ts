@@ -302,6 +302,10 @@ export class AuditLog {
         for (const e of linked) times.push((await s.put(e, { method: 'POST', index: [] })).lastUpdated);
         await s.put(headResource(head), { method: 'POST', index: [] });
       }, { durable: false });
+      // An indexing chunk that finished while this commit ran moved this.head.indexedThrough past the copy's:
+      // keep the later of the two (else it is lost, and a restart indexes those entries again).
+      const indexed = this.head?.indexedThrough;
+      if (indexed !== undefined && (head.indexedThrough === undefined || indexed > head.indexedThrough)) head.indexedThrough = indexed;
       this.head = head;
       this.written += linked.length;
       for (let i = 0; i < linked.length; i++) this.unindexed.push({ id: linked[i].id!, event: linked[i], lastUpdated: times[i] });
