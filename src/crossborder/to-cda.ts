@@ -1348,13 +1348,32 @@ function results(list: Observation[], sid: string, ctx: Ctx): Built {
   };
   // A panel's members are written inside its organizer: a member the section also lists (a common IPS layout) is
   // not written again as an entry of its own (same id twice, narrative rows doubled, two Observations on the way back).
-  const inPanel = new Set<Observation>();
-  for (const o of list) for (const r of o.hasMember ?? []) {
-    const m = ctx.res.get<Observation>(r);
-    if (m && m !== o) inPanel.add(m);
-  }
-  for (const o of list) {
-    if (inPanel.has(o)) continue;
+  // The pivot has one organizer level, so a panel's members are collected through nested panels (outer -> inner ->
+  // leaf) into one flat list; a panel in between without a value of its own is only a grouping and is not written.
+  // A visited set stops a hasMember cycle. Observations no other listed one names as member are written first, so
+  // an outer panel listed after its inner one still takes the whole tree.
+  const members = (o: Observation): { flat: Observation[]; seen: Set<Observation> } => {
+    const flat: Observation[] = [];
+    const seen = new Set<Observation>([o]);
+    const walk = (p: Observation) => {
+      for (const r of p.hasMember ?? []) {
+        const m = ctx.res.get<Observation>(r);
+        if (m?.resourceType !== 'Observation' || seen.has(m)) continue;
+        seen.add(m);
+        if (hasValue(m) || !m.hasMember?.length) flat.push(m);
+        walk(m);
+      }
+    };
+    walk(o);
+    seen.delete(o);
+    return { flat, seen };
+  };
+  const named = new Set<Observation>();
+  for (const o of list) for (const m of members(o).seen) named.add(m);
+  const written = new Set<Observation>();
+  for (const o of [...list.filter((o) => !named.has(o)), ...list.filter((o) => named.has(o))]) {
+    if (written.has(o)) continue;
+    written.add(o);
     const rowId = row(o);
     const when = o.effectiveDateTime ?? o.effectivePeriod?.start;
     if (isBloodGroup(o)) {
@@ -1363,23 +1382,34 @@ function results(list: Observation[], sid: string, ctx: Ctx): Built {
       );
       continue;
     }
-    const members = (o.hasMember ?? []).map((r) => ctx.res.get<Observation>(r)).filter((m): m is Observation => m?.resourceType === 'Observation');
-    const parts = members.length ? members.map((m) => ({ m, id: row(m) })) : [{ m: o, id: rowId }];
+    const tree = members(o);
+    const flat = tree.flat.filter((m) => !written.has(m));
+    for (const m of tree.seen) written.add(m);
+    // A panel with a value of its own (a hasMember cycle makes one) is its own first component: the organizer then
+    // has an id of its own, as for a result standing alone.
+    const self = !flat.length || hasValue(o);
+    const parts = [...(self ? [{ m: o, id: rowId }] : []), ...flat.map((m) => ({ m, id: row(m) }))];
+    const isPanel = flat.length > 0;
     out.push(
       el(
         'organizer',
         { classCode: 'BATTERY', moodCode: 'EVN' },
         tid(T('3.42')),
         // A result standing alone: its id goes on the observation inside; the organizer is another act, another id.
-        members.length ? entryId(o) : el('id', { root: randomUUID().toUpperCase() }),
-        members.length ? toCD(displayed(o.code), { tag: 'code', ref: `${rowId}-name` }) : el('code', { nullFlavor: 'NI' }),
+        isPanel && !self ? entryId(o) : el('id', { root: randomUUID().toUpperCase() }),
+        isPanel ? toCD(displayed(o.code), { tag: 'code', ref: `${rowId}-name` }) : el('code', { nullFlavor: 'NI' }),
         el('statusCode', { code: 'completed' }),
-        members.length && when ? ts('effectiveTime', when) : undefined,
+        isPanel && when ? ts('effectiveTime', when) : undefined,
         ...parts.map(({ m, id }) => el('component', undefined, resultObservation(m, id, sid, ctx, notes))),
       ),
     );
   }
   return { narrative: [table([L.name, L.value, L.reference, L.date], rows), ...notes], entries: out };
+}
+
+/** Whether an Observation carries a value of its own (value[x]). */
+function hasValue(o: Observation): boolean {
+  return Object.keys(o).some((k) => k.startsWith('value') && k !== 'valueSet');
 }
 
 /** An eHDSI result observation (3.43): value, interpretation, method, site, comments (COMP) and the reference range. */
