@@ -5,7 +5,7 @@
  * both give the same values in the same order; the events are indexed directly, not through the fallback; an
  * event of another shape and a changed AuditEvent parameter set go through `extractIndex`.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent } from 'fhir/r4';
 import { makeApp, type TestApp } from './support/app.ts';
 import { seed } from './access-fixture.ts';
@@ -13,7 +13,7 @@ import { accessRuntime } from '../src/access/service.ts';
 import { allAuditEvents } from '../src/audit/chain.ts';
 import { auditIndexValues, indexedDirectly } from '../src/audit/index-values.ts';
 import { extractIndex } from '../src/search/indexer.ts';
-import { addSearchParameter } from '../src/search/registry.ts';
+import { setServerSearchParameters } from '../src/search/registry.ts';
 
 let t: TestApp;
 let events: AuditEvent[];
@@ -55,6 +55,16 @@ beforeAll(async () => {
     ],
   });
   ok(tx.status);
+  // A transaction of twelve entries: its event lists more than eight values of one parameter (entity, entity-type).
+  const big = await gp.post('/fhir').send({
+    resourceType: 'Bundle',
+    type: 'transaction',
+    entry: [
+      ...Array.from({ length: 6 }, (_, i) => ({ resource: { resourceType: 'Observation', status: 'final', code: { text: `step ${i}` }, subject: { reference: 'Patient/anna' } }, request: { method: 'POST', url: 'Observation' } })),
+      ...['Patient/anna', 'Observation/o-normal', 'Observation?subject=Patient/anna', 'Patient/anna', 'Observation/o-blood', 'Practitioner/dr-gp'].map((url) => ({ request: { method: 'GET', url } })),
+    ],
+  });
+  ok(big.status);
   const batch = await gp.post('/fhir').send({ resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'Observation/o-ben' } }, { request: { method: 'GET', url: 'Patient/ben' } }] });
   ok(batch.status);
   const rt = await accessRuntime(t.ctx);
@@ -71,9 +81,12 @@ describe('the audit trail index extractor', () => {
     expect(events.some((e) => e.meta?.tag?.some((c) => c.code === 'emergency-access'))).toBe(true);
     expect(events.some((e) => e.agent.some((a) => a.who?.reference === 'Patient/anna'))).toBe(true);
     expect(events.some((e) => e.agent.some((a) => a.who?.reference === 'Organization/ncp-be'))).toBe(true);
+    // The twelve-entry transaction: more than eight values of one parameter (withoutRepeats' long branch).
+    expect(events.some((e) => (e.entity?.length ?? 0) >= 9)).toBe(true);
+    expect(events.some((e) => auditIndexValues(e).filter((v) => v.param === 'entity').length > 8)).toBe(true);
     for (const e of events) {
       expect(indexedDirectly(e), `AuditEvent ${e.subtype?.[0]?.code}`).toBe(true);
-      expect(auditIndexValues(e), JSON.stringify(e)).toEqual(extractIndex(e));
+      expect(auditIndexValues(e), JSON.stringify(e)).toStrictEqual(extractIndex(e));
     }
   });
 
@@ -81,7 +94,7 @@ describe('the audit trail index extractor', () => {
     for (const e of events) {
       const { meta, ...rest } = e;
       const bare = (meta?.tag ? { ...rest, meta: { tag: meta.tag } } : rest) as AuditEvent;
-      expect(auditIndexValues(bare)).toEqual(extractIndex(bare));
+      expect(auditIndexValues(bare)).toStrictEqual(extractIndex(bare));
     }
   });
 
@@ -92,7 +105,7 @@ describe('the audit trail index extractor', () => {
     e.entity = [...(e.entity ?? []), { name: 'ström', what: { identifier: { system: 'urn:x', value: '1' } } }];
     expect(indexedDirectly(e)).toBe(false);
     const values = auditIndexValues(e);
-    expect(values).toEqual(extractIndex(e));
+    expect(values).toStrictEqual(extractIndex(e));
     expect(values.some((v) => v.param === 'agent-name')).toBe(true);
   });
 
@@ -115,23 +128,59 @@ describe('the audit trail index extractor', () => {
     }
   });
 
-  it('a SearchParameter registered on AuditEvent sends every event through extractIndex', () => {
-    const e = events[0];
-    expect(indexedDirectly(e)).toBe(true);
-    addSearchParameter({
-      resourceType: 'SearchParameter',
-      url: 'https://dsp.lu/fhir/SearchParameter/audit-purpose',
-      name: 'purpose',
-      status: 'active',
-      description: 'purpose of the event',
-      code: 'purpose',
-      base: ['AuditEvent'],
-      type: 'token',
-      expression: 'AuditEvent.purposeOfEvent',
+  describe('a changed AuditEvent parameter set', () => {
+    // The server's own path for SearchParameters created through the API; undone after each test.
+    afterEach(() => {
+      setServerSearchParameters([]);
     });
-    expect(indexedDirectly(e)).toBe(false);
-    const values = auditIndexValues(e);
-    expect(values.some((v) => v.param === 'purpose')).toBe(true);
-    expect(values).toEqual(extractIndex(e));
+
+    it('a SearchParameter registered on AuditEvent sends every event through extractIndex', () => {
+      const e = events[0];
+      expect(indexedDirectly(e)).toBe(true);
+      setServerSearchParameters([
+        {
+          resourceType: 'SearchParameter',
+          url: 'https://dsp.lu/fhir/SearchParameter/audit-purpose',
+          name: 'purpose',
+          status: 'active',
+          description: 'purpose of the event',
+          code: 'purpose',
+          base: ['AuditEvent'],
+          type: 'token',
+          expression: 'AuditEvent.purposeOfEvent',
+        },
+      ]);
+      expect(indexedDirectly(e)).toBe(false);
+      const values = auditIndexValues(e);
+      expect(values.some((v) => v.param === 'purpose')).toBe(true);
+      expect(values).toStrictEqual(extractIndex(e));
+    });
+
+    it('a built-in parameter given another expression sends every event through extractIndex', () => {
+      const e = events.find((x) => x.entity?.some((y) => y.role))!;
+      expect(indexedDirectly(e)).toBe(true);
+      setServerSearchParameters([
+        {
+          resourceType: 'SearchParameter',
+          url: 'https://dsp.lu/fhir/SearchParameter/audit-entity-type',
+          name: 'entity-type',
+          status: 'active',
+          description: 'the role of the entity, searched as its type',
+          code: 'entity-type',
+          base: ['AuditEvent'],
+          type: 'token',
+          expression: 'AuditEvent.entity.role',
+        },
+      ]);
+      expect(indexedDirectly(e)).toBe(false);
+      const values = auditIndexValues(e);
+      expect(values).toStrictEqual(extractIndex(e));
+      const roles = e.entity!.filter((x) => x.role).map((x) => x.role!.code);
+      expect(values.filter((v) => v.param === 'entity-type').map((v) => (v as { code?: string }).code)).toStrictEqual([...new Set(roles)]);
+    });
+
+    it('the registry is the base set again after each test', () => {
+      expect(indexedDirectly(events[0])).toBe(true);
+    });
   });
 });
