@@ -916,8 +916,6 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
     // The interpretation codes of a severity observation (CCD: S / N), kept in cda-code: the observation's own
     // interpretationCode, which neither eHDSISeverity nor the IHE severity entry constrains.
     const interpretations = (r: { extension?: Extension[] } | undefined) => readCdaExts(r, 'severityInterpretation').map((i) => toCD(displayed(i), { tag: 'interpretationCode', noOriginalText: true }));
-    const severityObservation = (value: X, interp: X[]) =>
-      el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('statusCode', { code: 'completed' }), value, ...interp));
     // An allergy-level severity beside the reaction's (kept in cda-code on the AllergyIntolerance): the IHE severity
     // entry (1.3.6.1.4.1.19376.1.5.3.1.4.1) under the allergy observation, as IHE PCC's allergy entry, the parent of
     // eHDSIAllergiesAndIntolerances, allows; the eHDSI template leaves it open (validator: 0 errors).
@@ -1077,7 +1075,7 @@ function problems(list: Condition[], sid: string, ctx: Ctx, past: boolean): Buil
               ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid(T('3.49')), fixed('code', '66455-7', LOINC_URI, 'Condition verification status'), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), fixed('value', ver.code, 'http://terminology.hl7.org/CodeSystem/condition-ver-status', ver.display ?? ver.code, { 'xsi:type': 'CE' })))
               : undefined,
             c.severity?.coding?.length
-              ? el('entryRelationship', { typeCode: 'SUBJ', inversionInd: 'true' }, el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), el('text', undefined, el('reference', { value: `#${rowId}-name` })), el('statusCode', { code: 'completed' }), toCD(displayed(c.severity), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true })))
+              ? severityObservation(toCD(displayed(c.severity), { tag: 'value', xsiType: 'CD', valueSet: VS.severity, noOriginalText: true }), [], `${rowId}-name`)
               : undefined,
             ...statusObservations(c, `${rowId}-name`),
             ...(ctx.careTeams.get(c) ?? []).map((t) => careTeamAct(t, ctx)),
@@ -1405,6 +1403,18 @@ function results(list: Observation[], sid: string, ctx: Ctx): Built {
     );
   }
   return { narrative: [table([L.name, L.value, L.reference, L.date], rows), ...notes], entries: out };
+}
+
+/**
+ * An IHE severity observation (SEV, inverted SUBJ) with its value and interpretations; `ref` (a narrative id) adds
+ * the <text> reference where the entry has a narrative row to point at.
+ */
+function severityObservation(value: X, interp: X[], ref?: string): X {
+  return el(
+    'entryRelationship',
+    { typeCode: 'SUBJ', inversionInd: 'true' },
+    el('observation', { classCode: 'OBS', moodCode: 'EVN' }, tid('1.3.6.1.4.1.19376.1.5.3.1.4.1'), tid('2.16.840.1.113883.10.20.1.55'), el('code', { code: 'SEV', codeSystem: '2.16.840.1.113883.5.4', codeSystemName: 'ActCode', displayName: 'Severity' }), ref ? el('text', undefined, el('reference', { value: `#${ref}` })) : undefined, el('statusCode', { code: 'completed' }), value, ...interp),
+  );
 }
 
 /** Whether an Observation carries a value of its own (value[x]). */
