@@ -10,12 +10,10 @@
  * `extractIndex`), and the event may hold only elements this module reads or knows to be unindexed; any other
  * element (a name, a network address, an altId, a narrative...) sends that event to `extractIndex` as well.
  */
-import type { AuditEvent, Coding, Resource } from 'fhir/r4';
+import type { AuditEvent, Resource } from 'fhir/r4';
 import type { IndexValue } from '../search/types.ts';
-import { extractIndex } from '../search/indexer.ts';
-import { dateRange, fold as foldText, normalizeReference as normalizeReferenceOf, MAX_DATE, MIN_DATE } from '../search/normalize.ts';
+import { CONVERTERS, dedupe, extractIndex } from '../search/indexer.ts';
 import { onRegistryChange, searchParamsFor } from '../search/registry.ts';
-import { fhirModel } from '../fhir/model.ts';
 import { wordsOf, xhtmlText } from '../search/text.ts';
 
 /** The AuditEvent parameters this module gives, as the registry defines them (code, type, expression). */
@@ -112,11 +110,23 @@ function optionalArray(value: unknown): boolean {
   return value === undefined || Array.isArray(value);
 }
 
-// -- values, as src/search/indexer.ts converts them --------------------------------------------------------
+// -- values: src/search/indexer.ts's own converters, given each element with its FHIR type ----------------
 
-const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
+const tokenValues = CONVERTERS.token!;
+const referenceValues = CONVERTERS.reference!;
+const dateValues = CONVERTERS.date!;
 
-/** Bounded memo of a pure function of a string (displays, references and instants repeat across events). */
+/** A reference's value, kept only when it targets `onlyType` (the `patient` parameter's `resolve() is Patient`). */
+function referenceOf(param: string, v: unknown, out: IndexValue[], onlyType: string): void {
+  const at = out.length;
+  referenceValues(param, { value: v, type: 'Reference' }, out);
+  for (let i = at; i < out.length; i++) {
+    const r = out[i];
+    if (r.type !== 'reference' || r.targetType !== onlyType) out.splice(i--, 1);
+  }
+}
+
+/** Bounded memo of a pure function of a string (the words of strings that repeat across events). */
 function memo<T>(fn: (s: string) => T): (s: string) => T {
   const cache = new Map<string, T>();
   return (s) => {
@@ -129,43 +139,8 @@ function memo<T>(fn: (s: string) => T): (s: string) => T {
   };
 }
 
-const fold = memo(foldText);
-const normalizeReference = memo((ref: string) => normalizeReferenceOf(ref, (t) => fhirModel().isResourceType(t)));
 /** The distinct words of one string, in order (the `_content` words are the union over the event's strings). */
 const words = memo((s: string) => [...wordsOf(s)]);
-
-function codingToken(param: string, c: unknown, out: IndexValue[]): void {
-  if (!c || typeof c !== 'object') return;
-  const o = c as Coding;
-  if (str(o.code) || str(o.system) || str(o.display)) out.push({ param, type: 'token', system: str(o.system), code: str(o.code), text: str(o.display) && fold(o.display!) });
-}
-
-function codeToken(param: string, v: unknown, out: IndexValue[]): void {
-  if (typeof v === 'string' || typeof v === 'number') out.push({ param, type: 'token', code: String(v) });
-  else if (typeof v === 'boolean') out.push({ param, type: 'token', code: v ? 'true' : 'false' });
-}
-
-function conceptTokens(param: string, v: unknown, out: IndexValue[]): void {
-  if (!v || typeof v !== 'object') return;
-  const o = v as Obj;
-  let text = str(o.text) && fold(o.text as string);
-  for (const c of (o.coding as Obj[] | undefined) ?? []) {
-    if (str(c.code) || str(c.system)) {
-      const display = str(c.display) && fold(c.display as string);
-      out.push({ param, type: 'token', system: str(c.system), code: str(c.code), text: display });
-      if (display === text) text = undefined;
-    }
-  }
-  if (text) out.push({ param, type: 'token', text });
-}
-
-function referenceValue(param: string, v: unknown, out: IndexValue[], onlyType?: string): void {
-  const ref = v && typeof v === 'object' ? str((v as Obj).reference) : undefined;
-  if (!ref) return;
-  const n = normalizeReference(ref);
-  if (onlyType && n.targetType !== onlyType) return;
-  out.push({ param, type: 'reference', ...n });
-}
 
 /** A string that is one lower-case ASCII word as it stands (codes, hashes, ids): its only word is itself. */
 function isOneWord(s: string): boolean {
@@ -221,76 +196,25 @@ function directValues(e: Obj): IndexValue[] {
   const entities = (e.entity as Obj[] | undefined) ?? [];
   const source = e.source as Obj | undefined;
   // In the registry's order (BASE_PARAMS); _text, _content, _id and _lastUpdated are not expressions.
-  for (const t of ((e.meta as Obj | undefined)?.tag as unknown[] | undefined) ?? []) codingToken('_tag', t, out);
-  codeToken('action', e.action, out);
-  for (const a of agents) referenceValue('agent', a.who, out);
-  for (const a of agents) for (const r of (a.role as unknown[] | undefined) ?? []) conceptTokens('agent-role', r, out);
-  if (typeof e.recorded === 'string') {
-    const r = dateRange(e.recorded);
-    if (r) out.push({ param: 'date', type: 'date', low: r.low ?? MIN_DATE, high: r.high ?? MAX_DATE });
-  }
-  for (const x of entities) referenceValue('entity', x.what, out);
-  for (const x of entities) codingToken('entity-role', x.role, out);
-  for (const x of entities) codingToken('entity-type', x.type, out);
-  codeToken('outcome', e.outcome, out);
-  for (const a of agents) referenceValue('patient', a.who, out, 'Patient');
-  for (const x of entities) referenceValue('patient', x.what, out, 'Patient');
+  for (const t of ((e.meta as Obj | undefined)?.tag as unknown[] | undefined) ?? []) tokenValues('_tag', { value: t, type: 'Coding' }, out);
+  tokenValues('action', { value: e.action, type: 'code' }, out);
+  for (const a of agents) referenceValues('agent', { value: a.who, type: 'Reference' }, out);
+  for (const a of agents) for (const r of (a.role as unknown[] | undefined) ?? []) tokenValues('agent-role', { value: r, type: 'CodeableConcept' }, out);
+  if (e.recorded !== undefined) dateValues('date', { value: e.recorded, type: 'instant' }, out);
+  for (const x of entities) referenceValues('entity', { value: x.what, type: 'Reference' }, out);
+  for (const x of entities) tokenValues('entity-role', { value: x.role, type: 'Coding' }, out);
+  for (const x of entities) tokenValues('entity-type', { value: x.type, type: 'Coding' }, out);
+  tokenValues('outcome', { value: e.outcome, type: 'code' }, out);
+  for (const a of agents) referenceOf('patient', a.who, out, 'Patient');
+  for (const x of entities) referenceOf('patient', x.what, out, 'Patient');
   for (const a of agents) for (const p of (a.policy as unknown[] | undefined) ?? []) if (typeof p === 'string' && p) out.push({ param: 'policy', type: 'uri', value: p });
-  if (source) codeToken('site', source.site, out);
-  if (source) referenceValue('source', source.observer, out);
-  for (const s of (e.subtype as unknown[] | undefined) ?? []) codingToken('subtype', s, out);
-  codingToken('type', e.type, out);
+  if (source) tokenValues('site', { value: source.site, type: 'string' }, out);
+  if (source) referenceValues('source', { value: source.observer, type: 'Reference' }, out);
+  for (const s of (e.subtype as unknown[] | undefined) ?? []) tokenValues('subtype', { value: s, type: 'Coding' }, out);
+  tokenValues('type', { value: e.type, type: 'Coding' }, out);
   const content = new Set<string>();
   contentWords(e, content);
-  const values = withoutRepeats(out);
+  const values = dedupe(out);
   if (content.size) values.push({ param: '_content', type: 'text', words: [...content] });
   return values;
-}
-
-/**
- * Drops a value equal to an earlier one of the same parameter, as the generic indexer does (a patient who is
- * both the agent and the entity, the entity-type of every entry of a transaction). Each parameter's values
- * are contiguous here, and none is a composite.
- */
-function withoutRepeats(values: IndexValue[]): IndexValue[] {
-  const out: IndexValue[] = [];
-  for (let i = 0; i < values.length; ) {
-    const param = values[i].param;
-    let j = i + 1;
-    while (j < values.length && values[j].param === param) j++;
-    if (j - i <= 8) {
-      const first = out.length;
-      for (let k = i; k < j; k++) {
-        const v = values[k];
-        let repeat = false;
-        for (let m = first; m < out.length && !repeat; m++) repeat = sameValue(out[m], v);
-        if (!repeat) out.push(v);
-      }
-    } else {
-      // A transaction's entries: many values of one parameter.
-      const seen = new Set<string>();
-      for (let k = i; k < j; k++) {
-        const key = Object.values(values[k]).join('\u0000');
-        if (!seen.has(key)) {
-          seen.add(key);
-          out.push(values[k]);
-        }
-      }
-    }
-    i = j;
-  }
-  return out;
-}
-
-/** Equal as the generic indexer compares them (the same property values in the same order). */
-function sameValue(a: IndexValue, b: IndexValue): boolean {
-  const x = a as unknown as Obj;
-  const y = b as unknown as Obj;
-  let n = 0;
-  for (const k in x) {
-    if ((x[k] ?? '') !== (y[k] ?? '')) return false;
-    n++;
-  }
-  for (const _k in y) n--;
-  return n === 0;
 }

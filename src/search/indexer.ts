@@ -28,7 +28,7 @@ import type { IndexValue } from './types.ts';
 import { specialIndexValues } from './text.ts';
 
 /** A value reached by an expression: its JSON and its FHIR type. */
-interface Node {
+export interface Node {
   value: unknown;
   type: string;
   element?: ElementInfo;
@@ -525,7 +525,8 @@ function uriValues(param: string, node: Node, out: IndexValue[]): void {
   if (typeof node.value === 'string' && node.value) out.push({ param, type: 'uri', value: node.value });
 }
 
-const CONVERTERS: Partial<Record<IndexValue['type'], (param: string, node: Node, out: IndexValue[]) => void>> = {
+/** The index values of one node per parameter type (exported for src/audit/index-values.ts). */
+export const CONVERTERS: Partial<Record<IndexValue['type'], (param: string, node: Node, out: IndexValue[]) => void>> = {
   string: stringValues,
   token: tokenValues,
   reference: referenceValues,
@@ -675,7 +676,7 @@ function extractComposite(p: CompiledParam, nodes: Node[], out: IndexValue[]): v
  * Drops repeated values (same key as `dedupeAll`). A value's key starts with its parameter, and the values of
  * one parameter are contiguous: keys are only computed within runs of one parameter longer than one value.
  */
-function dedupe(values: IndexValue[]): IndexValue[] {
+export function dedupe(values: IndexValue[]): IndexValue[] {
   const out: IndexValue[] = [];
   const params = new Set<string>();
   for (let i = 0; i < values.length; ) {
