@@ -14,7 +14,7 @@ import type { AuditEvent, Resource } from 'fhir/r4';
 import type { IndexValue } from '../search/types.ts';
 import { CONVERTERS, dedupe, extractIndex } from '../search/indexer.ts';
 import { onRegistryChange, searchParamsFor } from '../search/registry.ts';
-import { wordsOf, xhtmlText } from '../search/text.ts';
+import { collectWords, wordsOf } from '../search/text.ts';
 
 /** The AuditEvent parameters this module gives, as the registry defines them (code, type, expression). */
 const BASE_PARAMS = [
@@ -126,21 +126,11 @@ function referenceOf(param: string, v: unknown, out: IndexValue[], onlyType: str
   }
 }
 
-/** Bounded memo of a pure function of a string (the words of strings that repeat across events). */
-function memo<T>(fn: (s: string) => T): (s: string) => T {
-  const cache = new Map<string, T>();
-  return (s) => {
-    let v = cache.get(s);
-    if (v === undefined && !cache.has(s)) {
-      if (cache.size >= 20_000) cache.clear();
-      cache.set(s, (v = fn(s)));
-    }
-    return v as T;
-  };
-}
-
-/** The distinct words of one string, in order (the `_content` words are the union over the event's strings). */
-const words = memo((s: string) => [...wordsOf(s)]);
+/**
+ * The distinct words of strings that repeat across events (displays, texts, the site), in order. Strings with a
+ * digit (the recorded instant, policy UUIDs, a query) differ per event: they are not kept, or the map would churn.
+ */
+const repeatedWords = new Map<string, string[]>();
 
 /** A string that is one lower-case ASCII word as it stands (codes, hashes, ids): its only word is itself. */
 function isOneWord(s: string): boolean {
@@ -151,22 +141,30 @@ function isOneWord(s: string): boolean {
   return s.length > 0;
 }
 
-/** `_content`: the words of every string of the event but identifiers, in the order text.ts collects them. */
-function contentWords(value: unknown, into: Set<string>): void {
-  if (typeof value === 'string') {
-    if (isOneWord(value)) into.add(value);
-    else for (const w of words(value)) into.add(w);
-  } else if (Array.isArray(value)) {
-    for (const v of value) contentWords(v, into);
-  } else if (value && typeof value === 'object') {
-    const o = value as Obj;
-    for (const k in o) {
-      const v = o[k];
-      // text.ts's NOT_TEXT; a `div` string is read as XHTML (as text.ts does wherever it is).
-      if (k === 'div' && typeof v === 'string') wordsOf(xhtmlText(v), into);
-      else if (k !== 'id' && k !== 'reference' && k !== 'system' && k !== 'url' && k !== 'data' && k !== 'meta' && k !== 'div' && k !== 'resourceType') contentWords(v, into);
-    }
+function hasDigit(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 48 && c <= 57) return true;
   }
+  return false;
+}
+
+/** `_content`'s words of one string: as wordsOf adds them, from memory for a string that repeats. */
+function addWords(s: string, into: Set<string>): void {
+  if (isOneWord(s)) {
+    into.add(s);
+    return;
+  }
+  if (hasDigit(s)) {
+    wordsOf(s, into);
+    return;
+  }
+  let w = repeatedWords.get(s);
+  if (w === undefined) {
+    if (repeatedWords.size >= 20_000) repeatedWords.clear();
+    repeatedWords.set(s, (w = [...wordsOf(s)]));
+  }
+  for (const x of w) into.add(x);
 }
 
 /** Whether `auditIndexValues` computes this event's values itself (false: it asks extractIndex). */
@@ -213,7 +211,7 @@ function directValues(e: Obj): IndexValue[] {
   for (const s of (e.subtype as unknown[] | undefined) ?? []) tokenValues('subtype', { value: s, type: 'Coding' }, out);
   tokenValues('type', { value: e.type, type: 'Coding' }, out);
   const content = new Set<string>();
-  contentWords(e, content);
+  collectWords(e, content, addWords);
   const values = dedupe(out);
   if (content.size) values.push({ param: '_content', type: 'text', words: [...content] });
   return values;

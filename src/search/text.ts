@@ -68,16 +68,19 @@ function narrative(resource: Resource): string | undefined {
   return typeof div === 'string' ? div : undefined;
 }
 
-/** Adds the words of every string value under `value` (keys in NOT_TEXT skipped, `div` read as narrative). */
-function collectWords(value: unknown, into: Set<string>): void {
-  if (typeof value === 'string') wordsOf(value, into);
-  else if (Array.isArray(value)) for (const v of value) collectWords(v, into);
+/**
+ * Adds the words of every string value under `value` (keys in NOT_TEXT skipped, `div` read as narrative).
+ * `words` adds the words of one string (wordsOf; src/audit/index-values.ts passes a memoised one).
+ */
+export function collectWords(value: unknown, into: Set<string>, words: (text: string, into: Set<string>) => unknown = wordsOf): void {
+  if (typeof value === 'string') words(value, into);
+  else if (Array.isArray(value)) for (const v of value) collectWords(v, into, words);
   else if (value && typeof value === 'object') {
     const o = value as Record<string, unknown>;
     for (const k in o) {
       const v = o[k];
       if (k === 'div' && typeof v === 'string') wordsOf(xhtmlText(v), into);
-      else if (!NOT_TEXT.has(k)) collectWords(v, into);
+      else if (!NOT_TEXT.has(k)) collectWords(v, into, words);
     }
   }
 }
