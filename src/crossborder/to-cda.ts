@@ -18,7 +18,7 @@ import { isOid } from '../terminology/codesystems.ts';
 import { serialize, type X } from './cda/xml.ts';
 import { fhirToTs } from './dates.ts';
 import { labels, paragraph, table, type Cell } from './narrative.ts';
-import { describeCodeSystem, designation, distinctTranslations, inValueSet, isUuid, keptCdaUid, LOINC_URI, MATRICULE_OID, MATRICULE_SYSTEM, PATIENT_SUMMARY_LOINC, toCD, valueSetMembers, VS, withDisplay } from './transcode.ts';
+import { codingAttrs, describeCodeSystem, designation, distinctTranslations, inValueSet, isUuid, keptCdaUid, LOINC_URI, MATRICULE_OID, MATRICULE_SYSTEM, PATIENT_SUMMARY_LOINC, toCD, valueSetMembers, VS, withDisplay } from './transcode.ts';
 import { EXT_CDA_CODE, IPS_ABSENT_URI, PS_TEMPLATE, readCdaExt } from './from-cda.ts';
 
 const T = (n: string) => `1.3.6.1.4.1.12559.11.10.1.3.1.${n}`;
@@ -1131,8 +1131,7 @@ function commentActs(notes: Annotation[] | undefined, ctx: Ctx, sid: string, par
 function keptCode(kept: CodeableConcept | undefined, valueSet: string, dflt: Coding, tag = 'code'): X {
   const inVs = kept?.coding?.find((c) => inValueSet(valueSet, c.system, c.code));
   const primary = inVs ?? dflt;
-  const d = describeCodeSystem(primary.system!);
-  return el(tag, { code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: withDisplay(primary)!.display }, ...distinctTranslations(primary, kept?.coding ?? []));
+  return el(tag, codingAttrs(withDisplay(primary)) ?? { code: primary.code }, ...distinctTranslations(primary, kept?.coding ?? []));
 }
 
 /**
@@ -1141,11 +1140,10 @@ function keptCode(kept: CodeableConcept | undefined, valueSet: string, dflt: Cod
  * the agent's place; eHDSIAllergiesAndIntolerances leaves the first value an unbound CD).
  */
 function keptValue(kept: CodeableConcept | undefined): X | undefined {
-  const codings = (kept?.coding ?? []).filter((c) => c.system && c.code && describeCodeSystem(c.system).oid);
-  const primary = codings[0] && withDisplay(codings[0]);
+  const primary = kept?.coding?.find((c) => codingAttrs(c));
   if (!primary) return undefined;
-  const d = describeCodeSystem(primary.system!);
-  return el('value', { 'xsi:type': 'CD', code: primary.code, codeSystem: d.oid, codeSystemName: d.cdaName, displayName: primary.display }, ...distinctTranslations(primary, codings.slice(1)));
+  // distinctTranslations skips the primary and any coding without an OID.
+  return el('value', { 'xsi:type': 'CD', ...codingAttrs(withDisplay(primary)) }, ...distinctTranslations(primary, kept!.coding!));
 }
 
 /** Every concept kept in cda-code under one name (readCdaExt gives the first). */
@@ -1245,10 +1243,9 @@ function devices(list: DeviceUseStatement[], sid: string, ctx: Ctx): Built {
 /** playingDevice/manufacturerModelName (SC, eHDSIDevice allows one): the model name (deviceName model-name) with its kept code. */
 function modelName(dev: Device | undefined): X | undefined {
   const text = dev?.deviceName?.find((n) => n.type === 'model-name')?.name;
-  const c = readCdaExt(dev, 'manufacturerModelName')?.coding?.find((k) => k.system && k.code && describeCodeSystem(k.system).oid);
-  if (!text && !c) return undefined;
-  const d = c ? describeCodeSystem(c.system!) : undefined;
-  return el('manufacturerModelName', c ? { code: c.code, codeSystem: d!.oid, codeSystemName: d!.cdaName, displayName: c.display } : undefined, ...(text ? [text] : []));
+  const code = readCdaExt(dev, 'manufacturerModelName')?.coding?.map((k) => codingAttrs(k)).find((a) => a);
+  if (!text && !code) return undefined;
+  return el('manufacturerModelName', code, ...(text ? [text] : []));
 }
 
 function immunizations(list: Immunization[], sid: string, ctx: Ctx): Built {

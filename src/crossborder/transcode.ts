@@ -213,7 +213,7 @@ export interface CdOptions {
   needsOriginalText?: boolean;
 }
 
-function codingAttrs(c: Coding): Record<string, string | undefined> | undefined {
+export function codingAttrs(c: Coding): Record<string, string | undefined> | undefined {
   if (!c.system || !c.code) return undefined;
   const d = describeCodeSystem(c.system);
   if (!d.oid) return undefined;
