@@ -41,12 +41,17 @@ export function cdaExt(name: string, cc: CodeableConcept | undefined): Extension
   return [{ url: EXT_CDA_CODE, extension: [{ url: 'name', valueString: name }, { url: 'value', valueCodeableConcept: cc }] }];
 }
 
+/** Every concept kept in cda-code under one name, in the order of the extensions. */
+export function readCdaExts(r: { extension?: Extension[] } | undefined, name: string): CodeableConcept[] {
+  return (r?.extension ?? [])
+    .filter((e) => e.url === EXT_CDA_CODE && e.extension?.find((x) => x.url === 'name')?.valueString === name)
+    .map((e) => e.extension?.find((x) => x.url === 'value')?.valueCodeableConcept)
+    .filter((x): x is CodeableConcept => !!x);
+}
+
+/** The first concept kept in cda-code under one name. */
 export function readCdaExt(r: { extension?: Extension[] } | undefined, name: string): CodeableConcept | undefined {
-  for (const e of r?.extension ?? []) {
-    if (e.url !== EXT_CDA_CODE) continue;
-    if (e.extension?.find((x) => x.url === 'name')?.valueString === name) return e.extension.find((x) => x.url === 'value')?.valueCodeableConcept;
-  }
-  return undefined;
+  return readCdaExts(r, name)[0];
 }
 
 interface Ctx extends ReadContext {

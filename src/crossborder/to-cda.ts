@@ -19,7 +19,7 @@ import { serialize, type X } from './cda/xml.ts';
 import { fhirToTs } from './dates.ts';
 import { labels, paragraph, table, type Cell } from './narrative.ts';
 import { codingAttrs, describeCodeSystem, designation, distinctTranslations, inValueSet, isUuid, keptCdaUid, LOINC_URI, MATRICULE_OID, MATRICULE_SYSTEM, PATIENT_SUMMARY_LOINC, toCD, valueSetMembers, VS, withDisplay } from './transcode.ts';
-import { EXT_CDA_CODE, IPS_ABSENT_URI, PS_TEMPLATE, readCdaExt } from './from-cda.ts';
+import { IPS_ABSENT_URI, PS_TEMPLATE, readCdaExt, readCdaExts } from './from-cda.ts';
 
 const T = (n: string) => `1.3.6.1.4.1.12559.11.10.1.3.1.${n}`;
 const LOINC = '2.16.840.1.113883.6.1';
@@ -1144,14 +1144,6 @@ function keptValue(kept: CodeableConcept | undefined): X | undefined {
   if (!primary) return undefined;
   // distinctTranslations skips the primary and any coding without an OID.
   return el('value', { 'xsi:type': 'CD', ...codingAttrs(withDisplay(primary)) }, ...distinctTranslations(primary, kept!.coding!));
-}
-
-/** Every concept kept in cda-code under one name (readCdaExt gives the first). */
-function readCdaExts(r: { extension?: Extension[] } | undefined, key: string): CodeableConcept[] {
-  return (r?.extension ?? [])
-    .filter((e) => e.url === EXT_CDA_CODE && e.extension?.find((x) => x.url === 'name')?.valueString === key)
-    .map((e) => e.extension?.find((x) => x.url === 'value')?.valueCodeableConcept)
-    .filter((x): x is CodeableConcept => !!x);
 }
 
 /**
