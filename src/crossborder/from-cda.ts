@@ -206,11 +206,12 @@ function patient(doc: Element, ctx: Ctx): Patient {
     const n = humanName(path(g, 'guardianPerson', 'name'));
     const org = textOf(path(g, 'guardianOrganization', 'name'));
     const adr = address(kid(g, 'addr'));
-    if (!n && !telecoms(g).length && !adr && !org) continue;
+    const tel = telecoms(g);
+    if (!n && !tel.length && !adr && !org) continue;
     contacts.push({
       relationship: [...(rel ? [rel] : []), { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-RoleClass', code: 'GUARD' }] }],
       ...(n ? { name: n } : {}),
-      ...(telecoms(g).length ? { telecom: telecoms(g) } : {}),
+      ...(tel.length ? { telecom: tel } : {}),
       ...(adr ? { address: adr } : {}),
       ...(org ? { organization: { display: org } } : {}),
     });
@@ -496,12 +497,12 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
       for (const s of rel(r)) {
         if (attr(kid(s, 'code'), 'code') !== 'SEV') continue;
         const sv = fromCD(kid(s, 'value'), ctx);
-        const code = sv?.coding?.[0]?.code;
+        if (!sv) continue;
+        const code = sv.coding?.[0]?.code;
         if (code && SEVERITY[code]) reaction.severity = SEVERITY[code];
-        else if (sv) reaction.extension = [...(reaction.extension ?? []), ...cdaExt('severity', sv)];
         // The severity observation's interpretation (CCD wrote S / N): FHIR's reaction.severity is a bare code.
-        if (sv || reaction.severity) reaction.extension = [...(reaction.extension ?? []), ...severityInterpretations(s, ctx)];
-        if (!reaction.extension?.length) delete reaction.extension;
+        const kept = [...(code && SEVERITY[code] ? [] : cdaExt('severity', sv)), ...severityInterpretations(s, ctx)];
+        if (kept.length) reaction.extension = [...(reaction.extension ?? []), ...kept];
       }
       const rn = comments(r, ctx);
       if (rn.length) reaction.note = rn;
@@ -518,9 +519,8 @@ function allergy(act: Element, ctx: Ctx): Resource[] {
       const sv = fromCD(kid(sevObs, 'value'), ctx);
       const code = sv?.coding?.[0]?.code;
       if (code && SEVERITY[code]) first.severity = SEVERITY[code];
-      else if (sv) first.extension = [...(first.extension ?? []), ...cdaExt('severity', sv)];
-      if (sv) first.extension = [...(first.extension ?? []), ...severityInterpretations(sevObs, ctx)];
-      if (!first.extension?.length) delete first.extension;
+      const kept = sv ? [...(code && SEVERITY[code] ? [] : cdaExt('severity', sv)), ...severityInterpretations(sevObs, ctx)] : [];
+      if (kept.length) first.extension = [...(first.extension ?? []), ...kept];
     } else if (sevObs) {
       const sv = fromCD(kid(sevObs, 'value'), ctx);
       if (sv) ext.push(...cdaExt('severity', sv), ...severityInterpretations(sevObs, ctx));
