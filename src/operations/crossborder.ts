@@ -86,6 +86,8 @@ operationRegistry.register({
       // (400 with the issues) rather than failing inside the converter.
       assertValidResource(bundle);
     }
+    // Only ?lang= (README, docs/crossborder.md): the document's own language, not the reader's Accept-Language
+    // that $from-cda's language(req) also reads.
     const lang = queryValue(req, 'lang');
     const xml = bundleToCda(bundle, lang ? { language: lang } : {});
     const out: Binary = { resourceType: 'Binary', contentType: 'application/xml', data: Buffer.from(xml, 'utf8').toString('base64') };
