@@ -1001,10 +1001,12 @@ function allergies(list: AllergyIntolerance[], sid: string, ctx: Ctx): Built {
  * statement; eHDSI 8.0.0's allergy template does not constrain it (open template).
  */
 function recorderAuthor(a: AllergyIntolerance, ctx: Ctx): X | undefined {
-  const p = person(a.recorder, ctx).pract;
+  const who = person(a.recorder, ctx);
+  const p = who.pract;
   if (!p) return undefined;
   const code = p.qualification?.[0]?.code;
-  const org = ctx.res.get<Organization>(p.extension?.find((e) => e.url === 'http://dsp.lu/fhir/StructureDefinition/represented-organization')?.valueReference);
+  // The organization a PractitionerRole names, else the one kept from a CDA source on the Practitioner.
+  const org = who.org ?? ctx.res.get<Organization>(p.extension?.find((e) => e.url === 'http://dsp.lu/fhir/StructureDefinition/represented-organization')?.valueReference);
   return el(
     'author',
     undefined,
@@ -1015,7 +1017,7 @@ function recorderAuthor(a: AllergyIntolerance, ctx: Ctx): X | undefined {
       idForResource(p, '1.3.182.4.10'),
       code?.coding?.length ? toCD(displayed(code), { tag: 'code', noOriginalText: true }) : undefined,
       el('assignedPerson', undefined, name(p.name?.[0])),
-      org?.resourceType === 'Organization' ? el('representedOrganization', undefined, idForResource(org, '1.3.182.4.11'), org.name ? el('name', undefined, org.name) : undefined) : undefined,
+      org?.resourceType === 'Organization' ? organization(org, 'representedOrganization') : undefined,
     ),
   );
 }
