@@ -97,6 +97,50 @@ describe.each<Fmt>(['json', 'xml'])('in %s', (fmt) => {
     expect(big.status).toBe(413);
   });
 
+  it('conditional interactions, 304 and Prefer answer in the format asked', async () => {
+    const ident = 'identifier=urn:oid:1.3.182.4.4|1975061012345';
+    const first = await call('post', '/fhir/Patient', patient, { 'If-None-Exist': ident });
+    expect(first.status).toBe(201);
+    const id = first.resource!.id!;
+    const again = await call('post', '/fhir/Patient', patient, { 'If-None-Exist': ident });
+    expect(again.status).toBe(200);
+    expect(again.resource!.id).toBe(id);
+    const notModified = await call('get', `/fhir/Patient/${id}`, undefined, { 'If-None-Match': 'W/"1"' });
+    expect(notModified.status).toBe(304);
+    expect(notModified.resource).toBeUndefined();
+    const since = await call('get', `/fhir/Patient/${id}`, undefined, { 'If-Modified-Since': String(first.headers['last-modified']) });
+    expect(since.status).toBe(304);
+    const cu = await call('put', `/fhir/Patient?${ident}`, { ...patient, gender: 'female' });
+    expect(cu.status).toBe(200);
+    expect(cu.resource!.id).toBe(id);
+    expect((cu.resource as Patient).gender).toBe('female');
+    const minimal = await call('post', '/fhir/Patient', patient, { Prefer: 'return=minimal' });
+    expect(minimal.status).toBe(201);
+    expect(minimal.resource).toBeUndefined();
+    expect(String(minimal.headers.location)).toContain('/Patient/');
+    const oo = await call('post', '/fhir/Patient', patient, { Prefer: 'return=OperationOutcome' });
+    expect(oo.status).toBe(201);
+    expectOutcome(oo.resource);
+    // Three patients share the identifier now: a conditional update or delete cannot choose.
+    const many = await call('put', `/fhir/Patient?${ident}`, patient);
+    expect(many.status).toBe(412);
+    expectOutcome(many.resource);
+    const manyDelete = await call('delete', `/fhir/Patient?${ident}`);
+    expect(manyDelete.status).toBe(412);
+    expectOutcome(manyDelete.resource);
+    expect((await call('get', `/fhir/Patient/${id}`)).status).toBe(200);
+  });
+
+  it('422: a resource that does not conform to the profile it declares is refused and not stored', async () => {
+    const strict = await makeApp({ profileValidation: 'reject' });
+    const bad = { resourceType: 'Patient', meta: { profile: ['http://dsp.lu/fhir/StructureDefinition/lu-patient'] }, active: true } as Patient;
+    const res = await strict.http.post('/fhir/Patient').set('Content-Type', MIME[fmt]).set('Accept', MIME[fmt]).send(encode(bad));
+    expect(res.status).toBe(422);
+    expect(res.headers['content-type']).toContain(MIME[fmt]);
+    expectOutcome(decode(res.text));
+    expect(await strict.ctx.store.count('Patient')).toBe(0);
+  });
+
   it('transaction and batch', async () => {
     const tx: Bundle = {
       resourceType: 'Bundle',
