@@ -34,7 +34,7 @@ import type { Resource } from 'fhir/r4';
 import { badRequest, notSupported } from '../../fhir/outcome.ts';
 import { keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
 import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PageCursor, type PagePosition } from '../cursor.ts';
-import { searchParam } from '../../search/registry.ts';
+import { onRegistryChange, searchParam, splitUnion, stripOuterParens } from '../../search/registry.ts';
 import { normalizeReference } from '../../search/normalize.ts';
 import { EARTH_RADIUS_KM, latitudeBand } from '../../search/text.ts';
 import { fhirModel } from '../../fhir/model.ts';
@@ -59,6 +59,84 @@ const TABLES: Record<Kind, { table: string; cols: Record<string, string> }> = {
   uri: { table: 'idx_uri', cols: { value: 'value' } },
 };
 const KINDS = Object.keys(TABLES) as Kind[];
+
+// Parameters answered from the rows of others -----------------------------------------------------------------
+
+/**
+ * Observation's `combo-*` parameters are, by their definitions, the union of two others of the same type
+ * (`combo-code` = `Observation.code | Observation.component.code` = `code` | `component-code`; the composite
+ * `combo-code-value-quantity` = `code-value-quantity` | `component-code-value-quantity`, same components). The
+ * indexer converts a node the same way whichever parameter reached it, so a resource's `combo-code` values are
+ * exactly its `code` and `component-code` values: this store writes no rows for them and searches them in the
+ * rows of both (`pid IN (a, b)`; a composite's components share the value's number n, so the join of its parts
+ * stays within one value). 1.7 rows fewer per Synthea resource (12 % of its index rows). A pair holds only while
+ * the registry's definitions say so (the expressions and components compared): a server SearchParameter that
+ * changes one of them ends the alias, and the resources written until then need `$reindex` to get their rows.
+ * A database written before (with the combo rows) answers the same: those rows are no longer read.
+ */
+const ALIAS_CANDIDATES: Record<string, Record<string, readonly [string, string]>> = {
+  Observation: {
+    'combo-code': ['code', 'component-code'],
+    'combo-value-quantity': ['value-quantity', 'component-value-quantity'],
+    'combo-value-concept': ['value-concept', 'component-value-concept'],
+    'combo-data-absent-reason': ['data-absent-reason', 'component-data-absent-reason'],
+    'combo-code-value-quantity': ['code-value-quantity', 'component-code-value-quantity'],
+    'combo-code-value-concept': ['code-value-concept', 'component-code-value-concept'],
+  },
+};
+
+/** resource type -> the aliased codes in effect and the codes whose rows answer each (cleared on registry changes). */
+const aliasCache = new Map<string, Map<string, readonly string[]>>();
+onRegistryChange(() => aliasCache.clear());
+
+function aliasHolds(type: string, code: string, of: readonly string[]): boolean {
+  const d = searchParam(type, code);
+  if (!d?.expression || d.type === 'special') return false;
+  const terms = splitUnion(d.expression).map((t) => stripOuterParens(t).trim());
+  // The alias's terms are those of the parameters it unites, in their order.
+  let at = 0;
+  const united = of.every((c) => {
+    const o = searchParam(type, c);
+    if (!o?.expression || o.type !== d.type) return false;
+    for (const own of splitUnion(o.expression).map((t) => stripOuterParens(t).trim())) if (terms[at++] !== own) return false;
+    if (d.type !== 'composite') return !d.components?.length && !o.components?.length;
+    const dc = d.components ?? [];
+    const oc = o.components ?? [];
+    return dc.length > 0 && dc.length === oc.length && dc.every((x, k) => !!x.type && x.type === oc[k]!.type && x.expression === oc[k]!.expression);
+  });
+  return united && at === terms.length;
+}
+
+let aliasesOn = true;
+/**
+ * Tests and benchmarks only: with `false`, every parameter gets rows of its own again and is searched in them
+ * (the layout before the aliases), on every connection of the process, until set back.
+ */
+export function setIndexAliases(on: boolean): void {
+  aliasesOn = on;
+  aliasCache.clear();
+}
+
+/** The aliased parameter codes of a type (see ALIAS_CANDIDATES), each with the codes whose rows answer it. */
+export function indexAliases(type: string): ReadonlyMap<string, readonly string[]> {
+  let m = aliasCache.get(type);
+  if (!m) {
+    m = new Map();
+    if (aliasesOn) for (const [code, of] of Object.entries(ALIAS_CANDIDATES[type] ?? {})) if (aliasHolds(type, code, of)) m.set(code, of);
+    aliasCache.set(type, m);
+  }
+  return m;
+}
+
+/** The parameter codes whose rows hold the values of `code` on `type` (`<code>$<i>` for a composite's components). */
+function rowCodes(type: string, code: string): readonly string[] {
+  const aliases = indexAliases(type);
+  if (!aliases.size) return [code];
+  const dollar = code.indexOf('$');
+  const of = aliases.get(dollar < 0 ? code : code.slice(0, dollar));
+  if (!of) return [code];
+  return dollar < 0 ? of : of.map((c) => c + code.slice(dollar));
+}
 
 /** Version of the index schema, kept in `PRAGMA user_version` by the store (6: plus `idx_date_span`). */
 export const SEARCH_SCHEMA_VERSION = 6;
@@ -447,8 +525,11 @@ export function writeIndex(db: DatabaseSync, resourceType: string, id: string, v
   let n = 0;
   let special: IndexValue[] | undefined;
   let spans: Map<number, [number, number]> | undefined;
+  // Parameters answered from the rows of others (ALIAS_CANDIDATES) get none of their own.
+  const aliases = indexAliases(resourceType);
   for (const v of values) {
     n++;
+    if (aliases.size && aliases.has(v.param)) continue;
     if (v.type === 'date') {
       const pid = paramId(p, resourceType, v.param, 'date');
       INSERT_ROW.date(p.insert.date, r, pid, n, v);
@@ -606,8 +687,18 @@ function pidIs(col: string, types: string[], code: string, q: Sql): string {
   if (q.pids && types.length) {
     // Known ids as bound values: the planner uses them inside OR branches too (multi-index OR), which it
     // does not with a sub-select. No id yet: the parameter has no value anywhere (-1 matches no row).
-    const ids = types.map((t) => q.pids!(t, code)).filter((x): x is number => x !== undefined);
+    // An aliased parameter (ALIAS_CANDIDATES) is answered from the rows of the parameters it unites.
+    const ids = types.flatMap((t) => rowCodes(t, code).map((c) => q.pids!(t, c))).filter((x): x is number => x !== undefined);
     return ids.length === 1 ? `${col} = ${q.p(ids[0]!)}` : ids.length ? `${col} IN (${q.list(ids)})` : `${col} = -1`;
+  }
+  const aliased = (types.length ? types : Object.keys(ALIAS_CANDIDATES)).filter((t) => rowCodes(t, code)[0] !== code);
+  if (aliased.length) {
+    // Without a connection: the same ids through search_params, the aliased types by the codes of their rows.
+    const arms = aliased.map((t) => `(sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list([...rowCodes(t, code)])}))`);
+    const rest = types.filter((t) => !aliased.includes(t));
+    if (rest.length) arms.push(`(sp.resource_type IN (${q.list(rest)}) AND sp.code = ${q.p(code)})`);
+    else if (!types.length) arms.push(`(sp.resource_type NOT IN (${q.list(aliased)}) AND sp.code = ${q.p(code)})`);
+    return `${col} IN (SELECT sp.pid FROM search_params sp WHERE ${arms.join(' OR ')})`;
   }
   if (types.length === 1) return `${col} = (SELECT sp.pid FROM search_params sp WHERE sp.resource_type = ${q.p(types[0]!)} AND sp.code = ${q.p(code)})`;
   const typeCond = types.length ? `sp.resource_type IN (${q.list(types)}) AND ` : '';
@@ -1060,6 +1151,7 @@ function planDateSpan(request: SearchRequest, pids: ParamIds, counts: Counts): D
   const bound = probeBound(pids, request.resourceTypes, request.count);
   for (const [param, e] of byParam) {
     if (!Number.isFinite(e.from) || !Number.isFinite(e.to)) continue;
+    if (rowCodes(type, param)[0] !== param) continue;
     const pid = pids(type, param);
     if (pid === undefined || pid >= SPAN_PID_LIMIT) continue;
     const span: DateSpan = { pid, from: e.from, to: e.to, filters: e.filters };
@@ -1254,6 +1346,8 @@ function sortWalk(
   const down = key.descending !== back;
   const from = cursor?.v[0];
   if (cursor ? from === null || from === undefined : !down) return undefined;
+  // An aliased key has the rows of two parameters: the top-k or the general plan takes it.
+  if (rowCodes(type, key.param)[0] !== key.param) return undefined;
   const sortPid = pids(type, key.param);
   if (sortPid === undefined) return undefined;
   const bound = probeBound(pids, types, request.count);
