@@ -9,12 +9,12 @@
  * - `checkWrite()`: create / update / patch / delete rules for professionals and patients.
  * The model (Consent resources) is read by policy.ts; the rules are documented in docs/access.md.
  */
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import type { DocumentReference, Resource } from 'fhir/r4';
 import type { CurrentRecord, StoreSession, VersionRecord } from '../store/port.ts';
 import type { Filter, SearchRequest } from '../search/types.ts';
 import { extractReferences } from '../search/indexer.ts';
-import { searchParam } from '../search/registry.ts';
+import { onRegistryChange, searchParam, searchParamsFor } from '../search/registry.ts';
 import { compartmentFilter, compartmentTypes } from '../fhir/compartments.ts';
 import { FhirError, forbidden, notFound } from '../fhir/outcome.ts';
 import { CONFIDENTIALITY, type PatientPolicy, candidatePatients, linkOf, loadPolicy } from './policy.ts';
@@ -124,6 +124,97 @@ function isEssential(resource: Resource): boolean {
   return true;
 }
 
+// -- access facts stored beside a version ----------------------------------------------------------------------
+
+/**
+ * What `canSee` reads from one resource: its patients, authors, confidentiality labels, encounters and whether
+ * it is essential (emergency) data. A source is either the resource itself (each fact computed when asked, as
+ * before) or the facts the store kept beside the version when it was written (no parse of the stored JSON).
+ */
+interface FactSource {
+  patients(): string[];
+  authors(): ReadonlySet<string> | readonly string[];
+  labels(): string[];
+  encounters(): string[];
+  essential(): boolean;
+}
+
+function resourceFacts(resource: Resource): FactSource {
+  return {
+    patients: () => patientsOf(resource),
+    authors: () => authorsOf(resource),
+    labels: () => labelsOf(resource),
+    encounters: () => encountersOf(resource),
+    essential: () => isEssential(resource),
+  };
+}
+
+/** Layout of the stored facts text: [layout, definitions fingerprint, patients, authors, labels, encounters, essential]. */
+const FACTS_LAYOUT = 1;
+type StoredFacts = [number, string, string[], string[], string[], string[], 0 | 1];
+
+/**
+ * The fingerprint of the definitions the facts of a type are computed with: its reference search parameters
+ * (code, expression, targets), which patientsOf / authorsOf / encountersOf evaluate. A server SearchParameter
+ * that changes one of them changes the fingerprint, and facts stored under the old one are not used (the
+ * resource is parsed and decided as it is now).
+ */
+const fingerprints = new Map<string, string>();
+onRegistryChange(() => fingerprints.clear());
+function definitionsOf(type: string): string {
+  let f = fingerprints.get(type);
+  if (f === undefined) {
+    const h = createHash('sha256').update(`${FACTS_LAYOUT}`);
+    for (const d of searchParamsFor(type)) if (d.type === 'reference' && !d.components) h.update(`\u0000${d.code}\u0001${d.expression}\u0001${d.targets.join(',')}`);
+    f = h.digest('base64url').slice(0, 12);
+    fingerprints.set(type, f);
+  }
+  return f;
+}
+
+/**
+ * The access facts of a resource about to be stored, as the text the store keeps beside it (SqliteStore
+ * `accessFacts`, set in service.ts): only for patient data (other types are decided by their type alone), and
+ * undefined when they cannot be computed (the reader then decides on the resource).
+ */
+export function storedFactsOf(resource: Resource): string | undefined {
+  if (!resource.id || !isPatientData(resource.resourceType)) return undefined;
+  try {
+    const facts: StoredFacts = [FACTS_LAYOUT, definitionsOf(resource.resourceType), patientsOf(resource), [...authorsOf(resource)], labelsOf(resource), encountersOf(resource), isEssential(resource) ? 1 : 0];
+    return JSON.stringify(facts);
+  } catch {
+    return undefined;
+  }
+}
+
+const ACCESS_FACTS = Symbol.for('dsp.store.accessFacts');
+
+const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/**
+ * The facts stored beside a live record (src/store/sqlite/store.ts ACCESS_FACTS), when they are there, well
+ * formed and computed with today's definitions; undefined otherwise (the caller decides on the resource).
+ */
+function recordFacts(record: VersionRecord): FactSource | undefined {
+  const text = (record as VersionRecord & { [ACCESS_FACTS]?: unknown })[ACCESS_FACTS];
+  if (typeof text !== 'string' || record.deleted || !isPatientData(record.resourceType)) return undefined;
+  let f: unknown;
+  try {
+    f = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(f) || f.length !== 7 || f[0] !== FACTS_LAYOUT || f[1] !== definitionsOf(record.resourceType)) return undefined;
+  const [, , patients, authors, labels, encounters, essential] = f as unknown[];
+  if (!isStrings(patients) || !isStrings(authors) || !isStrings(labels) || !isStrings(encounters) || (essential !== 0 && essential !== 1)) return undefined;
+  return { patients: () => patients, authors: () => authors, labels: () => labels, encounters: () => encounters, essential: () => essential === 1 };
+}
+
+/** Patients whose record a stored record belongs to, from its stored facts (undefined without them). */
+export function storedPatientsOf(record: VersionRecord): string[] | undefined {
+  return recordFacts(record)?.patients();
+}
+
 const never = (): Filter => ({ kind: 'id', ids: [] });
 const token = (param: string, codes: string[], system?: string): Filter => ({ kind: 'param', param, type: 'token', anyOf: codes.map((code) => ({ type: 'token', system, code })) });
 
@@ -225,10 +316,18 @@ export class AccessScope {
     if (type === 'Binary') return false;
     // The national contact point reads the Patient Summary document of a record it sees (crossborder/ncp.ts).
     if (type === 'Bundle' && this.principal.role === 'ncp') return ncpCanSeeDocument(this, this.session, resource);
+    return this.canSeeData(type, resource.id, resourceFacts(resource));
+  }
+
+  /** canSee's rules for patient data, on the facts of a resource or those stored beside a version. */
+  private async canSeeData(type: string, id: string | undefined, facts: FactSource): Promise<boolean> {
+    if (this.unrestricted) return true;
+    if (DIRECTORY_TYPES.has(type)) return true;
     if (!isPatientData(type)) return false;
     if (PATIENT_PRIVATE.has(type) && !this.isPatientSide()) return false;
-    const patients = patientsOf(resource);
-    const own = authorsOf(resource).has(this.principal.ref);
+    const patients = facts.patients();
+    const authors = facts.authors();
+    const own = authors instanceof Set ? authors.has(this.principal.ref) : (authors as readonly string[]).includes(this.principal.ref);
     if (!patients.length) return own && this.principal.role === 'practitioner';
     for (const p of patients) {
       const mode = await this.modeFor(p);
@@ -242,11 +341,11 @@ export class AccessScope {
       if (own && mode === 'full') continue;
       const policy = await this.policy(p);
       const allowed = this.labelsAllowed(mode, policy);
-      if (labelsOf(resource).some((l) => !allowed.has(l))) return false;
-      if (policy.hidden.has(`${type}/${resource.id}`)) return false;
-      if (encountersOf(resource).some((e) => policy.objectedEncounters.has(e))) return false;
+      if (facts.labels().some((l) => !allowed.has(l))) return false;
+      if (policy.hidden.has(`${type}/${id}`)) return false;
+      if (facts.encounters().some((e) => policy.objectedEncounters.has(e))) return false;
       if (mode === 'emergency') {
-        if (!isEssential(resource)) return false;
+        if (!facts.essential()) return false;
         this.facts.emergency = true;
       }
     }
@@ -294,6 +393,16 @@ export class AccessScope {
   async checkStored(session: StoreSession, type: string, id: string, current: CurrentRecord | undefined): Promise<VersionRecord | undefined> {
     if (this.unrestricted) return undefined;
     const lastLive = current?.deleted && current.versionId > 1 ? await session.version(type, id, current.versionId - 1) : undefined;
+    const stored = current && type !== 'Binary' && current.resourceType === type && current.id === id ? recordFacts(current) : undefined;
+    if (stored) {
+      // A live record with stored access facts: decided on them, its JSON never parsed (checkInstance's rules).
+      this.facts.entity = `${type}/${id}`;
+      if (!(await this.canSeeData(type, id, stored))) {
+        for (const p of stored.patients()) this.facts.patients.add(p);
+        throw notFound(`${type}/${id} is not known`);
+      }
+      return undefined;
+    }
     const res = current?.deleted ? lastLive?.resource : current?.resource;
     if (type === 'Binary') {
       this.facts.entity = `${type}/${id}`;

@@ -10,7 +10,8 @@ import type { FhirRequest, FhirResponse } from '../fhir/request.ts';
 import { FhirError } from '../fhir/outcome.ts';
 import { ID_PATTERN, TYPE_ID_PATTERN, fhirModel } from '../fhir/model.ts';
 import { buildAuditEvent, transactionAuditOf } from '../audit/event.ts';
-import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf } from './decision.ts';
+import { AccessScope, type Interaction, forbidden, isPatientData, patientsOf, storedPatientsOf } from './decision.ts';
+import { storedRecord } from '../formats/negotiate.ts';
 import { type Permission, type Principal, type Role, hasScope, requireScope } from './principal.ts';
 import { type Operation, type OperationTarget, operationRegistry } from '../operations/registry.ts';
 import { accessRuntime } from './service.ts';
@@ -54,6 +55,23 @@ function patientsTouched(body: unknown, into: Set<string>): void {
     return;
   }
   if (isPatientData(r.resourceType) && (r.resourceType !== 'Patient' || r.id)) for (const p of patientsOf(r)) into.add(p);
+}
+
+/**
+ * patientsTouched of a response: for a stored record as the body (a read), its patients come from its type and
+ * id or from the access facts stored beside it, without parsing it; anything else as patientsTouched says.
+ */
+function patientsAnswered(res: FhirResponse, fallback: unknown, into: Set<string>): void {
+  const rec = storedRecord(res);
+  if (rec && !rec.deleted && rec.resourceType !== 'Bundle') {
+    if (!isPatientData(rec.resourceType)) return;
+    const known = rec.resourceType === 'Patient' ? [rec.id] : storedPatientsOf(rec);
+    if (known) {
+      for (const p of known) into.add(p);
+      return;
+    }
+  }
+  patientsTouched(res.body ?? fallback, into);
 }
 
 /** How a refusal names the roles an operation is for. */
@@ -155,7 +173,7 @@ async function enforceRequest(ctx: Context, req: FhirRequest, session: StoreSess
     else if (writes) rt.policies.written(info.interaction, info.type, res.body);
     // Administrators and system clients pass no per-resource check: the patients their request touched are
     // taken from what was read or written, so that the access is in each patient's own audit trail too.
-    if (scope.unrestricted) patientsTouched(res.body ?? (WRITES.has(info.interaction) ? (req.body as Resource | undefined) : undefined), scope.facts.patients);
+    if (scope.unrestricted) patientsAnswered(res, WRITES.has(info.interaction) ? (req.body as Resource | undefined) : undefined, scope.facts.patients);
     return res;
   } catch (err) {
     status = statusOf(err);

@@ -8,7 +8,7 @@ import type { AuthConfig, Config } from '../config.ts';
 import type { Store } from '../store/port.ts';
 import { AUDIT_HISTORYLESS, AuditLog } from '../audit/chain.ts';
 import { type AuditTrail, AuditTrailWorker } from '../audit/writer.ts';
-import { PolicyCache } from './decision.ts';
+import { PolicyCache, storedFactsOf } from './decision.ts';
 import { SqliteStore } from '../store/sqlite/store.ts';
 import { ReplayCache, type SigningKey, TokenVerifier, loadSigningKey } from './tokens.ts';
 
@@ -51,6 +51,9 @@ export async function openAuditStore(config: Config, main?: Store): Promise<Stor
 export function accessRuntime(ctx: { store: Store; config: Config }): Promise<AccessRuntime> {
   let rt = runtimes.get(ctx.store);
   if (!rt) {
+    // The embedded clinical store keeps each version's access facts beside it from now on: reads decide on them
+    // without parsing the stored JSON (decision.ts storedFactsOf; rows written before fall back to the resource).
+    if (ctx.store instanceof SqliteStore) ctx.store.accessFacts ??= storedFactsOf;
     const auth = ctx.config.auth ?? defaultAuth();
     rt = (async () => {
       const key = await loadSigningKey(auth.keyFile);

@@ -163,26 +163,48 @@ export function parseBody(raw: Buffer | string | undefined, contentType: string 
   throw new FhirError(415, `Content-Type ${type} is not supported; use application/fhir+json or application/fhir+xml`, 'not-supported');
 }
 
-/** Responses whose body is, byte for byte, a stored JSON text (see `storedResponse`), with that body. */
-const STORED_JSON = new WeakMap<FhirResponse, { json: string; body: Resource | undefined }>();
+/** Responses whose body is, byte for byte, a stored JSON text (see `storedResponse`): the record, and whether the body was replaced. */
+const STORED_JSON = new WeakMap<FhirResponse, { json: string; record: VersionRecord; replaced: boolean }>();
 
 /**
  * A response whose body is a stored resource, remembering the record's stored text: while the body is that
  * record's resource, `storedJson` hands the HTTP layer the text, which is exactly what
- * `serialize(body, 'json', false)` would produce (no serialisation for a plain JSON read). The resource is
- * parsed all the same: every read with a principal needs it (the access decision, or the patients an
- * administrator's read is audited under), so deferring the parse saved nothing (docs/decisions.md).
+ * `serialize(body, 'json', false)` would produce (no serialisation for a plain JSON read). With a stored text
+ * the body is read from the record when first asked for (an accessor: the record parses its text then), so a
+ * read whose access decision and audit need no parsed resource (src/access/decision.ts, stored access facts)
+ * never parses it; assigning `body` replaces it as on a plain object.
  */
 export function storedResponse(status: number, headers: Record<string, string>, record: VersionRecord): FhirResponse {
-  const res: FhirResponse = { status, headers, summarizable: true, body: record.resource };
-  if (record.json !== undefined) STORED_JSON.set(res, { json: record.json, body: res.body });
+  const res: FhirResponse = { status, headers, summarizable: true };
+  if (record.json === undefined) {
+    res.body = record.resource;
+    return res;
+  }
+  const stored = { json: record.json, record, replaced: false };
+  let body: Resource | undefined;
+  Object.defineProperty(res, 'body', {
+    enumerable: true,
+    configurable: true,
+    get: () => (stored.replaced ? body : record.resource),
+    set: (value: Resource | undefined) => {
+      stored.replaced = true;
+      body = value;
+    },
+  });
+  STORED_JSON.set(res, stored);
   return res;
 }
 
 /** The stored JSON text that is this response's body, unless the body has been replaced since. */
 export function storedJson(res: FhirResponse): string | undefined {
   const stored = STORED_JSON.get(res);
-  return stored && stored.body === res.body ? stored.json : undefined;
+  return stored && !stored.replaced && stored.record.json === stored.json ? stored.json : undefined;
+}
+
+/** The stored record whose resource is this response's body (unless the body has been replaced since). */
+export function storedRecord(res: FhirResponse): VersionRecord | undefined {
+  const stored = STORED_JSON.get(res);
+  return stored && !stored.replaced && stored.record.json === stored.json ? stored.record : undefined;
 }
 
 export function serialize(resource: Resource, format: Format, pretty: boolean): string {

@@ -80,6 +80,8 @@ interface ResourceRow {
   last_updated: string;
   deleted: number;
   content: string | null;
+  /** The access facts of the current version (ACCESS_FACTS); NULL in rows written without them and in history. */
+  access?: string | null;
 }
 interface HistoryRow extends ResourceRow {
   seq: number;
@@ -95,6 +97,7 @@ CREATE TABLE IF NOT EXISTS resources (
   last_updated TEXT NOT NULL,
   deleted INTEGER NOT NULL,
   content TEXT,
+  access TEXT,
   UNIQUE (resource_type, id)
 );
 CREATE INDEX IF NOT EXISTS resources_last_updated ON resources (resource_type, last_updated);
@@ -142,6 +145,15 @@ function checkSchemaVersion(db: DatabaseSync, path: string): void {
   for (const t of tables) db.exec(`DROP TABLE "${t.name}"`);
 }
 
+/**
+ * The key under which a record read from `resources` carries its stored access facts (the text the store's
+ * `accessFacts` function made of the version when it was written; src/access/decision.ts reads it). A global
+ * symbol, so that neither layer imports the other; not enumerable by JSON.stringify, dropped when `resource`
+ * is assigned.
+ */
+export const ACCESS_FACTS = Symbol.for('dsp.store.accessFacts');
+type WithFacts = VersionRecord & { [ACCESS_FACTS]?: string };
+
 function toRecord(row: ResourceRow & { method?: string }): VersionRecord {
   const record: VersionRecord = {
     resourceType: row.resource_type,
@@ -152,6 +164,7 @@ function toRecord(row: ResourceRow & { method?: string }): VersionRecord {
     deleted: row.deleted === 1,
   };
   if (row.content !== null) withStoredJson(record, row.content);
+  if (row.access) (record as WithFacts)[ACCESS_FACTS] = row.access;
   return record;
 }
 
@@ -170,6 +183,7 @@ function withStoredJson(record: VersionRecord, content: string): void {
     set: (value: Resource | undefined) => {
       Object.defineProperty(record, 'resource', { value, writable: true, enumerable: true, configurable: true });
       delete record.json;
+      delete (record as WithFacts)[ACCESS_FACTS];
     },
   });
 }
@@ -204,12 +218,12 @@ class Statements {
     );
     // The row of an id keeps its rid for life (index rows are keyed by it): insert once, then update.
     this.insert = db.prepare(
-      'INSERT INTO resources (resource_type, id, version, last_updated, deleted, content) VALUES (?, ?, ?, ?, ?, ?)',
+      'INSERT INTO resources (resource_type, id, version, last_updated, deleted, content, access) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     this.insertNew = db.prepare(
-      'INSERT INTO resources (resource_type, id, version, last_updated, deleted, content) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (resource_type, id) DO NOTHING',
+      'INSERT INTO resources (resource_type, id, version, last_updated, deleted, content, access) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (resource_type, id) DO NOTHING',
     );
-    this.update = db.prepare('UPDATE resources SET version = ?, last_updated = ?, deleted = ?, content = ? WHERE rid = ?');
+    this.update = db.prepare('UPDATE resources SET version = ?, last_updated = ?, deleted = ?, content = ?, access = ? WHERE rid = ?');
     this.insertHistory = db.prepare(
       'INSERT INTO history (resource_type, id, version, last_updated, method, deleted, content) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
@@ -234,6 +248,13 @@ export class SqliteStore implements Store {
   private checkpointer: Checkpointer | undefined;
 
   private readonly options: SqliteStoreOptions;
+
+  /**
+   * Computes the access facts stored beside each version written from now on (`access` column, read back under
+   * ACCESS_FACTS): set by the access layer for the clinical store (src/access/service.ts). Unset, or undefined
+   * for a resource, the column is NULL and readers work from the resource itself.
+   */
+  accessFacts: ((resource: Resource) => string | undefined) | undefined;
 
   constructor(options: SqliteStoreOptions) {
     this.options = options;
@@ -265,6 +286,10 @@ export class SqliteStore implements Store {
       PRAGMA foreign_keys = OFF; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;`);
     checkSchemaVersion(this.writer, this.options.path);
     this.writer.exec(SCHEMA);
+    // Files written before the access facts column: added (NULL in every row; readers then parse the resource).
+    if (!(this.writer.prepare('PRAGMA table_info(resources)').all() as { name: string }[]).some((c) => c.name === 'access')) {
+      this.writer.exec('ALTER TABLE resources ADD COLUMN access TEXT');
+    }
     // Sets PRAGMA user_version itself, in the same transaction as any upgrade.
     installSearchSchema(this.writer);
     for (const t of this.options.historyless ?? []) if (!/^[A-Z][A-Za-z]+$/.test(t)) throw new Error(`historyless: "${t}" is not a resource type`);
@@ -446,6 +471,7 @@ export class SqliteStore implements Store {
   private session(): StoreSession {
     const s = this.w;
     const clock = this.clock;
+    const accessFacts = this.accessFacts;
     const write = (
       resourceType: string,
       id: string,
@@ -459,6 +485,7 @@ export class SqliteStore implements Store {
       // saves a separate lookup per created resource (~10 µs, docs/performance.md "Session 4: ingest").
       let drawn: string | undefined;
       let content: string | null = null;
+      let access: string | null = null;
       let stored: Resource | undefined;
       /** The rid of the row a create has just inserted (undefined: the id existed, or not a create). */
       let fresh: number | undefined;
@@ -466,7 +493,8 @@ export class SqliteStore implements Store {
         drawn = clock.next();
         stored = { ...resource, meta: { ...resource.meta, versionId: '1', lastUpdated: drawn } } as Resource;
         content = JSON.stringify(stored);
-        const inserted = s.insertNew.run(resourceType, id, 1, drawn, 0, content);
+        access = accessFacts?.(stored) ?? null;
+        const inserted = s.insertNew.run(resourceType, id, 1, drawn, 0, content, access);
         if (inserted.changes === 1) fresh = Number(inserted.lastInsertRowid);
       }
       const existing = fresh === undefined ? (s.head.get(resourceType, id) as Pick<ResourceRow, 'rid' | 'version' | 'deleted'> | undefined) : undefined;
@@ -486,6 +514,7 @@ export class SqliteStore implements Store {
       if (resource && fresh === undefined) {
         stored = { ...resource, meta: { ...resource.meta, versionId: String(versionId), lastUpdated } } as Resource;
         content = JSON.stringify(stored);
+        access = accessFacts?.(stored) ?? null;
       }
       const deleted = resource ? 0 : 1;
       let rid: number;
@@ -493,9 +522,9 @@ export class SqliteStore implements Store {
         rid = existing.rid!;
         // A historyless version being replaced gets its history copy now (as a create: see the options).
         if (s.historyless.has(resourceType)) preparedOn(s.db, COPY_TO_HISTORY).run(rid);
-        s.update.run(versionId, lastUpdated, deleted, content, rid);
+        s.update.run(versionId, lastUpdated, deleted, content, access, rid);
       } else {
-        rid = fresh ?? Number(s.insert.run(resourceType, id, versionId, lastUpdated, deleted, content).lastInsertRowid);
+        rid = fresh ?? Number(s.insert.run(resourceType, id, versionId, lastUpdated, deleted, content, access).lastInsertRowid);
         // A new row of the type (a delete keeps its row): the probe bound's count follows without a recount.
         typeRowsChanged(s.db, resourceType, 1);
       }
