@@ -136,7 +136,8 @@ describe('lean audit writes', () => {
 
   it('entries an earlier process left without index rows are indexed by the next log (restart)', async () => {
     const { store } = await trail(0);
-    const first = new AuditLog(store);
+    // Every commit's entries go to the backlog (no index rows in small commits), as a burst's would.
+    const first = new AuditLog(store, { inlineIndexUpTo: 0 });
     for (let i = 0; i < 3; i++) first.record(event(1));
     await first.flush();
     await first.indexed();
@@ -418,7 +419,8 @@ describe('audit trail failures and durability modes', () => {
         return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
       },
     });
-    const log = new AuditLog(held);
+    // One-entry commits left to the backlog (inlineIndexUpTo: 0), so that the indexer has work here.
+    const log = new AuditLog(held, { inlineIndexUpTo: 0 });
     const inner = log as unknown as { head?: { indexedThrough?: string }; runIndexer(): Promise<void>; unindexed: { lastUpdated: string }[] };
     log.record(event(1));
     await log.flush();
@@ -451,7 +453,7 @@ describe('audit trail failures and durability modes', () => {
         return Reflect.get(target, prop, receiver) as unknown;
       },
     });
-    const log = new AuditLog(failing);
+    const log = new AuditLog(failing, { inlineIndexUpTo: 0 });
     log.record(event(1));
     await log.flush();
     // Two searches at once: the second joins the first one's run.

@@ -8,9 +8,11 @@
  *
  * Entries are queued by the request handlers and written in group commits: every entry queued during one
  * turn of the event loop goes into one store transaction (entries + head), which the HTTP layer awaits
- * before it answers. On the request path an entry is its rows and its chain link only: its search index
- * rows are built later (when the server is idle, when the backlog grows large, and always before an
- * AuditEvent search runs: `indexed()`), so a search still sees every entry.
+ * before it answers. A commit that at most one answer waits for (sequential traffic) writes its entries' search
+ * index rows in the same transaction (INLINE_INDEX_UP_TO); one that several answers wait for (requests in
+ * flight together) writes the entries and their chain links only, and their index rows are built later (when
+ * the server is idle, when the backlog grows large, and always before an AuditEvent search runs: `indexed()`),
+ * so a search still sees every entry.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -176,6 +178,20 @@ const INDEX_BUDGET_MS = 2;
 const INDEX_HIGH_WATER = 10_000;
 /** Quiet time after the last write before the backlog is indexed. */
 const INDEX_IDLE_MS = 500;
+/**
+ * Most entries of one group commit that get their index rows in the commit itself (`inlineIndexUpTo`), when at
+ * most one answer waits for that commit. That is sequential traffic: one request in flight, so one entry whose
+ * answer waits (a patient read) plus the entries of answers that do not (shared data, lazy window, 1-16 of them
+ * at ~800 requests/s). Deferred, those entries let the backlog pass INDEX_HIGH_WATER after ~10,000 requests with
+ * no idle time, and from there the 32-entry chunks, back to back between requests, held the event loop 4-6 ms
+ * each until the backlog was empty (p99 8-10 ms). Inline, the rows cost more CPU per entry than in a chunk (the
+ * COMMIT writes ~25 index pages for one entry; in process +880 µs per one-entry commit against ~256 µs per entry
+ * in 32-entry chunks, +372 against ~228 at four entries per commit) but no request meets a chunk. A commit that
+ * several answers wait for (requests in flight together) still leaves its rows to the backlog: indexing there
+ * was +230-300 µs per read at 16 in flight (docs/performance.md "Session 4: reads"). docs/terminology.md
+ * "Session 5" has the measurements.
+ */
+const INLINE_INDEX_UP_TO = 16;
 
 interface Unindexed {
   id: string;
@@ -186,8 +202,8 @@ interface Unindexed {
 export class AuditLog {
   private readonly store: Store;
   private queue: AuditEvent[] = [];
-  /** The queue holds an entry whose answer waits for a durable commit. */
-  private durableQueued = false;
+  /** Entries of the queue whose answers wait for a durable commit. */
+  private durableQueued = 0;
   private head: Head | undefined;
   private headRead: Promise<Head> | undefined;
   /** The last write's commit (the next one follows it). */
@@ -205,18 +221,26 @@ export class AuditLog {
   private indexRunning = false;
   private idleTimer: NodeJS.Timeout | undefined;
   private lastWrite = 0;
+  /** lastUpdated of the newest entry committed by this process. */
+  private newestWritten: string | undefined;
   /** Entries written so far by this process. */
   written = 0;
+  /** Entries of those whose index rows were written in their own commit. */
+  indexedInline = 0;
 
   private readonly waitForDisk: boolean;
+  private readonly inlineIndexUpTo: number;
 
   /**
    * `waitForDisk`: a durable entry's answer waits for the fsync of its commit (`DSP_AUDIT_SYNC=disk`); without
    * it (the default) the answer waits for the commit, and the fsync, started at once, runs beside the answer.
+   * `inlineIndexUpTo`: a group commit that at most one answer waits for writes the index rows of up to this many
+   * of its entries itself (default INLINE_INDEX_UP_TO; 0: every entry goes to the backlog, as before session 5).
    */
-  constructor(store: Store, options?: { waitForDisk?: boolean }) {
+  constructor(store: Store, options?: { waitForDisk?: boolean; inlineIndexUpTo?: number }) {
     this.store = store;
     this.waitForDisk = options?.waitForDisk ?? false;
+    this.inlineIndexUpTo = options?.inlineIndexUpTo ?? INLINE_INDEX_UP_TO;
   }
 
   /**
@@ -228,7 +252,7 @@ export class AuditLog {
     // After a failure no write happens again (flush() rejects at once): queuing would only grow memory per request.
     if (this.failure) return;
     this.queue.push(event);
-    if (options?.durable !== false) this.durableQueued = true;
+    if (options?.durable !== false) this.durableQueued++;
   }
 
   /**
@@ -248,10 +272,13 @@ export class AuditLog {
     if (!head) {
       // No head (a new trail, or one written before the head moved into the store): the entries tell.
       head = { seq: 0, hash: GENESIS };
-      for (const e of await auditEvents(this.store)) {
+      const events = await auditEvents(this.store);
+      for (const e of events) {
         const l = chainOf(e);
         if (l && l.seq > head.seq) head = { seq: l.seq, hash: l.hash };
       }
+      // An empty trail has nothing to recover: its first commits may record their own indexing at once.
+      if (!events.length) return head;
     }
     if (this.recoverAfter === null) this.recoverAfter = head.indexedThrough;
     return head;
@@ -279,9 +306,10 @@ export class AuditLog {
    */
   private writeQueued(): Promise<void> {
     const batch = this.queue;
-    const durable = this.durableQueued;
+    const waiting = this.durableQueued;
+    const durable = waiting > 0;
     this.queue = [];
-    this.durableQueued = false;
+    this.durableQueued = 0;
     if (!batch.length) return this.lastDone;
     const run = this.writing.then(async (): Promise<boolean> => {
       if (this.failure) throw this.failure;
@@ -296,10 +324,22 @@ export class AuditLog {
         head.seq = seq;
         head.hash = hash;
       }
+      // A commit that at most one answer waits for (sequential traffic, with the entries of answers that do not
+      // wait) indexes its own entries, up to INLINE_INDEX_UP_TO of them; the rest, and every entry of a commit
+      // that several answers wait for (requests in flight together), go to the backlog. With no older entry
+      // waiting for its index rows (backlog empty, nothing to recover from an earlier process) the head written
+      // records them as indexed; otherwise `indexedThrough` stays where the backlog is, and moves past them when
+      // the backlog drains.
+      const inline = waiting <= 1 ? Math.min(linked.length, this.inlineIndexUpTo) : 0;
+      const advance = inline === linked.length && !this.unindexed.length && this.recoverAfter === null;
+      const indexes: IndexValue[][] = [];
+      for (let i = 0; i < inline; i++) indexes.push(auditIndexValues(linked[i]));
       const times: string[] = [];
+      const before = head.indexedThrough;
       await this.store.transaction(async (s) => {
         times.length = 0; // a store may run the work again (MongoDB transaction retries)
-        for (const e of linked) times.push((await s.put(e, { method: 'POST', index: [] })).lastUpdated);
+        for (let i = 0; i < linked.length; i++) times.push((await s.put(linked[i], { method: 'POST', index: indexes[i] ?? [] })).lastUpdated);
+        head.indexedThrough = advance ? times[times.length - 1] : before;
         await s.put(headResource(head), { method: 'POST', index: [] });
       }, { durable: false });
       // An indexing chunk that finished while this commit ran moved this.head.indexedThrough past the copy's:
@@ -308,10 +348,12 @@ export class AuditLog {
       if (indexed !== undefined && (head.indexedThrough === undefined || indexed > head.indexedThrough)) head.indexedThrough = indexed;
       this.head = head;
       this.written += linked.length;
-      for (let i = 0; i < linked.length; i++) this.unindexed.push({ id: linked[i].id!, event: linked[i], lastUpdated: times[i] });
+      this.indexedInline += inline;
+      for (let i = inline; i < linked.length; i++) this.unindexed.push({ id: linked[i].id!, event: linked[i], lastUpdated: times[i] });
+      this.newestWritten = times[times.length - 1];
       this.lastWrite = Date.now();
-      if (this.unindexed.length >= INDEX_HIGH_WATER) void this.runIndexer();
-      else this.armIdleTimer();
+      if (this.unindexed.length >= INDEX_HIGH_WATER) this.runInBackground();
+      else if (this.unindexed.length || this.recoverAfter !== null) this.armIdleTimer();
       return durable;
     });
     this.writing = run.then(
@@ -358,7 +400,7 @@ export class AuditLog {
     const wait = Math.max(1, this.lastWrite + INDEX_IDLE_MS - Date.now());
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
-      if (Date.now() - this.lastWrite >= INDEX_IDLE_MS) void this.runIndexer();
+      if (Date.now() - this.lastWrite >= INDEX_IDLE_MS) this.runInBackground();
       else this.armIdleTimer();
     }, wait);
     this.idleTimer.unref();
@@ -383,6 +425,14 @@ export class AuditLog {
     if (newest && this.unindexed.includes(newest)) throw unavailable();
   }
 
+  /**
+   * An indexing run nobody waits for (idle time, high-water mark): a failure leaves the backlog as it is, for the
+   * next run; the search that starts it (`indexed()`) gets the 503. Without the catch it was an unhandled rejection.
+   */
+  private runInBackground(): void {
+    this.runIndexer().catch(() => undefined);
+  }
+
   /** Indexes the backlog in chunks, one store transaction each, yielding to requests between chunks. */
   private runIndexer(): Promise<void> {
     if (this.indexRunning) return this.indexing;
@@ -399,7 +449,11 @@ export class AuditLog {
           }
           await this.store.reindex(entries);
           const done = this.unindexed.splice(0, entries.length);
-          if (this.head) this.head.indexedThrough = done[done.length - 1].lastUpdated;
+          // Once the backlog is empty every committed entry has its rows (those indexed in their own commit
+          // meanwhile included), so the mark moves to the newest entry written.
+          let through = done[done.length - 1].lastUpdated;
+          if (!this.unindexed.length && this.newestWritten !== undefined && this.newestWritten > through) through = this.newestWritten;
+          if (this.head) this.head.indexedThrough = through;
           if (this.unindexed.length) await nextTurn();
         }
       } finally {
