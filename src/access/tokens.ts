@@ -169,18 +169,19 @@ export class TokenVerifier {
   /** Verifies an `Authorization` header value; 401 for anything missing or wrong. */
   async verify(authorization: string | undefined): Promise<Principal> {
     if (!authorization) throw unauthorized('An access token is required (Authorization: Bearer <token>)');
+    // Keyed by the whole header value: a hit is a value that passed the checks below before (no regex per request).
+    const hit = this.verified.get(authorization);
+    if (hit) {
+      if (Date.now() < hit.until) return { ...hit.principal };
+      this.verified.delete(authorization);
+    }
     const m = /^Bearer\s+([A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]*\.[A-Za-z0-9\-_=]*)\s*$/i.exec(authorization);
     if (!m) throw unauthorized('The Authorization header must be "Bearer <JWT>"');
     const token = m[1];
-    const hit = this.verified.get(token);
-    if (hit) {
-      if (Date.now() < hit.until) return { ...hit.principal };
-      this.verified.delete(token);
-    }
     const principal = await this.verifyToken(token);
     if (this.verified.size >= VERIFIED_MAX) this.verified.clear();
     const exp = decodeJwt(token).exp;
-    this.verified.set(token, { principal, until: exp !== undefined ? exp * 1000 : Date.now() + 60_000 });
+    this.verified.set(authorization, { principal, until: exp !== undefined ? exp * 1000 : Date.now() + 60_000 });
     return { ...principal };
   }
 

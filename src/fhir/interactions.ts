@@ -47,8 +47,21 @@ export function parseETag(value: string): number {
   return Number(m[1]);
 }
 
+/** HTTP dates of the stored instants, by their second (`YYYY-MM-DDTHH:MM:SS`); bounded. */
+const httpDates = new Map<string, string>();
+
 export function httpDate(iso: string): string {
-  return new Date(iso).toUTCString();
+  // An HTTP date has second precision: the versions written in one second (a whole Bundle, often) share it, so
+  // the store's instants (`YYYY-MM-DDTHH:MM:SS.sssZ`) are formatted once per second; anything else as it is.
+  if (iso.length !== 24 || iso.charCodeAt(23) !== 90 /* Z */) return new Date(iso).toUTCString();
+  const second = iso.slice(0, 19);
+  let date = httpDates.get(second);
+  if (date === undefined) {
+    date = new Date(iso).toUTCString();
+    if (httpDates.size >= 10_000) httpDates.clear();
+    httpDates.set(second, date);
+  }
+  return date;
 }
 
 function versionHeaders(record: VersionRecord, baseUrl: string, withLocation: boolean): Record<string, string> {

@@ -54,11 +54,16 @@ function send(res: Response, neg: Negotiated, status: number, headers: Record<st
   res.end(head ? undefined : text);
 }
 
+const JSON_CONTENT_TYPE = contentTypeOf('json');
+
 function sendText(res: Response, status: number, headers: Record<string, string>, text: string, head: boolean): void {
-  res.status(status);
-  for (const k in headers) res.setHeader(k, headers[k]);
-  res.setHeader('Content-Type', contentTypeOf('json'));
-  res.setHeader('Content-Length', Buffer.byteLength(text));
+  // One writeHead with every header: Node writes them as given, without keeping each in the response's header map
+  // first (what setHeader does); headers set earlier, if any, are merged in by writeHead.
+  const out: Record<string, string | number> = {};
+  for (const k in headers) out[k] = headers[k];
+  out['Content-Type'] = JSON_CONTENT_TYPE;
+  out['Content-Length'] = Buffer.byteLength(text);
+  res.writeHead(status, out);
   res.end(head ? undefined : text);
 }
 
