@@ -85,26 +85,55 @@ const ALIAS_CANDIDATES: Record<string, Record<string, readonly [string, string]>
   },
 };
 
-/** resource type -> the aliased codes in effect and the codes whose rows answer each (cleared on registry changes). */
-const aliasCache = new Map<string, Map<string, readonly string[]>>();
+/**
+ * `patient` = `<subject>.where(resolve() is Patient)` (Observation, Condition, Encounter... 36 types; Task's
+ * `for`): the indexer keeps a subject's values whose literal reference names a Patient, so the `patient` values
+ * are exactly the `subject` rows with target_type = 'Patient' (one reference row per clinical resource fewer;
+ * a subject given by identifier only has no target type, and no `patient` value either). Where `patient` and
+ * `subject` have the same expression (DeviceUseStatement, EnrollmentRequest) it is a plain alias.
+ */
+const PATIENT_FROM = { code: 'patient', from: 'subject', targetType: 'Patient' } as const;
+
+/** An aliased parameter: the codes whose rows hold its values, and the target type those rows must have. */
+export interface IndexAlias {
+  of: readonly string[];
+  targetType?: string;
+}
+
+/** resource type -> the aliased codes in effect (cleared on registry changes). */
+const aliasCache = new Map<string, Map<string, IndexAlias>>();
 onRegistryChange(() => aliasCache.clear());
+
+const termsOf = (expression: string) => splitUnion(expression).map((t) => stripOuterParens(t).trim());
 
 function aliasHolds(type: string, code: string, of: readonly string[]): boolean {
   const d = searchParam(type, code);
   if (!d?.expression || d.type === 'special') return false;
-  const terms = splitUnion(d.expression).map((t) => stripOuterParens(t).trim());
+  const terms = termsOf(d.expression);
   // The alias's terms are those of the parameters it unites, in their order.
   let at = 0;
   const united = of.every((c) => {
     const o = searchParam(type, c);
     if (!o?.expression || o.type !== d.type) return false;
-    for (const own of splitUnion(o.expression).map((t) => stripOuterParens(t).trim())) if (terms[at++] !== own) return false;
+    for (const own of termsOf(o.expression)) if (terms[at++] !== own) return false;
     if (d.type !== 'composite') return !d.components?.length && !o.components?.length;
     const dc = d.components ?? [];
     const oc = o.components ?? [];
     return dc.length > 0 && dc.length === oc.length && dc.every((x, k) => !!x.type && x.type === oc[k]!.type && x.expression === oc[k]!.expression);
   });
   return united && at === terms.length;
+}
+
+/** `patient` from `subject` on a type (PATIENT_FROM), with the target type its rows need (none: a plain alias). */
+function patientAlias(type: string): IndexAlias | undefined {
+  const p = searchParam(type, PATIENT_FROM.code);
+  const s = searchParam(type, PATIENT_FROM.from);
+  if (p?.type !== 'reference' || s?.type !== 'reference' || !p.expression || !s.expression) return undefined;
+  const pt = termsOf(p.expression);
+  const st = termsOf(s.expression);
+  if (pt.length !== 1 || st.length !== 1) return undefined;
+  if (pt[0] === st[0]) return { of: [PATIENT_FROM.from] };
+  return pt[0] === `${st[0]}.where(resolve() is ${PATIENT_FROM.targetType})` ? { of: [PATIENT_FROM.from], targetType: PATIENT_FROM.targetType } : undefined;
 }
 
 let aliasesOn = true;
@@ -115,27 +144,43 @@ let aliasesOn = true;
 export function setIndexAliases(on: boolean): void {
   aliasesOn = on;
   aliasCache.clear();
+  typesWithPatientAlias = undefined;
 }
 
-/** The aliased parameter codes of a type (see ALIAS_CANDIDATES), each with the codes whose rows answer it. */
-export function indexAliases(type: string): ReadonlyMap<string, readonly string[]> {
+/** The aliased parameter codes of a type (ALIAS_CANDIDATES, PATIENT_FROM): they have no index rows of their own. */
+export function indexAliases(type: string): ReadonlyMap<string, IndexAlias> {
   let m = aliasCache.get(type);
   if (!m) {
     m = new Map();
-    if (aliasesOn) for (const [code, of] of Object.entries(ALIAS_CANDIDATES[type] ?? {})) if (aliasHolds(type, code, of)) m.set(code, of);
+    if (aliasesOn) {
+      for (const [code, of] of Object.entries(ALIAS_CANDIDATES[type] ?? {})) if (aliasHolds(type, code, of)) m.set(code, { of });
+      const patient = patientAlias(type);
+      if (patient) m.set(PATIENT_FROM.code, patient);
+    }
     aliasCache.set(type, m);
   }
   return m;
 }
 
-/** The parameter codes whose rows hold the values of `code` on `type` (`<code>$<i>` for a composite's components). */
-function rowCodes(type: string, code: string): readonly string[] {
+let typesWithPatientAlias: string[] | undefined;
+/** The types whose `patient` is answered from their `subject` rows (for searches over every type). */
+function patientAliasTypes(): string[] {
+  return (typesWithPatientAlias ??= fhirModel().resourceTypes.filter((t) => indexAliases(t).has(PATIENT_FROM.code)));
+}
+
+/** The alias of `code` on `type` (a composite's `<code>$<i>` gives its components' codes), if it has one. */
+function aliasOf(type: string, code: string): IndexAlias | undefined {
   const aliases = indexAliases(type);
-  if (!aliases.size) return [code];
+  if (!aliases.size) return undefined;
   const dollar = code.indexOf('$');
-  const of = aliases.get(dollar < 0 ? code : code.slice(0, dollar));
-  if (!of) return [code];
-  return dollar < 0 ? of : of.map((c) => c + code.slice(dollar));
+  const alias = aliases.get(dollar < 0 ? code : code.slice(0, dollar));
+  if (!alias || dollar < 0) return alias;
+  return { of: alias.of.map((c) => c + code.slice(dollar)), targetType: alias.targetType };
+}
+
+/** The parameter codes whose rows hold the values of `code` on `type`. */
+function rowCodes(type: string, code: string): readonly string[] {
+  return aliasOf(type, code)?.of ?? [code];
 }
 
 /** Version of the index schema, kept in `PRAGMA user_version` by the store (6: plus `idx_date_span`). */
@@ -684,21 +729,41 @@ function selectsRowids(f: Filter): boolean {
  * at most one id: a scalar sub-select, which the planner can use inside OR branches (multi-index OR).
  */
 function pidIs(col: string, types: string[], code: string, q: Sql): string {
+  // An aliased parameter (ALIAS_CANDIDATES, PATIENT_FROM) is answered from the rows of the parameters it unites,
+  // those of `patient` from `subject` rows whose target is a Patient (`tbl`: the index table's alias in `col`).
+  const all = types.length ? types : code === PATIENT_FROM.code ? patientAliasTypes() : Object.keys(ALIAS_CANDIDATES);
+  const aliased = all.map((t) => [t, aliasOf(t, code)] as const).filter((e): e is readonly [string, IndexAlias] => e[1] !== undefined);
+  if (aliased.length) {
+    const tbl = col.replace(/^\+/, '').replace(/\.pid$/, '');
+    const plain = types.filter((t) => !aliased.some(([a]) => a === t));
+    const groups = new Map<string | undefined, { type: string; codes: readonly string[] }[]>();
+    for (const t of plain) groups.set(undefined, [...(groups.get(undefined) ?? []), { type: t, codes: [code] }]);
+    for (const [t, a] of aliased) groups.set(a.targetType, [...(groups.get(a.targetType) ?? []), { type: t, codes: a.of }]);
+    const arms: string[] = [];
+    for (const [targetType, members] of groups) {
+      let ids: string;
+      if (q.pids) {
+        const known = members.flatMap((m) => m.codes.map((c) => q.pids!(m.type, c))).filter((x): x is number => x !== undefined);
+        if (!known.length) continue;
+        ids = known.length === 1 ? `${col} = ${q.p(known[0]!)}` : `${col} IN (${q.list(known)})`;
+      } else {
+        ids = `${col} IN (SELECT sp.pid FROM search_params sp WHERE ${members.map((m) => `(sp.resource_type = ${q.p(m.type)} AND sp.code IN (${q.list([...m.codes])}))`).join(' OR ')})`;
+      }
+      arms.push(targetType === undefined ? ids : `${ids} AND ${tbl}.target_type = ${q.p(targetType)}`);
+    }
+    // Over every type: the other types' own rows of the code.
+    if (!types.length) {
+      const others = aliased.map(([t]) => t);
+      arms.push(`${col} IN (SELECT sp.pid FROM search_params sp WHERE sp.resource_type NOT IN (${q.list(others)}) AND sp.code = ${q.p(code)})`);
+    }
+    if (!arms.length) return `${col} = -1`;
+    return arms.length === 1 ? `(${arms[0]})` : `(${arms.map((a) => `(${a})`).join(' OR ')})`;
+  }
   if (q.pids && types.length) {
     // Known ids as bound values: the planner uses them inside OR branches too (multi-index OR), which it
     // does not with a sub-select. No id yet: the parameter has no value anywhere (-1 matches no row).
-    // An aliased parameter (ALIAS_CANDIDATES) is answered from the rows of the parameters it unites.
-    const ids = types.flatMap((t) => rowCodes(t, code).map((c) => q.pids!(t, c))).filter((x): x is number => x !== undefined);
+    const ids = types.map((t) => q.pids!(t, code)).filter((x): x is number => x !== undefined);
     return ids.length === 1 ? `${col} = ${q.p(ids[0]!)}` : ids.length ? `${col} IN (${q.list(ids)})` : `${col} = -1`;
-  }
-  const aliased = (types.length ? types : Object.keys(ALIAS_CANDIDATES)).filter((t) => rowCodes(t, code)[0] !== code);
-  if (aliased.length) {
-    // Without a connection: the same ids through search_params, the aliased types by the codes of their rows.
-    const arms = aliased.map((t) => `(sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list([...rowCodes(t, code)])}))`);
-    const rest = types.filter((t) => !aliased.includes(t));
-    if (rest.length) arms.push(`(sp.resource_type IN (${q.list(rest)}) AND sp.code = ${q.p(code)})`);
-    else if (!types.length) arms.push(`(sp.resource_type NOT IN (${q.list(aliased)}) AND sp.code = ${q.p(code)})`);
-    return `${col} IN (SELECT sp.pid FROM search_params sp WHERE ${arms.join(' OR ')})`;
   }
   if (types.length === 1) return `${col} = (SELECT sp.pid FROM search_params sp WHERE sp.resource_type = ${q.p(types[0]!)} AND sp.code = ${q.p(code)})`;
   const typeCond = types.length ? `sp.resource_type IN (${q.list(types)}) AND ` : '';
@@ -839,15 +904,22 @@ function rowidSelect(f: Filter, types: string[], q: Sql, depth = 1): string | un
       return `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND ${sub}.target_id IS NOT NULL AND (${sub}.target_id, ${sub}.target_type) IN (${targets})`;
     }
     case 'compartment': {
+      // The rows of each compartment parameter; an aliased one's are those of the codes it stands for (the
+      // target type is the compartment's: `patient` from `subject` adds no condition to a Patient compartment).
+      const codesOf = (t: string, params: string[]) =>
+        params.flatMap((c) => {
+          const a = aliasOf(t, c);
+          return !a ? [c] : a.targetType && a.targetType !== f.targetType ? [] : a.of;
+        });
       const alts = Object.entries(f.paramsByType)
         .filter(([t, params]) => params.length && (!types.length || types.includes(t)))
-        .map(([t, params]) => `(sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list(params)}))`);
+        .map(([t, params]) => `(sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list([...new Set(codesOf(t, params))])}))`);
       if (!alts.length) return undefined;
       let pids = `SELECT sp.pid FROM search_params sp WHERE ${alts.join(' OR ')}`;
       if (q.pids) {
         const ids = Object.entries(f.paramsByType)
           .filter(([t]) => !types.length || types.includes(t))
-          .flatMap(([t, params]) => params.map((c) => q.pids!(t, c)))
+          .flatMap(([t, params]) => [...new Set(codesOf(t, params))].map((c) => q.pids!(t, c)))
           .filter((x): x is number => x !== undefined);
         pids = ids.length ? q.list(ids) : '-1';
       }
@@ -1475,7 +1547,20 @@ function fetchInclude(db: DatabaseSync, spec: IncludeSpec, from: Resource[]): Re
   const conds: string[] = ["sp.kind = 'reference'"];
   if (spec.sourceType !== '*') conds.push(`sp.resource_type = ${q.p(spec.sourceType)}`);
   if (spec.param !== '*') conds.push(`sp.code = ${q.p(spec.param)}`);
-  const param = ` AND x.pid IN (SELECT sp.pid FROM search_params sp WHERE ${conds.join(' AND ')})`;
+  let param = ` AND x.pid IN (SELECT sp.pid FROM search_params sp WHERE ${conds.join(' AND ')})`;
+  // An aliased parameter's rows are those of the codes it stands for (`patient`: `subject` rows to a Patient).
+  // (`*` takes every reference parameter of the source: the rows of what an alias stands for are among them.)
+  if (spec.param !== '*') {
+    const sources = spec.sourceType !== '*' ? [spec.sourceType] : spec.param === PATIENT_FROM.code ? patientAliasTypes() : Object.keys(ALIAS_CANDIDATES);
+    const arms: string[] = [];
+    for (const t of sources) {
+      const a = aliasOf(t, spec.param);
+      if (!a) continue;
+      const own = `x.pid IN (SELECT sp.pid FROM search_params sp WHERE sp.resource_type = ${q.p(t)} AND sp.code IN (${q.list([...a.of])}))`;
+      arms.push(a.targetType ? `(${own} AND x.target_type = ${q.p(a.targetType)})` : `(${own})`);
+    }
+    if (arms.length) param = ` AND (${[param.slice(5), ...arms].join(' OR ')})`;
+  }
   const target = spec.targetType ? ` AND x.target_type = ${q.p(spec.targetType)}` : '';
   if (!spec.reverse) {
     const pairs = keys.map((r) => `(${q.p(r.resourceType)}, ${q.p(r.id ?? '')})`).join(', ');
