@@ -6,13 +6,15 @@
  * depends on the new path: a hidden document, a blocked author, a resource whose patient changed by update,
  * facts computed with other definitions, and a database file of the layout before the column, opened and read.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DatabaseSync } from 'node:sqlite';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Resource } from 'fhir/r4';
+import type { Bundle, Resource } from 'fhir/r4';
 import { makeApp, withToken, type Http, type TestApp } from './support/app.ts';
 import { doc, obs, seed } from './access-fixture.ts';
 import { ACCESS_FACTS, SqliteStore } from '../src/store/sqlite/store.ts';
@@ -21,6 +23,11 @@ import { createApp } from '../src/http/app.ts';
 import type { Context } from '../src/fhir/interactions.ts';
 import { accessRuntime, defaultAuth } from '../src/access/service.ts';
 import { signDevToken, type DevTokenClaims } from '../src/access/tokens.ts';
+import { authorsOf, encountersOf, labelsOf, patientsOf, storedFactsOf } from '../src/access/decision.ts';
+
+const SYNTHEA = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'data', 'synthea');
+const HAVE_DATA = existsSync(SYNTHEA);
+if (!HAVE_DATA) console.warn(`access-facts: ${SYNTHEA} is absent (a fresh clone): the comparison over Synthea resources is skipped`);
 
 const PRINCIPALS: DevTokenClaims[] = [
   { role: 'practitioner', id: 'Practitioner/dr-gp' },
@@ -149,6 +156,58 @@ describe('access facts stored beside each version', () => {
     expect(admin.length).toBe(1);
     expect(patientsOfEntry(admin[0])).toEqual(['Patient/anna']);
   });
+});
+
+describe('storedFactsOf', () => {
+  /** The facts text against what the decision functions compute from the resource itself. */
+  const compare = (r: Resource) => {
+    const text = storedFactsOf(r);
+    expect(text, `${r.resourceType}/${r.id}`).toBeDefined();
+    const [, , patients, authors, labels, encounters] = JSON.parse(text!) as unknown[];
+    expect([patients, authors, labels, encounters], `${r.resourceType}/${r.id}`).toEqual([patientsOf(r), [...authorsOf(r)], labelsOf(r), encountersOf(r)]);
+  };
+
+  it('holds what patientsOf, authorsOf, labelsOf and encountersOf give, in their order', async () => {
+    const rs: Resource[] = [
+      obs('f1', 'anna', { author: 'Practitioner/a', label: 'R', encounter: 'e1' }),
+      doc('f2', 'anna', 'PractitionerRole/r', { label: 'V', encounter: 'e2' }),
+      { resourceType: 'Encounter', id: 'f3', status: 'finished', class: { code: 'AMB' }, subject: { reference: 'Patient/p' }, participant: [{ individual: { reference: 'Practitioner/x' } }] } as Resource,
+      { resourceType: 'Patient', id: 'f4', generalPractitioner: [{ reference: 'Practitioner/gp' }], meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }] } } as Resource,
+      { resourceType: 'Condition', id: 'f5', subject: { reference: 'Patient/p' }, asserter: { reference: 'Patient/p' }, recorder: { reference: 'Practitioner/q' }, encounter: { reference: 'Encounter/e' } } as Resource,
+    ];
+    for (const r of rs) compare(r);
+    // Shared, non-patient data has none (decided by its type alone).
+    expect(storedFactsOf({ resourceType: 'Practitioner', id: 'x' } as Resource)).toBeUndefined();
+  });
+
+  it.skipIf(!HAVE_DATA)('holds the same for every resource of four Synthea patient Bundles', () => {
+    const files = readdirSync(SYNTHEA).filter((f) => f.endsWith('.json.bz2') && !/Information/.test(f)).sort().slice(0, 4);
+    let n = 0;
+    let withPatients = 0;
+    let withAuthors = 0;
+    for (const f of files) {
+      const raw = JSON.parse(execFileSync('bzip2', ['-dc', join(SYNTHEA, f)], { maxBuffer: 1 << 30 }).toString('utf8')) as Bundle;
+      // The transaction's urn:uuid references as the server stores them (Type/id).
+      const local = new Map((raw.entry ?? []).map((e) => [e.fullUrl!, `${e.resource!.resourceType}/${e.fullUrl!.split(':').pop()}`]));
+      // Conditional references to the shared directory (Practitioner?identifier=system|value) as resolved ones.
+      const text = JSON.stringify(raw)
+        .replace(/urn:uuid:[0-9a-f-]+/g, (u) => local.get(u) ?? u)
+        .replace(/"([A-Z][A-Za-z]+)\?identifier=[^"|]*\|([^"]+)"/g, (_m, type: string, value: string) => `"${type}/${value.replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 64)}"`);
+      const bundle = JSON.parse(text) as Bundle;
+      for (const e of bundle.entry ?? []) {
+        const r = e.resource!;
+        r.id ??= e.fullUrl?.split(':').pop();
+        if (storedFactsOf(r) === undefined) continue;
+        compare(r);
+        n++;
+        if (patientsOf(r).length) withPatients++;
+        if (authorsOf(r).size) withAuthors++;
+      }
+    }
+    expect(n).toBeGreaterThan(1000);
+    expect(withPatients).toBeGreaterThan(n * 0.9);
+    expect(withAuthors).toBeGreaterThan(0);
+  }, 120_000);
 });
 
 describe('a database file of the layout before the access column', () => {
