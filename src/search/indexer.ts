@@ -547,6 +547,13 @@ interface CompiledParam {
    */
   keys?: string[];
   components?: { code: string; type: IndexValue['type']; evaluate: Evaluator }[];
+  /**
+   * The parameters whose values, in this order, are this one's (unionOf): its values are theirs under its own
+   * code, taken from them instead of being evaluated and converted again.
+   */
+  union?: CompiledParam[];
+  /** Some other parameter's union takes this one's values. */
+  inUnion?: boolean;
 }
 
 const compiledByType = new Map<string, CompiledParam[]>();
@@ -569,8 +576,49 @@ function compiledFor(resourceType: string): CompiledParam[] {
     }
     list.push(entry);
   }
+  for (const p of list) p.union = unionOf(p, list);
+  for (const p of list) for (const q of p.union ?? []) q.inUnion = true;
   compiledByType.set(resourceType, list);
   return list;
+}
+
+const termsOf = (expression: string) => splitUnion(expression).map((t) => stripOuterParens(t).trim());
+
+/** A term the plain-path walker compiles from the resource's root (no FHIRPath fallback: it never throws). */
+function plainTerm(term: string): boolean {
+  const steps = parseSteps(term);
+  return !!steps && steps[0]?.kind === 'child' && /^[A-Z]/.test(steps[0].name);
+}
+
+/**
+ * The parameters of the same type whose terms, one after the other, are exactly `p`'s (Observation's `combo-code`
+ * = `code` | `component-code`; the composite `combo-code-value-quantity` = `code-value-quantity` |
+ * `component-code-value-quantity`, whose components have the same expressions and types). Evaluating a union
+ * yields the nodes of each term in turn and a node converts the same way under any parameter code, so `p`'s values
+ * are theirs in order (before dedupe), renamed. Only plain-path terms (the walker, which never throws).
+ */
+function unionOf(p: CompiledParam, list: CompiledParam[]): CompiledParam[] | undefined {
+  const terms = termsOf(p.def.expression);
+  if (terms.length < 2 || !terms.every(plainTerm)) return undefined;
+  const from: CompiledParam[] = [];
+  for (let at = 0; at < terms.length; ) {
+    const q = list.find((q) => {
+      if (q === p || q.def.type !== p.def.type || !sameComponents(p, q)) return false;
+      const own = termsOf(q.def.expression);
+      return own.length < terms.length && own.every((t, k) => terms[at + k] === t);
+    });
+    if (!q) return undefined;
+    from.push(q);
+    at += termsOf(q.def.expression).length;
+  }
+  return from;
+}
+
+function sameComponents(p: CompiledParam, q: CompiledParam): boolean {
+  const a = p.def.components ?? [];
+  const b = q.def.components ?? [];
+  if (!p.components !== !q.components || a.length !== b.length) return false;
+  return a.every((c, i) => c.type === b[i]!.type && c.expression === b[i]!.expression);
 }
 
 function jsonKeys(resourceType: string, expression: string): string[] | undefined {
@@ -589,10 +637,11 @@ function jsonKeys(resourceType: string, expression: string): string[] | undefine
 }
 
 /** Every index value of `resource` (resource-level `_tag`, `_profile`, `_security`, `_source` included). */
-export function extractIndex(resource: Resource): IndexValue[] {
+export function extractIndex(resource: Resource, options?: { unions?: boolean }): IndexValue[] {
   memo = new Map();
   try {
-    const values = extractWithMemo(resource);
+    // `unions: false` (tests): every parameter evaluated on its own, none taken from the others (unionOf).
+    const values = extractWithMemo(resource, options?.unions !== false);
     // `_text`, `_content` and `near` have no FHIRPath expression to evaluate (src/search/text.ts).
     for (const v of specialIndexValues(resource)) values.push(v);
     return values;
@@ -623,22 +672,50 @@ export function extractReferences(resource: Resource, params?: ReadonlySet<strin
   }
 }
 
-function extractWithMemo(resource: Resource): IndexValue[] {
+function extractWithMemo(resource: Resource, unions: boolean): IndexValue[] {
   const out: IndexValue[] = [];
   const root: Node[] = [{ value: resource, type: resource.resourceType }];
   const obj = resource as unknown as Record<string, unknown>;
+  // The values of the parameters some union takes (unionOf), computed once: for the union and for themselves.
+  let taken: Map<CompiledParam, IndexValue[]> | undefined;
+  const valuesFor = (q: CompiledParam) => {
+    let values = taken?.get(q);
+    if (!values) (taken ??= new Map()).set(q, (values = valuesOf(q, root, obj)));
+    return values;
+  };
   for (const p of compiledFor(resource.resourceType)) {
-    const nodes = nodesOf(p, root, obj);
-    if (!nodes.length) continue;
-    if (p.components) {
-      extractComposite(p, nodes, out);
-      continue;
-    }
-    const convert = CONVERTERS[p.def.type as IndexValue['type']];
-    if (!convert) continue;
-    for (const n of nodes) convert(p.def.code, n, out);
+    if (!unions) appendValues(p, root, obj, out);
+    else if (p.union) for (const q of p.union) for (const v of valuesFor(q)) out.push(renamed(v, p));
+    else if (p.inUnion) for (const v of valuesFor(p)) out.push(v);
+    else appendValues(p, root, obj, out);
   }
   return dedupe(out);
+}
+
+/** A parameter's values (before dedupe). */
+function valuesOf(p: CompiledParam, root: Node[], obj: Record<string, unknown>): IndexValue[] {
+  const out: IndexValue[] = [];
+  appendValues(p, root, obj, out);
+  return out;
+}
+
+function appendValues(p: CompiledParam, root: Node[], obj: Record<string, unknown>, out: IndexValue[]): void {
+  const nodes = nodesOf(p, root, obj);
+  if (!nodes.length) return;
+  if (p.components) {
+    extractComposite(p, nodes, out);
+    return;
+  }
+  const convert = CONVERTERS[p.def.type as IndexValue['type']];
+  if (!convert) return;
+  for (const n of nodes) convert(p.def.code, n, out);
+}
+
+/** A value of a parameter of `p`'s union, as `p`'s own (its code; a composite's components under `p`'s codes). */
+function renamed(v: IndexValue, p: CompiledParam): IndexValue {
+  if (v.type !== 'composite') return { ...v, param: p.def.code };
+  const codes = p.components!;
+  return { ...v, param: p.def.code, components: v.components.map((c, i) => (c.param === codes[i]!.code ? c : { ...c, param: codes[i]!.code })) };
 }
 
 /** A parameter's nodes in a resource; none when its first path step is absent or the expression fails. */
