@@ -179,19 +179,21 @@ const INDEX_HIGH_WATER = 10_000;
 /** Quiet time after the last write before the backlog is indexed. */
 const INDEX_IDLE_MS = 500;
 /**
- * Most entries of one group commit that get their index rows in the commit itself (`inlineIndexUpTo`), when at
- * most one answer waits for that commit. That is sequential traffic: one request in flight, so one entry whose
- * answer waits (a patient read) plus the entries of answers that do not (shared data, lazy window, 1-16 of them
- * at ~800 requests/s). Deferred, those entries let the backlog pass INDEX_HIGH_WATER after ~10,000 requests with
- * no idle time, and from there the 32-entry chunks, back to back between requests, held the event loop 4-6 ms
- * each until the backlog was empty (p99 8-10 ms). Inline, the rows cost more CPU per entry than in a chunk (the
- * COMMIT writes ~25 index pages for one entry; in process +880 µs per one-entry commit against ~256 µs per entry
- * in 32-entry chunks, +372 against ~228 at four entries per commit) but no request meets a chunk. A commit that
- * several answers wait for (requests in flight together) still leaves its rows to the backlog: indexing there
- * was +230-300 µs per read at 16 in flight (docs/performance.md "Session 4: reads"). docs/terminology.md
- * "Session 5" has the measurements.
+ * Largest group commit that writes its entries' index rows itself (`inlineIndexUpTo`), when it is sequential
+ * traffic: at most one answer waits for this commit and for each of the SEQUENTIAL_RUN - 1 before it. One request
+ * in flight gives one entry whose answer waits (a patient read) plus the entries of answers that do not (shared
+ * data, lazy window: 1-12 of them at ~800 requests/s). Deferred, those entries let the backlog pass
+ * INDEX_HIGH_WATER after ~10,000 requests with no idle time, and from there the 32-entry chunks, back to back
+ * between requests, held the event loop 4-6 ms each until the backlog was empty (sequential p99 8-12 ms). Inline,
+ * the rows cost more CPU per entry than in a chunk (the COMMIT writes ~25 index pages for one entry: in process
+ * +880 µs per one-entry commit against ~256 µs per entry in 32-entry chunks, +372 against ~228 at four entries
+ * per commit), but no request meets a chunk. Requests in flight together (several answers waiting on a commit, or
+ * lazy commits of more than 12 entries) still leave their rows to the backlog: inlining there cost +14 % CPU per
+ * read and a third of the 16-in-flight `$validate-code` throughput (docs/terminology.md "Session 5").
  */
-const INLINE_INDEX_UP_TO = 16;
+const INLINE_INDEX_UP_TO = 12;
+/** Consecutive commits with at most one waiting answer before commits index their own entries (see above). */
+const SEQUENTIAL_RUN = 4;
 
 interface Unindexed {
   id: string;
@@ -230,12 +232,14 @@ export class AuditLog {
 
   private readonly waitForDisk: boolean;
   private readonly inlineIndexUpTo: number;
+  /** Consecutive commits so far with at most one answer waiting (capped at SEQUENTIAL_RUN; a new log starts there). */
+  private sequentialRun = SEQUENTIAL_RUN;
 
   /**
    * `waitForDisk`: a durable entry's answer waits for the fsync of its commit (`DSP_AUDIT_SYNC=disk`); without
    * it (the default) the answer waits for the commit, and the fsync, started at once, runs beside the answer.
-   * `inlineIndexUpTo`: a group commit that at most one answer waits for writes the index rows of up to this many
-   * of its entries itself (default INLINE_INDEX_UP_TO; 0: every entry goes to the backlog, as before session 5).
+   * `inlineIndexUpTo`: a group commit of sequential traffic with at most this many entries writes their index rows
+   * itself (default INLINE_INDEX_UP_TO; 0: every entry goes to the backlog, as before session 5).
    */
   constructor(store: Store, options?: { waitForDisk?: boolean; inlineIndexUpTo?: number }) {
     this.store = store;
@@ -324,13 +328,12 @@ export class AuditLog {
         head.seq = seq;
         head.hash = hash;
       }
-      // A commit that at most one answer waits for (sequential traffic, with the entries of answers that do not
-      // wait) indexes its own entries, up to INLINE_INDEX_UP_TO of them; the rest, and every entry of a commit
-      // that several answers wait for (requests in flight together), go to the backlog. With no older entry
-      // waiting for its index rows (backlog empty, nothing to recover from an earlier process) the head written
-      // records them as indexed; otherwise `indexedThrough` stays where the backlog is, and moves past them when
-      // the backlog drains.
-      const inline = waiting <= 1 ? Math.min(linked.length, this.inlineIndexUpTo) : 0;
+      // Sequential traffic (INLINE_INDEX_UP_TO, SEQUENTIAL_RUN) indexes its own entries; requests in flight
+      // together leave them to the backlog. With no older entry waiting for its index rows (backlog empty, nothing
+      // to recover from an earlier process) the head written records them as indexed; otherwise `indexedThrough`
+      // stays where the backlog is, and moves past them when the backlog drains.
+      this.sequentialRun = waiting <= 1 ? Math.min(this.sequentialRun + 1, SEQUENTIAL_RUN) : 0;
+      const inline = this.sequentialRun >= SEQUENTIAL_RUN && linked.length <= this.inlineIndexUpTo ? linked.length : 0;
       const advance = inline === linked.length && !this.unindexed.length && this.recoverAfter === null;
       const indexes: IndexValue[][] = [];
       for (let i = 0; i < inline; i++) indexes.push(auditIndexValues(linked[i]));
