@@ -154,17 +154,22 @@ const FACTS_LAYOUT = 1;
 type StoredFacts = [number, string, string[], string[], string[], string[], 0 | 1];
 
 /**
- * The fingerprint of the definitions the facts of a type are computed with: its reference search parameters
- * (code, expression, targets), which patientsOf / authorsOf / encountersOf evaluate. A server SearchParameter
- * that changes one of them changes the fingerprint, and facts stored under the old one are not used (the
- * resource is parsed and decided as it is now).
+ * The fingerprint of the definitions and code the facts of a type are computed with: its reference search
+ * parameters (code, expression, targets), which patientsOf / authorsOf / encountersOf evaluate, its compartment
+ * parameters, and the source text of the functions and constants that compute the facts. A server
+ * SearchParameter that changes one of them, or a change of those rules in this file, changes the fingerprint,
+ * and facts stored under the old one are not used (the resource is parsed and decided as it is now) until the
+ * version is written again.
  */
 const fingerprints = new Map<string, string>();
 onRegistryChange(() => fingerprints.clear());
+let rulesText: string | undefined;
 function definitionsOf(type: string): string {
   let f = fingerprints.get(type);
   if (f === undefined) {
-    const h = createHash('sha256').update(`${FACTS_LAYOUT}`);
+    rulesText ??= [patientsOf, authorsOf, labelsOf, encountersOf, isEssential, referenceFacts].map(String).join('\u0000') + JSON.stringify([ESSENTIAL_MULTI, [...ESSENTIAL], BLOOD_GROUP, PATIENT_SUMMARY, LOINC, CONFIDENTIALITY]);
+    const h = createHash('sha256').update(`${FACTS_LAYOUT}\u0000${rulesText}`);
+    h.update(`\u0000${[...compartmentParams('Patient', type)].join(',')}\u0000${[...compartmentParams('Practitioner', type)].join(',')}`);
     for (const d of searchParamsFor(type)) if (d.type === 'reference' && !d.components) h.update(`\u0000${d.code}\u0001${d.expression}\u0001${d.targets.join(',')}`);
     f = h.digest('base64url').slice(0, 12);
     fingerprints.set(type, f);
