@@ -46,13 +46,14 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Terminology content (terminology/: the eHDSI MVC) is loaded before the first request, not by it.
   const tx = terminologyService().load();
   logger.info({ resources: tx.loadStats.resources, ms: tx.loadStats.ms }, 'terminology loaded');
+  // The signing key and the audit store are opened before listening: a failure stops the start with its
+  // message instead of answering 500 to every request. Before the examples too: the access runtime makes the
+  // embedded store keep each version's access facts, which the examples' rows should have like any other.
+  const access = await accessRuntime(ctx);
   if (config.loadExamples && (await store.count()) === 0) {
     const n = await loadExamples(ctx, config.examplesDir);
     logger.info({ resources: n, dir: config.examplesDir }, 'examples loaded into the empty store');
   }
-  // The signing key and the audit store are opened before listening: a failure stops the start with its
-  // message instead of answering 500 to every request.
-  const access = await accessRuntime(ctx);
   const app = createApp({ ctx, logger });
   const server = await new Promise<Server>((resolve, reject) => {
     // HTTPS when configured; with trust anchors, client certificates are requested and checked by the

@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { Client } from 'fhir-kit-client';
 import type { Bundle, Patient } from 'fhir/r4';
 import { ROOT, startServerProcess, type ServerProcess } from './support/process.ts';
@@ -40,6 +41,12 @@ describe('dsp-fhir serve', () => {
     const before = await json(`${running.url}/_history?_count=1`);
     const dataDir = running.dataDir;
     await running.stop();
+    // The examples' rows of patient data carry their access facts like any later write (reads decide on them).
+    const db = new DatabaseSync(join(dataDir, 'fhir.sqlite'), { readOnly: true });
+    const facts = db.prepare("SELECT count(*) AS n, count(access) AS withFacts FROM resources WHERE resource_type IN ('Patient', 'Observation', 'DocumentReference', 'Composition') AND deleted = 0").get() as { n: number; withFacts: number };
+    db.close();
+    expect(facts.n).toBeGreaterThan(0);
+    expect(facts.withFacts).toBe(facts.n);
     running = await startServerProcess({ DSP_LOAD_EXAMPLES: 'true' }, dataDir);
     const after = await json(`${running.url}/_history?_count=1`);
     expect(after.body.total).toBe(before.body.total);

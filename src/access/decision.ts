@@ -11,9 +11,10 @@
  */
 import { createHash, createHmac } from 'node:crypto';
 import type { DocumentReference, Resource } from 'fhir/r4';
-import type { CurrentRecord, StoreSession, VersionRecord } from '../store/port.ts';
+import { ACCESS_FACTS, type CurrentRecord, type StoreSession, type VersionRecord } from '../store/port.ts';
 import type { Filter, SearchRequest } from '../search/types.ts';
 import { extractReferences } from '../search/indexer.ts';
+import { normalizeReference } from '../search/normalize.ts';
 import { onRegistryChange, searchParam, searchParamsFor } from '../search/registry.ts';
 import { compartmentFilter, compartmentTypes } from '../fhir/compartments.ts';
 import { FhirError, forbidden, notFound } from '../fhir/outcome.ts';
@@ -133,7 +134,7 @@ function isEssential(resource: Resource): boolean {
  */
 interface FactSource {
   patients(): string[];
-  authors(): ReadonlySet<string> | readonly string[];
+  authors(): ReadonlySet<string>;
   labels(): string[];
   encounters(): string[];
   essential(): boolean;
@@ -167,7 +168,7 @@ let rulesText: string | undefined;
 function definitionsOf(type: string): string {
   let f = fingerprints.get(type);
   if (f === undefined) {
-    rulesText ??= [patientsOf, authorsOf, labelsOf, encountersOf, isEssential, referenceFacts].map(String).join('\u0000') + JSON.stringify([ESSENTIAL_MULTI, [...ESSENTIAL], BLOOD_GROUP, PATIENT_SUMMARY, LOINC, CONFIDENTIALITY]);
+    rulesText ??= [patientsOf, authorsOf, labelsOf, encountersOf, isEssential, referenceFacts, compartmentParams, isPatientData, extractReferences, normalizeReference].map(String).join('\u0000') + JSON.stringify([ESSENTIAL_MULTI, [...ESSENTIAL], BLOOD_GROUP, PATIENT_SUMMARY, LOINC, CONFIDENTIALITY]);
     const h = createHash('sha256').update(`${FACTS_LAYOUT}\u0000${rulesText}`);
     h.update(`\u0000${[...compartmentParams('Patient', type)].join(',')}\u0000${[...compartmentParams('Practitioner', type)].join(',')}`);
     for (const d of searchParamsFor(type)) if (d.type === 'reference' && !d.components) h.update(`\u0000${d.code}\u0001${d.expression}\u0001${d.targets.join(',')}`);
@@ -224,8 +225,6 @@ function referenceFacts(resource: Resource): { patients: string[]; authors: stri
   return { patients: [...patients], authors: [...authors], encounters };
 }
 
-const ACCESS_FACTS = Symbol.for('dsp.store.accessFacts');
-
 const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
 
 /**
@@ -244,7 +243,7 @@ function recordFacts(record: VersionRecord): FactSource | undefined {
   if (!Array.isArray(f) || f.length !== 7 || f[0] !== FACTS_LAYOUT || f[1] !== definitionsOf(record.resourceType)) return undefined;
   const [, , patients, authors, labels, encounters, essential] = f as unknown[];
   if (!isStrings(patients) || !isStrings(authors) || !isStrings(labels) || !isStrings(encounters) || (essential !== 0 && essential !== 1)) return undefined;
-  return { patients: () => patients, authors: () => authors, labels: () => labels, encounters: () => encounters, essential: () => essential === 1 };
+  return { patients: () => patients, authors: () => new Set(authors), labels: () => labels, encounters: () => encounters, essential: () => essential === 1 };
 }
 
 /** Patients whose record a stored record belongs to, from its stored facts (undefined without them). */
@@ -358,13 +357,10 @@ export class AccessScope {
 
   /** canSee's rules for patient data, on the facts of a resource or those stored beside a version. */
   private async canSeeData(type: string, id: string | undefined, facts: FactSource): Promise<boolean> {
-    if (this.unrestricted) return true;
-    if (DIRECTORY_TYPES.has(type)) return true;
     if (!isPatientData(type)) return false;
     if (PATIENT_PRIVATE.has(type) && !this.isPatientSide()) return false;
     const patients = facts.patients();
-    const authors = facts.authors();
-    const own = authors instanceof Set ? authors.has(this.principal.ref) : (authors as readonly string[]).includes(this.principal.ref);
+    const own = facts.authors().has(this.principal.ref);
     if (!patients.length) return own && this.principal.role === 'practitioner';
     for (const p of patients) {
       const mode = await this.modeFor(p);

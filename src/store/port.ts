@@ -33,6 +33,14 @@ export interface VersionRecord {
   json?: string;
 }
 
+/**
+ * The key under which an adapter may give a record read from its current rows the access facts it stored beside
+ * that version when it was written (the text of the store's `accessFacts` function: SQLite's `resources.access`);
+ * src/access/decision.ts decides on them instead of parsing the resource. Not enumerable by JSON.stringify, and
+ * dropped when `resource` is assigned.
+ */
+export const ACCESS_FACTS = Symbol.for('dsp.store.accessFacts');
+
 /** The current state of a resource id: live (with its resource) or deleted (a tombstone). */
 export type CurrentRecord = VersionRecord;
 

@@ -35,6 +35,7 @@ import type {
   WriteMethod,
   WriteOptions,
 } from '../port.ts';
+import { ACCESS_FACTS } from '../port.ts';
 import { Mutex } from '../mutex.ts';
 import { InstantClock } from '../clock.ts';
 import { decodeCursor, encodeCursor } from '../cursor.ts';
@@ -145,13 +146,7 @@ function checkSchemaVersion(db: DatabaseSync, path: string): void {
   for (const t of tables) db.exec(`DROP TABLE "${t.name}"`);
 }
 
-/**
- * The key under which a record read from `resources` carries its stored access facts (the text the store's
- * `accessFacts` function made of the version when it was written; src/access/decision.ts reads it). A global
- * symbol, so that neither layer imports the other; not enumerable by JSON.stringify, dropped when `resource`
- * is assigned.
- */
-export const ACCESS_FACTS = Symbol.for('dsp.store.accessFacts');
+/** A record read from `resources` with its stored access facts (ACCESS_FACTS, src/store/port.ts). */
 type WithFacts = VersionRecord & { [ACCESS_FACTS]?: string };
 
 function toRecord(row: ResourceRow & { method?: string }): VersionRecord {
