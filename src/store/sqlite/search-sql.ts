@@ -27,7 +27,9 @@
  * with an opaque cursor. `idx_date_span` (R*Tree) holds each resource's date span per parameter: two-sided date
  * bounds are one box query (planDateSpan). Common filters are probed per row instead of driving (planProbes);
  * the first page of a one-filter, one-key sort is an index-only top-k (topKSearch); a one-key sort whose filters
- * are all common walks the key's index in order and probes the filters per row (sortWalk).
+ * are all common walks the key's index in order and probes the filters per row (sortWalk). Parameters that are
+ * others under another name (Observation's combo-*, `patient` from `subject`) have no rows of their own and are
+ * searched in the rows they stand for (indexAliases).
  */
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Resource } from 'fhir/r4';
