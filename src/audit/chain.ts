@@ -8,11 +8,11 @@
  *
  * Entries are queued by the request handlers and written in group commits: every entry queued during one
  * turn of the event loop goes into one store transaction (entries + head), which the HTTP layer awaits
- * before it answers. A commit that at most one answer waits for (sequential traffic) writes its entries' search
- * index rows in the same transaction (INLINE_INDEX_UP_TO); one that several answers wait for (requests in
- * flight together) writes the entries and their chain links only, and their index rows are built later (when
- * the server is idle, when the backlog grows large, and always before an AuditEvent search runs: `indexed()`),
- * so a search still sees every entry.
+ * before it answers. A commit of sequential traffic (at most one answer waiting on it and on the commits just
+ * before it, at most 12 entries: INLINE_INDEX_UP_TO) writes its entries' search index rows in the same
+ * transaction; any other commit (requests in flight together) writes the entries and their chain links only,
+ * and their index rows are built later (when the server is idle, when the backlog grows large, and always
+ * before an AuditEvent search runs: `indexed()`), so a search still sees every entry.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
