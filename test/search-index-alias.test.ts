@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../src/store/sqlite/store.ts';
 import { indexAliases, setIndexAliases } from '../src/store/sqlite/search-sql.ts';
 import { extractIndex } from '../src/search/indexer.ts';
+import { setServerSearchParameters } from '../src/search/registry.ts';
 import { parseSearch } from '../src/search/parse.ts';
 import { compartmentFilter } from '../src/fhir/compartments.ts';
 
@@ -183,6 +184,28 @@ function queries(resources: Resource[]): Query[] {
   out.push({ type: 'Task', params: [['_include', 'Task:patient'], ['patient:missing', 'false']] });
   return out;
 }
+
+describe('aliases follow the registry', () => {
+  it('ends an alias when a server SearchParameter redefines one side, and brings it back when it goes', () => {
+    expect(indexAliases('Observation').get('combo-code')).toEqual({ of: ['code', 'component-code'] });
+    expect(indexAliases('Condition').get('patient')).toEqual({ of: ['subject'], targetType: 'Patient' });
+    const changed = setServerSearchParameters([
+      { resourceType: 'SearchParameter', url: 'http://example.org/sp/obs-code', name: 'code', status: 'active', code: 'code', base: ['Observation'], type: 'token', expression: 'Observation.code.coding[0]', description: 'first coding only' },
+      { resourceType: 'SearchParameter', url: 'http://example.org/sp/cond-subject', name: 'subject', status: 'active', code: 'subject', base: ['Condition'], type: 'reference', expression: 'Condition.subject | Condition.encounter', description: 'wider' },
+    ] as never);
+    try {
+      expect(changed).toEqual(['Condition', 'Observation']);
+      expect(indexAliases('Observation').has('combo-code')).toBe(false);
+      expect(indexAliases('Observation').get('combo-value-quantity')).toEqual({ of: ['value-quantity', 'component-value-quantity'] });
+      expect(indexAliases('Condition').has('patient')).toBe(false);
+      expect(indexAliases('Encounter').get('patient')).toEqual({ of: ['subject'], targetType: 'Patient' });
+    } finally {
+      setServerSearchParameters([]);
+    }
+    expect(indexAliases('Observation').get('combo-code')).toEqual({ of: ['code', 'component-code'] });
+    expect(indexAliases('Condition').get('patient')).toEqual({ of: ['subject'], targetType: 'Patient' });
+  });
+});
 
 describe.skipIf(!HAVE_DATA)('combo-* and patient answered from the rows of other parameters (real data)', () => {
   let resources: Resource[];

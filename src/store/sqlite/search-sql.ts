@@ -104,7 +104,12 @@ export interface IndexAlias {
 
 /** resource type -> the aliased codes in effect (cleared on registry changes). */
 const aliasCache = new Map<string, Map<string, IndexAlias>>();
-onRegistryChange(() => aliasCache.clear());
+/** The types whose `patient` is answered from their `subject` rows (patientAliasTypes). */
+let typesWithPatientAlias: string[] | undefined;
+onRegistryChange(() => {
+  aliasCache.clear();
+  typesWithPatientAlias = undefined;
+});
 
 const termsOf = (expression: string) => splitUnion(expression).map((t) => stripOuterParens(t).trim());
 
@@ -164,7 +169,6 @@ export function indexAliases(type: string): ReadonlyMap<string, IndexAlias> {
   return m;
 }
 
-let typesWithPatientAlias: string[] | undefined;
 /** The types whose `patient` is answered from their `subject` rows (for searches over every type). */
 function patientAliasTypes(): string[] {
   return (typesWithPatientAlias ??= fhirModel().resourceTypes.filter((t) => indexAliases(t).has(PATIENT_FROM.code)));
