@@ -15,6 +15,7 @@ import { SqliteStore } from '../src/store/sqlite/store.ts';
 import { indexAliases, setIndexAliases } from '../src/store/sqlite/search-sql.ts';
 import { extractIndex } from '../src/search/indexer.ts';
 import { setServerSearchParameters } from '../src/search/registry.ts';
+import { startReindex, waitForReindex } from '../src/search/reindex.ts';
 import { parseSearch } from '../src/search/parse.ts';
 import { compartmentFilter } from '../src/fhir/compartments.ts';
 
@@ -273,4 +274,55 @@ describe.skipIf(!HAVE_DATA)('combo-* and patient answered from the rows of other
     // The comparison means something: most queries find resources.
     expect(nonEmpty).toBeGreaterThan(qs.length * 0.6);
   }, 300_000);
+});
+
+describe('a redefinition answers right before and after its re-index', () => {
+  // Hand-made: `patient` must give the same resources at every step, whatever `subject` means meanwhile.
+  const subjectIsAsserter = {
+    resourceType: 'SearchParameter', url: 'http://example.org/sp/cond-subject-asserter', name: 'subject', status: 'active',
+    code: 'subject', base: ['Condition'], type: 'reference', expression: 'Condition.asserter', description: 'not the subject',
+  } as never;
+  const resources = [
+    { resourceType: 'Patient', id: 'p1' },
+    { resourceType: 'Patient', id: 'p2' },
+    { resourceType: 'Group', id: 'g1', type: 'person', actual: true },
+    { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, asserter: { reference: 'Patient/p2' } },
+    { resourceType: 'Condition', id: 'c2', subject: { reference: 'Group/g1' }, asserter: { reference: 'Patient/p1' } },
+    { resourceType: 'Condition', id: 'c3', subject: { reference: 'Patient/p2' } },
+  ] as Resource[];
+  const ids = async (store: SqliteStore, params: [string, string][]) => (await run(store, 'Condition', params)).flat().filter((x) => x !== '+').sort();
+  const expectRight = async (store: SqliteStore) => {
+    expect(await ids(store, [['patient', 'Patient/p1']])).toEqual(['Condition/c1']);
+    expect(await ids(store, [['patient', 'p2']])).toEqual(['Condition/c3']);
+    expect(await ids(store, [['patient:missing', 'true']])).toEqual(['Condition/c2']);
+    expect(await ids(store, [['patient:missing', 'false']])).toEqual(['Condition/c1', 'Condition/c3']);
+    expect((await run(store, 'Patient', [['_id', 'p1'], ['_revinclude', 'Condition:patient']])).flat()).toEqual(['Patient/p1', '+', 'Condition/c1']);
+  };
+
+  it('writes the rows of an alias that ends at once, and keeps an alias that comes back off until the re-index', async () => {
+    const store = await storeOf(resources);
+    try {
+      await expectRight(store);
+      expect(setServerSearchParameters([subjectIsAsserter])).toEqual(['Condition']);
+      // Before any re-index: `subject` rows still hold Condition.subject, `patient` has its rows already.
+      expect(indexAliases('Condition').has('patient')).toBe(false);
+      await expectRight(store);
+      const job = await startReindex(store, ['Condition'], 'test');
+      expect((await waitForReindex(job.id))?.status).toBe('completed');
+      expect(await ids(store, [['subject', 'Patient/p2']])).toEqual(['Condition/c1']);
+      await expectRight(store);
+      expect(setServerSearchParameters([])).toEqual(['Condition']);
+      // The `subject` rows hold the asserters until the re-index: the alias waits for it.
+      expect(indexAliases('Condition').has('patient')).toBe(false);
+      await expectRight(store);
+      const back = await startReindex(store, ['Condition'], 'test');
+      expect((await waitForReindex(back.id))?.status).toBe('completed');
+      expect(indexAliases('Condition').get('patient')).toEqual({ of: ['subject'], targetType: 'Patient' });
+      expect(await ids(store, [['subject', 'Patient/p2']])).toEqual(['Condition/c3']);
+      await expectRight(store);
+    } finally {
+      setServerSearchParameters([]);
+      await store.close();
+    }
+  });
 });

@@ -153,7 +153,31 @@ class Registry {
 }
 
 let registry: Registry | undefined;
-const listeners: (() => void)[] = [];
+/** What a registry change tells its listeners: `startup` when the store's rows already follow the new state. */
+export interface RegistryChange {
+  startup: boolean;
+}
+const listeners: ((change: RegistryChange) => void)[] = [];
+let generation = 0;
+function changed(startup = false): void {
+  generation++;
+  for (const l of listeners) l({ startup });
+}
+
+/** Counts the registry's changes: a re-index job notes it at its start (reindexCompleted). */
+export function registryGeneration(): number {
+  return generation;
+}
+
+const reindexListeners: ((resourceTypes: readonly string[], generation: number) => void)[] = [];
+/** A re-index job started at `generation` has rewritten every resource of `resourceTypes`. */
+export function reindexCompleted(resourceTypes: readonly string[], generation: number): void {
+  for (const l of reindexListeners) l(resourceTypes, generation);
+}
+/** Called when a re-index job completes (the SQLite store's index aliases wait for it). */
+export function onReindexCompleted(listener: (resourceTypes: readonly string[], generation: number) => void): void {
+  reindexListeners.push(listener);
+}
 
 function reg(): Registry {
   if (!registry) {
@@ -209,40 +233,41 @@ export function addSearchParameter(sp: SearchParameter): void {
   r.add(sp, false);
   r.resolveComponents();
   paramListCache.clear();
-  for (const l of listeners) l();
+  changed();
 }
 
 /**
  * Replaces the set of SearchParameters defined on the server (resources written through the API) with
  * `sps`: the registry becomes the HL7 definitions plus these. Returns the resource types whose parameters
- * changed (added, changed or removed), which need re-indexing.
+ * changed (added, changed or removed), which need re-indexing. `startup`: the store's index rows were written
+ * under these SearchParameters already (the server starting on its database), so nothing waits for a re-index.
  */
-export function setServerSearchParameters(sps: SearchParameter[]): string[] {
+export function setServerSearchParameters(sps: SearchParameter[], startup = false): string[] {
   const previous = serverParams;
   serverParams = new Map(sps.filter((sp) => sp.url && sp.status !== 'retired').map((sp) => [sp.url, sp]));
-  const changed = new Set<string>();
+  const changedTypes = new Set<string>();
   const model = fhirModel();
   const basesOf = (sp: SearchParameter) =>
     (sp.base ?? []).flatMap((b) => (b === 'Resource' || b === 'DomainResource' ? [...model.resourceTypes] : [b]));
   for (const [url, sp] of serverParams) {
     const old = previous.get(url);
-    if (!old || JSON.stringify(old) !== JSON.stringify(sp)) for (const b of basesOf(sp)) changed.add(b);
-    if (old) for (const b of basesOf(old)) if (JSON.stringify(old) !== JSON.stringify(sp)) changed.add(b);
+    if (!old || JSON.stringify(old) !== JSON.stringify(sp)) for (const b of basesOf(sp)) changedTypes.add(b);
+    if (old) for (const b of basesOf(old)) if (JSON.stringify(old) !== JSON.stringify(sp)) changedTypes.add(b);
   }
-  for (const [url, old] of previous) if (!serverParams.has(url)) for (const b of basesOf(old)) changed.add(b);
-  if (changed.size) {
+  for (const [url, old] of previous) if (!serverParams.has(url)) for (const b of basesOf(old)) changedTypes.add(b);
+  if (changedTypes.size) {
     registry = undefined;
     reg();
     paramListCache.clear();
-    for (const l of listeners) l();
+    changed(startup);
   }
-  return [...changed].filter((t) => model.isResourceType(t)).sort();
+  return [...changedTypes].filter((t) => model.isResourceType(t)).sort();
 }
 
 let serverParams = new Map<string, SearchParameter>();
 
 /** Called whenever the registry changes (the indexer drops its compiled expressions). */
-export function onRegistryChange(listener: () => void): void {
+export function onRegistryChange(listener: (change: RegistryChange) => void): void {
   listeners.push(listener);
 }
 

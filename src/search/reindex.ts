@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { SearchParameter } from 'fhir/r4';
 import type { Store } from '../store/port.ts';
-import { setServerSearchParameters } from './registry.ts';
+import { reindexCompleted, registryGeneration, setServerSearchParameters } from './registry.ts';
 import { extractIndex } from './indexer.ts';
 
 export interface ReindexJob {
@@ -57,13 +57,15 @@ async function storedSearchParameters(store: Store): Promise<SearchParameter[]> 
  * resource types whose parameters changed (when `reindex` is true). Returns the job, if one started.
  */
 export async function syncSearchParameters(store: Store, reindex = true): Promise<ReindexJob | undefined> {
-  const changed = setServerSearchParameters(await storedSearchParameters(store));
+  const changed = setServerSearchParameters(await storedSearchParameters(store), !reindex);
   if (!changed.length || !reindex) return undefined;
   return startReindex(store, changed, 'SearchParameter resources changed');
 }
 
 /** Starts a background job re-indexing every live resource of `resourceTypes`. */
 export async function startReindex(store: Store, resourceTypes: string[], reason: string): Promise<ReindexJob> {
+  // The registry state this job's rows follow (index aliases held back until it completes, search-sql.ts).
+  const generation = registryGeneration();
   let total = 0;
   for (const t of resourceTypes) total += await store.count(t);
   const job: ReindexJob = { id: randomUUID(), reason, resourceTypes, status: 'running', processed: 0, total, started: new Date().toISOString() };
@@ -82,6 +84,7 @@ export async function startReindex(store: Store, resourceTypes: string[], reason
         } while (cursor);
       }
       job.status = 'completed';
+      reindexCompleted(resourceTypes, generation);
     } catch (err) {
       job.status = 'failed';
       job.error = (err as Error).message;

@@ -36,7 +36,7 @@ import type { Resource } from 'fhir/r4';
 import { badRequest, notSupported } from '../../fhir/outcome.ts';
 import { keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
 import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PageCursor, type PagePosition } from '../cursor.ts';
-import { onRegistryChange, searchParam, splitUnion, stripOuterParens } from '../../search/registry.ts';
+import { onReindexCompleted, onRegistryChange, registryGeneration, searchParam, splitUnion, stripOuterParens } from '../../search/registry.ts';
 import { normalizeReference } from '../../search/normalize.ts';
 import { EARTH_RADIUS_KM, latitudeBand } from '../../search/text.ts';
 import { fhirModel } from '../../fhir/model.ts';
@@ -106,10 +106,135 @@ export interface IndexAlias {
 const aliasCache = new Map<string, Map<string, IndexAlias>>();
 /** The types whose `patient` is answered from their `subject` rows (patientAliasTypes). */
 let typesWithPatientAlias: string[] | undefined;
-onRegistryChange(() => {
+/**
+ * The aliases in effect on every type as of the last registry change, once a database is open (statements):
+ * what the index rows of the open databases follow.
+ */
+let aliasSnapshot: Map<string, ReadonlyMap<string, IndexAlias>> | undefined;
+/** type -> aliased code -> the registry generation it waits for: it has rows of its own until that re-index. */
+const heldAliases = new Map<string, Map<string, number>>();
+/** The connections statements() prepared (aliasRowsChanged writes through one per database). */
+const openDbs = new Set<WeakRef<DatabaseSync>>();
+
+function dropAliasCaches(): void {
   aliasCache.clear();
   typesWithPatientAlias = undefined;
+}
+
+function snapshotAliases(): Map<string, ReadonlyMap<string, IndexAlias>> {
+  const out = new Map<string, ReadonlyMap<string, IndexAlias>>();
+  for (const t of new Set([...Object.keys(ALIAS_CANDIDATES), ...fhirModel().resourceTypes])) {
+    const m = indexAliases(t);
+    if (m.size) out.set(t, m);
+  }
+  return out;
+}
+
+/**
+ * A registry change can end an alias (a server SearchParameter redefines `subject`, `code`...) or bring one
+ * back (it is deleted). The re-index job it starts runs later, so in the same synchronous step: an alias that
+ * ends gets its rows written at once in every open database, copied from the rows it was answered from (exact:
+ * they were written under the definitions the alias held for); an alias that comes back stays off on that type
+ * (its own rows go on being written and searched) until a re-index of the type started after the change has
+ * completed, while the rows it would be answered from still hold the old definition's values.
+ */
+onRegistryChange((change) => {
+  const before = aliasSnapshot;
+  dropAliasCaches();
+  if (!before) return;
+  if (change.startup) {
+    heldAliases.clear();
+    dropAliasCaches();
+    aliasSnapshot = snapshotAliases();
+    return;
+  }
+  const generation = registryGeneration();
+  for (const t of new Set([...Object.keys(ALIAS_CANDIDATES), ...fhirModel().resourceTypes])) {
+    const now = rawAliases(t);
+    const was = before.get(t);
+    const held = heldAliases.get(t);
+    for (const code of now.keys()) {
+      if (was?.has(code)) continue;
+      let h = heldAliases.get(t);
+      if (!h) heldAliases.set(t, (h = new Map()));
+      h.set(code, generation);
+    }
+    if (held) for (const code of [...held.keys()]) if (!now.has(code)) held.delete(code);
+    if (was) for (const [code, alias] of was) if (!now.has(code)) writeAliasRows(t, code, alias);
+  }
+  dropAliasCaches();
+  aliasSnapshot = snapshotAliases();
 });
+
+/** A re-index has rewritten `types`: the aliases held for it take effect, their own rows dropped. */
+onReindexCompleted((types, generation) => {
+  let released = false;
+  for (const t of types) {
+    const held = heldAliases.get(t);
+    if (!held) continue;
+    for (const [code, g] of [...held]) {
+      if (g > generation) continue;
+      held.delete(code);
+      released = true;
+      eachDatabase((db) => {
+        for (const { pid, kind } of aliasParamRows(db, t, code)) {
+          for (const table of [TABLES[kind].table, `${TABLES[kind].table}_part`]) db.prepare(`DELETE FROM ${table} WHERE pid = ?`).run(pid);
+        }
+      });
+    }
+    if (!held.size) heldAliases.delete(t);
+  }
+  if (released) {
+    dropAliasCaches();
+    aliasSnapshot = snapshotAliases();
+  }
+});
+
+/** Runs `write` once per open database (a file's first connection that takes the write; each in-memory one). */
+function eachDatabase(write: (db: DatabaseSync) => void): void {
+  const done = new Set<string>();
+  for (const ref of [...openDbs]) {
+    const db = ref.deref();
+    if (!db?.isOpen) {
+      openDbs.delete(ref);
+      continue;
+    }
+    const file = db.location();
+    if (file && done.has(file)) continue;
+    try {
+      write(db);
+      if (file) done.add(file);
+    } catch {
+      // A read-only connection: the file's writer takes it.
+    }
+  }
+}
+
+/** The `search_params` rows of `code` on `type` and of its composite components (`<code>$<i>`). */
+function aliasParamRows(db: DatabaseSync, type: string, code: string): { code: string; pid: number; kind: Kind }[] {
+  return db
+    .prepare(`SELECT code, pid, kind FROM search_params WHERE resource_type = ?1 AND (code = ?2 OR substr(code, 1, length(?2) + 1) = ?2 || '$')`)
+    .all(type, code) as { code: string; pid: number; kind: Kind }[];
+}
+
+/** Gives the aliased `code` of `type` rows of its own: copies of the rows of the codes it was answered from. */
+function writeAliasRows(type: string, code: string, alias: IndexAlias): void {
+  eachDatabase((db) => {
+    const p = statements(db);
+    for (const from of alias.of)
+      for (const src of aliasParamRows(db, type, from)) {
+        if (!(src.kind in TABLES)) continue;
+        const target = paramId(p, type, code + src.code.slice(from.length), src.kind);
+        const cols = Object.values(TABLES[src.kind].cols).join(', ');
+        const only = alias.targetType && src.kind === 'reference' ? ' AND target_type = ?3' : '';
+        for (const table of [TABLES[src.kind].table, `${TABLES[src.kind].table}_part`]) {
+          const st = db.prepare(`INSERT OR IGNORE INTO ${table} (rid, pid, n, ${cols}) SELECT rid, ?1, n, ${cols} FROM ${table} WHERE pid = ?2${only}`);
+          if (only) st.run(target, src.pid, alias.targetType!);
+          else st.run(target, src.pid);
+        }
+      }
+  });
+}
 
 const termsOf = (expression: string) => splitUnion(expression).map((t) => stripOuterParens(t).trim());
 
@@ -150,20 +275,32 @@ let aliasesOn = true;
  */
 export function setIndexAliases(on: boolean): void {
   aliasesOn = on;
-  aliasCache.clear();
-  typesWithPatientAlias = undefined;
+  heldAliases.clear();
+  dropAliasCaches();
+  if (aliasSnapshot) aliasSnapshot = snapshotAliases();
 }
 
-/** The aliased parameter codes of a type (ALIAS_CANDIDATES, PATIENT_FROM): they have no index rows of their own. */
+/** The aliases the registry's definitions allow on a type, held ones included. */
+function rawAliases(type: string): Map<string, IndexAlias> {
+  const m = new Map<string, IndexAlias>();
+  if (aliasesOn) {
+    for (const [code, of] of Object.entries(ALIAS_CANDIDATES[type] ?? {})) if (aliasHolds(type, code, of)) m.set(code, { of });
+    const patient = patientAlias(type);
+    if (patient) m.set(PATIENT_FROM.code, patient);
+  }
+  return m;
+}
+
+/**
+ * The aliased parameter codes of a type (ALIAS_CANDIDATES, PATIENT_FROM): they have no index rows of their own.
+ * An alias a registry change brings back waits for the type's re-index (heldAliases).
+ */
 export function indexAliases(type: string): ReadonlyMap<string, IndexAlias> {
   let m = aliasCache.get(type);
   if (!m) {
-    m = new Map();
-    if (aliasesOn) {
-      for (const [code, of] of Object.entries(ALIAS_CANDIDATES[type] ?? {})) if (aliasHolds(type, code, of)) m.set(code, { of });
-      const patient = patientAlias(type);
-      if (patient) m.set(PATIENT_FROM.code, patient);
-    }
+    m = rawAliases(type);
+    const held = heldAliases.get(type);
+    if (held) for (const code of held.keys()) m.delete(code);
     aliasCache.set(type, m);
   }
   return m;
@@ -468,6 +605,8 @@ function statements(db: DatabaseSync): Prepared {
       typeRows: sharedTypeRows(db),
     };
     prepared.set(db, p);
+    openDbs.add(new WeakRef(db));
+    aliasSnapshot ??= snapshotAliases();
   }
   return p;
 }
