@@ -69,20 +69,20 @@ describe('audit index rows in small commits', () => {
     expect((await search(store, [['entity', 'Observation/many']])).length).toBe(0);
     await log.indexed();
     expect((await search(store, [['entity', 'Observation/many']])).length).toBe(13);
-    // Two answers waiting on one commit: nothing indexed in it, nor in the three one-entry commits after it.
-    log.record(event('Observation/two'));
-    log.record(event('Observation/two'));
+    // Answers waiting together on one commit (33: more than a chunk, so the backlog is not indexed at once when
+    // sequential commits index themselves again): nothing indexed in it, nor in the three one-entry commits after it.
+    for (let i = 0; i < 33; i++) log.record(event('Observation/two'));
     await log.flush();
     for (let i = 0; i < 4; i++) {
       log.record(event('Observation/one'));
       await log.flush();
     }
     expect(log.indexedInline).toBe(13);
-    expect(backlog(log)).toBe(5);
+    expect(backlog(log)).toBe(36);
     expect((await search(store, [['entity', 'Observation/one']])).length).toBe(1);
     await log.indexed();
     expect((await search(store, [['entity', 'Observation/one']])).length).toBe(4);
-    expect((await search(store, [['entity', 'Observation/two']])).length).toBe(2);
+    expect((await search(store, [['entity', 'Observation/two']])).length).toBe(33);
     await log.close();
     await store.close();
   });
@@ -90,29 +90,51 @@ describe('audit index rows in small commits', () => {
   it('a burst (a large commit) goes to the backlog; later small commits index themselves without moving the mark past it; indexed() drains it and the mark reaches the newest entry', async () => {
     const store = await fileStore(tempDir('dsp-audit-mixed-'));
     const log = new AuditLog(store);
-    for (let i = 0; i < 12; i++) log.record(event('Observation/burst'));
+    for (let i = 0; i < 40; i++) log.record(event('Observation/burst'));
     await log.flush();
-    expect(backlog(log)).toBe(12);
+    expect(backlog(log)).toBe(40);
     const markBefore = (await readHead(store))?.indexedThrough;
     for (let i = 0; i < 8; i++) {
       log.record(event('Observation/after'));
       await log.flush();
     }
     // Three commits after the burst wait too (SEQUENTIAL_RUN), the next five index themselves.
-    expect(backlog(log)).toBe(15);
+    expect(backlog(log)).toBe(43);
     expect(log.indexedInline).toBe(5);
     expect((await search(store, [['entity', 'Observation/after']])).length).toBe(5);
     expect((await search(store, [['entity', 'Observation/burst']])).length).toBe(0);
     // The mark the stored head carries has not moved past the unindexed burst.
     expect((await readHead(store))?.indexedThrough).toBe(markBefore);
     await log.indexed();
-    expect((await search(store, [['entity', 'Observation/burst']])).length).toBe(12);
+    expect((await search(store, [['entity', 'Observation/burst']])).length).toBe(40);
     expect((await search(store, [['entity', 'Observation/after']])).length).toBe(8);
     log.record(event('Observation/last'));
     await log.flush();
     const newest = (await allAuditEvents(store)).at(-1)!;
     expect((await readHead(store))?.indexedThrough).toBe(newest.meta?.lastUpdated);
-    expect((await search(store, [['patient', 'Patient/anna']])).length).toBe(21);
+    expect((await search(store, [['patient', 'Patient/anna']])).length).toBe(49);
+    await log.close();
+    await store.close();
+  });
+
+  it('steady sequential traffic after a small burst: the burst is indexed at once and the stored mark reaches the newest entry without an idle pause', async () => {
+    const store = await fileStore(tempDir('dsp-audit-steady-'));
+    const log = new AuditLog(store);
+    log.record(event('Observation/first'));
+    await log.flush();
+    for (let i = 0; i < 12; i++) log.record(event('Observation/burst'));
+    await log.flush();
+    // One entry every ~2 ms for 1 s: never 500 ms idle, no AuditEvent search.
+    const until = Date.now() + 1000;
+    while (Date.now() < until) {
+      log.record(event('Observation/steady'));
+      await log.flush();
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(backlog(log)).toBe(0);
+    expect((await search(store, [['entity', 'Observation/burst']])).length).toBe(12);
+    const newest = (await allAuditEvents(store)).at(-1)!;
+    expect((await readHead(store))?.indexedThrough).toBe(newest.meta?.lastUpdated);
     await log.close();
     await store.close();
   });
@@ -123,14 +145,14 @@ describe('audit index rows in small commits', () => {
     const log = new AuditLog(store);
     log.record(event('Observation/first'));
     await log.flush();
-    for (let i = 0; i < 9; i++) log.record(event('Observation/burst'));
+    for (let i = 0; i < 40; i++) log.record(event('Observation/burst'));
     await log.flush();
     for (let i = 0; i < 4; i++) {
       log.record(event('Observation/after'));
       await log.flush();
     }
     // The burst and the three commits after it wait in the backlog; the fourth indexed itself.
-    expect(backlog(log)).toBe(12);
+    expect(backlog(log)).toBe(43);
     expect((await search(store, [['entity', 'Observation/after']])).length).toBe(1);
     // Stopped without indexing (a crash): the store is closed under the log, which is dropped.
     await store.close();
@@ -143,10 +165,10 @@ describe('audit index rows in small commits', () => {
     expect((await search(reopened, [['entity', 'Observation/again']])).length).toBe(1);
     await next.indexed();
     expect((await search(reopened, [['entity', 'Observation/first']])).length).toBe(1);
-    expect((await search(reopened, [['entity', 'Observation/burst']])).length).toBe(9);
+    expect((await search(reopened, [['entity', 'Observation/burst']])).length).toBe(40);
     expect((await search(reopened, [['entity', 'Observation/after']])).length).toBe(4);
-    expect((await search(reopened, [['patient', 'Patient/anna']])).length).toBe(15);
-    expect(await verifyAuditChain(reopened)).toEqual({ ok: true, entries: 15, problems: [] });
+    expect((await search(reopened, [['patient', 'Patient/anna']])).length).toBe(46);
+    expect(await verifyAuditChain(reopened)).toEqual({ ok: true, entries: 46, problems: [] });
     const newest = (await allAuditEvents(reopened)).at(-1)!;
     next.record(event('Observation/again'));
     await next.flush();

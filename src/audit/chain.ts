@@ -355,7 +355,10 @@ export class AuditLog {
       for (let i = inline; i < linked.length; i++) this.unindexed.push({ id: linked[i].id!, event: linked[i], lastUpdated: times[i] });
       this.newestWritten = times[times.length - 1];
       this.lastWrite = Date.now();
-      if (this.unindexed.length >= INDEX_HIGH_WATER) this.runInBackground();
+      // A commit that indexed its own rows is sequential traffic again: a small backlog left by the burst before
+      // it (at most one chunk) is indexed now, once per burst, so that the stored mark does not wait for 500 ms
+      // of idle time that steady traffic never gives (the idle timer re-arms while writes keep coming).
+      if (this.unindexed.length >= INDEX_HIGH_WATER || (inline > 0 && this.unindexed.length > 0 && this.unindexed.length <= INDEX_CHUNK)) this.runInBackground();
       else if (this.unindexed.length || this.recoverAfter !== null) this.armIdleTimer();
       return durable;
     });
