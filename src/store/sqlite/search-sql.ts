@@ -504,7 +504,7 @@ function nearSelect(f: Extract<Filter, { kind: 'near' }>, types: string[], q: Sq
     const d = `2 * ${EARTH_RADIUS_KM} * asin(min(1, sqrt(power(sin(radians(${sub}.latitude - ${lat0}) / 2), 2) + cos(radians(${lat0})) * cos(radians(${sub}.latitude)) * power(sin(radians(${sub}.longitude - ${lon0}) / 2), 2))))`;
     return `(${sub}.latitude BETWEEN ${q.p(lo)} AND ${q.p(hi)} AND ${d} <= ${q.p(pt.distanceKm)})`;
   });
-  return `SELECT ${sub}.rid FROM idx_position ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND (${alts.join(' OR ')})`;
+  return `SELECT ${sub}.rid FROM idx_position ${sub} WHERE ${pidIs(sub, types, f.param, q)} AND (${alts.join(' OR ')})`;
 }
 
 /** Inserts one index row: (rid, pid, n) and the value's columns in TABLES order (no per-row mapping). */
@@ -870,16 +870,17 @@ function selectsRowids(f: Filter): boolean {
 }
 
 /**
- * `col` is one of the parameter ids of `code` on `types` (on every type when `types` is empty). One type has
- * at most one id: a scalar sub-select, which the planner can use inside OR branches (multi-index OR).
+ * `<tbl>.pid` is one of the parameter ids of `code` on `types` (on every type when `types` is empty); `tbl` is
+ * the index table's alias in the query, `noIndex` writes `+<tbl>.pid` (keeps the planner off the pid indexes).
+ * One type has at most one id: a scalar sub-select, which the planner can use inside OR branches (multi-index OR).
  */
-function pidIs(col: string, types: string[], code: string, q: Sql): string {
+function pidIs(tbl: string, types: string[], code: string, q: Sql, noIndex = false): string {
+  const col = `${noIndex ? '+' : ''}${tbl}.pid`;
   // An aliased parameter (ALIAS_CANDIDATES, PATIENT_FROM) is answered from the rows of the parameters it unites,
-  // those of `patient` from `subject` rows whose target is a Patient (`tbl`: the index table's alias in `col`).
+  // those of `patient` from `subject` rows whose target is a Patient (`<tbl>.target_type`).
   const all = types.length ? types : code === PATIENT_FROM.code ? patientAliasTypes() : Object.keys(ALIAS_CANDIDATES);
   const aliased = all.map((t) => [t, aliasOf(t, code)] as const).filter((e): e is readonly [string, IndexAlias] => e[1] !== undefined);
   if (aliased.length) {
-    const tbl = col.replace(/^\+/, '').replace(/\.pid$/, '');
     const plain = types.filter((t) => !aliased.some(([a]) => a === t));
     const groups = new Map<string | undefined, { type: string; codes: readonly string[] }[]>();
     for (const t of plain) groups.set(undefined, [...(groups.get(undefined) ?? []), { type: t, codes: [code] }]);
@@ -958,7 +959,7 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
         // The row's own index rows through the primary key (rid, pid, n); `+` keeps the planner off the
         // parameter's (pid, value) index.
         const { table } = TABLES[kindOf(f.type)];
-        return `EXISTS (SELECT 1 FROM ${table} ${sub} WHERE ${sub}.rid = ${rowid} AND ${pidIs(`+${sub}.pid`, types, f.param, q)} AND ${paramConds(f, sub, q)})`;
+        return `EXISTS (SELECT 1 FROM ${table} ${sub} WHERE ${sub}.rid = ${rowid} AND ${pidIs(sub, types, f.param, q, true)} AND ${paramConds(f, sub, q)})`;
       }
       return `${rowid} ${f.not ? 'NOT IN' : 'IN'} (${rowidSelect(f, types, q, depth)!})`;
     }
@@ -977,7 +978,7 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
         // rid: they are compiled on it, and the row itself is not read (index rows exist for live resources
         // only: a delete removes them; the parameter id is the source type's). Same rows, one B-tree look-up
         // less per source.
-        const param = pidIs(`${sub}.pid`, [f.sourceType], f.param, q);
+        const param = pidIs(sub, [f.sourceType], f.param, q);
         if (q.probe.has(f)) {
           // The target's references, each tested: by a probe, or in the set of a source filter's `IN` form (`+`:
           // a look-up per reference in the set built once, not a seek of the target's index per rid of the set).
@@ -993,11 +994,11 @@ function compileFilter(f: Filter, alias: string, types: string[], q: Sql, depth:
         // Semi-join per row: the references to this row from the source parameter ((pid, target_id,
         // target_type) index), each source probed by rowid; stops at the first source that matches.
         const source = `SELECT 1 FROM resources ${s} WHERE ${s}.rowid = ${sub}.rid AND ${s}.resource_type = ${q.p(f.sourceType)} AND ${s}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
-        return `EXISTS (SELECT 1 FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, [f.sourceType], f.param, q)} AND ${sub}.target_id IS NOT NULL AND ${sub}.target_id = ${alias}.id AND ${sub}.target_type = ${alias}.resource_type AND EXISTS (${source}))`;
+        return `EXISTS (SELECT 1 FROM idx_reference ${sub} WHERE ${pidIs(sub, [f.sourceType], f.param, q)} AND ${sub}.target_id IS NOT NULL AND ${sub}.target_id = ${alias}.id AND ${sub}.target_type = ${alias}.resource_type AND EXISTS (${source}))`;
       }
       const sources = `SELECT ${s}.rowid FROM resources ${s} WHERE ${typesClause(s, [f.sourceType], q, f.where)} AND ${s}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
       const targetTypes = types.length ? ` AND ${sub}.target_type IN (${q.list(types)})` : ` AND ${sub}.target_type IS NOT NULL`;
-      const inner = `SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, [f.sourceType], f.param, q)}${targetTypes} AND ${sub}.rid IN (${sources})`;
+      const inner = `SELECT ${sub}.target_type, ${sub}.target_id FROM idx_reference ${sub} WHERE ${pidIs(sub, [f.sourceType], f.param, q)}${targetTypes} AND ${sub}.rid IN (${sources})`;
       return `(${alias}.resource_type, ${alias}.id) IN (${inner})`;
     }
   }
@@ -1035,18 +1036,18 @@ function rowidSelect(f: Filter, types: string[], q: Sql, depth = 1): string | un
         kind = kindOf(def?.components?.[0]?.type ?? 'token');
         param = `${f.param}$0`;
       } else kind = kindOf(t);
-      return `SELECT ${sub}.rid FROM ${TABLES[kind].table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, param, q)}`;
+      return `SELECT ${sub}.rid FROM ${TABLES[kind].table} ${sub} WHERE ${pidIs(sub, types, param, q)}`;
     }
     case 'param': {
       if (f.type === 'composite') return f.anyOf.map((p) => compositeSubquery(f.param, p, types, q, depth)).join(' UNION ALL ');
       const { table } = TABLES[kindOf(f.type)];
-      return `SELECT ${sub}.rid FROM ${table} ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND ${paramConds(f, sub, q)}`;
+      return `SELECT ${sub}.rid FROM ${table} ${sub} WHERE ${pidIs(sub, types, f.param, q)} AND ${paramConds(f, sub, q)}`;
     }
     case 'chain': {
       const t = `t${depth}`;
       const where = f.where.map((w) => compileFilter(w, t, f.targetTypes, q, depth + 1));
       const targets = `SELECT ${t}.id, ${t}.resource_type FROM resources ${t} WHERE ${typesClause(t, f.targetTypes, q, f.where)} AND ${t}.deleted = 0${where.map((w) => ` AND ${w}`).join('')}`;
-      return `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${pidIs(`${sub}.pid`, types, f.param, q)} AND ${sub}.target_id IS NOT NULL AND (${sub}.target_id, ${sub}.target_type) IN (${targets})`;
+      return `SELECT ${sub}.rid FROM idx_reference ${sub} WHERE ${pidIs(sub, types, f.param, q)} AND ${sub}.target_id IS NOT NULL AND (${sub}.target_id, ${sub}.target_type) IN (${targets})`;
     }
     case 'compartment': {
       // The rows of each compartment parameter; an aliased one's are those of the codes it stands for (the
@@ -1121,10 +1122,10 @@ function compositeSubquery(code: string, p: Predicate, types: string[], q: Sql, 
     .slice(1)
     .map(
       (pt) =>
-        ` JOIN ${TABLES[pt.kind].table}_part ${pt.alias} ON ${pt.alias}.rid = ${first.alias}.rid AND ${pt.alias}.n = ${first.alias}.n AND ${pidIs(`${pt.alias}.pid`, types, `${code}$${pt.i}`, q)}`,
+        ` JOIN ${TABLES[pt.kind].table}_part ${pt.alias} ON ${pt.alias}.rid = ${first.alias}.rid AND ${pt.alias}.n = ${first.alias}.n AND ${pidIs(pt.alias, types, `${code}$${pt.i}`, q)}`,
     )
     .join('');
-  const where = [pidIs(`${first.alias}.pid`, types, `${code}$0`, q)];
+  const where = [pidIs(first.alias, types, `${code}$0`, q)];
   for (const pt of parts)
     where.push(render(predicateCond(pt.pred, code), (field) => `${pt.alias}.${TABLES[pt.kind].cols[field] ?? badField(field)}`, q));
   return `SELECT ${first.alias}.rid FROM ${TABLES[first.kind].table} ${first.alias}${joins} WHERE ${where.join(' AND ')}`;
@@ -1160,7 +1161,7 @@ function sortExpression(param: string, descending: boolean, types: string[], q: 
   const agg = descending ? 'MAX' : 'MIN';
   // The rid fixes the type: the parameter ids of every searched type can be offered at once. `+x.pid`: the
   // rows of this rid through the primary key, not a walk of the parameter's (pid, value) index.
-  return `(SELECT ${agg}(x.${sortColumn(kind, descending)}) FROM ${TABLES[kind].table} x WHERE x.rid = ${rowid} AND ${pidIs('+x.pid', types, param, q)})`;
+  return `(SELECT ${agg}(x.${sortColumn(kind, descending)}) FROM ${TABLES[kind].table} x WHERE x.rid = ${rowid} AND ${pidIs('x', types, param, q, true)})`;
 }
 
 /**
