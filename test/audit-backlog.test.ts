@@ -195,3 +195,25 @@ describe('over HTTP', () => {
     expect(all.body.entry.length).toBe(45);
   });
 });
+
+describe('close()', () => {
+  it('writes after close() start no indexing: no reindex call reaches the store', async () => {
+    const store = await fileStore(tempDir('dsp-audit-closed-'));
+    const log = new AuditLog(store);
+    let reindexCalls = 0;
+    const reindex = store.reindex.bind(store);
+    store.reindex = async (...args: Parameters<SqliteStore['reindex']>) => {
+      reindexCalls++;
+      return reindex(...args);
+    };
+    // A burst goes to the backlog (the idle timer is armed), then close() and more writes.
+    for (let i = 0; i < 40; i++) log.record(event('Observation/burst'));
+    await log.flush();
+    await log.close();
+    log.record(event('Observation/late'));
+    await log.flush();
+    await new Promise((r) => setTimeout(r, 700)); // longer than the 500 ms idle time
+    expect(reindexCalls).toBe(0);
+    await store.close();
+  });
+});

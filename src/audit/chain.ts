@@ -222,6 +222,8 @@ export class AuditLog {
   private indexing: Promise<void> = Promise.resolve();
   private indexRunning = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Set by close(): no indexing starts afterwards (its owner closes the store). */
+  private closed = false;
   private lastWrite = 0;
   /** lastUpdated of the newest entry committed by this process. */
   private newestWritten: string | undefined;
@@ -394,6 +396,7 @@ export class AuditLog {
 
   /** Writes what is queued, waits for the indexer, and stops its timer (the store is closed by its owner). */
   async close(): Promise<void> {
+    this.closed = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     await this.flush().catch(() => undefined);
@@ -402,7 +405,7 @@ export class AuditLog {
   }
 
   private armIdleTimer(): void {
-    if (this.idleTimer || this.indexRunning) return;
+    if (this.closed || this.idleTimer || this.indexRunning) return;
     const wait = Math.max(1, this.lastWrite + INDEX_IDLE_MS - Date.now());
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
@@ -436,6 +439,7 @@ export class AuditLog {
    * next run; the search that starts it (`indexed()`) gets the 503. Without the catch it was an unhandled rejection.
    */
   private runInBackground(): void {
+    if (this.closed) return;
     this.runIndexer().catch(() => undefined);
   }
 
