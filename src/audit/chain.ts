@@ -229,7 +229,7 @@ export class AuditLog {
   private newestWritten: string | undefined;
   /** Entries written so far by this process. */
   written = 0;
-  /** Entries of those whose index rows were written in their own commit. */
+  /** Entries of those whose index rows were written in their own commit (a hook for tests and benchmarks). */
   indexedInline = 0;
 
   private readonly waitForDisk: boolean;
@@ -241,7 +241,8 @@ export class AuditLog {
    * `waitForDisk`: a durable entry's answer waits for the fsync of its commit (`DSP_AUDIT_SYNC=disk`); without
    * it (the default) the answer waits for the commit, and the fsync, started at once, runs beside the answer.
    * `inlineIndexUpTo`: a group commit of sequential traffic with at most this many entries writes their index rows
-   * itself (default INLINE_INDEX_UP_TO; 0: every entry goes to the backlog, as before session 5).
+   * itself (default INLINE_INDEX_UP_TO; 0: every entry goes to the backlog, as before session 5). A hook for tests,
+   * benchmarks and the writer thread (worker.ts), not a deployment setting.
    */
   constructor(store: Store, options?: { waitForDisk?: boolean; inlineIndexUpTo?: number }) {
     this.store = store;

@@ -23,7 +23,9 @@ const port = parentPort!;
 const data = workerData as WriterData;
 const store = new SqliteStore({ path: data.path, synchronous: data.synchronous, historyless: AUDIT_HISTORYLESS });
 await store.init();
-const log = new AuditLog(store, { waitForDisk: data.waitForDisk });
+// inlineIndexUpTo 0: in this thread the background index chunks do not hold the server's event loop, which is
+// what inline index rows avoid on the main thread; the 12-entry default was measured there only, not here.
+const log = new AuditLog(store, { waitForDisk: data.waitForDisk, inlineIndexUpTo: 0 });
 
 port.on('message', (m: WriterRequest) => {
   const work = async (): Promise<void> => {
