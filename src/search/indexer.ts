@@ -23,7 +23,7 @@ import {
   numberRangeOf,
   ucumCanonical,
 } from './normalize.ts';
-import { onRegistryChange, searchParamsFor, splitUnion, stripOuterParens, type SearchParamDef } from './registry.ts';
+import { onRegistryChange, searchParamsFor, splitUnion, stripOuterParens, unionTerms, type SearchParamDef } from './registry.ts';
 import type { IndexValue } from './types.ts';
 import { specialIndexValues } from './text.ts';
 
@@ -582,8 +582,6 @@ function compiledFor(resourceType: string): CompiledParam[] {
   return list;
 }
 
-const termsOf = (expression: string) => splitUnion(expression).map((t) => stripOuterParens(t).trim());
-
 /** A term the plain-path walker compiles from the resource's root (no FHIRPath fallback: it never throws). */
 function plainTerm(term: string): boolean {
   const steps = parseSteps(term);
@@ -598,18 +596,18 @@ function plainTerm(term: string): boolean {
  * are theirs in order (before dedupe), renamed. Only plain-path terms (the walker, which never throws).
  */
 function unionOf(p: CompiledParam, list: CompiledParam[]): CompiledParam[] | undefined {
-  const terms = termsOf(p.def.expression);
+  const terms = unionTerms(p.def.expression);
   if (terms.length < 2 || !terms.every(plainTerm)) return undefined;
   const from: CompiledParam[] = [];
   for (let at = 0; at < terms.length; ) {
     const q = list.find((q) => {
       if (q === p || q.def.type !== p.def.type || !sameComponents(p, q)) return false;
-      const own = termsOf(q.def.expression);
+      const own = unionTerms(q.def.expression);
       return own.length < terms.length && own.every((t, k) => terms[at + k] === t);
     });
     if (!q) return undefined;
     from.push(q);
-    at += termsOf(q.def.expression).length;
+    at += unionTerms(q.def.expression).length;
   }
   return from;
 }

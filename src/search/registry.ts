@@ -65,6 +65,14 @@ export function splitUnion(expression: string): string[] {
   return out.filter((t) => t.length > 0);
 }
 
+/**
+ * The terms of a union expression, each without the parentheses that wrap it: what the indexer's unions and the
+ * SQLite index aliases compare term by term (`(A.b) | A.c` -> [`A.b`, `A.c`]).
+ */
+export function unionTerms(expression: string): string[] {
+  return splitUnion(expression).map((t) => stripOuterParens(t).trim());
+}
+
 /** Removes parentheses that wrap a whole term: `(A.b.ofType(X))` -> `A.b.ofType(X)`. */
 export function stripOuterParens(term: string): string {
   let t = term.trim();

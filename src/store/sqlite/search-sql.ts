@@ -36,7 +36,7 @@ import type { Resource } from 'fhir/r4';
 import { badRequest, notSupported } from '../../fhir/outcome.ts';
 import { keysetCond, predicateCond, type Cond, type KeysetKey, type Scalar } from '../../search/conditions.ts';
 import { cursorCond, decodePageCursor, encodePageCursor, pageOf, type PageCursor, type PagePosition } from '../cursor.ts';
-import { onReindexCompleted, onRegistryChange, registryGeneration, searchParam, splitUnion, stripOuterParens } from '../../search/registry.ts';
+import { onReindexCompleted, onRegistryChange, registryGeneration, searchParam, unionTerms } from '../../search/registry.ts';
 import { normalizeReference } from '../../search/normalize.ts';
 import { EARTH_RADIUS_KM, latitudeBand } from '../../search/text.ts';
 import { fhirModel } from '../../fhir/model.ts';
@@ -236,18 +236,16 @@ function writeAliasRows(type: string, code: string, alias: IndexAlias): void {
   });
 }
 
-const termsOf = (expression: string) => splitUnion(expression).map((t) => stripOuterParens(t).trim());
-
 function aliasHolds(type: string, code: string, of: readonly string[]): boolean {
   const d = searchParam(type, code);
   if (!d?.expression || d.type === 'special') return false;
-  const terms = termsOf(d.expression);
+  const terms = unionTerms(d.expression);
   // The alias's terms are those of the parameters it unites, in their order.
   let at = 0;
   const united = of.every((c) => {
     const o = searchParam(type, c);
     if (!o?.expression || o.type !== d.type) return false;
-    for (const own of termsOf(o.expression)) if (terms[at++] !== own) return false;
+    for (const own of unionTerms(o.expression)) if (terms[at++] !== own) return false;
     if (d.type !== 'composite') return !d.components?.length && !o.components?.length;
     const dc = d.components ?? [];
     const oc = o.components ?? [];
@@ -261,8 +259,8 @@ function patientAlias(type: string): IndexAlias | undefined {
   const p = searchParam(type, PATIENT_FROM.code);
   const s = searchParam(type, PATIENT_FROM.from);
   if (p?.type !== 'reference' || s?.type !== 'reference' || !p.expression || !s.expression) return undefined;
-  const pt = termsOf(p.expression);
-  const st = termsOf(s.expression);
+  const pt = unionTerms(p.expression);
+  const st = unionTerms(s.expression);
   if (pt.length !== 1 || st.length !== 1) return undefined;
   if (pt[0] === st[0]) return { of: [PATIENT_FROM.from] };
   return pt[0] === `${st[0]}.where(resolve() is ${PATIENT_FROM.targetType})` ? { of: [PATIENT_FROM.from], targetType: PATIENT_FROM.targetType } : undefined;
