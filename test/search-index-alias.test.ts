@@ -17,7 +17,7 @@ import { extractIndex } from '../src/search/indexer.ts';
 import { setServerSearchParameters } from '../src/search/registry.ts';
 import { startReindex, waitForReindex } from '../src/search/reindex.ts';
 import { parseSearch } from '../src/search/parse.ts';
-import { compartmentFilter } from '../src/fhir/compartments.ts';
+import { compartmentFilter, compartmentTypes } from '../src/fhir/compartments.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const SYNTHEA = join(ROOT, '..', 'shared', 'data', 'synthea');
@@ -183,6 +183,13 @@ function queries(resources: Resource[]): Query[] {
   out.push({ type: 'Encounter', params: [['_include', 'Encounter:patient'], ['_revinclude', 'Observation:encounter'], ['_count', '10']] });
   out.push({ type: 'DeviceUseStatement', params: [['_include', 'DeviceUseStatement:patient']] });
   out.push({ type: 'Task', params: [['_include', 'Task:patient'], ['patient:missing', 'false']] });
+  // Sorted on patient, iterated includes over it, and the search behind Patient/{id}/$everything (its compartment
+  // over every member type; the operation adds the Patient itself).
+  out.push({ type: O, params: [['_sort', 'patient'], ['_count', '70']] });
+  out.push({ type: 'Condition', params: [['_sort', '-patient,_id'], ['_count', '20']] });
+  out.push({ type: 'Encounter', params: [['_revinclude', 'Condition:encounter'], ['_include:iterate', 'Condition:patient'], ['_count', '15']] });
+  out.push({ type: 'Encounter', params: [['_include', 'Encounter:patient'], ['_revinclude:iterate', 'Condition:patient'], ['_count', '5']] });
+  for (const p of patients) out.push({ type: undefined, params: [['_type', compartmentTypes('Patient').join(',')], ['_count', '200']], compartment: p.id });
   return out;
 }
 
