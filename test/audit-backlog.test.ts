@@ -139,7 +139,7 @@ describe('audit index rows in small commits', () => {
     await store.close();
   });
 
-  it('a restart in the middle of the backlog loses nothing: the next process indexes the burst, the inline entries stay found once each', async () => {
+  it('a restart in the middle of the backlog loses nothing: the next process indexes the burst, and the inline entries are still found (a search returns distinct resources: duplicate index rows are not checked here)', async () => {
     const dir = tempDir('dsp-audit-restart-');
     const store = await fileStore(dir);
     const log = new AuditLog(store);
